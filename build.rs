@@ -1,0 +1,36 @@
+//! Compiles `proto/orgd/v1/*.proto` with protox (pure Rust, no system `protoc`) into
+//! tonic servers and clients, and writes the encoded file descriptor set that server
+//! reflection and the access-policy table read at runtime. The encoded set keeps the
+//! custom `(orgd.v1.policy)` method options, which `prost_types` would drop.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = PathBuf::from("proto");
+    let mut files: Vec<PathBuf> = fs::read_dir(proto_dir.join("orgd/v1"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|path| path.extension().is_some_and(|ext| ext == "proto"));
+    files.sort();
+
+    let mut compiler = protox::Compiler::new([&proto_dir])?;
+    compiler.include_imports(true).include_source_info(true);
+    for file in &files {
+        compiler.open_file(file.strip_prefix(&proto_dir)?)?;
+    }
+
+    let encoded = compiler.encode_file_descriptor_set();
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out_dir.join("orgd_descriptor.bin"), &encoded)?;
+
+    let fds = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! OrgService: organizations, plus who-am-i and permission checks.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::{call_context, optional, org_access, timestamp};
+use crate::domain::{Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef};
+use crate::error::{Error, Result};
+use crate::pb::{self, org_service_server::OrgService};
+use crate::store::Store;
+use crate::store::access::MembershipView;
+use crate::store::orgs::{ContactVerification, CreateOrg, OrgChanges, OrgLimits, OrgRow};
+use crate::store::users::User;
+
+/// Fields UpdateOrganization can change.
+const UPDATABLE_FIELDS: &str = "display_name, description, slug, contact_email";
+
+#[derive(Debug, Clone)]
+pub struct OrgSettings {
+    pub limits: OrgLimits,
+    pub deleted_retention: Duration,
+    pub verification: ContactVerification,
+}
+
+pub struct OrgApi {
+    store: Store,
+    settings: OrgSettings,
+}
+
+impl OrgApi {
+    pub fn new(store: Store, settings: OrgSettings) -> Self {
+        OrgApi { store, settings }
+    }
+}
+
+fn organization(row: &OrgRow) -> pb::Organization {
+    let state = if row.deleted_at.is_some() {
+        pb::organization::State::Deleted
+    } else {
+        pb::organization::State::Active
+    };
+    pb::Organization {
+        name: row.name(),
+        uid: row.id.to_string(),
+        slug: row.slug.clone(),
+        display_name: row.display_name.clone(),
+        description: row.description.clone(),
+        contact_email: row.contact_email.clone(),
+        pending_contact_email: row.pending_contact_email.clone().unwrap_or_default(),
+        personal: row.personal_owner_id.is_some(),
+        state: state.into(),
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+        delete_time: row.deleted_at.map(timestamp),
+        purge_time: row.purge_at.map(timestamp),
+        etag: row.etag().to_string(),
+    }
+}
+
+fn membership(view: MembershipView) -> pb::Membership {
+    pb::Membership {
+        organization: view.org.name(),
+        slug: view.org.slug,
+        display_name: view.org.display_name,
+        personal: view.org.personal_owner_id.is_some(),
+        roles: view.access.roles,
+        extra_permissions: view.access.extra_permissions,
+        effective_permissions: view.access.effective.into_iter().collect(),
+        join_time: Some(timestamp(view.access.joined_at)),
+    }
+}
+
+fn user(user: &User) -> pb::User {
+    pb::User {
+        name: UserRef::name_of(user.row.id),
+        uid: user.row.id.to_string(),
+        subject: user.row.subject.clone(),
+        email: user.row.email.clone(),
+        email_verified: user.row.email_verified,
+        display_name: user.row.display_name.clone(),
+        personal_organization: OrgRef::name_of(user.personal_org_id),
+        create_time: Some(timestamp(user.row.created_at)),
+    }
+}
+
+/// Reads the fields named in an update mask out of `org`.
+fn changes_from_mask(
+    org: &pb::Organization,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<OrgChanges> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            format!("name the fields to change; updatable: {UPDATABLE_FIELDS}"),
+        ));
+    }
+    let mut changes = OrgChanges::default();
+    for path in paths {
+        let field = format!("organization.{path}");
+        match path.as_str() {
+            "display_name" => {
+                changes.display_name = Some(DisplayName::parse(&field, &org.display_name)?)
+            }
+            "description" => {
+                changes.description = Some(Description::parse(&field, &org.description)?)
+            }
+            "slug" => changes.slug = Some(Slug::parse(&field, &org.slug)?),
+            "contact_email" => {
+                changes.contact_email = Some(Email::parse(&field, &org.contact_email)?)
+            }
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("'{other}' cannot be updated; updatable: {UPDATABLE_FIELDS}"),
+                ));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// The user named by a service request, which must exist.
+async fn existing_user(store: &Store, field: &str, raw: &str) -> Result<User> {
+    let user_ref = UserRef::parse(field, raw)?;
+    store
+        .user_by_id(user_ref.0)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user {raw} not found")))
+}
+
+#[tonic::async_trait]
+impl OrgService for OrgApi {
+    async fn create_organization(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let ctx = call_context(&request)?;
+        let creator = ctx.user()?;
+        let org = request.get_ref().organization.as_ref().ok_or_else(|| {
+            Error::invalid("organization", "the organization to create is required")
+        })?;
+        let input = CreateOrg {
+            display_name: DisplayName::parse("organization.display_name", &org.display_name)?,
+            slug: optional(&org.slug)
+                .map(|s| Slug::parse("organization.slug", s))
+                .transpose()?,
+            description: Some(Description::parse(
+                "organization.description",
+                &org.description,
+            )?),
+            contact_email: optional(&org.contact_email)
+                .map(|e| Email::parse("organization.contact_email", e))
+                .transpose()?,
+        };
+        let created = self
+            .store
+            .create_org(
+                &ctx.actor(),
+                &creator.row.email,
+                input,
+                self.settings.limits,
+                &self.settings.verification,
+            )
+            .await?;
+        Ok(Response::new(organization(&created)))
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        Ok(Response::new(organization(&org_access(&request)?.org)))
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let (orgs, next_page_token) = self
+            .store
+            .list_orgs_of_user(ctx.user()?.row.id, page, body.show_deleted)
+            .await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: orgs
+                .iter()
+                .map(|listed| organization(&listed.org))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let ctx = call_context(&request)?;
+        let access = org_access(&request)?;
+        let body = request.get_ref();
+        let org = body
+            .organization
+            .as_ref()
+            .ok_or_else(|| Error::invalid("organization", "the organization is required"))?;
+        let changes = changes_from_mask(org, body.update_mask.as_ref())?;
+        let etag = Etag::parse_optional("organization.etag", &org.etag)?;
+        let updated = self
+            .store
+            .update_org(
+                &ctx.actor(),
+                access.org.id,
+                changes,
+                etag,
+                &self.settings.verification,
+            )
+            .await?;
+        Ok(Response::new(organization(&updated)))
+    }
+
+    async fn delete_organization(
+        &self,
+        request: Request<pb::DeleteOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let ctx = call_context(&request)?;
+        let access = org_access(&request)?;
+        let body = request.get_ref();
+        let etag = Etag::parse_optional("etag", &body.etag)?;
+        let deleted = self
+            .store
+            .delete_org(
+                &ctx.actor(),
+                access.org.id,
+                &body.confirmation,
+                etag,
+                self.settings.deleted_retention,
+            )
+            .await?;
+        Ok(Response::new(organization(&deleted)))
+    }
+
+    async fn undelete_organization(
+        &self,
+        request: Request<pb::UndeleteOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let ctx = call_context(&request)?;
+        let access = org_access(&request)?;
+        let restored = self
+            .store
+            .undelete_org(&ctx.actor(), access.org.id, self.settings.limits)
+            .await?;
+        Ok(Response::new(organization(&restored)))
+    }
+
+    async fn verify_contact_email(
+        &self,
+        request: Request<pb::VerifyContactEmailRequest>,
+    ) -> Result<Response<pb::VerifyContactEmailResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let token = request.get_ref().token.trim();
+        if token.is_empty() {
+            return Err(Error::invalid(
+                "token",
+                "the token from the verification message is required",
+            )
+            .into());
+        }
+        let org = self.store.verify_contact_email(&ctx.actor(), token).await?;
+        Ok(Response::new(pb::VerifyContactEmailResponse {
+            organization: org.name(),
+            contact_email: org.contact_email,
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let caller = ctx.user()?;
+        let mut memberships = Vec::new();
+        let mut page = PageRequest::parse(0, "")?;
+        loop {
+            let (views, next) = self.store.memberships_of_user(caller.row.id, page).await?;
+            memberships.extend(views.into_iter().map(membership));
+            if next.is_empty() {
+                break;
+            }
+            page = PageRequest::parse(0, &next)?;
+        }
+        Ok(Response::new(pb::WhoAmIResponse {
+            user: Some(user(caller)),
+            token_organization: String::new(),
+            memberships,
+        }))
+    }
+
+    async fn check_permission(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        let body = request.get_ref();
+        let org_ref = OrgRef::parse("organization", &body.organization)?;
+        if body.permission.is_empty() || !self.store.permission_exists(&body.permission).await? {
+            return Err(Error::invalid(
+                "permission",
+                format!("'{}' is not a known permission", body.permission),
+            )
+            .into());
+        }
+        let subject = existing_user(&self.store, "user", &body.user).await?;
+        if self.store.find_org(&org_ref).await?.is_none() {
+            return Err(
+                Error::NotFound(format!("organization {} not found", body.organization)).into(),
+            );
+        }
+        let allowed = self
+            .store
+            .member_access(&org_ref, subject.row.id)
+            .await?
+            .is_some_and(|(org, access)| {
+                org.deleted_at.is_none() && access.allows(&body.permission)
+            });
+        Ok(Response::new(pb::CheckPermissionResponse { allowed }))
+    }
+
+    async fn list_user_organizations(
+        &self,
+        request: Request<pb::ListUserOrganizationsRequest>,
+    ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let subject = existing_user(&self.store, "user", &body.user).await?;
+        let (views, next_page_token) = self.store.memberships_of_user(subject.row.id, page).await?;
+        Ok(Response::new(pb::ListUserOrganizationsResponse {
+            memberships: views.into_iter().map(membership).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,322 @@
+//! The tower layer that authenticates and authorizes every call before it reaches
+//! a handler. Deny by default: a method missing from the policy table, or one
+//! without a declared policy, never reaches its handler.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
+use prost_reflect::DynamicMessage;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::policy::{MethodEntry, Policy, PolicyTable, read_string_field};
+use super::{CallContext, JwtVerifier, OrgAccess, Principal};
+use crate::domain::OrgRef;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::users::Identity;
+
+/// Methods of the gRPC infrastructure services, open to everybody.
+const PUBLIC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.",
+    "/grpc.reflection.v1alpha.",
+];
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything the layer needs to decide.
+pub struct AuthState {
+    pub store: Store,
+    pub verifier: JwtVerifier,
+    pub policies: PolicyTable,
+    pub service_subjects: HashSet<String>,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    state: Arc<AuthState>,
+}
+
+impl AuthLayer {
+    pub fn new(state: AuthState) -> Self {
+        AuthLayer {
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    state: Arc<AuthState>,
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The ready service handles this call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        let request_id = request_id(&request);
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!("rpc", %method, %request_id);
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let mut response = match authorize(&state, request, &request_id).await {
+                    Ok(request) => inner.call(request).await?,
+                    Err(status) => {
+                        tracing::info!(code = ?status.code(), message = status.message(), "call refused");
+                        status.into_http()
+                    }
+                };
+                if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The caller's `x-request-id` if it is sane, else a new one.
+fn request_id(request: &http::Request<Body>) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+async fn authorize(
+    state: &AuthState,
+    mut request: http::Request<Body>,
+    request_id: &str,
+) -> Result<http::Request<Body>, tonic::Status> {
+    let path = request.uri().path().to_owned();
+    if PUBLIC_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return Ok(request);
+    }
+    let Some(entry) = state.policies.get(&path) else {
+        return Err(tonic::Status::unimplemented(format!(
+            "unknown method {path}"
+        )));
+    };
+    let Some(policy) = &entry.policy else {
+        return Err(tonic::Status::permission_denied(format!(
+            "{path} declares no access policy, so nobody may call it"
+        )));
+    };
+    let principal = authenticate(state, request.headers(), request_id).await?;
+    match (policy, &principal) {
+        (Policy::Service, Principal::Service { .. }) => {}
+        (Policy::Service, Principal::User(_)) => {
+            return Err(
+                Error::PermissionDenied(format!("{path} is for backend services only")).into(),
+            );
+        }
+        (_, Principal::Service { subject }) => {
+            return Err(Error::PermissionDenied(format!(
+                "{path} needs a user token; services/{subject} is a service"
+            ))
+            .into());
+        }
+        (Policy::Authenticated, Principal::User(_)) => {}
+        (
+            Policy::OrgPermission {
+                permission,
+                org_field,
+                allow_deleted,
+            },
+            Principal::User(user),
+        ) => {
+            let (parts, body) = request.into_parts();
+            let (body, raw_org) = read_org_field(state, entry, org_field, body).await?;
+            let access = check_org_permission(
+                state,
+                user.row.id,
+                &org_field.join("."),
+                &raw_org,
+                permission,
+                *allow_deleted,
+            )
+            .await?;
+            request = http::Request::from_parts(parts, body);
+            request.extensions_mut().insert(access);
+        }
+    }
+    request.extensions_mut().insert(CallContext {
+        request_id: request_id.to_owned(),
+        principal,
+    });
+    Ok(request)
+}
+
+async fn authenticate(
+    state: &AuthState,
+    headers: &http::HeaderMap,
+    request_id: &str,
+) -> Result<Principal> {
+    let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+        Error::Unauthenticated("missing 'authorization: Bearer <token>' metadata".into())
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthenticated("the authorization metadata must be 'Bearer <token>'".into())
+        })?;
+    let claims = state.verifier.verify(token)?;
+    if state.service_subjects.contains(&claims.sub) {
+        return Ok(Principal::Service {
+            subject: claims.sub,
+        });
+    }
+    let identity = Identity {
+        email: claims.email.unwrap_or_default().trim().to_lowercase(),
+        email_verified: claims.email_verified,
+        display_name: claims.name.unwrap_or_default().trim().to_owned(),
+        subject: claims.sub,
+    };
+    Ok(Principal::User(
+        state.store.ensure_user(&identity, request_id).await?,
+    ))
+}
+
+/// Buffers the (unary) request, decodes it against the method's input type and
+/// returns a replayable body together with the organization field's value.
+async fn read_org_field(
+    state: &AuthState,
+    entry: &MethodEntry,
+    org_field: &[String],
+    body: Body,
+) -> Result<(Body, String)> {
+    let bytes = Limited::new(body, state.max_request_bytes + 5)
+        .collect()
+        .await
+        .map_err(|_| {
+            Error::invalid(
+                "request",
+                format!(
+                    "the request is larger than {} bytes or was cut off",
+                    state.max_request_bytes
+                ),
+            )
+        })?
+        .to_bytes();
+    let message = grpc_message(&bytes)?;
+    let decoded = DynamicMessage::decode(entry.input.clone(), message).map_err(|err| {
+        Error::invalid(
+            "request",
+            format!("the request message does not decode: {err}"),
+        )
+    })?;
+    let value = read_string_field(&decoded, org_field);
+    Ok((Body::new(Full::new(bytes)), value))
+}
+
+/// The message of a single uncompressed gRPC frame.
+fn grpc_message(frame: &Bytes) -> Result<Bytes> {
+    let mut header = frame.clone();
+    if header.remaining() < 5 {
+        return Err(Error::invalid(
+            "request",
+            "expected one gRPC message in the request",
+        ));
+    }
+    let compressed = header.get_u8();
+    let length = header.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Error::invalid(
+            "request",
+            "compressed requests are not supported",
+        ));
+    }
+    if header.remaining() != length {
+        return Err(Error::invalid(
+            "request",
+            "expected exactly one gRPC message in the request",
+        ));
+    }
+    Ok(header)
+}
+
+async fn check_org_permission(
+    state: &AuthState,
+    user_id: uuid::Uuid,
+    field: &str,
+    raw_org: &str,
+    permission: &str,
+    allow_deleted: bool,
+) -> Result<OrgAccess> {
+    let org_ref = OrgRef::parse(field, raw_org)?;
+    // Unknown and foreign organizations look the same, so non-members learn nothing.
+    let (org, member) = state
+        .store
+        .member_access(&org_ref, user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("organization {raw_org} not found")))?;
+    if org.deleted_at.is_some() && !allow_deleted {
+        return Err(Error::precondition(
+            "ORGANIZATION_DELETED",
+            org.name(),
+            format!(
+                "organization {raw_org} is deleted; restore it with UndeleteOrganization first"
+            ),
+        ));
+    }
+    if !member.allows(permission) {
+        let roles = if member.roles.is_empty() {
+            "none".to_owned()
+        } else {
+            member.roles.join(", ")
+        };
+        return Err(Error::PermissionDenied(format!(
+            "permission '{permission}' is required in organization {raw_org}; your roles there: {roles}"
+        )));
+    }
+    Ok(OrgAccess { org, member })
+}

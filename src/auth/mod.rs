@@ -1,0 +1,70 @@
+//! Authentication and authorization, in one place. `layer` runs before every
+//! call: it authenticates the bearer token (`identity`), looks the method up in
+//! the policy table built from the proto's `(orgd.v1.policy)` options (`policy`),
+//! and either refuses the call or hands the handler a `CallContext` — plus an
+//! `OrgAccess` for organization-scoped methods — in the request extensions.
+
+mod identity;
+mod layer;
+mod policy;
+
+pub use identity::{Claims, JwtVerifier, mint_token};
+pub use layer::{AuthLayer, AuthState};
+pub use policy::{Policy, PolicyTable};
+
+use crate::error::{Error, Result};
+use crate::store::Actor;
+use crate::store::access::MemberAccess;
+use crate::store::orgs::OrgRow;
+use crate::store::users::User;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A person, through an identity-provider token.
+    User(User),
+    /// A backend service (its token subject is configured as a service).
+    Service { subject: String },
+}
+
+/// Identity and request id of a call that passed the policy check.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub request_id: String,
+    pub principal: Principal,
+}
+
+impl CallContext {
+    pub fn actor(&self) -> Actor {
+        let (user_id, label) = match &self.principal {
+            Principal::User(user) => (
+                Some(user.row.id),
+                crate::domain::UserRef::name_of(user.row.id),
+            ),
+            Principal::Service { subject } => (None, format!("services/{subject}")),
+        };
+        Actor {
+            user_id,
+            label,
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// The calling user; the policy layer lets only users reach user methods.
+    pub fn user(&self) -> Result<&User> {
+        match &self.principal {
+            Principal::User(user) => Ok(user),
+            Principal::Service { .. } => Err(Error::PermissionDenied(
+                "this method needs a user token".into(),
+            )),
+        }
+    }
+}
+
+/// Proof that the caller is a member of `org` holding the method's permission.
+/// Only the policy layer creates it.
+#[derive(Debug, Clone)]
+pub struct OrgAccess {
+    pub org: OrgRow,
+    pub member: MemberAccess,
+}

@@ -1,0 +1,244 @@
+//! The central policy table: every RPC of every orgd service mapped to what it
+//! requires, read from the `(orgd.v1.policy)` option of its proto declaration.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, Value};
+
+/// What a caller needs to call a method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Any signed-in user.
+    Authenticated,
+    /// Backend services only.
+    Service,
+    /// A member of the organization named by the request field at `org_field`
+    /// (a path of field names) who holds `permission` there.
+    OrgPermission {
+        permission: String,
+        org_field: Vec<String>,
+        allow_deleted: bool,
+    },
+}
+
+/// A method as the table knows it.
+#[derive(Debug, Clone)]
+pub struct MethodEntry {
+    /// `None` when the proto declares no policy: such a method is refused.
+    pub policy: Option<Policy>,
+    pub input: MessageDescriptor,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyTable {
+    methods: HashMap<String, MethodEntry>,
+}
+
+impl PolicyTable {
+    /// Builds the table from an encoded file descriptor set, for the services in
+    /// `package`. A malformed policy is a start-up error.
+    pub fn from_descriptor_set(encoded: &[u8], package: &str) -> anyhow::Result<Self> {
+        let pool = DescriptorPool::decode(encoded).context("decoding the file descriptor set")?;
+        let extension = pool
+            .get_extension_by_name("orgd.v1.policy")
+            .context("the descriptor set lacks the orgd.v1.policy extension")?;
+        let mut methods = HashMap::new();
+        for service in pool.services().filter(|s| s.package_name() == package) {
+            for method in service.methods() {
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                let options = method.options();
+                let policy = if options.has_extension(&extension) {
+                    let value = options.get_extension(&extension);
+                    let declared = value
+                        .as_message()
+                        .context("policy option is not a message")?;
+                    let text = |name: &str| {
+                        declared
+                            .get_field_by_name(name)
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    };
+                    let flag = |name: &str| {
+                        declared
+                            .get_field_by_name(name)
+                            .and_then(|v| v.as_bool())
+                            .unwrap_or(false)
+                    };
+                    Some(
+                        parse_policy(
+                            &method.input(),
+                            text("permission"),
+                            flag("authenticated"),
+                            flag("service"),
+                            text("org_field"),
+                            flag("allow_deleted"),
+                        )
+                        .with_context(|| format!("policy of {path}"))?,
+                    )
+                } else {
+                    None
+                };
+                methods.insert(
+                    path,
+                    MethodEntry {
+                        policy,
+                        input: method.input(),
+                    },
+                );
+            }
+        }
+        Ok(PolicyTable { methods })
+    }
+
+    pub fn get(&self, path: &str) -> Option<&MethodEntry> {
+        self.methods.get(path)
+    }
+
+    /// Every method path with its entry.
+    pub fn methods(&self) -> impl Iterator<Item = (&str, &MethodEntry)> {
+        self.methods
+            .iter()
+            .map(|(path, entry)| (path.as_str(), entry))
+    }
+}
+
+fn parse_policy(
+    input: &MessageDescriptor,
+    permission: String,
+    authenticated: bool,
+    service: bool,
+    org_field: String,
+    allow_deleted: bool,
+) -> anyhow::Result<Policy> {
+    match (!permission.is_empty(), authenticated, service) {
+        (true, false, false) => {
+            if org_field.is_empty() {
+                bail!(
+                    "permission '{permission}' needs org_field naming the request field with the organization"
+                );
+            }
+            let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
+            check_string_field(input, &path)?;
+            Ok(Policy::OrgPermission {
+                permission,
+                org_field: path,
+                allow_deleted,
+            })
+        }
+        (false, true, false) => Ok(Policy::Authenticated),
+        (false, false, true) => Ok(Policy::Service),
+        _ => bail!("set exactly one of permission, authenticated and service"),
+    }
+}
+
+/// `path` must lead through singular message fields to a string field.
+fn check_string_field(input: &MessageDescriptor, path: &[String]) -> anyhow::Result<()> {
+    let mut message = input.clone();
+    for (i, name) in path.iter().enumerate() {
+        let field = message
+            .get_field_by_name(name)
+            .with_context(|| format!("{} has no field '{name}'", message.full_name()))?;
+        if field.is_list() || field.is_map() {
+            bail!("org_field '{name}' is repeated");
+        }
+        match field.kind() {
+            Kind::String if i == path.len() - 1 => return Ok(()),
+            Kind::Message(inner) if i < path.len() - 1 => message = inner,
+            _ => bail!("org_field '{}' must name a string field", path.join(".")),
+        }
+    }
+    bail!("org_field is empty")
+}
+
+/// Reads the string at `path` in a decoded request; missing means empty.
+pub fn read_string_field(message: &prost_reflect::DynamicMessage, path: &[String]) -> String {
+    let mut current = message.clone();
+    for (i, name) in path.iter().enumerate() {
+        let Some(value) = current.get_field_by_name(name) else {
+            return String::new();
+        };
+        match value.into_owned() {
+            Value::String(s) if i == path.len() - 1 => return s,
+            Value::Message(inner) => current = inner,
+            _ => return String::new(),
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+
+    #[test]
+    fn every_orgd_method_declares_a_policy() {
+        let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
+        assert!(table.methods().count() >= 10);
+        for (path, entry) in table.methods() {
+            assert!(
+                entry.policy.is_some(),
+                "{path} has no (orgd.v1.policy) option"
+            );
+        }
+        assert_eq!(
+            table
+                .get("/orgd.v1.OrgService/UpdateOrganization")
+                .unwrap()
+                .policy,
+            Some(Policy::OrgPermission {
+                permission: "org.update".into(),
+                org_field: vec!["organization".into(), "name".into()],
+                allow_deleted: false,
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_policies_are_rejected() {
+        let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
+        let input = table
+            .get("/orgd.v1.OrgService/GetOrganization")
+            .unwrap()
+            .input
+            .clone();
+        assert!(
+            parse_policy(
+                &input,
+                "org.read".into(),
+                false,
+                false,
+                String::new(),
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            parse_policy(
+                &input,
+                "org.read".into(),
+                false,
+                false,
+                "nope".into(),
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            parse_policy(&input, "org.read".into(), true, false, "name".into(), false).is_err()
+        );
+        assert!(parse_policy(&input, String::new(), false, false, String::new(), false).is_err());
+        assert!(
+            parse_policy(
+                &input,
+                "org.read".into(),
+                false,
+                false,
+                "name".into(),
+                false
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Command line and environment configuration. Every flag can also be set through
+//! the environment variable named in its help.
+
+use std::{fs, net::SocketAddr, os::unix::fs::OpenOptionsExt, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orgd",
+    version,
+    about = "gRPC service that owns organizations, their members, roles and billing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Print a development token signed with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How caller tokens are verified (and dev tokens signed).
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 secret shared with the identity provider. Without it and without a public
+    /// key, a random development secret is created in the data directory.
+    #[arg(long, env = "ORGD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key of the identity provider, for RS256 or ES256 tokens.
+    #[arg(long, env = "ORGD_JWT_PUBLIC_KEY_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Signature algorithm of caller tokens.
+    #[arg(long, env = "ORGD_JWT_ALGORITHM", value_enum, default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// Required `iss` claim.
+    #[arg(long, env = "ORGD_JWT_ISSUER", default_value = "orgd-dev")]
+    pub jwt_issuer: String,
+    /// Required `aud` claim.
+    #[arg(long, env = "ORGD_JWT_AUDIENCE", default_value = "orgd")]
+    pub jwt_audience: String,
+    /// Directory for the embedded PostgreSQL cluster and the development secret.
+    #[arg(long, env = "ORGD_DATA_DIR", default_value = ".orgd-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Key material resolved from `JwtArgs`.
+#[derive(Clone)]
+pub enum JwtKey {
+    Secret(Vec<u8>),
+    PublicKeyPem {
+        algorithm: JwtAlgorithm,
+        pem: Vec<u8>,
+    },
+}
+
+impl JwtArgs {
+    pub fn key(&self) -> anyhow::Result<JwtKey> {
+        match (
+            &self.jwt_secret,
+            &self.jwt_public_key_file,
+            self.jwt_algorithm,
+        ) {
+            (Some(secret), _, JwtAlgorithm::Hs256) => {
+                Ok(JwtKey::Secret(secret.as_bytes().to_vec()))
+            }
+            (Some(_), _, other) => {
+                bail!("--jwt-secret is for HS256, but --jwt-algorithm is {other:?}")
+            }
+            (None, Some(path), JwtAlgorithm::Hs256) => {
+                bail!(
+                    "--jwt-public-key-file {} needs --jwt-algorithm RS256 or ES256",
+                    path.display()
+                )
+            }
+            (None, Some(path), algorithm) => Ok(JwtKey::PublicKeyPem {
+                algorithm,
+                pem: fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            }),
+            (None, None, JwtAlgorithm::Hs256) => Ok(JwtKey::Secret(self.dev_secret()?)),
+            (None, None, other) => bail!("--jwt-algorithm {other:?} needs --jwt-public-key-file"),
+        }
+    }
+
+    /// The development secret in the data directory, created on first use, so
+    /// `orgd serve` and `orgd token` agree without any configuration.
+    fn dev_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.data_dir.join("dev-jwt-secret");
+        if let Ok(secret) = fs::read(&path) {
+            return Ok(secret);
+        }
+        fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let secret = crate::domain::Secret::generate().token.into_bytes();
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &secret)?;
+        Ok(secret)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "ORGD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL. Without it, orgd runs a private cluster in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Maximum database connections.
+    #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// How long a call waits for a database connection before UNAVAILABLE.
+    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// How many organizations a user may belong to.
+    #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_orgs_per_user: i64,
+    /// How long a deleted organization can be restored before it is purged.
+    #[arg(long, env = "ORGD_DELETED_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub deleted_retention: Duration,
+    /// How often expired deletions are purged.
+    #[arg(long, env = "ORGD_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub purge_interval: Duration,
+    /// How often the email outbox is delivered.
+    #[arg(long, env = "ORGD_OUTBOX_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub outbox_interval: Duration,
+    /// How long a contact-email verification link stays valid.
+    #[arg(long, env = "ORGD_CONTACT_VERIFICATION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub contact_verification_ttl: Duration,
+    /// Verification links are this prefix followed by the token.
+    #[arg(
+        long,
+        env = "ORGD_VERIFY_LINK_PREFIX",
+        default_value = "http://localhost:3000/verify-contact-email?token="
+    )]
+    pub verify_link_prefix: String,
+    /// Token subjects that are backend services (comma-separated): they may call
+    /// the service-only methods such as CheckPermission.
+    #[arg(long, env = "ORGD_SERVICE_SUBJECTS", value_delimiter = ',')]
+    pub service_subjects: Vec<String>,
+    /// Largest accepted request message.
+    #[arg(long, env = "ORGD_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    pub max_request_bytes: usize,
+    /// How long shutdown waits for in-flight calls.
+    #[arg(long, env = "ORGD_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format.
+    #[arg(long, env = "ORGD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Subject (`sub`) of the token.
+    #[arg(long)]
+    pub sub: String,
+    /// Email address (`email`); required for users.
+    #[arg(long, required_unless_present = "service")]
+    pub email: Option<String>,
+    /// Display name (`name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mark the email as not verified.
+    #[arg(long)]
+    pub unverified: bool,
+    /// A token for a backend service (list its subject in ORGD_SERVICE_SUBJECTS).
+    #[arg(long)]
+    pub service: bool,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}

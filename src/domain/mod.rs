@@ -1,0 +1,14 @@
+//! Validated domain values and rules. A value of these types is valid by
+//! construction, so code past the API edge never re-validates. No tonic, no diesel.
+
+mod email;
+mod names;
+mod org;
+mod page;
+mod secret;
+
+pub use email::Email;
+pub use names::{OrgRef, UserRef};
+pub use org::{Description, DisplayName, Etag, Slug};
+pub use page::{PageRequest, PageToken};
+pub use secret::Secret;

@@ -1,0 +1,201 @@
+//! The values that make up an organization.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+const SLUG_MIN: usize = 3;
+const SLUG_MAX: usize = 40;
+
+/// A URL-safe organization handle: 3–40 of `a-z`, `0-9` and single inner hyphens,
+/// never shaped like a UUID (so `organizations/{x}` is unambiguous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        let ok_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let valid = (SLUG_MIN..=SLUG_MAX).contains(&raw.len())
+            && ok_chars
+            && !raw.starts_with('-')
+            && !raw.ends_with('-')
+            && !raw.contains("--");
+        if !valid {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "'{raw}' is not a valid slug: use 3 to 40 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+                ),
+            ));
+        }
+        if uuid::Uuid::try_parse(raw).is_ok() {
+            return Err(Error::invalid(
+                field,
+                "a slug cannot have the shape of a UUID",
+            ));
+        }
+        Ok(Slug(raw.to_owned()))
+    }
+
+    /// Derives a slug from a display name: "Acme Corp." → "acme-corp". Too-short
+    /// results are padded so every name yields a valid slug.
+    pub fn derive(display_name: &str) -> Slug {
+        let mut slug = String::new();
+        for c in display_name.to_lowercase().chars() {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c);
+            } else if !slug.is_empty() && !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        slug.truncate(SLUG_MAX - 7); // room for a uniqueness suffix
+        let mut slug = slug.trim_end_matches('-').to_owned();
+        if slug.len() < SLUG_MIN {
+            slug = if slug.is_empty() {
+                "org".into()
+            } else {
+                format!("{slug}-org")
+            };
+        }
+        Slug(slug)
+    }
+
+    /// The same slug with a suffix, to find a free one when the plain one is taken.
+    pub fn with_suffix(&self, suffix: &str) -> Slug {
+        Slug(format!("{}-{suffix}", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A human-readable organization name, 1–100 characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        let value = raw.trim();
+        if value.is_empty() {
+            return Err(Error::invalid(field, "a display name is required"));
+        }
+        if value.chars().count() > 100 {
+            return Err(Error::invalid(
+                field,
+                "the display name is longer than 100 characters",
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                "the display name contains control characters",
+            ));
+        }
+        Ok(DisplayName(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Free text describing an organization, at most 1000 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        if raw.chars().count() > 1000 {
+            return Err(Error::invalid(
+                field,
+                "the description is longer than 1000 characters",
+            ));
+        }
+        Ok(Description(raw.trim().to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Optimistic-concurrency tag of an organization, derived from its revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Etag(pub i64);
+
+impl Etag {
+    /// An empty etag means "no check" (AIP-154); anything else must be one we issued.
+    pub fn parse_optional(field: &str, raw: &str) -> Result<Option<Self>> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.strip_prefix("W/\"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .and_then(|n| n.parse().ok())
+            .map(|n| Some(Etag(n)))
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!("'{raw}' is not an etag issued by this service"),
+                )
+            })
+    }
+}
+
+impl fmt::Display for Etag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "W/\"{}\"", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(Slug::derive("Acme Corp.").as_str(), "acme-corp");
+        assert_eq!(Slug::derive("  Ünïcode!! ").as_str(), "n-code");
+        assert_eq!(Slug::derive("!!").as_str(), "org");
+        assert_eq!(Slug::derive("ab").as_str(), "ab-org");
+        assert!(
+            Slug::parse(
+                "s",
+                Slug::derive(&"x".repeat(300))
+                    .with_suffix("abcdef")
+                    .as_str()
+            )
+            .is_ok()
+        );
+        for bad in [
+            "ab",
+            "-abc",
+            "abc-",
+            "a--b",
+            "ABC",
+            "a_b",
+            "0190a9c2-1111-7000-8000-000000000000",
+        ] {
+            assert!(Slug::parse("s", bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn etags_round_trip() {
+        assert_eq!(
+            Etag::parse_optional("e", &Etag(7).to_string()).unwrap(),
+            Some(Etag(7))
+        );
+        assert_eq!(Etag::parse_optional("e", "").unwrap(), None);
+        assert!(Etag::parse_optional("e", "7").is_err());
+    }
+}

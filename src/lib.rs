@@ -1,0 +1,17 @@
+//! orgd: the gRPC service that owns organizations — the tenant boundary that
+//! groups users, their resources, roles and billing.
+//!
+//! A request flows `proto` → [`pb`] → [`api`] (validate, translate) → [`domain`]
+//! rules → [`store`] (transactions) → PostgreSQL, after [`auth`] decided that the
+//! caller may make it.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod pb;
+pub mod postgres;
+pub mod server;
+pub mod store;
+pub mod workers;

@@ -1,0 +1,53 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use orgd::auth::{Claims, mint_token};
+use orgd::config::{Cli, Command, JwtKey, LogFormat, TokenArgs};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            orgd::server::serve(args).await
+        }
+        Command::Token(args) => print_token(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("orgd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let JwtKey::Secret(secret) = args.jwt.key()? else {
+        anyhow::bail!(
+            "orgd token signs with an HS256 secret; with a public key, get tokens from your identity provider"
+        );
+    };
+    let mut claims = Claims::new(
+        &args.jwt.jwt_issuer,
+        &args.jwt.jwt_audience,
+        &args.sub,
+        args.ttl,
+    );
+    claims.email = args.email.clone();
+    claims.name = args.name.clone();
+    claims.email_verified = !args.unverified;
+    println!("{}", mint_token(&secret, &claims)?);
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! A private PostgreSQL cluster run from the machine's PostgreSQL binaries: the
+//! server's default database when no DATABASE_URL is given, and the test harness's
+//! throwaway database server.
+//!
+//! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres`
+//! user and its data directory belongs to that user.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const SUPERUSER: &str = "orgd";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct EmbeddedPostgres {
+    data_dir: PathBuf,
+    port: u16,
+    pid: i32,
+    exited: mpsc::Receiver<std::io::Result<ExitStatus>>,
+}
+
+/// The uid and gid to run PostgreSQL as: `postgres` when we are root, else ourselves.
+fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres")?;
+    // SAFETY: getpwnam returns null or a pointer to a static record we copy at once.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        bail!(
+            "running as root, PostgreSQL needs a 'postgres' user to run as (apt-get install postgresql creates it)"
+        );
+    }
+    // SAFETY: entry is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+/// Finds a PostgreSQL program on PATH or under /usr/lib/postgresql/*/bin (newest first).
+fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    let mut versioned: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    versioned.sort_by_key(|path| {
+        let version = path
+            .iter()
+            .nth(3)
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok());
+        std::cmp::Reverse(version)
+    });
+    on_path
+        .chain(versioned)
+        .find(|path| path.is_file())
+        .with_context(|| format!("PostgreSQL's '{name}' is not on PATH nor under /usr/lib/postgresql/*/bin; install PostgreSQL (apt-get install postgresql) or set DATABASE_URL"))
+}
+
+fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl EmbeddedPostgres {
+    /// Starts (creating it first if needed) the cluster in `data_dir`, with extra
+    /// server `settings`, and waits until it accepts connections.
+    pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let user = run_as()?;
+        let data_dir = std::path::absolute(data_dir)?;
+        if !data_dir.join("PG_VERSION").exists() {
+            init_cluster(&data_dir, user)?;
+        }
+        let log_path = data_dir.with_extension("log");
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let port = free_port()?;
+
+        let mut cmd = command(&find_program("postgres")?, user);
+        cmd.arg("-D")
+            .arg(&data_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, value) in settings {
+            cmd.arg("-c").arg(format!("{key}={value}"));
+        }
+        // If we die without stopping it, the kernel asks PostgreSQL for a fast shutdown.
+        // SAFETY: prctl is async-signal-safe; this runs after setuid, just before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+
+        // The death signal fires when the *thread* that spawned the child ends, so
+        // a dedicated thread spawns it and lives exactly as long as it runs.
+        let (pid_tx, pid_rx) = mpsc::channel();
+        let (exit_tx, exited) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = pid_tx.send(Ok(child.id() as i32));
+                    let _ = exit_tx.send(child.wait());
+                }
+                Err(err) => {
+                    let _ = pid_tx.send(Err(err));
+                }
+            })?;
+        let pid = pid_rx.recv()?.context("starting postgres")?;
+        let server = EmbeddedPostgres {
+            data_dir,
+            port,
+            pid,
+            exited,
+        };
+        server.wait_until_ready(&log_path)?;
+        Ok(server)
+    }
+
+    /// PostgreSQL writes "ready" into postmaster.pid once it accepts connections.
+    fn wait_until_ready(&self, log_path: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(status) = self.exited.try_recv() {
+                let log = fs::read_to_string(log_path).unwrap_or_default();
+                bail!("postgres exited during start-up ({status:?}):\n{log}");
+            }
+            let pid_file =
+                fs::read_to_string(self.data_dir.join("postmaster.pid")).unwrap_or_default();
+            if pid_file
+                .lines()
+                .nth(7)
+                .is_some_and(|status| status.trim() == "ready")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "postgres did not become ready within {START_TIMEOUT:?}; see {}",
+                    log_path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of `database` on this cluster, as its superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates `database` unless it exists.
+    pub async fn ensure_database(&self, database: &str) -> anyhow::Result<()> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{database}\""))
+                .await?;
+        }
+        drop(client);
+        let _ = connection.await;
+        Ok(())
+    }
+
+    /// Fast shutdown: disconnects clients, then waits for PostgreSQL to exit.
+    pub fn stop(self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.pid, libc::SIGINT) };
+        let _ = self.exited.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+fn init_cluster(data_dir: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {
+    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
+    }
+    let output = command(&find_program("initdb")?, user)
+        .arg("-D")
+        .arg(data_dir)
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ])
+        .current_dir(data_dir)
+        .output()
+        .context("running initdb")?;
+    if !output.status.success() {
+        bail!(
+            "initdb failed for {}:\n{}{}",
+            data_dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Assembles orgd: database, migrations, auth layer, health, reflection, services,
+//! background workers; serves until the shutdown signal, then drains.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::org::{OrgApi, OrgSettings};
+use crate::auth::{AuthLayer, AuthState, JwtVerifier, Policy, PolicyTable};
+use crate::config::ServeArgs;
+use crate::pb::{self, org_service_server::OrgServiceServer};
+use crate::postgres::EmbeddedPostgres;
+use crate::store::orgs::{ContactVerification, OrgLimits};
+use crate::store::{self, Store};
+use crate::workers;
+
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A bound, ready-to-run orgd.
+pub struct App {
+    args: ServeArgs,
+    listener: TcpListener,
+    store: Store,
+    policies: PolicyTable,
+    verifier: JwtVerifier,
+}
+
+impl App {
+    /// Migrates the database, checks the policy table against it, and binds the listener.
+    pub async fn build(args: ServeArgs, database_url: &str) -> anyhow::Result<Self> {
+        store::run_migrations(database_url).await?;
+        let store = Store::connect(database_url, args.pool_size, args.db_acquire_timeout).await?;
+        let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
+        for (path, entry) in policies.methods() {
+            if let Some(Policy::OrgPermission { permission, .. }) = &entry.policy {
+                anyhow::ensure!(
+                    store.permission_exists(permission).await?,
+                    "{path} requires permission '{permission}', which no migration defines"
+                );
+            }
+        }
+        let verifier = JwtVerifier::new(
+            &args.jwt.key()?,
+            &args.jwt.jwt_issuer,
+            &args.jwt.jwt_audience,
+        )?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        Ok(App {
+            args,
+            listener,
+            store,
+            policies,
+            verifier,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting calls and waits up
+    /// to the grace period for in-flight ones.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            args,
+            listener,
+            store,
+            policies,
+            verifier,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let (stop_tx, stop) = watch::channel(false);
+        let mut background = vec![
+            spawn_health_probe(store.clone(), health.clone(), stop.clone()),
+            workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
+            workers::spawn_outbox(store.clone(), args.outbox_interval, stop.clone()),
+        ];
+        report_health(&store, &health).await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let org_api = OrgApi::new(
+            store.clone(),
+            OrgSettings {
+                limits: OrgLimits {
+                    max_orgs_per_user: args.max_orgs_per_user,
+                },
+                deleted_retention: args.deleted_retention,
+                verification: ContactVerification {
+                    ttl: args.contact_verification_ttl,
+                    link_prefix: args.verify_link_prefix.clone(),
+                },
+            },
+        );
+        let auth = AuthLayer::new(AuthState {
+            store: store.clone(),
+            verifier,
+            policies,
+            service_subjects: args
+                .service_subjects
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>(),
+            max_request_bytes: args.max_request_bytes,
+        });
+
+        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let draining_health = health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new calls, draining in-flight ones");
+            draining_health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            let _ = signalled_tx.send(());
+        };
+        tracing::info!(addr = %listener.local_addr()?, "orgd serving");
+        let serve = tonic::transport::Server::builder()
+            .layer(auth)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                OrgServiceServer::new(org_api).max_decoding_message_size(args.max_request_bytes),
+            )
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+        let grace = args.shutdown_grace;
+        tokio::select! {
+            served = serve => served?,
+            _ = async { if signalled.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
+                tracing::warn!(?grace, "in-flight calls outlived the shutdown grace period; dropping them");
+            }
+        }
+        let _ = stop_tx.send(true);
+        for task in background.drain(..) {
+            let _ = task.await;
+        }
+        tracing::info!("orgd stopped");
+        Ok(())
+    }
+}
+
+/// SERVING only while the database answers.
+async fn report_health(store: &Store, health: &HealthReporter) {
+    let status = if store.is_healthy().await {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in ["", "orgd.v1.OrgService"] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+fn spawn_health_probe(
+    store: Store,
+    health: HealthReporter,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    workers::every(HEALTH_PROBE_INTERVAL, stop, move || {
+        let (store, health) = (store.clone(), health.clone());
+        async move { report_health(&store, &health).await }
+    })
+}
+
+/// `orgd serve`: the embedded database unless DATABASE_URL is set, then the app
+/// until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let embedded = match &args.database_url {
+        Some(_) => None,
+        None => {
+            let dir = args.jwt.data_dir.join("postgres");
+            tracing::info!(dir = %dir.display(), "no DATABASE_URL: starting the embedded PostgreSQL cluster");
+            let cluster =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[])).await??;
+            cluster.ensure_database("orgd").await?;
+            Some(cluster)
+        }
+    };
+    let url = match (&args.database_url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(cluster)) => cluster.url("orgd"),
+        (None, None) => unreachable!("the embedded cluster runs when DATABASE_URL is unset"),
+    };
+    let result = async { App::build(args, &url).await?.run(shutdown_signal()).await }.await;
+    if let Some(cluster) = embedded {
+        tokio::task::spawn_blocking(move || cluster.stop()).await?;
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,671 @@
+//! Organizations: create, update, soft delete, undelete, purge, contact-email
+//! verification. Each mutation locks the rows its invariant depends on and writes
+//! its audit record in the same transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::schema::{
+    contact_email_verifications, membership_roles, memberships, org_resources, organizations, users,
+};
+use super::{Actor, Conn, Store, audit, outbox};
+use crate::domain::{
+    Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
+};
+use crate::error::{Error, Result};
+
+/// How many derived-slug suffixes to try before giving up.
+const SLUG_ATTEMPTS: usize = 8;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
+pub struct OrgRow {
+    pub id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub description: String,
+    pub contact_email: String,
+    pub pending_contact_email: Option<String>,
+    pub personal_owner_id: Option<Uuid>,
+    pub revision: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub purge_at: Option<DateTime<Utc>>,
+}
+
+impl OrgRow {
+    pub fn etag(&self) -> Etag {
+        Etag(self.revision)
+    }
+
+    pub fn name(&self) -> String {
+        OrgRef::name_of(self.id)
+    }
+
+    fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
+        match expected {
+            Some(etag) if etag != self.etag() => Err(Error::Aborted(format!(
+                "organization {} changed since etag {etag} was read (it is now {}); get it again and retry",
+                self.slug,
+                self.etag()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Settings for contact-email verification messages.
+#[derive(Debug, Clone)]
+pub struct ContactVerification {
+    pub ttl: Duration,
+    /// The link in the message is this URL followed by the token.
+    pub link_prefix: String,
+}
+
+/// Limits that creating and restoring organizations must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgLimits {
+    pub max_orgs_per_user: i64,
+}
+
+pub struct NewOrg {
+    pub slug: Slug,
+    /// An explicit slug must be free; a derived one gets a suffix until it is.
+    pub slug_is_explicit: bool,
+    pub display_name: DisplayName,
+    pub description: Option<Description>,
+    pub contact_email: String,
+    pub personal_owner_id: Option<Uuid>,
+}
+
+/// The fields an update changes; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct OrgChanges {
+    pub display_name: Option<DisplayName>,
+    pub description: Option<Description>,
+    pub slug: Option<Slug>,
+    pub contact_email: Option<Email>,
+}
+
+impl OrgChanges {
+    fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("display_name", self.display_name.is_some()),
+            ("description", self.description.is_some()),
+            ("slug", self.slug.is_some()),
+            ("contact_email", self.contact_email.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// Inserts an organization with `actor` as its owner and audits it.
+pub async fn insert_with_owner(conn: &mut Conn, actor: &Actor, new: NewOrg) -> Result<OrgRow> {
+    let owner_id = actor.user_id.expect("organizations are created by users");
+    let mut slug = new.slug.clone();
+    let org = loop {
+        let inserted: Option<OrgRow> = diesel::insert_into(organizations::table)
+            .values((
+                organizations::id.eq(Uuid::now_v7()),
+                organizations::slug.eq(slug.as_str()),
+                organizations::display_name.eq(new.display_name.as_str()),
+                organizations::description.eq(new.description.as_ref().map_or("", |d| d.as_str())),
+                organizations::contact_email.eq(&new.contact_email),
+                organizations::personal_owner_id.eq(new.personal_owner_id),
+            ))
+            .on_conflict(organizations::slug)
+            .do_nothing()
+            .returning(OrgRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+        match inserted {
+            Some(org) => break org,
+            None if new.slug_is_explicit => return Err(slug_taken(&slug)),
+            None => slug = free_slug_candidate(conn, &new.slug).await?,
+        }
+    };
+    diesel::insert_into(memberships::table)
+        .values((
+            memberships::org_id.eq(org.id),
+            memberships::user_id.eq(owner_id),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(membership_roles::table)
+        .values((
+            membership_roles::org_id.eq(org.id),
+            membership_roles::user_id.eq(owner_id),
+            membership_roles::role.eq("owner"),
+        ))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Some(org.id),
+        "organization.create",
+        &org.name(),
+        serde_json::json!({ "slug": org.slug, "display_name": org.display_name, "personal": org.personal_owner_id.is_some() }),
+    )
+    .await?;
+    Ok(org)
+}
+
+/// A random-suffixed variant of `base` that is not taken right now.
+async fn free_slug_candidate(conn: &mut Conn, base: &Slug) -> Result<Slug> {
+    for _ in 0..SLUG_ATTEMPTS {
+        let candidate = base.with_suffix(&Uuid::new_v4().simple().to_string()[..6]);
+        let taken: bool = diesel::select(diesel::dsl::exists(
+            organizations::table.filter(organizations::slug.eq(candidate.as_str())),
+        ))
+        .get_result(conn)
+        .await?;
+        if !taken {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Internal(anyhow::anyhow!(
+        "no free slug found for {base}"
+    )))
+}
+
+fn slug_taken(slug: &Slug) -> Error {
+    Error::AlreadyExists(format!(
+        "the slug '{slug}' is already taken by another organization; choose another"
+    ))
+}
+
+/// Locks a user's row so concurrent membership changes of that user serialize,
+/// then counts the live organizations they belong to.
+async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
+    users::table
+        .find(user_id)
+        .select(users::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .await?;
+    Ok(memberships::table
+        .inner_join(organizations::table)
+        .filter(memberships::user_id.eq(user_id))
+        .filter(organizations::deleted_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
+    Error::precondition(
+        "ORGANIZATION_LIMIT",
+        crate::domain::UserRef::name_of(user_id),
+        format!(
+            "users/{user_id} already belongs to the maximum of {} organizations; leave or delete one first",
+            limits.max_orgs_per_user
+        ),
+    )
+}
+
+async fn lock_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+    organizations::table
+        .find(id)
+        .select(OrgRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
+}
+
+/// Bumps the revision (and so the etag) of a changed organization and returns it.
+async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+    Ok(diesel::update(organizations::table.find(id))
+        .set((
+            organizations::revision.eq(organizations::revision + 1),
+            organizations::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(OrgRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// Replaces any pending contact-email change of `org` by one to `email`, and
+/// queues the verification message in the same transaction.
+async fn start_contact_email_change(
+    conn: &mut Conn,
+    org: &OrgRow,
+    email: &Email,
+    settings: &ContactVerification,
+) -> Result<()> {
+    diesel::delete(
+        contact_email_verifications::table.filter(contact_email_verifications::org_id.eq(org.id)),
+    )
+    .execute(conn)
+    .await?;
+    let secret = Secret::generate();
+    let expires_at = Utc::now() + settings.ttl;
+    diesel::insert_into(contact_email_verifications::table)
+        .values((
+            contact_email_verifications::token_hash.eq(&secret.hash),
+            contact_email_verifications::org_id.eq(org.id),
+            contact_email_verifications::email.eq(email.as_str()),
+            contact_email_verifications::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::update(organizations::table.find(org.id))
+        .set(organizations::pending_contact_email.eq(email.as_str()))
+        .execute(conn)
+        .await?;
+    let body = format!(
+        "Someone asked to make {email} the contact address of the organization \"{}\".\n\
+         To confirm, open {}{}\nThe link expires at {expires_at}. If this was not you, ignore this message.",
+        org.display_name, settings.link_prefix, secret.token
+    );
+    outbox::enqueue(
+        conn,
+        email.as_str(),
+        "Confirm your organization's contact email",
+        &body,
+    )
+    .await
+}
+
+async fn clear_contact_email_change(conn: &mut Conn, org_id: Uuid) -> Result<()> {
+    diesel::delete(
+        contact_email_verifications::table.filter(contact_email_verifications::org_id.eq(org_id)),
+    )
+    .execute(conn)
+    .await?;
+    diesel::update(organizations::table.find(org_id))
+        .set(organizations::pending_contact_email.eq(None::<String>))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct CreateOrg {
+    pub display_name: DisplayName,
+    pub slug: Option<Slug>,
+    pub description: Option<Description>,
+    pub contact_email: Option<Email>,
+}
+
+/// An organization in a listing, with when the listed user joined it.
+pub struct ListedOrg {
+    pub org: OrgRow,
+    pub joined_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Creates an organization owned by `actor`. The contact email defaults to
+    /// `creator_email`; any other address is pending until verified.
+    pub async fn create_org(
+        &self,
+        actor: &Actor,
+        creator_email: &str,
+        input: CreateOrg,
+        limits: OrgLimits,
+        verification: &ContactVerification,
+    ) -> Result<OrgRow> {
+        let owner_id = actor.user_id.expect("organizations are created by users");
+        let input = &input;
+        self.write(|conn| {
+            async move {
+                if lock_and_count_memberships(conn, owner_id).await? >= limits.max_orgs_per_user {
+                    return Err(too_many_orgs(owner_id, limits));
+                }
+                let org = insert_with_owner(
+                    conn,
+                    actor,
+                    NewOrg {
+                        slug: input
+                            .slug
+                            .clone()
+                            .unwrap_or_else(|| Slug::derive(input.display_name.as_str())),
+                        slug_is_explicit: input.slug.is_some(),
+                        display_name: input.display_name.clone(),
+                        description: input.description.clone(),
+                        contact_email: creator_email.to_owned(),
+                        personal_owner_id: None,
+                    },
+                )
+                .await?;
+                match &input.contact_email {
+                    Some(email) if email.as_str() != creator_email => {
+                        start_contact_email_change(conn, &org, email, verification).await?;
+                        lock_org(conn, org.id).await
+                    }
+                    _ => Ok(org),
+                }
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// The organizations `user_id` belongs to, oldest membership first.
+    pub async fn list_orgs_of_user(
+        &self,
+        user_id: Uuid,
+        page: PageRequest,
+        show_deleted: bool,
+    ) -> Result<(Vec<ListedOrg>, String)> {
+        let rows: Vec<(OrgRow, DateTime<Utc>)> = self
+            .read(|conn| {
+                async move {
+                    let mut query = memberships::table
+                        .inner_join(organizations::table)
+                        .filter(memberships::user_id.eq(user_id))
+                        .select((OrgRow::as_select(), memberships::created_at))
+                        .order((memberships::created_at, memberships::org_id))
+                        .limit(page.limit + 1)
+                        .into_boxed();
+                    if !show_deleted {
+                        query = query.filter(organizations::deleted_at.is_null());
+                    }
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            memberships::created_at
+                                .gt(after.time)
+                                .or(memberships::created_at
+                                    .eq(after.time)
+                                    .and(memberships::org_id.gt(after.id))),
+                        );
+                    }
+                    Ok(query.load(conn).await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(org, joined_at)| ListedOrg { org, joined_at })
+            .collect();
+        Ok(page.finish(rows, |r: &ListedOrg| PageToken {
+            time: r.joined_at,
+            id: r.org.id,
+        }))
+    }
+
+    pub async fn update_org(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        changes: OrgChanges,
+        etag: Option<Etag>,
+        verification: &ContactVerification,
+    ) -> Result<OrgRow> {
+        let changes = &changes;
+        self.write(|conn| {
+            async move {
+                let org = lock_org(conn, org_id).await?;
+                org.check_etag(etag)?;
+                if let Some(slug) = &changes.slug
+                    && slug.as_str() != org.slug
+                {
+                    let taken: bool = diesel::select(diesel::dsl::exists(
+                        organizations::table.filter(organizations::slug.eq(slug.as_str())),
+                    ))
+                    .get_result(conn)
+                    .await?;
+                    if taken {
+                        return Err(slug_taken(slug));
+                    }
+                }
+                match &changes.contact_email {
+                    Some(email) if email.as_str() == org.contact_email => {
+                        clear_contact_email_change(conn, org_id).await?
+                    }
+                    Some(email) => {
+                        start_contact_email_change(conn, &org, email, verification).await?
+                    }
+                    None => {}
+                }
+                let updated: OrgRow = diesel::update(organizations::table.find(org_id))
+                    .set((
+                        changes
+                            .display_name
+                            .as_ref()
+                            .map(|v| organizations::display_name.eq(v.as_str())),
+                        changes
+                            .description
+                            .as_ref()
+                            .map(|v| organizations::description.eq(v.as_str())),
+                        changes
+                            .slug
+                            .as_ref()
+                            .map(|v| organizations::slug.eq(v.as_str())),
+                        organizations::revision.eq(organizations::revision + 1),
+                        organizations::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(OrgRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "organization.update",
+                    &updated.name(),
+                    serde_json::json!({ "fields": changes.field_names() }),
+                )
+                .await?;
+                Ok(updated)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Soft-deletes an organization; it is purged after `retention`.
+    pub async fn delete_org(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        confirmation: &str,
+        etag: Option<Etag>,
+        retention: Duration,
+    ) -> Result<OrgRow> {
+        self.write(|conn| {
+            async move {
+                let org = lock_org(conn, org_id).await?;
+                if org.personal_owner_id.is_some() {
+                    return Err(Error::precondition(
+                        "PERSONAL_ORGANIZATION",
+                        org.name(),
+                        "a personal organization cannot be deleted while its user account exists",
+                    ));
+                }
+                if confirmation != org.display_name {
+                    return Err(Error::invalid(
+                        "confirmation",
+                        format!("to delete, set confirmation to the organization's display name \"{}\"", org.display_name),
+                    ));
+                }
+                org.check_etag(etag)?;
+                let remaining: Vec<(String, String)> = org_resources::table
+                    .filter(org_resources::org_id.eq(org_id))
+                    .order(org_resources::created_at)
+                    .select((org_resources::kind, org_resources::external_id))
+                    .limit(6)
+                    .load(conn)
+                    .await?;
+                if !remaining.is_empty() {
+                    let total: i64 = org_resources::table
+                        .filter(org_resources::org_id.eq(org_id))
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    let shown: Vec<String> = remaining.iter().take(5).map(|(k, id)| format!("{k}/{id}")).collect();
+                    let more = if total > 5 { format!(" and {} more", total - 5) } else { String::new() };
+                    return Err(Error::precondition(
+                        "RESOURCES_REMAIN",
+                        org.name(),
+                        format!(
+                            "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
+                            shown.join(", ")
+                        ),
+                    ));
+                }
+                let purge_at = Utc::now() + retention;
+                diesel::update(organizations::table.find(org_id))
+                    .set((
+                        organizations::deleted_at.eq(diesel::dsl::now),
+                        organizations::purge_at.eq(purge_at),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let deleted = touch(conn, org_id).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "organization.delete",
+                    &deleted.name(),
+                    serde_json::json!({ "purge_time": purge_at }),
+                )
+                .await?;
+                Ok(deleted)
+            }.scope_boxed()
+        })
+        .await
+    }
+
+    /// Restores a soft-deleted organization, if no member would exceed their limit.
+    pub async fn undelete_org(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        limits: OrgLimits,
+    ) -> Result<OrgRow> {
+        self.write(|conn| {
+            async move {
+                let org = lock_org(conn, org_id).await?;
+                if org.deleted_at.is_none() {
+                    return Err(Error::precondition(
+                        "NOT_DELETED",
+                        org.name(),
+                        format!("organization {} is not deleted", org.slug),
+                    ));
+                }
+                let members: Vec<Uuid> = memberships::table
+                    .filter(memberships::org_id.eq(org_id))
+                    .select(memberships::user_id)
+                    .order(memberships::user_id)
+                    .load(conn)
+                    .await?;
+                for member in members {
+                    if lock_and_count_memberships(conn, member).await? >= limits.max_orgs_per_user {
+                        return Err(too_many_orgs(member, limits));
+                    }
+                }
+                diesel::update(organizations::table.find(org_id))
+                    .set((
+                        organizations::deleted_at.eq(None::<DateTime<Utc>>),
+                        organizations::purge_at.eq(None::<DateTime<Utc>>),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let restored = touch(conn, org_id).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "organization.undelete",
+                    &restored.name(),
+                    serde_json::json!({}),
+                )
+                .await?;
+                Ok(restored)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Makes the address of a pending contact-email change the contact email.
+    pub async fn verify_contact_email(&self, actor: &Actor, token: &str) -> Result<OrgRow> {
+        let hash = Secret::hash(token);
+        let hash = &hash;
+        self.write(|conn| {
+            async move {
+                let invalid = || Error::NotFound("this verification token is invalid or was already used".into());
+                let (org_id, email, expires_at): (Uuid, String, DateTime<Utc>) = contact_email_verifications::table
+                    .find(hash)
+                    .select((
+                        contact_email_verifications::org_id,
+                        contact_email_verifications::email,
+                        contact_email_verifications::expires_at,
+                    ))
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(invalid)?;
+                let org = lock_org(conn, org_id).await?;
+                if org.deleted_at.is_some() || org.pending_contact_email.as_deref() != Some(email.as_str()) {
+                    return Err(invalid());
+                }
+                if expires_at < Utc::now() {
+                    return Err(Error::precondition(
+                        "TOKEN_EXPIRED",
+                        "token",
+                        "this verification token has expired; change the contact email again to get a new one",
+                    ));
+                }
+                clear_contact_email_change(conn, org_id).await?;
+                diesel::update(organizations::table.find(org_id))
+                    .set(organizations::contact_email.eq(&email))
+                    .execute(conn)
+                    .await?;
+                let updated = touch(conn, org_id).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "organization.contact_email.verify",
+                    &updated.name(),
+                    serde_json::json!({ "contact_email": email }),
+                )
+                .await?;
+                Ok(updated)
+            }.scope_boxed()
+        })
+        .await
+    }
+
+    /// Purges organizations whose restore window has ended; returns their ids.
+    pub async fn purge_expired_orgs(&self, actor: &Actor) -> Result<Vec<Uuid>> {
+        self.write(|conn| {
+            async move {
+                let purged: Vec<(Uuid, String)> = diesel::delete(
+                    organizations::table.filter(organizations::purge_at.le(diesel::dsl::now)),
+                )
+                .returning((organizations::id, organizations::slug))
+                .get_results(conn)
+                .await?;
+                for (id, slug) in &purged {
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(*id),
+                        "organization.purge",
+                        &OrgRef::name_of(*id),
+                        serde_json::json!({ "slug": slug }),
+                    )
+                    .await?;
+                }
+                Ok(purged.into_iter().map(|(id, _)| id).collect())
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}

@@ -1,0 +1,140 @@
+//! Diesel table definitions matching `migrations/`.
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        subject -> Text,
+        email -> Text,
+        email_verified -> Bool,
+        display_name -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Uuid,
+        slug -> Text,
+        display_name -> Text,
+        description -> Text,
+        contact_email -> Text,
+        pending_contact_email -> Nullable<Text>,
+        personal_owner_id -> Nullable<Uuid>,
+        revision -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+        purge_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    permissions (name) {
+        name -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    roles (name) {
+        name -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    role_permissions (role, permission) {
+        role -> Text,
+        permission -> Text,
+    }
+}
+
+diesel::table! {
+    memberships (org_id, user_id) {
+        org_id -> Uuid,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    membership_roles (org_id, user_id, role) {
+        org_id -> Uuid,
+        user_id -> Uuid,
+        role -> Text,
+    }
+}
+
+diesel::table! {
+    membership_permissions (org_id, user_id, permission) {
+        org_id -> Uuid,
+        user_id -> Uuid,
+        permission -> Text,
+    }
+}
+
+diesel::table! {
+    org_resources (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        kind -> Text,
+        external_id -> Text,
+        display_name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    contact_email_verifications (token_hash) {
+        token_hash -> Bytea,
+        org_id -> Uuid,
+        email -> Text,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox_messages (id) {
+        id -> Uuid,
+        recipient -> Text,
+        subject -> Text,
+        body -> Text,
+        created_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    activity (id) {
+        id -> Uuid,
+        org_id -> Nullable<Uuid>,
+        actor_user_id -> Nullable<Uuid>,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        request_id -> Text,
+        details -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(memberships -> organizations (org_id));
+diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(org_resources -> organizations (org_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    organizations,
+    permissions,
+    roles,
+    role_permissions,
+    memberships,
+    membership_roles,
+    membership_permissions,
+    org_resources,
+    contact_email_verifications,
+    outbox_messages,
+    activity,
+);

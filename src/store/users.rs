@@ -1,0 +1,189 @@
+//! Users, created on first sight of an identity-provider subject together with
+//! their personal organization.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::orgs::{self, NewOrg};
+use super::schema::{organizations, users};
+use super::{Actor, Conn, Store, audit};
+use crate::domain::{DisplayName, Slug, UserRef};
+use crate::error::Result;
+
+/// What the identity provider says about a subject.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub subject: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct UserRow {
+    pub id: Uuid,
+    pub subject: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user and their personal organization.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub row: UserRow,
+    pub personal_org_id: Uuid,
+}
+
+impl User {
+    fn matches(&self, identity: &Identity) -> bool {
+        self.row.email == identity.email
+            && self.row.email_verified == identity.email_verified
+            && self.row.display_name == identity.display_name
+    }
+}
+
+async fn find_by_subject(conn: &mut Conn, subject: &str) -> Result<Option<User>> {
+    let found: Option<(UserRow, Uuid)> = users::table
+        .inner_join(
+            organizations::table.on(organizations::personal_owner_id.eq(users::id.nullable())),
+        )
+        .filter(users::subject.eq(subject))
+        .select((UserRow::as_select(), organizations::id))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(row, personal_org_id)| User {
+        row,
+        personal_org_id,
+    }))
+}
+
+impl Store {
+    /// Returns the user of `identity`, creating it and its personal organization on
+    /// first sight and refreshing its profile when the identity provider changed it.
+    pub async fn ensure_user(&self, identity: &Identity, request_id: &str) -> Result<User> {
+        let known = self
+            .read(|conn| {
+                async move { find_by_subject(conn, &identity.subject).await }.scope_boxed()
+            })
+            .await?;
+        if let Some(user) = &known
+            && user.matches(identity)
+        {
+            return Ok(user.clone());
+        }
+        self.write(|conn| async move { upsert(conn, identity, request_id).await }.scope_boxed())
+            .await
+    }
+
+    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
+        self.read(|conn| {
+            async move {
+                let found: Option<(UserRow, Uuid)> = users::table
+                    .inner_join(
+                        organizations::table
+                            .on(organizations::personal_owner_id.eq(users::id.nullable())),
+                    )
+                    .filter(users::id.eq(id))
+                    .select((UserRow::as_select(), organizations::id))
+                    .first(conn)
+                    .await
+                    .optional()?;
+                Ok(found.map(|(row, personal_org_id)| User {
+                    row,
+                    personal_org_id,
+                }))
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}
+
+async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Result<User> {
+    let inserted: Option<UserRow> = diesel::insert_into(users::table)
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::subject.eq(&identity.subject),
+            users::email.eq(&identity.email),
+            users::email_verified.eq(identity.email_verified),
+            users::display_name.eq(&identity.display_name),
+        ))
+        .on_conflict(users::subject)
+        .do_nothing()
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+
+    let Some(row) = inserted else {
+        // Known subject (maybe created by a concurrent first call): refresh the profile.
+        diesel::update(users::table.filter(users::subject.eq(&identity.subject)))
+            .set((
+                users::email.eq(&identity.email),
+                users::email_verified.eq(identity.email_verified),
+                users::display_name.eq(&identity.display_name),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        return Ok(find_by_subject(conn, &identity.subject)
+            .await?
+            .expect("the user row exists"));
+    };
+
+    let actor = Actor {
+        user_id: Some(row.id),
+        label: UserRef::name_of(row.id),
+        request_id: request_id.to_owned(),
+    };
+    audit::record(
+        conn,
+        &actor,
+        None,
+        "user.create",
+        &actor.label,
+        serde_json::json!({ "subject": row.subject }),
+    )
+    .await?;
+
+    let display_name = personal_org_name(identity);
+    let org = orgs::insert_with_owner(
+        conn,
+        &actor,
+        NewOrg {
+            slug: Slug::derive(display_name.as_str()),
+            slug_is_explicit: false,
+            display_name,
+            description: None,
+            contact_email: identity.email.clone(),
+            personal_owner_id: Some(row.id),
+        },
+    )
+    .await?;
+    Ok(User {
+        row,
+        personal_org_id: org.id,
+    })
+}
+
+/// The personal organization is named after its user.
+fn personal_org_name(identity: &Identity) -> DisplayName {
+    let local_part = identity.email.split('@').next().unwrap_or_default();
+    [
+        identity.display_name.as_str(),
+        local_part,
+        identity.subject.as_str(),
+    ]
+    .into_iter()
+    .find_map(|candidate| {
+        DisplayName::parse("name", &candidate.chars().take(100).collect::<String>()).ok()
+    })
+    .unwrap_or_else(|| DisplayName::parse("name", "Personal").expect("a valid name"))
+}
