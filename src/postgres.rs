@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,7 +24,8 @@ pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     port: u16,
     pid: i32,
-    exited: mpsc::Receiver<std::io::Result<ExitStatus>>,
+    /// Reports PostgreSQL's exit (a Mutex makes the handle shareable between threads).
+    exited: Mutex<mpsc::Receiver<std::io::Result<ExitStatus>>>,
 }
 
 /// The uid and gid to run PostgreSQL as: `postgres` when we are root, else ourselves.
@@ -147,7 +148,7 @@ impl EmbeddedPostgres {
             data_dir,
             port,
             pid,
-            exited,
+            exited: Mutex::new(exited),
         };
         server.wait_until_ready(&log_path)?;
         Ok(server)
@@ -157,7 +158,7 @@ impl EmbeddedPostgres {
     fn wait_until_ready(&self, log_path: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(status) = self.exited.try_recv() {
+            if let Ok(status) = self.exited.lock().expect("not poisoned").try_recv() {
                 let log = fs::read_to_string(log_path).unwrap_or_default();
                 bail!("postgres exited during start-up ({status:?}):\n{log}");
             }
@@ -212,7 +213,11 @@ impl EmbeddedPostgres {
     pub fn stop(self) {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.pid, libc::SIGINT) };
-        let _ = self.exited.recv_timeout(Duration::from_secs(30));
+        let _ = self
+            .exited
+            .lock()
+            .expect("not poisoned")
+            .recv_timeout(Duration::from_secs(30));
     }
 }
 

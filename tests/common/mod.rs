@@ -1,0 +1,311 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary, a migrated
+//! template database, and per test a fresh database cloned from it with an orgd
+//! serving real gRPC on an ephemeral port.
+#![allow(dead_code)] // each test binary uses its own subset of the harness
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use orgd::auth::{Claims, mint_token};
+use orgd::config::{Cli, Command};
+use orgd::pb::org_service_client::OrgServiceClient;
+use orgd::postgres::EmbeddedPostgres;
+use tokio::sync::OnceCell;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub const SECRET: &str = "test-secret-not-for-production";
+pub const ISSUER: &str = "orgd-test";
+pub const AUDIENCE: &str = "orgd";
+pub const SERVICE_SUBJECT: &str = "billing-service";
+const TEMPLATE: &str = "orgd_template";
+
+struct Cluster {
+    server: EmbeddedPostgres,
+}
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+/// Starts the cluster of this test process and migrates the template database.
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            remove_stale_clusters(&root);
+            let dir = root.join(format!("orgd-pg-{}", std::process::id()));
+            let server = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(
+                    &dir,
+                    &[
+                        ("fsync", "off"),
+                        ("synchronous_commit", "off"),
+                        ("full_page_writes", "off"),
+                        ("max_connections", "400"),
+                    ],
+                )
+            })
+            .await
+            .unwrap()
+            .expect("starting the test PostgreSQL cluster");
+            server.ensure_database(TEMPLATE).await.unwrap();
+            orgd::store::run_migrations(&server.url(TEMPLATE))
+                .await
+                .expect("migrating the template");
+            Cluster { server }
+        })
+        .await
+}
+
+/// Clusters of earlier test processes that are gone (their PostgreSQL died with them).
+fn remove_stale_clusters(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("orgd-pg-")
+            .map(|rest| rest.trim_end_matches(".log"))
+        else {
+            continue;
+        };
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+/// Runs SQL against a database of the test cluster, for fixtures and inspection.
+pub async fn sql_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// An orgd on its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db_url: String,
+    pub db: tokio_postgres::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Spawns orgd with extra `orgd serve` flags.
+    pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        let cluster = cluster().await;
+        let database = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = sql_client(&cluster.server.url("postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE}"))
+            .await
+            .unwrap();
+        let db_url = cluster.server.url(&database);
+        let mut argv = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--service-subjects",
+            SERVICE_SUBJECT,
+            "--pool-size",
+            "4",
+            "--shutdown-grace",
+            "1s",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::parse_from(std::iter::once("orgd").chain(argv)).command
+        else {
+            unreachable!("argv starts with serve")
+        };
+        let app = orgd::server::App::build(args, &db_url)
+            .await
+            .expect("building orgd");
+        let addr = app.local_addr();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = stop.await;
+        }));
+        TestApp {
+            addr,
+            db: sql_client(&db_url).await,
+            db_url,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// An OrgService client sending `token` (None: no authorization metadata).
+    pub async fn orgs(
+        &self,
+        token: Option<&str>,
+    ) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+        OrgServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    /// A client for the user with subject `sub` (email `{sub}@example.com`).
+    pub async fn orgs_as(
+        &self,
+        sub: &str,
+    ) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+        self.orgs(Some(&user_token(sub))).await
+    }
+
+    /// A client for the configured backend service.
+    pub async fn orgs_as_service(&self) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+        self.orgs(Some(&token_for(&Claims::new(
+            ISSUER,
+            AUDIENCE,
+            SERVICE_SUBJECT,
+            Duration::from_secs(600),
+        ))))
+        .await
+    }
+
+    /// Makes `user_id` a member of `org_id` with exactly these roles and grants
+    /// (MemberService does not exist yet; this is the fixture for it).
+    pub async fn set_member(&self, org_id: &str, user_id: &str, roles: &[&str], grants: &[&str]) {
+        let org: uuid::Uuid = org_id.parse().unwrap();
+        let user: uuid::Uuid = user_id.parse().unwrap();
+        self.db
+            .execute(
+                "INSERT INTO memberships (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&org, &user],
+            )
+            .await
+            .unwrap();
+        self.db
+            .execute(
+                "DELETE FROM membership_roles WHERE org_id = $1 AND user_id = $2",
+                &[&org, &user],
+            )
+            .await
+            .unwrap();
+        self.db
+            .execute(
+                "DELETE FROM membership_permissions WHERE org_id = $1 AND user_id = $2",
+                &[&org, &user],
+            )
+            .await
+            .unwrap();
+        for role in roles {
+            self.db
+                .execute(
+                    "INSERT INTO membership_roles (org_id, user_id, role) VALUES ($1, $2, $3)",
+                    &[&org, &user, role],
+                )
+                .await
+                .unwrap();
+        }
+        for grant in grants {
+            self.db
+                .execute(
+                    "INSERT INTO membership_permissions (org_id, user_id, permission) VALUES ($1, $2, $3)",
+                    &[&org, &user, grant],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Counts rows of a query's result.
+    pub async fn count(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> i64 {
+        self.db
+            .query_one(&format!("SELECT count(*) FROM ({query}) AS q"), params)
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+pub fn token_for(claims: &Claims) -> String {
+    mint_token(SECRET.as_bytes(), claims).unwrap()
+}
+
+/// A valid user token for `sub`, with a verified `{sub}@example.com`.
+pub fn user_token(sub: &str) -> String {
+    let mut claims = Claims::new(ISSUER, AUDIENCE, sub, Duration::from_secs(600));
+    claims.email = Some(format!("{sub}@example.com"));
+    claims.email_verified = true;
+    claims.name = Some(format!("User {sub}"));
+    token_for(&claims)
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Asserts a call failed with `code`; returns the status for further checks.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            assert!(
+                !status.message().is_empty(),
+                "status {code:?} has no message"
+            );
+            status
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The access policy covers every RPC: enumerated from the descriptor, each method
+//! is refused without a token, refused for a caller lacking exactly its
+//! permission, NOT_FOUND for non-members — and reachable for the right caller.
+
+mod common;
+
+use common::{TestApp, raw, user_token};
+use orgd::auth::{Policy, PolicyTable};
+use orgd::pb;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use tonic::Code;
+
+/// A request for `input` whose org field (if any) names `org`.
+fn request(input: &MessageDescriptor, org_field: &[String], org: &str) -> Vec<u8> {
+    fn set(message: &mut DynamicMessage, path: &[String], org: &str) {
+        let field = message.descriptor().get_field_by_name(&path[0]).unwrap();
+        if path.len() == 1 {
+            message.set_field(&field, Value::String(org.to_owned()));
+        } else {
+            let mut inner = DynamicMessage::new(field.kind().as_message().unwrap().clone());
+            set(&mut inner, &path[1..], org);
+            message.set_field(&field, Value::Message(inner));
+        }
+    }
+    let mut message = DynamicMessage::new(input.clone());
+    if !org_field.is_empty() {
+        set(&mut message, org_field, org);
+    }
+    message.encode_to_vec()
+}
+
+fn code(result: &Result<Vec<u8>, tonic::Status>) -> Code {
+    result
+        .as_ref()
+        .map_or_else(|status| status.code(), |_| Code::Ok)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_rpc_declares_and_enforces_its_policy() {
+    let app = TestApp::spawn().await;
+    let owner = app.orgs_as("owner").await;
+    let org = owner
+        .clone()
+        .create_organization(pb::CreateOrganizationRequest {
+            organization: Some(pb::Organization {
+                display_name: "Guarded".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let member_id = app
+        .orgs_as("member")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .uid;
+    app.orgs_as("outsider")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap();
+    let all_permissions: Vec<String> = app
+        .db
+        .query("SELECT name FROM permissions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let channel = app.channel().await;
+    let service_token = common::token_for(&orgd::auth::Claims::new(
+        common::ISSUER,
+        common::AUDIENCE,
+        common::SERVICE_SUBJECT,
+        std::time::Duration::from_secs(600),
+    ));
+    let (owner_token, member_token, outsider_token) = (
+        user_token("owner"),
+        user_token("member"),
+        user_token("outsider"),
+    );
+    let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
+    let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+
+    let mut checked = Vec::new();
+    for service in pool.services().filter(|s| s.package_name() == pb::PACKAGE) {
+        for method in service.methods() {
+            let path = format!("/{}/{}", service.full_name(), method.name());
+            let policy = table
+                .get(&path)
+                .and_then(|entry| entry.policy.clone())
+                .unwrap_or_else(|| panic!("{path} declares no (orgd.v1.policy)"));
+            let org_field = match &policy {
+                Policy::OrgPermission { org_field, .. } => org_field.clone(),
+                _ => Vec::new(),
+            };
+            let body = request(&method.input(), &org_field, &org.name);
+
+            let anonymous = raw::call(&channel, &path, body.clone(), None).await;
+            assert_eq!(
+                code(&anonymous),
+                Code::Unauthenticated,
+                "{path} without a token"
+            );
+            let forged = raw::call(&channel, &path, body.clone(), Some("not.a.jwt")).await;
+            assert_eq!(
+                code(&forged),
+                Code::Unauthenticated,
+                "{path} with a forged token"
+            );
+
+            match &policy {
+                Policy::OrgPermission { permission, .. } => {
+                    // Every permission but the one required: refused.
+                    let others: Vec<&str> = all_permissions
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|p| p != permission)
+                        .collect();
+                    app.set_member(&org.uid, &member_id, &[], &others).await;
+                    let lacking =
+                        raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
+                    assert_eq!(
+                        code(&lacking),
+                        Code::PermissionDenied,
+                        "{path} for a member lacking {permission}: {lacking:?}"
+                    );
+
+                    // Exactly the permission required: past the policy.
+                    app.set_member(&org.uid, &member_id, &[], &[permission])
+                        .await;
+                    let allowed =
+                        raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
+                    assert!(
+                        !matches!(
+                            code(&allowed),
+                            Code::PermissionDenied | Code::NotFound | Code::Unauthenticated
+                        ),
+                        "{path} for a member holding {permission}: {allowed:?}"
+                    );
+
+                    // Non-members cannot tell a foreign organization from a missing one.
+                    let foreign =
+                        raw::call(&channel, &path, body.clone(), Some(&outsider_token)).await;
+                    assert_eq!(code(&foreign), Code::NotFound, "{path} for a non-member");
+                    let missing_name = format!("organizations/{}", uuid::Uuid::now_v7());
+                    let missing = raw::call(
+                        &channel,
+                        &path,
+                        request(&method.input(), &org_field, &missing_name),
+                        Some(&outsider_token),
+                    )
+                    .await;
+                    assert_eq!(
+                        code(&missing),
+                        Code::NotFound,
+                        "{path} for a missing organization"
+                    );
+                    assert_eq!(
+                        foreign.unwrap_err().message().replace(&org.name, "X"),
+                        missing.unwrap_err().message().replace(&missing_name, "X"),
+                        "{path}: a foreign organization must look exactly like a missing one"
+                    );
+                }
+                Policy::Authenticated => {
+                    let as_service =
+                        raw::call(&channel, &path, body.clone(), Some(&service_token)).await;
+                    assert_eq!(
+                        code(&as_service),
+                        Code::PermissionDenied,
+                        "{path} for a service"
+                    );
+                    let as_user =
+                        raw::call(&channel, &path, body.clone(), Some(&outsider_token)).await;
+                    assert!(
+                        !matches!(
+                            code(&as_user),
+                            Code::PermissionDenied | Code::Unauthenticated
+                        ),
+                        "{path} for a user: {as_user:?}"
+                    );
+                }
+                Policy::Service => {
+                    let as_owner =
+                        raw::call(&channel, &path, body.clone(), Some(&owner_token)).await;
+                    assert_eq!(code(&as_owner), Code::PermissionDenied, "{path} for a user");
+                    let as_service =
+                        raw::call(&channel, &path, body.clone(), Some(&service_token)).await;
+                    assert!(
+                        !matches!(
+                            code(&as_service),
+                            Code::PermissionDenied | Code::Unauthenticated
+                        ),
+                        "{path} for a service: {as_service:?}"
+                    );
+                }
+            }
+            checked.push(path);
+        }
+    }
+    let declared: usize = pool
+        .services()
+        .filter(|s| s.package_name() == pb::PACKAGE)
+        .map(|s| s.methods().len())
+        .sum();
+    assert_eq!(checked.len(), declared);
+    assert!(
+        declared >= 10,
+        "expected the whole OrgService, found {checked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_methods_are_refused() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let result = raw::call(
+        &channel,
+        "/orgd.v1.OrgService/DropAllTables",
+        Vec::new(),
+        Some(&user_token("x")),
+    )
+    .await;
+    assert_eq!(code(&result), Code::Unimplemented);
+    let result = raw::call(&channel, "/orgd.v1.NoSuchService/Get", Vec::new(), None).await;
+    assert_eq!(code(&result), Code::Unimplemented);
+}
