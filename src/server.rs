@@ -161,7 +161,8 @@ impl App {
 
 /// SERVING only while the database answers.
 async fn report_health(store: &Store, health: &HealthReporter) {
-    let status = if store.is_healthy().await {
+    let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, store.is_healthy()).await;
+    let status = if answered == Ok(true) {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
