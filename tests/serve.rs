@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use orgd::pb::{self, org_service_client::OrgServiceClient};
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-    server_reflection_response::MessageResponse,
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
 struct Orgd {
@@ -21,7 +23,11 @@ struct Orgd {
 
 impl Orgd {
     fn start(data_dir: &Path) -> Orgd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
             .args(["serve", "--listen", &addr, "--shutdown-grace", "2s"])
@@ -36,7 +42,11 @@ impl Orgd {
 
     async fn channel(&self) -> Channel {
         for _ in 0..300 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
                 return channel;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -60,7 +70,9 @@ impl Orgd {
 
 async fn health(channel: &Channel) -> ServingStatus {
     let response = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -69,20 +81,56 @@ async fn health(channel: &Channel) -> ServingStatus {
 
 fn token(data_dir: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_orgd"))
-        .args(["token", "--sub", "operator", "--email", "ops@example.com", "--name", "Operator"])
+        .args([
+            "token",
+            "--sub",
+            "operator",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "Operator",
+        ])
         .env("ORGD_DATA_DIR", data_dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// An OrgService client with a token minted by `orgd token`.
+fn operator_client(
+    channel: &Channel,
+    data_dir: &Path,
+) -> OrgServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
+    >,
+> {
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", token(data_dir)).parse().unwrap();
+    OrgServiceClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    })
+}
+
 fn postmaster_pid(data_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?.lines().next()?.parse().ok()
+    std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn fresh_data_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -95,31 +143,40 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
     assert_eq!(health(&channel).await, ServingStatus::Serving);
 
     // Reflection lists the services, so operators need no proto files.
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(tokio_stream::iter([request]))
         .await
         .unwrap()
         .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response else {
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["orgd.v1.OrgService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "orgd.v1.OrgService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     // A dev token from `orgd token` works against the server.
-    let mut client = OrgServiceClient::with_interceptor(channel.clone(), {
-        let value: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token(&data_dir)).parse().unwrap();
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        }
-    });
+    let mut client = operator_client(&channel, &data_dir);
     let org = client
         .create_organization(pb::CreateOrganizationRequest {
-            organization: Some(pb::Organization { display_name: "Operators".into(), ..Default::default() }),
+            organization: Some(pb::Organization {
+                display_name: "Operators".into(),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
@@ -128,21 +185,28 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
 
     let postgres = postmaster_pid(&data_dir).expect("the embedded cluster runs");
     assert!(orgd.terminate().success());
-    assert!(postmaster_pid(&data_dir).is_none(), "PostgreSQL stopped with orgd");
+    assert!(
+        postmaster_pid(&data_dir).is_none(),
+        "PostgreSQL stopped with orgd"
+    );
     // SAFETY: probing whether a pid exists.
-    assert_ne!(unsafe { libc::kill(postgres, 0) }, 0, "no orphaned PostgreSQL");
+    assert_ne!(
+        unsafe { libc::kill(postgres, 0) },
+        0,
+        "no orphaned PostgreSQL"
+    );
 
     // The next start reuses the cluster and its data.
     let orgd = Orgd::start(&data_dir);
     let channel = orgd.channel().await;
-    let mut client = OrgServiceClient::with_interceptor(channel.clone(), {
-        let value: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token(&data_dir)).parse().unwrap();
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        }
-    });
-    let again = client.get_organization(pb::GetOrganizationRequest { name: "organizations/operators".into() }).await.unwrap().into_inner();
+    let mut client = operator_client(&channel, &data_dir);
+    let again = client
+        .get_organization(pb::GetOrganizationRequest {
+            name: "organizations/operators".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.uid, org.uid);
 
     // Health follows the database: kill PostgreSQL and it reports NOT_SERVING.
