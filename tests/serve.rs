@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::Bearer;
 use orgd::pb::{self, org_service_client::OrgServiceClient};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -105,18 +109,8 @@ fn token(data_dir: &Path) -> String {
 fn operator_client(
     channel: &Channel,
     data_dir: &Path,
-) -> OrgServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
-    >,
-> {
-    let value: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", token(data_dir)).parse().unwrap();
-    OrgServiceClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    })
+) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+    OrgServiceClient::with_interceptor(channel.clone(), Bearer::new(Some(&token(data_dir))))
 }
 
 fn postmaster_pid(data_dir: &Path) -> Option<i32> {
