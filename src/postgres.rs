@@ -92,6 +92,9 @@ impl EmbeddedPostgres {
     pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let user = run_as()?;
         let data_dir = std::path::absolute(data_dir)?;
+        if user.is_some() {
+            check_reachable_by_others(&data_dir)?;
+        }
         if !data_dir.join("PG_VERSION").exists() {
             init_cluster(&data_dir, user)?;
         }
@@ -219,6 +222,23 @@ impl EmbeddedPostgres {
             .expect("not poisoned")
             .recv_timeout(Duration::from_secs(30));
     }
+}
+
+/// As root we run PostgreSQL as another user, who must be able to reach the data
+/// directory: every existing ancestor needs the execute bit for others.
+fn check_reachable_by_others(data_dir: &Path) -> anyhow::Result<()> {
+    for ancestor in data_dir.ancestors().skip(1) {
+        let Ok(meta) = fs::metadata(ancestor) else { continue };
+        if meta.permissions().mode() & 0o001 == 0 {
+            bail!(
+                "PostgreSQL runs as the 'postgres' user, which cannot enter {} (mode {:o}); \
+                 choose a data directory it can reach, e.g. --data-dir /var/lib/orgd",
+                ancestor.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(())
 }
 
 fn init_cluster(data_dir: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {

@@ -123,8 +123,7 @@ fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 }
 
 fn fresh_data_dir(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("orgd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }

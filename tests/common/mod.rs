@@ -37,7 +37,8 @@ static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            // Under /tmp, which the unprivileged PostgreSQL user can always reach.
+            let root = std::env::temp_dir();
             remove_stale_clusters(&root);
             let dir = root.join(format!("orgd-pg-{}", std::process::id()));
             let server = tokio::task::spawn_blocking(move || {
