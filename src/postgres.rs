@@ -228,7 +228,9 @@ impl EmbeddedPostgres {
 /// directory: every existing ancestor needs the execute bit for others.
 fn check_reachable_by_others(data_dir: &Path) -> anyhow::Result<()> {
     for ancestor in data_dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else { continue };
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
         if meta.permissions().mode() & 0o001 == 0 {
             bail!(
                 "PostgreSQL runs as the 'postgres' user, which cannot enter {} (mode {:o}); \
