@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, expect_code};
+use common::{TestApp, create_org, expect_code};
 use orgd::pb::{self, organization::State};
 use prost_types::FieldMask;
 use tonic::Code;
@@ -39,18 +39,6 @@ fn delete(org: &pb::Organization) -> pb::DeleteOrganizationRequest {
     }
 }
 
-async fn user_id(app: &TestApp, sub: &str) -> String {
-    app.orgs_as(sub)
-        .await
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .uid
-}
-
 async fn activity_count(app: &TestApp, action: &str) -> i64 {
     app.count("SELECT 1 FROM activity WHERE action = $1", &[&action])
         .await
@@ -60,11 +48,7 @@ async fn activity_count(app: &TestApp, action: &str) -> i64 {
 async fn create_get_and_list() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
-    let created = alice
-        .create_organization(new_org("  Acme Corp. "))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_org(&mut alice, "  Acme Corp. ").await;
     assert_eq!(created.display_name, "Acme Corp.");
     assert_eq!(created.slug, "acme-corp");
     assert_eq!(created.contact_email, "alice@example.com");
@@ -87,11 +71,7 @@ async fn create_get_and_list() {
     assert_eq!(by_slug, created);
 
     // The same display name again gets a free, derived slug.
-    let twin = alice
-        .create_organization(new_org("Acme Corp"))
-        .await
-        .unwrap()
-        .into_inner();
+    let twin = create_org(&mut alice, "Acme Corp").await;
     assert!(
         twin.slug.starts_with("acme-corp-") && twin.slug != created.slug,
         "{}",
@@ -311,13 +291,7 @@ async fn organization_limit_holds_under_concurrency() {
 async fn get_distinguishes_malformed_from_missing_and_hides_foreign() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
-    let bobs = app
-        .orgs_as("bob")
-        .await
-        .create_organization(new_org("Bob Inc"))
-        .await
-        .unwrap()
-        .into_inner();
+    let bobs = create_org(&mut app.orgs_as("bob").await, "Bob Inc").await;
 
     for malformed in [
         "",
@@ -361,11 +335,7 @@ async fn get_distinguishes_malformed_from_missing_and_hides_foreign() {
 async fn update_with_field_mask_and_etag() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
-    let org = alice
-        .create_organization(new_org("Acme"))
-        .await
-        .unwrap()
-        .into_inner();
+    let org = create_org(&mut alice, "Acme").await;
     app.orgs_as("bob")
         .await
         .create_organization(pb::CreateOrganizationRequest {
@@ -484,12 +454,8 @@ async fn update_with_field_mask_and_etag() {
 async fn role_changes_take_effect_on_the_next_call() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
-    let org = alice
-        .create_organization(new_org("Acme"))
-        .await
-        .unwrap()
-        .into_inner();
-    let bob_id = user_id(&app, "bob").await;
+    let org = create_org(&mut alice, "Acme").await;
+    let bob_id = app.user_id("bob").await;
     let mut bob = app.orgs_as("bob").await;
 
     app.set_member(&org.uid, &bob_id, &["viewer"], &[]).await;
@@ -545,11 +511,7 @@ async fn contact_email_changes_only_when_verified() {
     let app =
         TestApp::spawn_with(&["--verify-link-prefix", "https://console.test/verify?token="]).await;
     let mut alice = app.orgs_as("alice").await;
-    let org = alice
-        .create_organization(new_org("Acme"))
-        .await
-        .unwrap()
-        .into_inner();
+    let org = create_org(&mut alice, "Acme").await;
 
     let mut change = org.clone();
     change.contact_email = "Billing@Acme.test".into();
@@ -703,11 +665,7 @@ async fn contact_email_changes_only_when_verified() {
 async fn delete_is_guarded_soft_and_restorable() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
-    let org = alice
-        .create_organization(new_org("Acme"))
-        .await
-        .unwrap()
-        .into_inner();
+    let org = create_org(&mut alice, "Acme").await;
 
     // The personal organization cannot be deleted.
     let me = alice
@@ -840,11 +798,7 @@ async fn deleted_organizations_are_purged_after_retention() {
     let app =
         TestApp::spawn_with(&["--deleted-retention", "1s", "--purge-interval", "200ms"]).await;
     let mut alice = app.orgs_as("alice").await;
-    let org = alice
-        .create_organization(new_org("Ephemeral"))
-        .await
-        .unwrap()
-        .into_inner();
+    let org = create_org(&mut alice, "Ephemeral").await;
     alice.delete_organization(delete(&org)).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -876,11 +830,7 @@ async fn deleted_organizations_are_purged_after_retention() {
 async fn undelete_respects_the_organization_limit() {
     let app = TestApp::spawn_with(&["--max-orgs-per-user", "2"]).await;
     let mut alice = app.orgs_as("alice").await;
-    let first = alice
-        .create_organization(new_org("First"))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = create_org(&mut alice, "First").await;
     alice.delete_organization(delete(&first)).await.unwrap();
     alice.create_organization(new_org("Second")).await.unwrap();
     let status = expect_code(
@@ -934,7 +884,7 @@ async fn first_sight_creates_the_user_and_one_personal_organization() {
     assert_eq!(activity_count(&app, "user.create").await, 1);
 
     // A personal organization has one member, enforced by the database itself.
-    let bob_id = user_id(&app, "bob").await;
+    let bob_id = app.user_id("bob").await;
     let personal_id: uuid::Uuid = personal
         .organization
         .trim_start_matches("organizations/")
@@ -1002,16 +952,10 @@ async fn tokens_are_verified() {
 #[tokio::test(flavor = "multi_thread")]
 async fn backend_services_check_permissions_and_list_memberships() {
     let app = TestApp::spawn().await;
-    let org = app
-        .orgs_as("alice")
-        .await
-        .create_organization(new_org("Acme"))
-        .await
-        .unwrap()
-        .into_inner();
-    let alice_id = user_id(&app, "alice").await;
-    let bob_id = user_id(&app, "bob").await;
-    let carol_id = user_id(&app, "carol").await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let alice_id = app.user_id("alice").await;
+    let bob_id = app.user_id("bob").await;
+    let carol_id = app.user_id("carol").await;
     app.set_member(&org.uid, &bob_id, &["developer"], &["billing.read"])
         .await;
     let service = app.orgs_as_service().await;
@@ -1131,7 +1075,7 @@ async fn every_mutation_is_audited_with_its_request_id() {
         .query_one("SELECT actor, target, request_id FROM activity WHERE action = 'organization.create' AND target = $1", &[&org.name])
         .await
         .unwrap();
-    let alice_id = user_id(&app, "alice").await;
+    let alice_id = app.user_id("alice").await;
     assert_eq!(row.get::<_, String>(0), format!("users/{alice_id}"));
     assert_eq!(row.get::<_, String>(2), "req-42");
 

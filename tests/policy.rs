@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestApp, raw, user_token};
+use common::{TestApp, create_org, raw, user_token};
 use orgd::auth::{Policy, PolicyTable};
 use orgd::pb;
 use prost::Message;
@@ -39,33 +39,9 @@ fn code(result: &Result<Vec<u8>, tonic::Status>) -> Code {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_declares_and_enforces_its_policy() {
     let app = TestApp::spawn().await;
-    let owner = app.orgs_as("owner").await;
-    let org = owner
-        .clone()
-        .create_organization(pb::CreateOrganizationRequest {
-            organization: Some(pb::Organization {
-                display_name: "Guarded".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let member_id = app
-        .orgs_as("member")
-        .await
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .uid;
-    app.orgs_as("outsider")
-        .await
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap();
+    let org = create_org(&mut app.orgs_as("owner").await, "Guarded").await;
+    let member_id = app.user_id("member").await;
+    app.user_id("outsider").await;
     let all_permissions: Vec<String> = app
         .db
         .query("SELECT name FROM permissions", &[])

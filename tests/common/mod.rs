@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
-use orgd::pb::org_service_client::OrgServiceClient;
+use orgd::pb::{self, org_service_client::OrgServiceClient};
 use orgd::postgres::EmbeddedPostgres;
 use tokio::sync::OnceCell;
 use tonic::metadata::MetadataValue;
@@ -97,6 +97,24 @@ pub async fn sql_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Creates an organization named `display_name` as `client`'s user.
+pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organization {
+    let organization = pb::Organization {
+        display_name: display_name.into(),
+        ..Default::default()
+    };
+    let request = pb::CreateOrganizationRequest {
+        organization: Some(organization),
+    };
+    client
+        .create_organization(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// An orgd on its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -167,23 +185,17 @@ impl TestApp {
     }
 
     /// An OrgService client sending `token` (None: no authorization metadata).
-    pub async fn orgs(
-        &self,
-        token: Option<&str>,
-    ) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn orgs(&self, token: Option<&str>) -> OrgClient {
         OrgServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 
     /// A client for the user with subject `sub` (email `{sub}@example.com`).
-    pub async fn orgs_as(
-        &self,
-        sub: &str,
-    ) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn orgs_as(&self, sub: &str) -> OrgClient {
         self.orgs(Some(&user_token(sub))).await
     }
 
     /// A client for the configured backend service.
-    pub async fn orgs_as_service(&self) -> OrgServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn orgs_as_service(&self) -> OrgClient {
         self.orgs(Some(&token_for(&Claims::new(
             ISSUER,
             AUDIENCE,
@@ -198,45 +210,38 @@ impl TestApp {
     pub async fn set_member(&self, org_id: &str, user_id: &str, roles: &[&str], grants: &[&str]) {
         let org: uuid::Uuid = org_id.parse().unwrap();
         let user: uuid::Uuid = user_id.parse().unwrap();
-        self.db
-            .execute(
-                "INSERT INTO memberships (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&org, &user],
-            )
-            .await
-            .unwrap();
-        self.db
-            .execute(
-                "DELETE FROM membership_roles WHERE org_id = $1 AND user_id = $2",
-                &[&org, &user],
-            )
-            .await
-            .unwrap();
-        self.db
-            .execute(
-                "DELETE FROM membership_permissions WHERE org_id = $1 AND user_id = $2",
-                &[&org, &user],
-            )
-            .await
-            .unwrap();
-        for role in roles {
+        for statement in [
+            "INSERT INTO memberships (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            "DELETE FROM membership_roles WHERE org_id = $1 AND user_id = $2",
+            "DELETE FROM membership_permissions WHERE org_id = $1 AND user_id = $2",
+        ] {
+            self.db.execute(statement, &[&org, &user]).await.unwrap();
+        }
+        for (table, names) in [
+            ("membership_roles", roles),
+            ("membership_permissions", grants),
+        ] {
+            let names: Vec<&str> = names.to_vec();
             self.db
                 .execute(
-                    "INSERT INTO membership_roles (org_id, user_id, role) VALUES ($1, $2, $3)",
-                    &[&org, &user, role],
+                    &format!("INSERT INTO {table} SELECT $1, $2, unnest($3::text[])"),
+                    &[&org, &user, &names],
                 )
                 .await
                 .unwrap();
         }
-        for grant in grants {
-            self.db
-                .execute(
-                    "INSERT INTO membership_permissions (org_id, user_id, permission) VALUES ($1, $2, $3)",
-                    &[&org, &user, grant],
-                )
-                .await
-                .unwrap();
-        }
+    }
+
+    /// The id of the user with subject `sub`, created on first sight.
+    pub async fn user_id(&self, sub: &str) -> String {
+        let me = self
+            .orgs_as(sub)
+            .await
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        me.user.unwrap().uid
     }
 
     /// Counts rows of a query's result.
