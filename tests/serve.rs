@@ -15,10 +15,33 @@ use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
+
+/// The service names a reflection endpoint (`v1` or `v1alpha`) lists.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new($channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match stream.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("expected a service list, got {other:?}"),
+        }
+    }};
+}
 
 struct Orgd {
     child: Child,
@@ -135,31 +158,20 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
     let channel = orgd.channel().await;
     assert_eq!(health(&channel).await, ServingStatus::Serving);
 
-    // Reflection lists the services, so operators need no proto files.
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(channel.clone())
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        stream.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "orgd.v1.OrgService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
+    // Reflection v1 (buf curl, grpcurl) and v1alpha (older clients such as Python's)
+    // list the services, so operators need no proto files.
+    let v1 = list_services!(v1, channel);
+    let v1alpha = list_services!(v1alpha, channel);
+    for (listed, reflection) in [
+        (&v1, "grpc.reflection.v1.ServerReflection"),
+        (&v1alpha, "grpc.reflection.v1alpha.ServerReflection"),
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        for expected in ["orgd.v1.OrgService", "grpc.health.v1.Health", reflection] {
+            assert!(
+                listed.iter().any(|n| n == expected),
+                "{expected} missing from {listed:?}"
+            );
+        }
     }
 
     // A dev token from `orgd token` works against the server.

@@ -142,8 +142,6 @@ impl TestApp {
             "serve",
             "--listen",
             "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
             "--jwt-issuer",
             ISSUER,
             "--jwt-audience",
@@ -155,6 +153,9 @@ impl TestApp {
             "--shutdown-grace",
             "1s",
         ];
+        if !extra.contains(&"--jwt-public-key-file") {
+            argv.extend(["--jwt-secret", SECRET]);
+        }
         argv.extend_from_slice(extra);
         let Command::Serve(args) = Cli::parse_from(std::iter::once("orgd").chain(argv)).command
         else {
