@@ -19,7 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gRPC server.
+    /// Run the gRPC server. A repeated flag overrides the earlier one.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Print a development token signed with the configured HS256 secret.
     Token(TokenArgs),

@@ -121,6 +121,7 @@ pub struct TestApp {
     pub db_url: String,
     pub db: tokio_postgres::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
@@ -166,7 +167,7 @@ impl TestApp {
             .expect("building orgd");
         let addr = app.local_addr();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run(async move {
+        let server = tokio::spawn(app.run(async move {
             let _ = stop.await;
         }));
         TestApp {
@@ -174,7 +175,14 @@ impl TestApp {
             db: sql_client(&db_url).await,
             db_url,
             shutdown: Some(shutdown),
+            server: Some(server),
         }
+    }
+
+    /// Signals shutdown, as SIGTERM does; the handle completes once orgd stopped.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let _ = self.shutdown.take().expect("not shut down yet").send(());
+        self.server.take().expect("running")
     }
 
     pub async fn channel(&self) -> Channel {
