@@ -2,7 +2,7 @@
 //! and the permissions they add up to. Read from the database on every call, so a
 //! role change takes effect on the very next request.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -11,10 +11,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
-use super::schema::{
-    membership_permissions, membership_roles, memberships, organizations, permissions,
-    role_permissions,
-};
+use super::schema::{organizations, permissions};
 use super::{Conn, Store};
 use crate::domain::{OrgRef, PageRequest};
 use crate::error::Result;
@@ -61,54 +58,61 @@ async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
         .optional()?)
 }
 
-/// Roles, grants and effective permissions of `user_id` in each of `org_ids`.
+/// One row of `ACCESS_QUERY`.
+#[derive(QueryableByName)]
+struct AccessRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    org_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    joined_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    extra_permissions: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    effective: Vec<String>,
+}
+
+/// A user's memberships in a set of organizations with roles, grants and the
+/// permissions they add up to, in one round trip (this runs on every call).
+const ACCESS_QUERY: &str = "
+    SELECT m.org_id, m.created_at AS joined_at,
+        ARRAY(SELECT r.role FROM membership_roles r
+              WHERE r.org_id = m.org_id AND r.user_id = m.user_id ORDER BY 1) AS roles,
+        ARRAY(SELECT g.permission FROM membership_permissions g
+              WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions,
+        ARRAY(SELECT rp.permission FROM membership_roles r
+                  JOIN role_permissions rp ON rp.role = r.role
+                  WHERE r.org_id = m.org_id AND r.user_id = m.user_id
+              UNION
+              SELECT g.permission FROM membership_permissions g
+                  WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective
+    FROM memberships m
+    WHERE m.user_id = $1 AND m.org_id = ANY($2)";
+
+/// Access of `user_id` in each of `org_ids` they belong to.
 async fn access_in(
     conn: &mut Conn,
     user_id: Uuid,
     org_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, MemberAccess>> {
-    let roles: Vec<(Uuid, String)> = membership_roles::table
-        .filter(membership_roles::user_id.eq(user_id))
-        .filter(membership_roles::org_id.eq_any(org_ids))
-        .select((membership_roles::org_id, membership_roles::role))
-        .order(membership_roles::role)
+    let rows: Vec<AccessRow> = diesel::sql_query(ACCESS_QUERY)
+        .bind::<diesel::sql_types::Uuid, _>(user_id)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids)
         .load(conn)
         .await?;
-    let grants: Vec<(Uuid, String)> = membership_permissions::table
-        .filter(membership_permissions::user_id.eq(user_id))
-        .filter(membership_permissions::org_id.eq_any(org_ids))
-        .select((
-            membership_permissions::org_id,
-            membership_permissions::permission,
-        ))
-        .order(membership_permissions::permission)
-        .load(conn)
-        .await?;
-    let role_names: BTreeSet<&str> = roles.iter().map(|(_, role)| role.as_str()).collect();
-    let mut role_grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let pairs: Vec<(String, String)> = role_permissions::table
-        .filter(role_permissions::role.eq_any(role_names))
-        .select((role_permissions::role, role_permissions::permission))
-        .load(conn)
-        .await?;
-    for (role, permission) in pairs {
-        role_grants.entry(role).or_default().push(permission);
-    }
-
-    let mut access: HashMap<Uuid, MemberAccess> = HashMap::new();
-    for (org_id, role) in roles {
-        let entry = access.entry(org_id).or_default();
-        entry
-            .effective
-            .extend(role_grants.get(&role).into_iter().flatten().cloned());
-        entry.roles.push(role);
-    }
-    for (org_id, permission) in grants {
-        let entry = access.entry(org_id).or_default();
-        entry.effective.insert(permission.clone());
-        entry.extra_permissions.push(permission);
-    }
-    Ok(access)
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let access = MemberAccess {
+                roles: row.roles,
+                extra_permissions: row.extra_permissions,
+                effective: row.effective.into_iter().collect(),
+                joined_at: row.joined_at,
+            };
+            (row.org_id, access)
+        })
+        .collect())
 }
 
 impl Store {
@@ -125,21 +129,8 @@ impl Store {
                 let Some(org) = find_org(conn, org_ref).await? else {
                     return Ok(None);
                 };
-                let joined_at: Option<DateTime<Utc>> = memberships::table
-                    .find((org.id, user_id))
-                    .select(memberships::created_at)
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let Some(joined_at) = joined_at else {
-                    return Ok(None);
-                };
-                let mut access = access_in(conn, user_id, &[org.id])
-                    .await?
-                    .remove(&org.id)
-                    .unwrap_or_default();
-                access.joined_at = joined_at;
-                Ok(Some((org, access)))
+                let access = access_in(conn, user_id, &[org.id]).await?.remove(&org.id);
+                Ok(access.map(|access| (org, access)))
             }
             .scope_boxed()
         })
@@ -180,12 +171,11 @@ impl Store {
         let views = orgs
             .into_iter()
             .map(|ListedOrg { org, joined_at }| {
-                let mut member = access.remove(&org.id).unwrap_or_default();
-                member.joined_at = joined_at;
-                MembershipView {
-                    org,
-                    access: member,
-                }
+                let access = access.remove(&org.id).unwrap_or(MemberAccess {
+                    joined_at,
+                    ..Default::default()
+                });
+                MembershipView { org, access }
             })
             .collect();
         Ok((views, next))
