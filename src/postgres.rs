@@ -165,12 +165,14 @@ impl EmbeddedPostgres {
                 let log = fs::read_to_string(log_path).unwrap_or_default();
                 bail!("postgres exited during start-up ({status:?}):\n{log}");
             }
+            // A stale file from a crashed run may say "ready" too: trust only ours.
             let pid_file =
                 fs::read_to_string(self.data_dir.join("postmaster.pid")).unwrap_or_default();
-            if pid_file
-                .lines()
-                .nth(7)
-                .is_some_and(|status| status.trim() == "ready")
+            let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+            if lines.len() > 7
+                && lines[0] == self.pid.to_string()
+                && lines[3] == self.port.to_string()
+                && lines[7] == "ready"
             {
                 return Ok(());
             }
@@ -182,10 +184,6 @@ impl EmbeddedPostgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// URL of `database` on this cluster, as its superuser.
@@ -214,13 +212,14 @@ impl EmbeddedPostgres {
 
     /// Fast shutdown: disconnects clients, then waits for PostgreSQL to exit.
     pub fn stop(self) {
-        // SAFETY: signalling our own child process.
+        let exited = self.exited.lock().expect("not poisoned");
+        // Once it exited (and was reaped) its pid may belong to someone else.
+        if exited.try_recv().is_ok() {
+            return;
+        }
+        // SAFETY: signalling our own, still unreaped child process.
         unsafe { libc::kill(self.pid, libc::SIGINT) };
-        let _ = self
-            .exited
-            .lock()
-            .expect("not poisoned")
-            .recv_timeout(Duration::from_secs(30));
+        let _ = exited.recv_timeout(Duration::from_secs(30));
     }
 }
 

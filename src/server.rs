@@ -90,6 +90,9 @@ impl App {
             workers::spawn_outbox(store.clone(), args.outbox_interval, stop.clone()),
         ];
         report_health(&store, &health).await;
+        tracing::warn!(
+            "no SMTP configured: emails, including verification links, are written to this log"
+        );
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()

@@ -55,8 +55,8 @@ pub fn spawn_purger(
     })
 }
 
-/// Delivers queued email. No SMTP transport is configured yet, so delivery is a
-/// log line an operator can act on.
+/// Delivers queued email. No SMTP transport exists yet, so delivery is a log line
+/// an operator can act on — which is why start-up warns that links land in the log.
 pub fn spawn_outbox(
     store: Store,
     interval: Duration,

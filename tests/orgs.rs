@@ -544,7 +544,16 @@ async fn contact_email_changes_only_when_verified() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "only the token's hash is stored");
-    assert_eq!(app.count("SELECT 1 FROM contact_email_verifications WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'", &[&token]).await, 0);
+    let raw: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM contact_email_verifications WHERE token_hash = convert_to($1, 'UTF8')",
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, 0, "the token itself is not stored");
 
     let mut carol = app.orgs_as("carol").await; // whoever holds the link may confirm it
     expect_code(
@@ -911,7 +920,7 @@ async fn tokens_are_verified() {
     let app = TestApp::spawn().await;
     let claims = |issuer: &str, audience: &str, ttl: i64| {
         let mut c = Claims::new(issuer, audience, "mallory", Duration::from_secs(600));
-        c.exp = (c.iat as i64 + ttl) as u64;
+        c.exp = (c.iat.unwrap() as i64 + ttl) as u64;
         c
     };
     let expired = common::token_for(&claims(common::ISSUER, common::AUDIENCE, -3600));
@@ -1082,4 +1091,234 @@ async fn every_mutation_is_audited_with_its_request_id() {
     // Without a request id, the server makes one and returns it.
     let response = alice.get_organization(get(&org.name)).await.unwrap();
     assert!(!response.metadata().get("x-request-id").unwrap().is_empty());
+}
+
+/// Holds a row lock on `org` from SQL, so a call that changes it waits in flight.
+async fn lock_org_row(app: &TestApp, org: &pb::Organization) -> tokio_postgres::Client {
+    let locker = common::sql_client(&app.db_url).await;
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute(
+            "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    locker
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_committed_meanwhile_stops_updates_and_second_deletes() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme").await;
+
+    // Both calls pass the policy check, then wait for the row while a delete commits.
+    let locker = lock_org_row(&app, &org).await;
+    let mut change = org.clone();
+    change.description = "after the delete".into();
+    change.etag = String::new();
+    let (mut a, mut b) = (alice.clone(), alice.clone());
+    let update_call = tokio::spawn(async move {
+        a.update_organization(update(change, &["description"]))
+            .await
+    });
+    let target = org.clone();
+    let delete_call = tokio::spawn(async move { b.delete_organization(delete(&target)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    locker
+        .execute("UPDATE organizations SET deleted_at = now(), purge_at = now() + interval '1 day' WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    let status = expect_code(update_call.await.unwrap(), Code::FailedPrecondition);
+    assert!(status.message().contains("deleted"), "{status:?}");
+    expect_code(delete_call.await.unwrap(), Code::FailedPrecondition);
+    assert_eq!(activity_count(&app, "organization.update").await, 0);
+    assert_eq!(activity_count(&app, "organization.delete").await, 0);
+    let now = alice
+        .get_organization(get(&org.name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.description, "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undelete_is_refused_once_the_restore_window_has_passed() {
+    let app = TestApp::spawn_with(&["--purge-interval", "1h"]).await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Late").await;
+    alice.delete_organization(delete(&org)).await.unwrap();
+    app.db
+        .execute(
+            "UPDATE organizations SET purge_at = now() - interval '1 second' WHERE deleted_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let status = expect_code(
+        alice
+            .undelete_organization(pb::UndeleteOrganizationRequest {
+                name: org.name.clone(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("restore window"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_messages_no_longer_hold_their_links() {
+    let app = TestApp::spawn_with(&["--outbox-interval", "100ms"]).await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme").await;
+    let mut change = org.clone();
+    change.contact_email = "ops@acme.test".into();
+    alice
+        .update_organization(update(change, &["contact_email"]))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .count(
+            "SELECT 1 FROM outbox_messages WHERE delivered_at IS NULL",
+            &[],
+        )
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body: String = app
+        .db
+        .query_one(
+            "SELECT body FROM outbox_messages WHERE recipient = 'ops@acme.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!body.contains("token="), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unverified_token_emails_never_become_contact_addresses() {
+    use orgd::auth::Claims;
+    let app = TestApp::spawn().await;
+    let mut claims = Claims::new(
+        common::ISSUER,
+        common::AUDIENCE,
+        "mallory",
+        Duration::from_secs(600),
+    );
+    claims.email = Some("ceo@victim.test".into());
+    claims.email_verified = false;
+    let mut mallory = app.orgs(Some(&common::token_for(&claims))).await;
+    let org = create_org(&mut mallory, "Victim Corp").await;
+    assert_eq!(org.contact_email, "");
+    let me = mallory
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let personal = mallory
+        .get_organization(get(&me.user.unwrap().personal_organization))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(personal.contact_email, "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_provider_claims_in_all_valid_shapes() {
+    use orgd::auth::{Audience, Claims};
+    let app = TestApp::spawn().await;
+    // `aud` as a list, no `iat`, control characters in the name.
+    let mut claims = Claims::new(
+        common::ISSUER,
+        common::AUDIENCE,
+        "listy",
+        Duration::from_secs(600),
+    );
+    claims.aud = Audience::Many(vec!["other".into(), common::AUDIENCE.into()]);
+    claims.iat = None;
+    claims.email = Some("listy@example.com".into());
+    claims.name = Some("Lis\u{0}ty\n".into());
+    let mut listy = app.orgs(Some(&common::token_for(&claims))).await;
+    let me = listy
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().display_name, "Listy");
+
+    // A changed profile is refreshed on the next call, and audited once.
+    claims.name = Some("Listy Renamed".into());
+    let mut renamed = app.orgs(Some(&common::token_for(&claims))).await;
+    let me = renamed
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().display_name, "Listy Renamed");
+    renamed.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    assert_eq!(activity_count(&app, "user.update").await, 1);
+
+    claims.sub = "bad\u{0}subject".into();
+    expect_code(
+        app.orgs(Some(&common::token_for(&claims)))
+            .await
+            .who_am_i(pb::WhoAmIRequest {})
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn awkward_names_still_give_reachable_slugs() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let hex = create_org(&mut alice, "deadbeefdeadbeefdeadbeefdeadbeef").await;
+    assert_eq!(hex.slug, "deadbeefdeadbeefdeadbeefdeadbeef-org");
+    alice
+        .get_organization(get(&format!("organizations/{}", hex.slug)))
+        .await
+        .unwrap();
+
+    let mut control = pb::Organization {
+        display_name: "Ok".into(),
+        ..Default::default()
+    };
+    control.description = "nul\u{0}byte".into();
+    let status = expect_code(
+        alice
+            .create_organization(pb::CreateOrganizationRequest {
+                organization: Some(control),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("control characters"),
+        "{status:?}"
+    );
+    let mut multiline = pb::Organization {
+        display_name: "Multi".into(),
+        ..Default::default()
+    };
+    multiline.description = "line one\n\tline two".into();
+    alice
+        .create_organization(pb::CreateOrganizationRequest {
+            organization: Some(multiline),
+        })
+        .await
+        .unwrap();
 }

@@ -95,6 +95,16 @@ impl Orgd {
     }
 }
 
+/// A failed assertion must not leave orgd (and with it PostgreSQL) running.
+impl Drop for Orgd {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 async fn health(channel: &Channel) -> ServingStatus {
     let response = HealthClient::new(channel.clone())
         .check(HealthCheckRequest {

@@ -158,7 +158,7 @@ impl OrgService for OrgApi {
             .store
             .create_org(
                 &ctx.actor(),
-                &creator.row.email,
+                creator.verified_email().as_ref(),
                 input,
                 self.settings.limits,
                 &self.settings.verification,

@@ -8,21 +8,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{JwtAlgorithm, JwtKey};
 use crate::error::{Error, Result};
+use crate::store::users::Identity;
 
 /// The claims orgd reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub iss: String,
-    pub aud: String,
+    /// One audience or several; jsonwebtoken checks ours is among them.
+    pub aud: Audience,
     pub exp: u64,
-    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default)]
     pub email_verified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// The `aud` claim, which JWT allows as a string or a list of strings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn algorithm(key: &JwtKey) -> Algorithm {
@@ -96,6 +107,30 @@ impl JwtVerifier {
 }
 
 impl Claims {
+    /// The identity these claims describe, cleaned for storage: control
+    /// characters (NUL included) in the subject are refused, elsewhere dropped.
+    pub fn into_identity(self) -> Result<Identity> {
+        if self.sub.is_empty() || self.sub.len() > 255 || self.sub.chars().any(char::is_control) {
+            return Err(Error::Unauthenticated(
+                "the token's subject is empty, too long or contains control characters".into(),
+            ));
+        }
+        let clean = |text: Option<String>| -> String {
+            text.unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        };
+        Ok(Identity {
+            email: clean(self.email).to_lowercase(),
+            email_verified: self.email_verified,
+            display_name: clean(self.name).chars().take(200).collect(),
+            subject: self.sub,
+        })
+    }
+
     /// Claims for `subject`, valid from now for `ttl`; set the profile fields after.
     pub fn new(issuer: &str, audience: &str, subject: &str, ttl: Duration) -> Self {
         let now = std::time::SystemTime::now()
@@ -104,8 +139,8 @@ impl Claims {
         Claims {
             sub: subject.to_owned(),
             iss: issuer.to_owned(),
-            aud: audience.to_owned(),
-            iat: now,
+            aud: Audience::One(audience.to_owned()),
+            iat: Some(now),
             exp: now + ttl.as_secs(),
             email: None,
             email_verified: false,

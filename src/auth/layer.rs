@@ -20,7 +20,6 @@ use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::OrgRef;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::users::Identity;
 
 /// Methods of the gRPC infrastructure services, open to everybody.
 const PUBLIC_PREFIXES: &[&str] = &[
@@ -215,12 +214,7 @@ async fn authenticate(
             subject: claims.sub,
         });
     }
-    let identity = Identity {
-        email: claims.email.unwrap_or_default().trim().to_lowercase(),
-        email_verified: claims.email_verified,
-        display_name: claims.name.unwrap_or_default().trim().to_owned(),
-        subject: claims.sub,
-    };
+    let identity = claims.into_identity()?;
     Ok(Principal::User(
         state.store.ensure_user(&identity, request_id).await?,
     ))
@@ -299,14 +293,8 @@ async fn check_org_permission(
         .member_access(&org_ref, user_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("organization {raw_org} not found")))?;
-    if org.deleted_at.is_some() && !allow_deleted {
-        return Err(Error::precondition(
-            "ORGANIZATION_DELETED",
-            org.name(),
-            format!(
-                "organization {raw_org} is deleted; restore it with UndeleteOrganization first"
-            ),
-        ));
+    if !allow_deleted {
+        org.ensure_live()?;
     }
     if !member.allows(permission) {
         let roles = if member.roles.is_empty() {

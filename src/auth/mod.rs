@@ -8,7 +8,7 @@ mod identity;
 mod layer;
 mod policy;
 
-pub use identity::{Claims, JwtVerifier, mint_token};
+pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState};
 pub use policy::{Policy, PolicyTable};
 

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::Slug;
+use super::org::looks_like_uuid;
 use crate::error::{Error, Result};
 
 /// How a request names an organization: by its id or by its slug.
@@ -33,7 +34,7 @@ impl OrgRef {
             return Ok(OrgRef::Id(id));
         }
         // Something UUID-like that fails to parse is a mistyped id, not a slug.
-        if key.len() == 36 && key.matches('-').count() == 4 {
+        if looks_like_uuid(key) {
             return Err(Error::invalid(
                 field,
                 format!("'{key}' is not a valid UUID"),

@@ -30,7 +30,7 @@ impl Slug {
                 ),
             ));
         }
-        if uuid::Uuid::try_parse(raw).is_ok() {
+        if looks_like_uuid(raw) {
             return Err(Error::invalid(
                 field,
                 "a slug cannot have the shape of a UUID",
@@ -52,7 +52,7 @@ impl Slug {
         }
         slug.truncate(SLUG_MAX - 7); // room for a uniqueness suffix
         let mut slug = slug.trim_end_matches('-').to_owned();
-        if slug.len() < SLUG_MIN {
+        if slug.len() < SLUG_MIN || looks_like_uuid(&slug) {
             slug = if slug.is_empty() {
                 "org".into()
             } else {
@@ -76,6 +76,12 @@ impl fmt::Display for Slug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `key` reads as an id rather than a slug in `organizations/{key}`: a
+/// UUID, or something shaped like one (a mistyped id).
+pub fn looks_like_uuid(key: &str) -> bool {
+    uuid::Uuid::try_parse(key).is_ok() || (key.len() == 36 && key.matches('-').count() == 4)
 }
 
 /// A human-readable organization name, 1–100 characters, trimmed.
@@ -118,6 +124,15 @@ impl Description {
             return Err(Error::invalid(
                 field,
                 "the description is longer than 1000 characters",
+            ));
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(Error::invalid(
+                field,
+                "the description contains control characters (only newlines and tabs are allowed)",
             ));
         }
         Ok(Description(raw.trim().to_owned()))
@@ -167,6 +182,9 @@ mod tests {
         assert_eq!(Slug::derive("  Ünïcode!! ").as_str(), "n-code");
         assert_eq!(Slug::derive("!!").as_str(), "org");
         assert_eq!(Slug::derive("ab").as_str(), "ab-org");
+        let hex = "deadbeefdeadbeefdeadbeefdeadbeef";
+        assert_eq!(Slug::derive(hex).as_str(), format!("{hex}-org"));
+        assert!(Slug::parse("s", "gggggggg-gggg-gggg-gggg-gggggggggggg").is_err());
         assert!(
             Slug::parse(
                 "s",

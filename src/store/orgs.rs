@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
@@ -46,6 +47,21 @@ impl OrgRow {
 
     pub fn name(&self) -> String {
         OrgRef::name_of(self.id)
+    }
+
+    /// Refuses changes to a soft-deleted organization.
+    pub fn ensure_live(&self) -> Result<()> {
+        match self.deleted_at {
+            None => Ok(()),
+            Some(_) => Err(Error::precondition(
+                "ORGANIZATION_DELETED",
+                self.name(),
+                format!(
+                    "organization {} is deleted; restore it with UndeleteOrganization first",
+                    self.slug
+                ),
+            )),
+        }
     }
 
     fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
@@ -213,6 +229,14 @@ fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
     )
 }
 
+/// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
+/// under the lock because a concurrent delete may commit after the policy check.
+async fn lock_live_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+    let org = lock_org(conn, id).await?;
+    org.ensure_live()?;
+    Ok(org)
+}
+
 async fn lock_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     organizations::table
         .find(id)
@@ -306,11 +330,11 @@ pub struct ListedOrg {
 
 impl Store {
     /// Creates an organization owned by `actor`. The contact email defaults to
-    /// `creator_email`; any other address is pending until verified.
+    /// the creator's verified email, if any; any other address is pending until verified.
     pub async fn create_org(
         &self,
         actor: &Actor,
-        creator_email: &str,
+        creator_email: Option<&Email>,
         input: CreateOrg,
         limits: OrgLimits,
         verification: &ContactVerification,
@@ -333,13 +357,14 @@ impl Store {
                         slug_is_explicit: input.slug.is_some(),
                         display_name: input.display_name.clone(),
                         description: input.description.clone(),
-                        contact_email: creator_email.to_owned(),
+                        contact_email: creator_email
+                            .map_or_else(String::new, |e| e.as_str().to_owned()),
                         personal_owner_id: None,
                     },
                 )
                 .await?;
                 match &input.contact_email {
-                    Some(email) if email.as_str() != creator_email => {
+                    Some(email) if Some(email) != creator_email => {
                         start_contact_email_change(conn, &org, email, verification).await?;
                         lock_org(conn, org.id).await
                     }
@@ -406,7 +431,7 @@ impl Store {
         let changes = &changes;
         self.write(|conn| {
             async move {
-                let org = lock_org(conn, org_id).await?;
+                let org = lock_live_org(conn, org_id).await?;
                 org.check_etag(etag)?;
                 if let Some(slug) = &changes.slug
                     && slug.as_str() != org.slug
@@ -448,7 +473,15 @@ impl Store {
                     ))
                     .returning(OrgRow::as_returning())
                     .get_result(conn)
-                    .await?;
+                    .await
+                    .map_err(|err| match (err, &changes.slug) {
+                        // A concurrent rename took the slug after our check.
+                        (
+                            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                            Some(slug),
+                        ) => slug_taken(slug),
+                        (other, _) => other.into(),
+                    })?;
                 audit::record(
                     conn,
                     actor,
@@ -476,7 +509,7 @@ impl Store {
     ) -> Result<OrgRow> {
         self.write(|conn| {
             async move {
-                let org = lock_org(conn, org_id).await?;
+                let org = lock_live_org(conn, org_id).await?;
                 if org.personal_owner_id.is_some() {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
@@ -549,12 +582,25 @@ impl Store {
         self.write(|conn| {
             async move {
                 let org = lock_org(conn, org_id).await?;
-                if org.deleted_at.is_none() {
-                    return Err(Error::precondition(
-                        "NOT_DELETED",
-                        org.name(),
-                        format!("organization {} is not deleted", org.slug),
-                    ));
+                match org.purge_at {
+                    None => {
+                        return Err(Error::precondition(
+                            "NOT_DELETED",
+                            org.name(),
+                            format!("organization {} is not deleted", org.slug),
+                        ));
+                    }
+                    Some(purge_at) if purge_at <= Utc::now() => {
+                        return Err(Error::precondition(
+                            "PURGE_PENDING",
+                            org.name(),
+                            format!(
+                                "organization {} passed its restore window and is being purged",
+                                org.slug
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
                 }
                 let members: Vec<Uuid> = memberships::table
                     .filter(memberships::org_id.eq(org_id))

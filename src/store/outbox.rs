@@ -9,6 +9,9 @@ use uuid::Uuid;
 use super::{Conn, Store, schema::outbox_messages};
 use crate::error::Result;
 
+/// What a delivered message's body is replaced with.
+pub const REDACTED_BODY: &str = "(delivered; body removed)";
+
 pub async fn enqueue(conn: &mut Conn, recipient: &str, subject: &str, body: &str) -> Result<()> {
     diesel::insert_into(outbox_messages::table)
         .values((
@@ -59,7 +62,11 @@ impl Store {
                 diesel::update(
                     outbox_messages::table.filter(outbox_messages::id.eq_any(&delivered)),
                 )
-                .set(outbox_messages::delivered_at.eq(diesel::dsl::now))
+                .set((
+                    outbox_messages::delivered_at.eq(diesel::dsl::now),
+                    // Bodies may carry secrets (verification links): keep them no longer than needed.
+                    outbox_messages::body.eq(REDACTED_BODY),
+                ))
                 .execute(conn)
                 .await?;
                 Ok(delivered.len())

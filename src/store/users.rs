@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::orgs::{self, NewOrg};
 use super::schema::{organizations, users};
 use super::{Actor, Conn, Store, audit};
-use crate::domain::{DisplayName, Slug, UserRef};
+use crate::domain::{DisplayName, Email, Slug, UserRef};
 use crate::error::Result;
 
 /// What the identity provider says about a subject.
@@ -20,6 +20,19 @@ pub struct Identity {
     pub email: String,
     pub email_verified: bool,
     pub display_name: String,
+}
+
+impl Identity {
+    /// The email address, if the identity provider verified it and it is valid.
+    pub fn verified_email(&self) -> Option<Email> {
+        verified(&self.email, self.email_verified)
+    }
+}
+
+fn verified(email: &str, email_verified: bool) -> Option<Email> {
+    email_verified
+        .then(|| Email::parse("email", email).ok())
+        .flatten()
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -41,6 +54,11 @@ pub struct User {
 }
 
 impl User {
+    /// The user's email address, if verified and valid.
+    pub fn verified_email(&self) -> Option<Email> {
+        verified(&self.row.email, self.row.email_verified)
+    }
+
     fn matches(&self, identity: &Identity) -> bool {
         self.row.email == identity.email
             && self.row.email_verified == identity.email_verified
@@ -123,19 +141,7 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
         .optional()?;
 
     let Some(row) = inserted else {
-        // Known subject (maybe created by a concurrent first call): refresh the profile.
-        diesel::update(users::table.filter(users::subject.eq(&identity.subject)))
-            .set((
-                users::email.eq(&identity.email),
-                users::email_verified.eq(identity.email_verified),
-                users::display_name.eq(&identity.display_name),
-                users::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-        return Ok(find_by_subject(conn, &identity.subject)
-            .await?
-            .expect("the user row exists"));
+        return refresh_profile(conn, identity, request_id).await;
     };
 
     let actor = Actor {
@@ -162,7 +168,9 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
             slug_is_explicit: false,
             display_name,
             description: None,
-            contact_email: identity.email.clone(),
+            contact_email: identity
+                .verified_email()
+                .map_or_else(String::new, |e| e.as_str().to_owned()),
             personal_owner_id: Some(row.id),
         },
     )
@@ -171,6 +179,49 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
         row,
         personal_org_id: org.id,
     })
+}
+
+/// Brings a known user's profile in line with the identity provider's, auditing
+/// what changed. The row lock makes concurrent refreshes write (and audit) once.
+async fn refresh_profile(conn: &mut Conn, identity: &Identity, request_id: &str) -> Result<User> {
+    let row: UserRow = users::table
+        .filter(users::subject.eq(&identity.subject))
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .await?;
+    let changed: Vec<&str> = [
+        ("email", row.email != identity.email),
+        (
+            "email_verified",
+            row.email_verified != identity.email_verified,
+        ),
+        ("display_name", row.display_name != identity.display_name),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    if !changed.is_empty() {
+        diesel::update(users::table.find(row.id))
+            .set((
+                users::email.eq(&identity.email),
+                users::email_verified.eq(identity.email_verified),
+                users::display_name.eq(&identity.display_name),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        let actor = Actor {
+            user_id: Some(row.id),
+            label: UserRef::name_of(row.id),
+            request_id: request_id.to_owned(),
+        };
+        let details = serde_json::json!({ "fields": changed });
+        audit::record(conn, &actor, None, "user.update", &actor.label, details).await?;
+    }
+    Ok(find_by_subject(conn, &identity.subject)
+        .await?
+        .expect("the user row exists"))
 }
 
 /// The personal organization is named after its user.

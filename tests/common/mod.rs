@@ -153,6 +153,9 @@ impl TestApp {
             "4",
             "--shutdown-grace",
             "1s",
+            // Tests read queued messages before delivery redacts them.
+            "--outbox-interval",
+            "1h",
         ];
         if !extra.contains(&"--jwt-public-key-file") {
             argv.extend(["--jwt-secret", SECRET]);
