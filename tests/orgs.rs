@@ -1322,3 +1322,75 @@ async fn awkward_names_still_give_reachable_slugs() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_limit_is_five_organizations_per_user() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    for i in 0..4 {
+        create_org(&mut alice, &format!("Org {i}")).await;
+    }
+    let status = expect_code(
+        alice.create_organization(new_org("One too many")).await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("maximum of 5"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_user_organizations_pages_and_rejects_bad_input() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    create_org(&mut alice, "One").await;
+    create_org(&mut alice, "Two").await;
+    let alice_id = app.user_id("alice").await;
+    let mut service = app.orgs_as_service().await;
+    let list =
+        |user: String, page_size: i32, page_token: String| pb::ListUserOrganizationsRequest {
+            user,
+            page_size,
+            page_token,
+        };
+
+    let first = service
+        .list_user_organizations(list(format!("users/{alice_id}"), 2, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.memberships.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    let second = service
+        .list_user_organizations(list(format!("users/{alice_id}"), 2, first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.memberships.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    assert_eq!(second.memberships[0].display_name, "Two");
+
+    expect_code(
+        service
+            .list_user_organizations(list("alice".into(), 0, String::new()))
+            .await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        service
+            .list_user_organizations(list("users/not-a-uuid".into(), 0, String::new()))
+            .await,
+        Code::InvalidArgument,
+    );
+    let unknown = format!("users/{}", uuid::Uuid::now_v7());
+    expect_code(
+        service
+            .list_user_organizations(list(unknown, 0, String::new()))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        service
+            .list_user_organizations(list(format!("users/{alice_id}"), 0, "nonsense".into()))
+            .await,
+        Code::InvalidArgument,
+    );
+}
