@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, create_org, sql_client};
+use common::{TestApp, create_org, lock_org_row};
 use orgd::pb;
 use prost_types::FieldMask;
 
@@ -20,28 +20,13 @@ fn rename(org: &pb::Organization, display_name: &str) -> pb::UpdateOrganizationR
     }
 }
 
-/// Holds a row lock on the organization, so calls that change it wait in flight.
-async fn lock_org(app: &TestApp, org: &pb::Organization) -> tokio_postgres::Client {
-    let locker = sql_client(&app.db_url).await;
-    let id: uuid::Uuid = org.uid.parse().unwrap();
-    locker.batch_execute("BEGIN").await.unwrap();
-    locker
-        .execute(
-            "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    locker
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_drains_in_flight_calls() {
     let mut app = TestApp::spawn_with(&["--shutdown-grace", "20s"]).await;
     let mut alice = app.orgs_as("alice").await;
     let org = create_org(&mut alice, "Acme").await;
 
-    let locker = lock_org(&app, &org).await;
+    let locker = lock_org_row(&app, &org).await;
     let in_flight =
         tokio::spawn(async move { alice.update_organization(rename(&org, "Drained")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -79,7 +64,7 @@ async fn a_call_past_its_deadline_writes_nothing() {
     let mut alice = app.orgs_as("alice").await;
     let org = create_org(&mut alice, "Acme").await;
 
-    let locker = lock_org(&app, &org).await;
+    let locker = lock_org_row(&app, &org).await;
     let mut request = tonic::Request::new(rename(&org, "Too late"));
     request.set_timeout(Duration::from_millis(300));
     let status = alice

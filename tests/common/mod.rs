@@ -14,6 +14,7 @@ use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
 use orgd::pb::{self, org_service_client::OrgServiceClient};
 use orgd::postgres::EmbeddedPostgres;
+use prost_types::FieldMask;
 use tokio::sync::OnceCell;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -113,6 +114,58 @@ pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organ
         .await
         .unwrap()
         .into_inner()
+}
+
+// Request builders and probes shared by the scenario tests.
+
+pub fn new_org(display_name: &str) -> pb::CreateOrganizationRequest {
+    pb::CreateOrganizationRequest {
+        organization: Some(pb::Organization {
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn get(name: &str) -> pb::GetOrganizationRequest {
+    pb::GetOrganizationRequest { name: name.into() }
+}
+
+pub fn update(org: pb::Organization, paths: &[&str]) -> pb::UpdateOrganizationRequest {
+    pb::UpdateOrganizationRequest {
+        organization: Some(org),
+        update_mask: Some(FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    }
+}
+
+pub fn delete(org: &pb::Organization) -> pb::DeleteOrganizationRequest {
+    pb::DeleteOrganizationRequest {
+        name: org.name.clone(),
+        confirmation: org.display_name.clone(),
+        etag: String::new(),
+    }
+}
+
+pub async fn activity_count(app: &TestApp, action: &str) -> i64 {
+    app.count("SELECT 1 FROM activity WHERE action = $1", &[&action])
+        .await
+}
+
+/// Holds a row lock on `org` from SQL, so a call that changes it waits in flight.
+pub async fn lock_org_row(app: &TestApp, org: &pb::Organization) -> tokio_postgres::Client {
+    let locker = sql_client(&app.db_url).await;
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute(
+            "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    locker
 }
 
 /// An orgd on its own database.
