@@ -8,6 +8,24 @@ use common::*;
 use orgd::pb;
 use tonic::Code;
 
+/// The token in the newest message queued for `recipient`, right after `prefix`.
+async fn mailed_token(app: &TestApp, recipient: &str, prefix: &str) -> String {
+    let body: String = app
+        .db
+        .query_one(
+            "SELECT body FROM outbox_messages WHERE recipient = $1 ORDER BY created_at DESC LIMIT 1",
+            &[&recipient],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let link = body
+        .split(prefix)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no '{prefix}' in {body:?}"));
+    link.split_whitespace().next().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn contact_email_changes_only_when_verified() {
     let app =
@@ -25,20 +43,12 @@ async fn contact_email_changes_only_when_verified() {
     assert_eq!(pending.contact_email, "alice@example.com");
     assert_eq!(pending.pending_contact_email, "billing@acme.test");
 
-    let message = app
-        .db
-        .query_one("SELECT body FROM outbox_messages WHERE recipient = 'billing@acme.test' ORDER BY created_at DESC LIMIT 1", &[])
-        .await
-        .unwrap();
-    let body: String = message.get(0);
-    let token = body
-        .split("https://console.test/verify?token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let token = mailed_token(
+        &app,
+        "billing@acme.test",
+        "https://console.test/verify?token=",
+    )
+    .await;
     let stored: i64 = app
         .db
         .query_one("SELECT count(*) FROM contact_email_verifications WHERE token_hash = sha256($1::text::bytea)", &[&token])
@@ -131,23 +141,7 @@ async fn contact_email_changes_only_when_verified() {
         )
         .await
         .unwrap();
-    let body: String = app
-        .db
-        .query_one(
-            "SELECT body FROM outbox_messages WHERE recipient = 'two@acme.test'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let token = body
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let token = mailed_token(&app, "two@acme.test", "token=").await;
     let expired = expect_code(
         carol
             .verify_contact_email(pb::VerifyContactEmailRequest { token })
