@@ -153,6 +153,7 @@ async fn contact_email_changes_only_when_verified() {
     // Creating with another contact address also needs verification.
     let created = alice
         .create_organization(pb::CreateOrganizationRequest {
+            request_id: String::new(),
             organization: Some(pb::Organization {
                 display_name: "Beta".into(),
                 contact_email: "ops@beta.test".into(),

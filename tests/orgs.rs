@@ -102,6 +102,7 @@ async fn create_rejects_bad_input_without_writing() {
     let mut alice = app.orgs_as("alice").await;
     alice
         .create_organization(pb::CreateOrganizationRequest {
+            request_id: String::new(),
             organization: Some(pb::Organization {
                 display_name: "Taken".into(),
                 slug: "taken".into(),
@@ -180,6 +181,7 @@ async fn create_rejects_bad_input_without_writing() {
         let status = expect_code(
             alice
                 .create_organization(pb::CreateOrganizationRequest {
+                    request_id: String::new(),
                     organization: Some(org.clone()),
                 })
                 .await,
@@ -189,7 +191,10 @@ async fn create_rejects_bad_input_without_writing() {
     }
     let missing = expect_code(
         alice
-            .create_organization(pb::CreateOrganizationRequest { organization: None })
+            .create_organization(pb::CreateOrganizationRequest {
+                request_id: String::new(),
+                organization: None,
+            })
             .await,
         Code::InvalidArgument,
     );
@@ -316,6 +321,7 @@ async fn update_with_field_mask_and_etag() {
     app.orgs_as("bob")
         .await
         .create_organization(pb::CreateOrganizationRequest {
+            request_id: String::new(),
             organization: Some(pb::Organization {
                 display_name: "Bob".into(),
                 slug: "bobs".into(),
@@ -446,6 +452,7 @@ async fn awkward_names_still_give_reachable_slugs() {
     let status = expect_code(
         alice
             .create_organization(pb::CreateOrganizationRequest {
+                request_id: String::new(),
                 organization: Some(control),
             })
             .await,
@@ -462,6 +469,7 @@ async fn awkward_names_still_give_reachable_slugs() {
     multiline.description = "line one\n\tline two".into();
     alice
         .create_organization(pb::CreateOrganizationRequest {
+            request_id: String::new(),
             organization: Some(multiline),
         })
         .await
@@ -491,4 +499,58 @@ async fn every_mutation_is_audited_with_its_request_id() {
     // Without a request id, the server makes one and returns it.
     let response = alice.get_organization(get(&org.name)).await.unwrap();
     assert!(!response.metadata().get("x-request-id").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_creates_with_a_request_id_create_once() {
+    let app = TestApp::spawn_with(&["--max-orgs-per-user", "2"]).await;
+    let alice = app.orgs_as("alice").await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let request = |display_name: &str| {
+        let mut request = new_org(display_name);
+        request.request_id = request_id.clone();
+        request
+    };
+    // Concurrent retries of one request: one organization, one audit row.
+    let attempts = (0..4).map(|_| {
+        let (mut client, request) = (alice.clone(), request("Once"));
+        tokio::spawn(async move { client.create_organization(request).await })
+    });
+    let created: Vec<pb::Organization> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().into_inner())
+        .collect();
+    assert!(
+        created.iter().all(|org| org.uid == created[0].uid),
+        "{created:?}"
+    );
+    assert_eq!(
+        activity_count(&app, "organization.create").await,
+        2,
+        "personal + one"
+    );
+
+    // A retry succeeds even at the organization limit; a new request does not.
+    let mut alice = alice;
+    let again = alice
+        .create_organization(request("Once"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.uid, created[0].uid);
+    let mut fresh = new_org("Another");
+    fresh.request_id = uuid::Uuid::new_v4().to_string();
+    expect_code(
+        alice.create_organization(fresh).await,
+        Code::FailedPrecondition,
+    );
+
+    let mut malformed = new_org("Bad");
+    malformed.request_id = "retry-1".into();
+    let status = expect_code(
+        alice.create_organization(malformed).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("request_id"), "{status:?}");
 }

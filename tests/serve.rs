@@ -188,6 +188,7 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
     let mut client = operator_client(&channel, &data_dir);
     let org = client
         .create_organization(pb::CreateOrganizationRequest {
+            request_id: String::new(),
             organization: Some(pb::Organization {
                 display_name: "Operators".into(),
                 ..Default::default()

@@ -141,7 +141,18 @@ impl OrgService for OrgApi {
         let org = request.get_ref().organization.as_ref().ok_or_else(|| {
             Error::invalid("organization", "the organization to create is required")
         })?;
+        let request_id = optional(&request.get_ref().request_id)
+            .map(|raw| {
+                uuid::Uuid::try_parse(raw).map_err(|_| {
+                    Error::invalid(
+                        "request_id",
+                        format!("'{raw}' is not a UUID; use a fresh UUID per request"),
+                    )
+                })
+            })
+            .transpose()?;
         let input = CreateOrg {
+            request_id,
             display_name: DisplayName::parse("organization.display_name", &org.display_name)?,
             slug: optional(&org.slug)
                 .map(|s| Slug::parse("organization.slug", s))

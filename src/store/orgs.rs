@@ -12,7 +12,8 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::schema::{
-    contact_email_verifications, membership_roles, memberships, org_resources, organizations, users,
+    contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
+    organizations, users,
 };
 use super::{Actor, Conn, Store, audit, outbox};
 use crate::domain::{
@@ -316,6 +317,8 @@ async fn clear_contact_email_change(conn: &mut Conn, org_id: Uuid) -> Result<()>
 }
 
 pub struct CreateOrg {
+    /// Idempotency key: a retry with the same id returns the first result.
+    pub request_id: Option<Uuid>,
     pub display_name: DisplayName,
     pub slug: Option<Slug>,
     pub description: Option<Description>,
@@ -343,7 +346,23 @@ impl Store {
         let input = &input;
         self.write(|conn| {
             async move {
-                if lock_and_count_memberships(conn, owner_id).await? >= limits.max_orgs_per_user {
+                let memberships = lock_and_count_memberships(conn, owner_id).await?;
+                if let Some(request_id) = input.request_id {
+                    let earlier: Option<OrgRow> = create_requests::table
+                        .inner_join(
+                            organizations::table.on(organizations::id.eq(create_requests::org_id)),
+                        )
+                        .filter(create_requests::user_id.eq(owner_id))
+                        .filter(create_requests::request_id.eq(request_id))
+                        .select(OrgRow::as_select())
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    if let Some(org) = earlier {
+                        return Ok(org);
+                    }
+                }
+                if memberships >= limits.max_orgs_per_user {
                     return Err(too_many_orgs(owner_id, limits));
                 }
                 let org = insert_with_owner(
@@ -363,6 +382,16 @@ impl Store {
                     },
                 )
                 .await?;
+                if let Some(request_id) = input.request_id {
+                    diesel::insert_into(create_requests::table)
+                        .values((
+                            create_requests::user_id.eq(owner_id),
+                            create_requests::request_id.eq(request_id),
+                            create_requests::org_id.eq(org.id),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
                 match &input.contact_email {
                     Some(email) if Some(email) != creator_email => {
                         start_contact_email_change(conn, &org, email, verification).await?;

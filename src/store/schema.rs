@@ -120,6 +120,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    create_requests (user_id, request_id) {
+        user_id -> Uuid,
+        request_id -> Uuid,
+        org_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(memberships -> organizations (org_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(org_resources -> organizations (org_id));
@@ -137,4 +146,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     contact_email_verifications,
     outbox_messages,
     activity,
+    create_requests,
 );

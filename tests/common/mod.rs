@@ -102,15 +102,8 @@ pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Creates an organization named `display_name` as `client`'s user.
 pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organization {
-    let organization = pb::Organization {
-        display_name: display_name.into(),
-        ..Default::default()
-    };
-    let request = pb::CreateOrganizationRequest {
-        organization: Some(organization),
-    };
     client
-        .create_organization(request)
+        .create_organization(new_org(display_name))
         .await
         .unwrap()
         .into_inner()
@@ -120,6 +113,7 @@ pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organ
 
 pub fn new_org(display_name: &str) -> pb::CreateOrganizationRequest {
     pb::CreateOrganizationRequest {
+        request_id: String::new(),
         organization: Some(pb::Organization {
             display_name: display_name.into(),
             ..Default::default()
