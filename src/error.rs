@@ -59,17 +59,6 @@ impl Error {
             message: message.into(),
         }
     }
-
-    /// Prefixes an InvalidArgument's field path, e.g. `slug` → `organization.slug`.
-    pub fn in_field(self, parent: &str) -> Self {
-        match self {
-            Error::InvalidArgument { field, message } => Error::InvalidArgument {
-                field: format!("{parent}.{field}"),
-                message,
-            },
-            other => other,
-        }
-    }
 }
 
 impl From<DieselError> for Error {
