@@ -1,10 +1,12 @@
 //! Command line and environment configuration. Every flag can also be set through
 //! the environment variable named in its help.
 
-use std::{fs, net::SocketAddr, os::unix::fs::OpenOptionsExt, path::PathBuf, time::Duration};
+use std::{fs, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::secret_file::{self, MIN_SECRET_LEN};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -83,6 +85,11 @@ impl JwtArgs {
             &self.jwt_public_key_file,
             self.jwt_algorithm,
         ) {
+            (Some(secret), _, JwtAlgorithm::Hs256) if secret.len() < MIN_SECRET_LEN => {
+                bail!(
+                    "--jwt-secret must be at least {MIN_SECRET_LEN} bytes; a shorter one can be guessed"
+                )
+            }
             (Some(secret), _, JwtAlgorithm::Hs256) => {
                 Ok(JwtKey::Secret(secret.as_bytes().to_vec()))
             }
@@ -107,21 +114,7 @@ impl JwtArgs {
     /// The development secret in the data directory, created on first use, so
     /// `orgd serve` and `orgd token` agree without any configuration.
     fn dev_secret(&self) -> anyhow::Result<Vec<u8>> {
-        let path = self.data_dir.join("dev-jwt-secret");
-        if let Ok(secret) = fs::read(&path) {
-            return Ok(secret);
-        }
-        fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating {}", self.data_dir.display()))?;
-        let secret = crate::domain::Secret::generate().token.into_bytes();
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut file, &secret)?;
-        Ok(secret)
+        Ok(secret_file::read_or_create(&self.data_dir.join("dev-jwt-secret"))?.into_bytes())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod pb;
 pub mod postgres;
+pub mod secret_file;
 pub mod server;
 pub mod store;
 pub mod workers;

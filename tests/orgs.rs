@@ -438,11 +438,21 @@ async fn awkward_names_still_give_reachable_slugs() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
     let hex = create_org(&mut alice, "deadbeefdeadbeefdeadbeefdeadbeef").await;
-    assert_eq!(hex.slug, "deadbeefdeadbeefdeadbeefdeadbeef-org");
-    alice
-        .get_organization(get(&format!("organizations/{}", hex.slug)))
-        .await
-        .unwrap();
+    assert_eq!(hex.slug, "org-deadbeefdeadbeefdeadbeefdeadb");
+    // The same name again needs a suffix, which must still fit.
+    let again = create_org(&mut alice, "deadbeefdeadbeefdeadbeefdeadbeef").await;
+    assert!(
+        again.slug.starts_with("org-deadbeef") && again.slug.len() <= 40,
+        "{}",
+        again.slug
+    );
+    for org in [&hex, &again] {
+        let found = alice
+            .get_organization(get(&format!("organizations/{}", org.slug)))
+            .await
+            .unwrap();
+        assert_eq!(found.into_inner().uid, org.uid);
+    }
 
     let mut control = pb::Organization {
         display_name: "Ok".into(),

@@ -50,14 +50,16 @@ impl Slug {
                 slug.push('-');
             }
         }
-        slug.truncate(SLUG_MAX - 7); // room for a uniqueness suffix
-        let mut slug = slug.trim_end_matches('-').to_owned();
-        if slug.len() < SLUG_MIN || looks_like_uuid(&slug) {
-            slug = if slug.is_empty() {
-                "org".into()
-            } else {
-                format!("{slug}-org")
-            };
+        let slug = slug.trim_end_matches('-');
+        let slug = match slug.len() {
+            0 => "org".to_owned(),
+            n if n < SLUG_MIN => format!("{slug}-org"),
+            _ => slug.to_owned(),
+        };
+        let mut slug = truncate_for_suffix(slug);
+        if looks_like_uuid(&slug) {
+            // It would read as an id in `organizations/{slug}`.
+            slug = truncate_for_suffix(format!("org-{slug}"));
         }
         Slug(slug)
     }
@@ -76,6 +78,12 @@ impl fmt::Display for Slug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Cuts a slug so a "-xxxxxx" uniqueness suffix still fits in `SLUG_MAX`.
+fn truncate_for_suffix(mut slug: String) -> String {
+    slug.truncate(SLUG_MAX - 7);
+    slug.trim_end_matches('-').to_owned()
 }
 
 /// Whether `key` reads as an id rather than a slug in `organizations/{key}`: a
@@ -183,7 +191,20 @@ mod tests {
         assert_eq!(Slug::derive("!!").as_str(), "org");
         assert_eq!(Slug::derive("ab").as_str(), "ab-org");
         let hex = "deadbeefdeadbeefdeadbeefdeadbeef";
-        assert_eq!(Slug::derive(hex).as_str(), format!("{hex}-org"));
+        assert_eq!(Slug::derive(hex).as_str(), format!("org-{}", &hex[..29]));
+        let hex_then_words = format!("{hex} and more");
+        for name in [
+            hex,
+            &hex_then_words,
+            "x",
+            "Acme",
+            &"long name ".repeat(10),
+            "a-b",
+        ] {
+            let derived = Slug::derive(name);
+            Slug::parse("s", derived.as_str()).unwrap();
+            Slug::parse("s", derived.with_suffix("abcdef").as_str()).unwrap();
+        }
         assert!(Slug::parse("s", "gggggggg-gggg-gggg-gggg-gggggggggggg").is_err());
         assert!(
             Slug::parse(

@@ -22,7 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-pub const SECRET: &str = "test-secret-not-for-production";
+pub const SECRET: &str = "test-secret-not-for-production-0123456789";
 pub const ISSUER: &str = "orgd-test";
 pub const AUDIENCE: &str = "orgd";
 pub const SERVICE_SUBJECT: &str = "billing-service";
