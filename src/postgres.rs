@@ -7,15 +7,20 @@
 
 use std::ffi::CString;
 use std::fs::{self, File};
+use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::secret_file;
 
 const SUPERUSER: &str = "orgd";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,6 +29,10 @@ pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     port: u16,
     pid: i32,
+    password: String,
+    /// Asks the thread that owns the child to stop it (only that thread may
+    /// signal it: it alone reaps it, so the pid cannot have been reused).
+    stop: mpsc::Sender<()>,
     /// Reports PostgreSQL's exit (a Mutex makes the handle shareable between threads).
     exited: Mutex<mpsc::Receiver<std::io::Result<ExitStatus>>>,
 }
@@ -95,8 +104,11 @@ impl EmbeddedPostgres {
         if user.is_some() {
             check_reachable_by_others(&data_dir)?;
         }
+        // The superuser's password, kept beside (not inside) the data directory,
+        // readable only by us: nobody else on this machine may connect.
+        let password = secret_file::read_or_create(&data_dir.with_extension("password"))?;
         if !data_dir.join("PG_VERSION").exists() {
-            init_cluster(&data_dir, user)?;
+            init_cluster(&data_dir, user, &password)?;
         }
         let log_path = data_dir.with_extension("log");
         let log =
@@ -116,7 +128,10 @@ impl EmbeddedPostgres {
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log);
+            .stderr(log)
+            // Its own process group: a terminal's Ctrl-C goes to orgd, which
+            // drains calls and then stops PostgreSQL, not to PostgreSQL directly.
+            .process_group(0);
         for (key, value) in settings {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
@@ -134,16 +149,35 @@ impl EmbeddedPostgres {
         // The death signal fires when the *thread* that spawned the child ends, so
         // a dedicated thread spawns it and lives exactly as long as it runs.
         let (pid_tx, pid_rx) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel::<()>();
         let (exit_tx, exited) = mpsc::channel();
         std::thread::Builder::new()
             .name("postgres".into())
-            .spawn(move || match cmd.spawn() {
-                Ok(mut child) => {
-                    let _ = pid_tx.send(Ok(child.id() as i32));
-                    let _ = exit_tx.send(child.wait());
-                }
-                Err(err) => {
-                    let _ = pid_tx.send(Err(err));
+            .spawn(move || {
+                let mut child = match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(err) => return drop(pid_tx.send(Err(err))),
+                };
+                let _ = pid_tx.send(Ok(child.id() as i32));
+                let mut stopping = false;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => return drop(exit_tx.send(Ok(status))),
+                        Ok(None) => {}
+                        Err(err) => return drop(exit_tx.send(Err(err))),
+                    }
+                    if stopping {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    // A dropped handle stops the cluster too.
+                    if stop_rx.recv_timeout(Duration::from_millis(50))
+                        != Err(RecvTimeoutError::Timeout)
+                    {
+                        stopping = true;
+                        // SAFETY: our child, not yet reaped (only this thread waits on it).
+                        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                    }
                 }
             })?;
         let pid = pid_rx.recv()?.context("starting postgres")?;
@@ -151,6 +185,8 @@ impl EmbeddedPostgres {
             data_dir,
             port,
             pid,
+            password,
+            stop,
             exited: Mutex::new(exited),
         };
         server.wait_until_ready(&log_path)?;
@@ -188,7 +224,10 @@ impl EmbeddedPostgres {
 
     /// URL of `database` on this cluster, as its superuser.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
     }
 
     /// Creates `database` unless it exists.
@@ -212,14 +251,12 @@ impl EmbeddedPostgres {
 
     /// Fast shutdown: disconnects clients, then waits for PostgreSQL to exit.
     pub fn stop(self) {
-        let exited = self.exited.lock().expect("not poisoned");
-        // Once it exited (and was reaped) its pid may belong to someone else.
-        if exited.try_recv().is_ok() {
-            return;
-        }
-        // SAFETY: signalling our own, still unreaped child process.
-        unsafe { libc::kill(self.pid, libc::SIGINT) };
-        let _ = exited.recv_timeout(Duration::from_secs(30));
+        let _ = self.stop.send(());
+        let _ = self
+            .exited
+            .lock()
+            .expect("not poisoned")
+            .recv_timeout(Duration::from_secs(30));
     }
 }
 
@@ -242,26 +279,37 @@ fn check_reachable_by_others(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_cluster(data_dir: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {
+fn init_cluster(data_dir: &Path, user: Option<(u32, u32)>, password: &str) -> anyhow::Result<()> {
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))?;
+    // initdb reads the password from a file that its user, and only it, can read.
+    let pwfile = std::env::temp_dir().join(format!("orgd-pw-{}", uuid::Uuid::new_v4().simple()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pwfile)?
+        .write_all(password.as_bytes())?;
     if let Some((uid, gid)) = user {
         std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
+        std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
     }
     let output = command(&find_program("initdb")?, user)
         .arg("-D")
         .arg(data_dir)
+        .arg(format!("--pwfile={}", pwfile.display()))
         .args([
             "-U",
             SUPERUSER,
-            "--auth=trust",
+            "--auth=scram-sha-256",
             "--encoding=UTF8",
             "--locale=C",
             "--no-instructions",
         ])
         .current_dir(data_dir)
-        .output()
-        .context("running initdb")?;
+        .output();
+    let _ = fs::remove_file(&pwfile);
+    let output = output.context("running initdb")?;
     if !output.status.success() {
         bail!(
             "initdb failed for {}:\n{}{}",

@@ -199,6 +199,15 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
         .into_inner();
     assert_eq!(org.slug, "operators");
 
+    // Nobody without the password in the data directory gets into the cluster.
+    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).unwrap();
+    let port = pid_file.lines().nth(3).unwrap().trim().to_owned();
+    for user in ["orgd", "postgres"] {
+        let url = format!("postgres://{user}:guess@127.0.0.1:{port}/postgres");
+        let refused = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+        assert!(refused.is_err(), "{user} got in without the password");
+    }
+
     let postgres = postmaster_pid(&data_dir).expect("the embedded cluster runs");
     assert!(orgd.terminate().success());
     assert!(

@@ -74,7 +74,7 @@ fn remove_stale_clusters(root: &std::path::Path) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix("orgd-pg-")
-            .map(|rest| rest.trim_end_matches(".log"))
+            .map(|rest| rest.split('.').next().unwrap_or_default())
         else {
             continue;
         };
