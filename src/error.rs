@@ -74,6 +74,9 @@ impl From<DieselError> for Error {
                     info.constraint_name().unwrap_or("unique")
                 ))
             }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Error::Unavailable("the database connection was lost; retry".into())
+            }
             other => Error::Internal(other.into()),
         }
     }

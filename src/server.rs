@@ -22,6 +22,8 @@ use crate::store::{self, Store};
 use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Health is reported for the whole server ("") and for each orgd service.
+const HEALTH_SERVICES: [&str; 2] = ["", "orgd.v1.OrgService"];
 
 /// A bound, ready-to-run orgd.
 pub struct App {
@@ -84,10 +86,10 @@ impl App {
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop_tx, stop) = watch::channel(false);
-        let mut background = vec![
-            spawn_health_probe(store.clone(), health.clone(), stop.clone()),
+        let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
+        let workers = [
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
-            workers::spawn_outbox(store.clone(), args.outbox_interval, stop.clone()),
+            workers::spawn_outbox(store.clone(), args.outbox_interval, stop),
         ];
         report_health(&store, &health).await;
         tracing::warn!(
@@ -127,13 +129,21 @@ impl App {
         });
 
         let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
-        let draining_health = health.clone();
+        let mut draining_health = health.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new calls, draining in-flight ones");
-            draining_health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            // Stop the probe first, so it cannot report SERVING again while draining.
+            let _ = stop_tx.send(true);
+            let _ = probe.await;
+            for service in HEALTH_SERVICES {
+                draining_health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+                // Ends open Health.Watch streams (after they saw NOT_SERVING):
+                // graceful shutdown waits for every open stream.
+                draining_health.clear_service_status(service).await;
+            }
             let _ = signalled_tx.send(());
         };
         tracing::info!(addr = %listener.local_addr()?, "orgd serving");
@@ -153,8 +163,8 @@ impl App {
                 tracing::warn!(?grace, "in-flight calls outlived the shutdown grace period; dropping them");
             }
         }
-        let _ = stop_tx.send(true);
-        for task in background.drain(..) {
+        // Background work stopped at the signal (or its sender is gone): join it.
+        for task in workers {
             let _ = task.await;
         }
         tracing::info!("orgd stopped");
@@ -170,7 +180,7 @@ async fn report_health(store: &Store, health: &HealthReporter) {
     } else {
         ServingStatus::NotServing
     };
-    for service in ["", "orgd.v1.OrgService"] {
+    for service in HEALTH_SERVICES {
         health.set_service_status(service, status).await;
     }
 }

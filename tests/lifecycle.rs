@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{TestApp, create_org, lock_org_row};
 use orgd::pb;
 use prost_types::FieldMask;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 fn rename(org: &pb::Organization, display_name: &str) -> pb::UpdateOrganizationRequest {
     let mut changed = org.clone();
@@ -26,6 +27,19 @@ async fn shutdown_drains_in_flight_calls() {
     let mut alice = app.orgs_as("alice").await;
     let org = create_org(&mut alice, "Acme").await;
 
+    // A load balancer watching health must see NOT_SERVING for the whole drain.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "orgd.v1.OrgService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
     let locker = lock_org_row(&app, &org).await;
     let in_flight =
         tokio::spawn(async move { alice.update_organization(rename(&org, "Drained")).await });
@@ -43,6 +57,18 @@ async fn shutdown_drains_in_flight_calls() {
         .connect()
         .await;
     assert!(refused.is_err(), "no new connections while draining");
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    // Then the stream ends, since graceful shutdown waits for open streams.
+    let ended = tokio::time::timeout(Duration::from_secs(5), health.message())
+        .await
+        .expect("the watch ends");
+    assert!(
+        !matches!(ended, Ok(Some(_))),
+        "health changed again while draining: {ended:?}"
+    );
 
     locker.batch_execute("COMMIT").await.unwrap();
     let updated = in_flight

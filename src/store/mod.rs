@@ -23,6 +23,9 @@ pub use audit::Actor;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
+/// Advisory-lock key that serializes migrations across replicas ("orgd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6f72_6764;
+
 /// Attempts of a transaction that keeps losing serialization conflicts.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
 
@@ -104,9 +107,14 @@ impl Store {
 
 /// Applies pending migrations on a dedicated connection.
 pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
-    let conn = AsyncPgConnection::establish(url)
+    let mut conn = AsyncPgConnection::establish(url)
         .await
         .context("connecting to the database to run migrations")?;
+    // Replicas starting together take turns; the lock ends with the connection.
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .await
+        .context("waiting for the migration lock")?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness
         .run_pending_migrations(MIGRATIONS)
