@@ -252,3 +252,24 @@ async fn a_delete_committed_meanwhile_stops_updates_and_second_deletes() {
         .into_inner();
     assert_eq!(now.description, "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_organizations_take_no_new_resources() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme").await;
+    alice.delete_organization(delete(&org)).await.unwrap();
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    let refused = app
+        .db
+        .execute(
+            "INSERT INTO org_resources (id, org_id, kind, external_id) VALUES (gen_random_uuid(), $1, 'app', 'late')",
+            &[&id],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.as_db_error().unwrap().message().contains("deleted"),
+        "{refused:?}"
+    );
+}

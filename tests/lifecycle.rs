@@ -134,3 +134,26 @@ async fn a_call_past_its_deadline_writes_nothing() {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_together_migrate_once() {
+    let url = common::new_database("template0").await;
+    let runs = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { orgd::store::run_migrations(&url).await })
+    });
+    for run in futures_util::future::join_all(runs).await {
+        run.unwrap()
+            .expect("every replica's migration run succeeds");
+    }
+    let db = common::sql_client(&url).await;
+    let applied: i64 = db
+        .query_one("SELECT count(*) FROM __diesel_schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
+    assert_eq!(applied as usize, shipped);
+}

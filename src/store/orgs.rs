@@ -720,8 +720,27 @@ impl Store {
     pub async fn purge_expired_orgs(&self, actor: &Actor) -> Result<Vec<Uuid>> {
         self.write(|conn| {
             async move {
+                // Registered resources block a purge (the foreign key restricts it);
+                // such an organization waits, logged, instead of failing the batch.
+                let has_resources = diesel::dsl::exists(
+                    org_resources::table.filter(org_resources::org_id.eq(organizations::id)),
+                );
+                let stuck: Vec<String> = organizations::table
+                    .filter(organizations::purge_at.le(diesel::dsl::now))
+                    .filter(has_resources)
+                    .select(organizations::slug)
+                    .load(conn)
+                    .await?;
+                if !stuck.is_empty() {
+                    tracing::warn!(
+                        ?stuck,
+                        "deleted organizations still hold resources; not purging them"
+                    );
+                }
                 let purged: Vec<(Uuid, String)> = diesel::delete(
-                    organizations::table.filter(organizations::purge_at.le(diesel::dsl::now)),
+                    organizations::table
+                        .filter(organizations::purge_at.le(diesel::dsl::now))
+                        .filter(diesel::dsl::not(has_resources)),
                 )
                 .returning((organizations::id, organizations::slug))
                 .get_results(conn)

@@ -89,6 +89,19 @@ fn remove_stale_clusters(root: &std::path::Path) {
     }
 }
 
+/// URL of a new database of the test cluster, copied from `template`
+/// ("template0" for an empty one).
+pub async fn new_database(template: &str) -> String {
+    let cluster = cluster().await;
+    let database = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sql_client(&cluster.server.url("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {template}"))
+        .await
+        .unwrap();
+    cluster.server.url(&database)
+}
+
 /// Runs SQL against a database of the test cluster, for fixtures and inspection.
 pub async fn sql_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -178,14 +191,7 @@ impl TestApp {
 
     /// Spawns orgd with extra `orgd serve` flags.
     pub async fn spawn_with(extra: &[&str]) -> TestApp {
-        let cluster = cluster().await;
-        let database = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = sql_client(&cluster.server.url("postgres")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE}"))
-            .await
-            .unwrap();
-        let db_url = cluster.server.url(&database);
+        let db_url = new_database(TEMPLATE).await;
         let mut argv = vec![
             "serve",
             "--listen",
