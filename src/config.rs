@@ -129,25 +129,25 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Maximum database connections.
-    #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: u32,
     /// How long a call waits for a database connection before UNAVAILABLE.
-    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub db_acquire_timeout: Duration,
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,
     /// How long a deleted organization can be restored before it is purged.
-    #[arg(long, env = "ORGD_DELETED_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORGD_DELETED_RETENTION", default_value = "30days", value_parser = positive_duration)]
     pub deleted_retention: Duration,
     /// How often expired deletions are purged.
-    #[arg(long, env = "ORGD_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORGD_PURGE_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     pub purge_interval: Duration,
     /// How often the email outbox is delivered.
-    #[arg(long, env = "ORGD_OUTBOX_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORGD_OUTBOX_INTERVAL", default_value = "5s", value_parser = positive_duration)]
     pub outbox_interval: Duration,
     /// How long a contact-email verification link stays valid.
-    #[arg(long, env = "ORGD_CONTACT_VERIFICATION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORGD_CONTACT_VERIFICATION_TTL", default_value = "24h", value_parser = positive_duration)]
     pub contact_verification_ttl: Duration,
     /// Verification links are this prefix followed by the token.
     #[arg(
@@ -191,6 +191,35 @@ pub struct TokenArgs {
     #[arg(long)]
     pub service: bool,
     /// Lifetime of the token.
-    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "12h", value_parser = positive_duration)]
     pub ttl: Duration,
+}
+
+/// A duration greater than zero, e.g. "5s", "30days".
+fn positive_duration(raw: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(raw) {
+        Ok(duration) if duration.is_zero() => Err("must be greater than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn zero_sizes_and_intervals_are_refused() {
+        for bad in [
+            ["--pool-size", "0"],
+            ["--purge-interval", "0s"],
+            ["--outbox-interval", "0s"],
+        ] {
+            let argv = ["orgd", "serve", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
+        assert!(Cli::try_parse_from(["orgd", "serve", "--purge-interval", "2m"]).is_ok());
+    }
 }

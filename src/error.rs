@@ -31,6 +31,9 @@ pub enum Error {
     /// A concurrent change won (stale etag, serialization conflict): retry.
     #[error("{0}")]
     Aborted(String),
+    /// The request exceeds a size limit (the code tonic itself uses for this).
+    #[error("{0}")]
+    TooLarge(String),
     /// PostgreSQL refused to serialize concurrent transactions; the store retries.
     #[error("a concurrent change conflicted with this request; retry it")]
     SerializationConflict,
@@ -106,6 +109,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Status::unauthenticated(message),
             Error::Aborted(_) | Error::SerializationConflict => Status::aborted(message),
             Error::Unavailable(_) => Status::unavailable(message),
+            Error::TooLarge(_) => Status::out_of_range(message),
             Error::Internal(err) => {
                 // The cause stays in the logs; callers get a stable message.
                 tracing::error!(error = ?err, "internal error");

@@ -232,13 +232,10 @@ async fn read_org_field(
         .collect()
         .await
         .map_err(|_| {
-            Error::invalid(
-                "request",
-                format!(
-                    "the request is larger than {} bytes or was cut off",
-                    state.max_request_bytes
-                ),
-            )
+            Error::TooLarge(format!(
+                "the request is larger than {} bytes or was cut off",
+                state.max_request_bytes
+            ))
         })?
         .to_bytes();
     let message = grpc_message(&bytes)?;

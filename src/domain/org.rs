@@ -92,6 +92,13 @@ pub fn looks_like_uuid(key: &str) -> bool {
     uuid::Uuid::try_parse(key).is_ok() || (key.len() == 36 && key.matches('-').count() == 4)
 }
 
+/// Characters that do not show as themselves: control characters and the
+/// bidirectional overrides that make text display differently than it reads.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A human-readable organization name, 1–100 characters, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
@@ -108,7 +115,7 @@ impl DisplayName {
                 "the display name is longer than 100 characters",
             ));
         }
-        if value.chars().any(char::is_control) {
+        if value.chars().any(is_hidden) {
             return Err(Error::invalid(
                 field,
                 "the display name contains control characters",
@@ -134,10 +141,7 @@ impl Description {
                 "the description is longer than 1000 characters",
             ));
         }
-        if raw
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
+        if raw.chars().any(|c| is_hidden(c) && c != '\n' && c != '\t') {
             return Err(Error::invalid(
                 field,
                 "the description contains control characters (only newlines and tabs are allowed)",
@@ -226,6 +230,15 @@ mod tests {
         ] {
             assert!(Slug::parse("s", bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn hidden_characters_are_refused() {
+        for bad in ["a\u{0}b", "evil\u{202e}gpj.exe", "x\u{2066}y"] {
+            assert!(DisplayName::parse("n", bad).is_err(), "{bad:?}");
+            assert!(Description::parse("d", bad).is_err(), "{bad:?}");
+        }
+        assert!(Description::parse("d", "two\nlines\tok").is_ok());
     }
 
     #[test]
