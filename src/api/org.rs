@@ -322,18 +322,15 @@ impl OrgService for OrgApi {
             .into());
         }
         let subject = existing_user(&self.store, "user", &body.user).await?;
-        if self.store.find_org(&org_ref).await?.is_none() {
-            return Err(
-                Error::NotFound(format!("organization {} not found", body.organization)).into(),
-            );
-        }
-        let allowed = self
+        let (org, access) = self
             .store
-            .member_access(&org_ref, subject.row.id)
+            .org_and_access(&org_ref, subject.row.id)
             .await?
-            .is_some_and(|(org, access)| {
-                org.deleted_at.is_none() && access.allows(&body.permission)
-            });
+            .ok_or_else(|| {
+                Error::NotFound(format!("organization {} not found", body.organization))
+            })?;
+        let allowed = org.deleted_at.is_none()
+            && access.is_some_and(|access| access.allows(&body.permission));
         Ok(Response::new(pb::CheckPermissionResponse { allowed }))
     }
 

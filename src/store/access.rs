@@ -124,23 +124,29 @@ impl Store {
         org_ref: &OrgRef,
         user_id: Uuid,
     ) -> Result<Option<(OrgRow, MemberAccess)>> {
+        let found = self.org_and_access(org_ref, user_id).await?;
+        Ok(found.and_then(|(org, access)| access.map(|access| (org, access))))
+    }
+
+    /// The organization `org_ref` names, with `user_id`'s access if a member;
+    /// for trusted callers only, as it tells a missing organization from a
+    /// foreign one.
+    pub async fn org_and_access(
+        &self,
+        org_ref: &OrgRef,
+        user_id: Uuid,
+    ) -> Result<Option<(OrgRow, Option<MemberAccess>)>> {
         self.read(|conn| {
             async move {
                 let Some(org) = find_org(conn, org_ref).await? else {
                     return Ok(None);
                 };
                 let access = access_in(conn, user_id, &[org.id]).await?.remove(&org.id);
-                Ok(access.map(|access| (org, access)))
+                Ok(Some((org, access)))
             }
             .scope_boxed()
         })
         .await
-    }
-
-    /// The organization `org_ref` names, member or not; for trusted callers only.
-    pub async fn find_org(&self, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
-        self.read(|conn| find_org(conn, org_ref).scope_boxed())
-            .await
     }
 
     pub async fn permission_exists(&self, name: &str) -> Result<bool> {
