@@ -181,18 +181,20 @@ pub async fn insert_with_owner(conn: &mut Conn, actor: &Actor, new: NewOrg) -> R
 async fn free_slug_candidate(conn: &mut Conn, base: &Slug) -> Result<Slug> {
     for _ in 0..SLUG_ATTEMPTS {
         let candidate = base.with_suffix(&Uuid::new_v4().simple().to_string()[..6]);
-        let taken: bool = diesel::select(diesel::dsl::exists(
-            organizations::table.filter(organizations::slug.eq(candidate.as_str())),
-        ))
-        .get_result(conn)
-        .await?;
-        if !taken {
+        if !slug_in_use(conn, &candidate).await? {
             return Ok(candidate);
         }
     }
     Err(Error::Internal(anyhow::anyhow!(
         "no free slug found for {base}"
     )))
+}
+
+async fn slug_in_use(conn: &mut Conn, slug: &Slug) -> Result<bool> {
+    let query = organizations::table.filter(organizations::slug.eq(slug.as_str()));
+    Ok(diesel::select(diesel::dsl::exists(query))
+        .get_result(conn)
+        .await?)
 }
 
 fn slug_taken(slug: &Slug) -> Error {
@@ -269,11 +271,7 @@ async fn start_contact_email_change(
     email: &Email,
     settings: &ContactVerification,
 ) -> Result<()> {
-    diesel::delete(
-        contact_email_verifications::table.filter(contact_email_verifications::org_id.eq(org.id)),
-    )
-    .execute(conn)
-    .await?;
+    set_pending_contact_email(conn, org.id, Some(email)).await?;
     let secret = Secret::generate();
     let expires_at = Utc::now() + settings.ttl;
     diesel::insert_into(contact_email_verifications::table)
@@ -283,10 +281,6 @@ async fn start_contact_email_change(
             contact_email_verifications::email.eq(email.as_str()),
             contact_email_verifications::expires_at.eq(expires_at),
         ))
-        .execute(conn)
-        .await?;
-    diesel::update(organizations::table.find(org.id))
-        .set(organizations::pending_contact_email.eq(email.as_str()))
         .execute(conn)
         .await?;
     let body = format!(
@@ -303,14 +297,19 @@ async fn start_contact_email_change(
     .await
 }
 
-async fn clear_contact_email_change(conn: &mut Conn, org_id: Uuid) -> Result<()> {
+/// Sets (or clears) the address awaiting verification; any earlier link dies.
+async fn set_pending_contact_email(
+    conn: &mut Conn,
+    org_id: Uuid,
+    email: Option<&Email>,
+) -> Result<()> {
     diesel::delete(
         contact_email_verifications::table.filter(contact_email_verifications::org_id.eq(org_id)),
     )
     .execute(conn)
     .await?;
     diesel::update(organizations::table.find(org_id))
-        .set(organizations::pending_contact_email.eq(None::<String>))
+        .set(organizations::pending_contact_email.eq(email.map(Email::as_str)))
         .execute(conn)
         .await?;
     Ok(())
@@ -464,19 +463,13 @@ impl Store {
                 org.check_etag(etag)?;
                 if let Some(slug) = &changes.slug
                     && slug.as_str() != org.slug
+                    && slug_in_use(conn, slug).await?
                 {
-                    let taken: bool = diesel::select(diesel::dsl::exists(
-                        organizations::table.filter(organizations::slug.eq(slug.as_str())),
-                    ))
-                    .get_result(conn)
-                    .await?;
-                    if taken {
-                        return Err(slug_taken(slug));
-                    }
+                    return Err(slug_taken(slug));
                 }
                 match &changes.contact_email {
                     Some(email) if email.as_str() == org.contact_email => {
-                        clear_contact_email_change(conn, org_id).await?
+                        set_pending_contact_email(conn, org_id, None).await?
                     }
                     Some(email) => {
                         start_contact_email_change(conn, &org, email, verification).await?
@@ -695,7 +688,7 @@ impl Store {
                         "this verification token has expired; change the contact email again to get a new one",
                     ));
                 }
-                clear_contact_email_change(conn, org_id).await?;
+                set_pending_contact_email(conn, org_id, None).await?;
                 diesel::update(organizations::table.find(org_id))
                     .set(organizations::contact_email.eq(&email))
                     .execute(conn)
