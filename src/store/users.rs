@@ -66,16 +66,25 @@ impl User {
     }
 }
 
-async fn find_by_subject(conn: &mut Conn, subject: &str) -> Result<Option<User>> {
-    let found: Option<(UserRow, Uuid)> = users::table
+/// How a user is looked up.
+enum UserKey<'a> {
+    Subject(&'a str),
+    Id(Uuid),
+}
+
+/// A user with their personal organization.
+async fn find_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>> {
+    let query = users::table
         .inner_join(
             organizations::table.on(organizations::personal_owner_id.eq(users::id.nullable())),
         )
-        .filter(users::subject.eq(subject))
         .select((UserRow::as_select(), organizations::id))
-        .first(conn)
-        .await
-        .optional()?;
+        .into_boxed();
+    let query = match key {
+        UserKey::Subject(subject) => query.filter(users::subject.eq(subject)),
+        UserKey::Id(id) => query.filter(users::id.eq(id)),
+    };
+    let found: Option<(UserRow, Uuid)> = query.first(conn).await.optional()?;
     Ok(found.map(|(row, personal_org_id)| User {
         row,
         personal_org_id,
@@ -88,7 +97,8 @@ impl Store {
     pub async fn ensure_user(&self, identity: &Identity, request_id: &str) -> Result<User> {
         let known = self
             .read(|conn| {
-                async move { find_by_subject(conn, &identity.subject).await }.scope_boxed()
+                async move { find_user(conn, UserKey::Subject(&identity.subject)).await }
+                    .scope_boxed()
             })
             .await?;
         if let Some(user) = &known
@@ -101,26 +111,8 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
-        self.read(|conn| {
-            async move {
-                let found: Option<(UserRow, Uuid)> = users::table
-                    .inner_join(
-                        organizations::table
-                            .on(organizations::personal_owner_id.eq(users::id.nullable())),
-                    )
-                    .filter(users::id.eq(id))
-                    .select((UserRow::as_select(), organizations::id))
-                    .first(conn)
-                    .await
-                    .optional()?;
-                Ok(found.map(|(row, personal_org_id)| User {
-                    row,
-                    personal_org_id,
-                }))
-            }
-            .scope_boxed()
-        })
-        .await
+        self.read(|conn| find_user(conn, UserKey::Id(id)).scope_boxed())
+            .await
     }
 }
 
@@ -219,7 +211,7 @@ async fn refresh_profile(conn: &mut Conn, identity: &Identity, request_id: &str)
         let details = serde_json::json!({ "fields": changed });
         audit::record(conn, &actor, None, "user.update", &actor.label, details).await?;
     }
-    Ok(find_by_subject(conn, &identity.subject)
+    Ok(find_user(conn, UserKey::Subject(&identity.subject))
         .await?
         .expect("the user row exists"))
 }
