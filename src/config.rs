@@ -137,6 +137,19 @@ pub struct ServeArgs {
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,
+    /// How many members an organization may have (until plans set the limit).
+    #[arg(long, env = "ORGD_MAX_MEMBERS_PER_ORG", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_members_per_org: i64,
+    /// How long an invitation link stays valid.
+    #[arg(long, env = "ORGD_INVITATION_TTL", default_value = "7days", value_parser = positive_duration)]
+    pub invitation_ttl: Duration,
+    /// Invitation links are this prefix followed by the token.
+    #[arg(
+        long,
+        env = "ORGD_INVITE_LINK_PREFIX",
+        default_value = "http://localhost:3000/invitations/accept?token="
+    )]
+    pub invite_link_prefix: String,
     /// How long a deleted organization can be restored before it is purged.
     #[arg(long, env = "ORGD_DELETED_RETENTION", default_value = "30days", value_parser = positive_duration)]
     pub deleted_retention: Duration,

@@ -77,6 +77,25 @@ impl From<DieselError> for Error {
                     info.constraint_name().unwrap_or("unique")
                 ))
             }
+            // The database's own backstops for invariants orgd also checks first.
+            DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+                if info.constraint_name() == Some("organization_has_owner") =>
+            {
+                Error::precondition(
+                    "LAST_OWNER",
+                    "organization",
+                    "an organization must keep at least one owner; make another member an owner first",
+                )
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+                if info.constraint_name() == Some("personal_org_single_member") =>
+            {
+                Error::precondition(
+                    "PERSONAL_ORGANIZATION",
+                    "organization",
+                    "a personal organization has only its owner as member",
+                )
+            }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 Error::Unavailable("the database connection was lost; retry".into())
             }

@@ -12,18 +12,22 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
 use crate::auth::{AuthLayer, AuthState, JwtVerifier, Policy, PolicyTable};
 use crate::config::ServeArgs;
-use crate::pb::{self, org_service_server::OrgServiceServer};
+use crate::pb::{
+    self, member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
+};
 use crate::postgres::EmbeddedPostgres;
+use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::{self, Store};
 use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 2] = ["", "orgd.v1.OrgService"];
+const HEALTH_SERVICES: [&str; 3] = ["", "orgd.v1.OrgService", "orgd.v1.MemberService"];
 
 /// A bound, ready-to-run orgd.
 pub struct App {
@@ -103,12 +107,24 @@ impl App {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        let limits = OrgLimits {
+            max_orgs_per_user: args.max_orgs_per_user,
+            max_members_per_org: args.max_members_per_org,
+        };
+        let member_api = MemberApi::new(
+            store.clone(),
+            MemberSettings {
+                invitations: InvitationSettings {
+                    ttl: args.invitation_ttl,
+                    link_prefix: args.invite_link_prefix.clone(),
+                },
+                limits,
+            },
+        );
         let org_api = OrgApi::new(
             store.clone(),
             OrgSettings {
-                limits: OrgLimits {
-                    max_orgs_per_user: args.max_orgs_per_user,
-                },
+                limits,
                 deleted_retention: args.deleted_retention,
                 verification: ContactVerification {
                     ttl: args.contact_verification_ttl,
@@ -154,6 +170,10 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(
                 OrgServiceServer::new(org_api).max_decoding_message_size(args.max_request_bytes),
+            )
+            .add_service(
+                MemberServiceServer::new(member_api)
+                    .max_decoding_message_size(args.max_request_bytes),
             )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
         let grace = args.shutdown_grace;

@@ -209,11 +209,11 @@ async fn role_changes_take_effect_on_the_next_call() {
     );
 
     // Removed members are non-members at once.
-    app.db
-        .execute(
-            "DELETE FROM memberships WHERE user_id = $1::text::uuid",
-            &[&bob_id],
-        )
+    app.members_as("alice")
+        .await
+        .remove_member(pb::RemoveMemberRequest {
+            name: format!("{}/members/{bob_id}", org.name),
+        })
         .await
         .unwrap();
     expect_code(bob.get_organization(get(&org.name)).await, Code::NotFound);

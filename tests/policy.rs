@@ -50,6 +50,43 @@ fn code(result: &Result<Vec<u8>, tonic::Status>) -> Code {
         .map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
+/// Non-members cannot tell a foreign organization from a missing one.
+async fn assert_non_members_see_nothing(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    method: &prost_reflect::MethodDescriptor,
+    org_field: &[String],
+    org_name: &str,
+    outsider_token: &str,
+) {
+    let foreign = raw::call(
+        channel,
+        path,
+        request(&method.input(), org_field, org_name),
+        Some(outsider_token),
+    )
+    .await;
+    assert_eq!(code(&foreign), Code::NotFound, "{path} for a non-member");
+    let missing_name = format!("organizations/{}", uuid::Uuid::now_v7());
+    let missing = raw::call(
+        channel,
+        path,
+        request(&method.input(), org_field, &missing_name),
+        Some(outsider_token),
+    )
+    .await;
+    assert_eq!(
+        code(&missing),
+        Code::NotFound,
+        "{path} for a missing organization"
+    );
+    assert_eq!(
+        foreign.unwrap_err().message().replace(org_name, "X"),
+        missing.unwrap_err().message().replace(&missing_name, "X"),
+        "{path}: a foreign organization must look exactly like a missing one"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_declares_and_enforces_its_policy() {
     let app = TestApp::spawn().await;
@@ -89,7 +126,9 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                 .and_then(|entry| entry.policy.clone())
                 .unwrap_or_else(|| panic!("{path} declares no (orgd.v1.policy)"));
             let org_field = match &policy {
-                Policy::OrgPermission { org_field, .. } => org_field.clone(),
+                Policy::OrgPermission { org_field, .. } | Policy::OrgMember { org_field, .. } => {
+                    org_field.clone()
+                }
                 _ => Vec::new(),
             };
             let body = request(&method.input(), &org_field, &org.name);
@@ -134,28 +173,33 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                         "{path} for a member holding {permission}: {allowed:?}"
                     );
 
-                    // Non-members cannot tell a foreign organization from a missing one.
-                    let foreign =
-                        raw::call(&channel, &path, body.clone(), Some(&outsider_token)).await;
-                    assert_eq!(code(&foreign), Code::NotFound, "{path} for a non-member");
-                    let missing_name = format!("organizations/{}", uuid::Uuid::now_v7());
-                    let missing = raw::call(
+                    assert_non_members_see_nothing(
                         &channel,
                         &path,
-                        request(&method.input(), &org_field, &missing_name),
-                        Some(&outsider_token),
+                        &method,
+                        &org_field,
+                        &org.name,
+                        &outsider_token,
                     )
                     .await;
-                    assert_eq!(
-                        code(&missing),
-                        Code::NotFound,
-                        "{path} for a missing organization"
+                }
+                Policy::OrgMember { .. } => {
+                    // Membership alone, without any role or permission, suffices.
+                    app.set_member(&org.uid, &member_id, &[], &[]).await;
+                    let bare = raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
+                    assert!(
+                        reached_handler(code(&bare)),
+                        "{path} for a member without permissions: {bare:?}"
                     );
-                    assert_eq!(
-                        foreign.unwrap_err().message().replace(&org.name, "X"),
-                        missing.unwrap_err().message().replace(&missing_name, "X"),
-                        "{path}: a foreign organization must look exactly like a missing one"
-                    );
+                    assert_non_members_see_nothing(
+                        &channel,
+                        &path,
+                        &method,
+                        &org_field,
+                        &org.name,
+                        &outsider_token,
+                    )
+                    .await;
                 }
                 Policy::Authenticated => {
                     let as_service =
@@ -193,10 +237,15 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         .map(|s| s.methods().len())
         .sum();
     assert_eq!(checked.len(), declared);
-    assert!(
-        declared >= 10,
-        "expected the whole OrgService, found {checked:?}"
-    );
+    for service in ["OrgService", "MemberService"] {
+        assert!(
+            checked
+                .iter()
+                .any(|path| path.starts_with(&format!("/orgd.v1.{service}/"))),
+            "expected {service} among {checked:?}"
+        );
+    }
+    assert!(declared >= 26, "expected every method, found {checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,19 +166,26 @@ async fn authorize(
             },
             Principal::User(user),
         ) => {
-            let (parts, body) = request.into_parts();
-            let (body, raw_org) = read_org_field(state, entry, org_field, body).await?;
-            let access = check_org_permission(
-                state,
-                user.row.id,
-                &org_field.join("."),
-                &raw_org,
-                permission,
-                *allow_deleted,
-            )
-            .await?;
-            request = http::Request::from_parts(parts, body);
-            request.extensions_mut().insert(access);
+            let scope = OrgScope {
+                org_field,
+                permission: Some(permission),
+                allow_deleted: *allow_deleted,
+            };
+            request = authorize_in_org(state, entry, request, user.row.id, scope).await?;
+        }
+        (
+            Policy::OrgMember {
+                org_field,
+                allow_deleted,
+            },
+            Principal::User(user),
+        ) => {
+            let scope = OrgScope {
+                org_field,
+                permission: None,
+                allow_deleted: *allow_deleted,
+            };
+            request = authorize_in_org(state, entry, request, user.row.id, scope).await?;
         }
     }
     request.extensions_mut().insert(CallContext {
@@ -275,33 +282,50 @@ fn grpc_message(frame: &Bytes) -> Result<Bytes> {
     Ok(header)
 }
 
-async fn check_org_permission(
-    state: &AuthState,
-    user_id: uuid::Uuid,
-    field: &str,
-    raw_org: &str,
-    permission: &str,
+/// What an organization-scoped policy asks of the caller.
+struct OrgScope<'a> {
+    org_field: &'a [String],
+    /// `None`: membership alone suffices.
+    permission: Option<&'a str>,
     allow_deleted: bool,
-) -> Result<OrgAccess> {
-    let org_ref = OrgRef::parse(field, raw_org)?;
+}
+
+/// Reads the target organization out of the request and checks the caller's
+/// standing there; the request goes on carrying the verdict as `OrgAccess`.
+async fn authorize_in_org(
+    state: &AuthState,
+    entry: &MethodEntry,
+    request: http::Request<Body>,
+    user_id: uuid::Uuid,
+    scope: OrgScope<'_>,
+) -> Result<http::Request<Body>> {
+    let (parts, body) = request.into_parts();
+    let (body, raw_name) = read_org_field(state, entry, scope.org_field, body).await?;
+    let field = scope.org_field.join(".");
+    let org_ref = OrgRef::parse_scope(&field, &raw_name)?;
     // Unknown and foreign organizations look the same, so non-members learn nothing.
     let (org, member) = state
         .store
         .member_access(&org_ref, user_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("organization {raw_org} not found")))?;
-    if !allow_deleted {
+        .ok_or_else(|| Error::NotFound(format!("organization {} not found", org_ref.name())))?;
+    if !scope.allow_deleted {
         org.ensure_live()?;
     }
-    if !member.allows(permission) {
+    if let Some(permission) = scope.permission
+        && !member.allows(permission)
+    {
         let roles = if member.roles.is_empty() {
             "none".to_owned()
         } else {
             member.roles.join(", ")
         };
         return Err(Error::PermissionDenied(format!(
-            "permission '{permission}' is required in organization {raw_org}; your roles there: {roles}"
+            "permission '{permission}' is required in organization {}; your roles there: {roles}",
+            org_ref.name()
         )));
     }
-    Ok(OrgAccess { org, member })
+    let mut request = http::Request::from_parts(parts, body);
+    request.extensions_mut().insert(OrgAccess { org, member });
+    Ok(request)
 }

@@ -20,6 +20,11 @@ pub enum Policy {
         org_field: Vec<String>,
         allow_deleted: bool,
     },
+    /// Any member of the organization named by the request field at `org_field`.
+    OrgMember {
+        org_field: Vec<String>,
+        allow_deleted: bool,
+    },
 }
 
 /// A method as the table knows it.
@@ -69,6 +74,7 @@ impl PolicyTable {
                         parse_policy(
                             &method.input(),
                             text("permission"),
+                            flag("member"),
                             flag("authenticated"),
                             flag("service"),
                             text("org_field"),
@@ -106,29 +112,35 @@ impl PolicyTable {
 fn parse_policy(
     input: &MessageDescriptor,
     permission: String,
+    member: bool,
     authenticated: bool,
     service: bool,
     org_field: String,
     allow_deleted: bool,
 ) -> anyhow::Result<Policy> {
-    match (!permission.is_empty(), authenticated, service) {
-        (true, false, false) => {
-            if org_field.is_empty() {
-                bail!(
-                    "permission '{permission}' needs org_field naming the request field with the organization"
-                );
-            }
-            let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
-            check_string_field(input, &path)?;
-            Ok(Policy::OrgPermission {
-                permission,
-                org_field: path,
-                allow_deleted,
-            })
+    let org_path = || -> anyhow::Result<Vec<String>> {
+        if org_field.is_empty() {
+            bail!(
+                "an organization-scoped policy needs org_field naming the request field with the organization"
+            );
         }
-        (false, true, false) => Ok(Policy::Authenticated),
-        (false, false, true) => Ok(Policy::Service),
-        _ => bail!("set exactly one of permission, authenticated and service"),
+        let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
+        check_string_field(input, &path)?;
+        Ok(path)
+    };
+    match (!permission.is_empty(), member, authenticated, service) {
+        (true, false, false, false) => Ok(Policy::OrgPermission {
+            org_field: org_path()?,
+            permission,
+            allow_deleted,
+        }),
+        (false, true, false, false) => Ok(Policy::OrgMember {
+            org_field: org_path()?,
+            allow_deleted,
+        }),
+        (false, false, true, false) => Ok(Policy::Authenticated),
+        (false, false, false, true) => Ok(Policy::Service),
+        _ => bail!("set exactly one of permission, member, authenticated and service"),
     }
 }
 
@@ -203,42 +215,31 @@ mod tests {
             .unwrap()
             .input
             .clone();
-        assert!(
+        // (permission, member, authenticated, service, org_field)
+        let parse = |permission: &str, member, authenticated, service, org_field: &str| {
             parse_policy(
                 &input,
-                "org.read".into(),
+                permission.into(),
+                member,
+                authenticated,
+                service,
+                org_field.into(),
                 false,
-                false,
-                String::new(),
-                false
             )
-            .is_err()
-        );
-        assert!(
-            parse_policy(
-                &input,
-                "org.read".into(),
-                false,
-                false,
-                "nope".into(),
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            parse_policy(&input, "org.read".into(), true, false, "name".into(), false).is_err()
-        );
-        assert!(parse_policy(&input, String::new(), false, false, String::new(), false).is_err());
-        assert!(
-            parse_policy(
-                &input,
-                "org.read".into(),
-                false,
-                false,
-                "name".into(),
-                false
-            )
-            .is_ok()
+        };
+        assert!(parse("org.read", false, false, false, "").is_err());
+        assert!(parse("org.read", false, false, false, "nope").is_err());
+        assert!(parse("org.read", false, true, false, "name").is_err());
+        assert!(parse("org.read", true, false, false, "name").is_err());
+        assert!(parse("", true, false, false, "").is_err());
+        assert!(parse("", false, false, false, "").is_err());
+        assert!(parse("org.read", false, false, false, "name").is_ok());
+        assert_eq!(
+            parse("", true, false, false, "name").unwrap(),
+            Policy::OrgMember {
+                org_field: vec!["name".into()],
+                allow_deleted: false
+            }
         );
     }
 }

@@ -2,13 +2,15 @@
 //! construction, so code past the API edge never re-validates. No tonic, no diesel.
 
 mod email;
+mod grant;
 mod names;
 mod org;
 mod page;
 mod secret;
 
 pub use email::Email;
-pub use names::{OrgRef, UserRef};
+pub use grant::{DEFAULT_ROLE, Grant, Names};
+pub use names::{ChildName, OrgRef, UserRef};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
 pub use secret::Secret;

@@ -1,4 +1,5 @@
-//! Resource names (AIP-122): `organizations/{id-or-slug}` and `users/{id}`.
+//! Resource names (AIP-122): `organizations/{id-or-slug}`, resources inside an
+//! organization (`organizations/{id-or-slug}/members/{user_id}`, …) and `users/{id}`.
 
 use uuid::Uuid;
 
@@ -48,8 +49,73 @@ impl OrgRef {
         })
     }
 
+    /// The organization `raw` names, or the one holding the resource `raw` names
+    /// (`organizations/{org}/{collection}/{id}`); the rest is the handler's to check.
+    pub fn parse_scope(field: &str, raw: &str) -> Result<Self> {
+        let org_part = raw
+            .strip_prefix("organizations/")
+            .and_then(|rest| rest.split_once('/'))
+            .map_or(raw, |(key, _)| &raw[..ORG_PREFIX.len() + key.len()]);
+        Self::parse(field, org_part)
+    }
+
+    /// The resource name as the caller wrote it: by id or by slug.
+    pub fn name(&self) -> String {
+        match self {
+            OrgRef::Id(id) => Self::name_of(*id),
+            OrgRef::Slug(slug) => format!("{ORG_PREFIX}{slug}"),
+        }
+    }
+
+    /// Whether this reference names the organization with `id` and `slug`.
+    pub fn names(&self, id: Uuid, slug: &str) -> bool {
+        match self {
+            OrgRef::Id(own) => *own == id,
+            OrgRef::Slug(own) => own.as_str() == slug,
+        }
+    }
+
     pub fn name_of(id: Uuid) -> String {
-        format!("organizations/{id}")
+        format!("{ORG_PREFIX}{id}")
+    }
+}
+
+const ORG_PREFIX: &str = "organizations/";
+
+/// A resource inside an organization, `organizations/{org}/{collection}/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildName {
+    pub org: OrgRef,
+    pub id: Uuid,
+}
+
+impl ChildName {
+    pub const MEMBERS: &str = "members";
+    pub const INVITATIONS: &str = "invitations";
+
+    pub fn parse(field: &str, raw: &str, collection: &str) -> Result<Self> {
+        let expected = || {
+            Error::invalid(
+                field,
+                format!(
+                    "'{raw}' is not a {collection} name: expected organizations/{{organization}}/{collection}/{{id}}"
+                ),
+            )
+        };
+        let rest = raw.strip_prefix(ORG_PREFIX).ok_or_else(expected)?;
+        let (key, rest) = rest.split_once('/').ok_or_else(expected)?;
+        let id = rest
+            .strip_prefix(collection)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(expected)?;
+        let org = OrgRef::parse(field, &raw[..ORG_PREFIX.len() + key.len()])?;
+        let id = Uuid::try_parse(id)
+            .map_err(|_| Error::invalid(field, format!("'{id}' is not a valid UUID")))?;
+        Ok(ChildName { org, id })
+    }
+
+    pub fn name_of(org_id: Uuid, collection: &str, id: Uuid) -> String {
+        format!("{ORG_PREFIX}{org_id}/{collection}/{id}")
     }
 }
 
@@ -104,5 +170,40 @@ mod tests {
             );
         }
         assert!(UserRef::parse("user", "users/nope").is_err());
+    }
+
+    #[test]
+    fn parses_resources_inside_organizations() {
+        let (org, user) = (Uuid::now_v7(), Uuid::now_v7());
+        let member = ChildName::name_of(org, ChildName::MEMBERS, user);
+        assert_eq!(
+            ChildName::parse("name", &member, ChildName::MEMBERS).unwrap(),
+            ChildName {
+                org: OrgRef::Id(org),
+                id: user
+            }
+        );
+        assert_eq!(
+            OrgRef::parse_scope("name", &member).unwrap(),
+            OrgRef::Id(org)
+        );
+        assert_eq!(
+            OrgRef::parse_scope("name", "organizations/acme").unwrap(),
+            OrgRef::parse("name", "organizations/acme").unwrap()
+        );
+        for bad in [
+            format!("organizations/{org}"),
+            format!("organizations/{org}/members"),
+            format!("organizations/{org}/members/"),
+            format!("organizations/{org}/invitations/{user}"),
+            format!("organizations/{org}/members/{user}/x"),
+            format!("organizations/Bad!/members/{user}"),
+            format!("members/{user}"),
+        ] {
+            assert!(
+                ChildName::parse("name", &bad, ChildName::MEMBERS).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
     }
 }

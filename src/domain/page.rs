@@ -57,6 +57,11 @@ impl PageRequest {
         Ok(PageRequest { limit, after })
     }
 
+    /// The first page of at most `limit` items.
+    pub fn first(limit: i64) -> Self {
+        PageRequest { limit, after: None }
+    }
+
     /// Splits one extra fetched row off `rows` (fetch `limit + 1`) into the next token.
     pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> PageToken) -> (Vec<T>, String) {
         if rows.len() as i64 > self.limit {

@@ -27,6 +27,20 @@ pub struct MemberAccess {
 }
 
 impl MemberAccess {
+    pub fn new(
+        roles: Vec<String>,
+        extra_permissions: Vec<String>,
+        effective: Vec<String>,
+        joined_at: DateTime<Utc>,
+    ) -> Self {
+        MemberAccess {
+            roles,
+            extra_permissions,
+            effective: effective.into_iter().collect(),
+            joined_at,
+        }
+    }
+
     pub fn allows(&self, permission: &str) -> bool {
         self.effective.contains(permission)
     }
@@ -73,25 +87,34 @@ struct AccessRow {
     effective: Vec<String>,
 }
 
+/// The roles, individual grants and effective permissions of the membership `m`,
+/// as three text-array columns. A macro so that queries can `concat!` it.
+macro_rules! grant_columns {
+    () => {
+        "ARRAY(SELECT r.role FROM membership_roles r
+               WHERE r.org_id = m.org_id AND r.user_id = m.user_id ORDER BY 1) AS roles,
+         ARRAY(SELECT g.permission FROM membership_permissions g
+               WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions,
+         ARRAY(SELECT rp.permission FROM membership_roles r
+                   JOIN role_permissions rp ON rp.role = r.role
+                   WHERE r.org_id = m.org_id AND r.user_id = m.user_id
+               UNION
+               SELECT g.permission FROM membership_permissions g
+                   WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective"
+    };
+}
+pub(super) use grant_columns;
+
 /// A user's memberships in a set of organizations with roles, grants and the
 /// permissions they add up to, in one round trip (this runs on every call).
-const ACCESS_QUERY: &str = "
-    SELECT m.org_id, m.created_at AS joined_at,
-        ARRAY(SELECT r.role FROM membership_roles r
-              WHERE r.org_id = m.org_id AND r.user_id = m.user_id ORDER BY 1) AS roles,
-        ARRAY(SELECT g.permission FROM membership_permissions g
-              WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions,
-        ARRAY(SELECT rp.permission FROM membership_roles r
-                  JOIN role_permissions rp ON rp.role = r.role
-                  WHERE r.org_id = m.org_id AND r.user_id = m.user_id
-              UNION
-              SELECT g.permission FROM membership_permissions g
-                  WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective
-    FROM memberships m
-    WHERE m.user_id = $1 AND m.org_id = ANY($2)";
+const ACCESS_QUERY: &str = concat!(
+    "SELECT m.org_id, m.created_at AS joined_at, ",
+    grant_columns!(),
+    " FROM memberships m WHERE m.user_id = $1 AND m.org_id = ANY($2)"
+);
 
 /// Access of `user_id` in each of `org_ids` they belong to.
-async fn access_in(
+pub(super) async fn access_in(
     conn: &mut Conn,
     user_id: Uuid,
     org_ids: &[Uuid],
@@ -104,12 +127,12 @@ async fn access_in(
     Ok(rows
         .into_iter()
         .map(|row| {
-            let access = MemberAccess {
-                roles: row.roles,
-                extra_permissions: row.extra_permissions,
-                effective: row.effective.into_iter().collect(),
-                joined_at: row.joined_at,
-            };
+            let access = MemberAccess::new(
+                row.roles,
+                row.extra_permissions,
+                row.effective,
+                row.joined_at,
+            );
             (row.org_id, access)
         })
         .collect())

@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod audit;
+pub mod invitations;
+pub mod members;
 pub mod orgs;
 pub mod outbox;
 mod schema;

@@ -89,6 +89,8 @@ pub struct ContactVerification {
 #[derive(Debug, Clone, Copy)]
 pub struct OrgLimits {
     pub max_orgs_per_user: i64,
+    /// Until plans exist, the member limit of every organization.
+    pub max_members_per_org: i64,
 }
 
 pub struct NewOrg {
@@ -205,7 +207,7 @@ fn slug_taken(slug: &Slug) -> Error {
 
 /// Locks a user's row so concurrent membership changes of that user serialize,
 /// then counts the live organizations they belong to.
-async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
+pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
     users::table
         .find(user_id)
         .select(users::id)
@@ -221,7 +223,7 @@ async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i6
         .await?)
 }
 
-fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
+pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
     Error::precondition(
         "ORGANIZATION_LIMIT",
         crate::domain::UserRef::name_of(user_id),
@@ -234,7 +236,7 @@ fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
 
 /// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
 /// under the lock because a concurrent delete may commit after the policy check.
-async fn lock_live_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn lock_live_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     let org = lock_org(conn, id).await?;
     org.ensure_live()?;
     Ok(org)

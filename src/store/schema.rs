@@ -55,6 +55,9 @@ diesel::table! {
         org_id -> Uuid,
         user_id -> Uuid,
         created_at -> Timestamptz,
+        invited_by -> Nullable<Uuid>,
+        revision -> Int8,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -129,6 +132,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invitations (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        email -> Text,
+        roles -> Array<Text>,
+        extra_permissions -> Array<Text>,
+        token_hash -> Bytea,
+        state -> Text,
+        inviter_id -> Nullable<Uuid>,
+        accepted_by -> Nullable<Uuid>,
+        send_count -> Int4,
+        created_at -> Timestamptz,
+        sent_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        closed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(invitations -> organizations (org_id));
 diesel::joinable!(memberships -> organizations (org_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(org_resources -> organizations (org_id));
@@ -147,4 +170,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_messages,
     activity,
     create_requests,
+    invitations,
 );

@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
-use orgd::pb::{self, org_service_client::OrgServiceClient};
+use orgd::pb::{
+    self, member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
+};
 use orgd::postgres::EmbeddedPostgres;
 use prost_types::FieldMask;
 use tokio::sync::OnceCell;
@@ -112,6 +114,7 @@ pub async fn sql_client(url: &str) -> tokio_postgres::Client {
 }
 
 pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
+pub type MemberClient = MemberServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Creates an organization named `display_name` as `client`'s user.
 pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organization {
@@ -257,6 +260,14 @@ impl TestApp {
     /// A client for the user with subject `sub` (email `{sub}@example.com`).
     pub async fn orgs_as(&self, sub: &str) -> OrgClient {
         self.orgs(Some(&user_token(sub))).await
+    }
+
+    /// A MemberService client for the user with subject `sub` (email `{sub}@example.com`).
+    pub async fn members_as(&self, sub: &str) -> MemberClient {
+        MemberServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(Some(&user_token(sub))),
+        )
     }
 
     /// A client for the configured backend service.

@@ -1,0 +1,87 @@
+//! What a member holds in an organization: roles and individual permissions.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+
+/// The role invitations grant when none is given (API guide §4).
+pub const DEFAULT_ROLE: &str = "developer";
+
+/// Role or permission names, syntactically valid and deduplicated. Whether they
+/// exist is the database's to say (they are rows there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(pub BTreeSet<String>);
+
+impl Names {
+    /// Role names: lowercase letters and underscores.
+    pub fn roles(field: &str, raw: &[String]) -> Result<Self> {
+        Self::parse(field, raw, "role", |name| {
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+    }
+
+    /// Permission names: `area.action`, e.g. `members.manage`.
+    pub fn permissions(field: &str, raw: &[String]) -> Result<Self> {
+        Self::parse(field, raw, "permission", |name| {
+            name.split_once('.').is_some_and(|(area, action)| {
+                !area.is_empty()
+                    && !action.is_empty()
+                    && area.bytes().all(|b| b.is_ascii_lowercase())
+                    && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+        })
+    }
+
+    fn parse(
+        field: &str,
+        raw: &[String],
+        kind: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let mut names = BTreeSet::new();
+        for (i, name) in raw.iter().enumerate() {
+            if name.is_empty() || name.len() > 64 || !valid(name) {
+                return Err(Error::invalid(
+                    format!("{field}[{i}]"),
+                    format!("'{name}' is not a valid {kind} name"),
+                ));
+            }
+            names.insert(name.clone());
+        }
+        Ok(Names(names))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+/// Roles plus individual permissions.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub roles: Names,
+    pub permissions: Names,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_deduplicated() {
+        let roles = Names::roles("roles", &["viewer".into(), "viewer".into()]).unwrap();
+        assert_eq!(roles.to_vec(), vec!["viewer".to_owned()]);
+        assert!(Names::roles("roles", &["Owner".into()]).is_err());
+        assert!(Names::roles("roles", &[String::new()]).is_err());
+        assert!(Names::permissions("p", &["members.manage".into()]).is_ok());
+        for bad in ["members", ".x", "a.", "a.b.c", "A.b", "a b.c"] {
+            let err = Names::permissions("p", &["org.read".into(), bad.into()]).unwrap_err();
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+            assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "p[1]"));
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! Invitations: created, resent and revoked by members who manage the organization
+//! (under the organization lock, like every membership change), accepted or
+//! declined by the invitee with the emailed token. Tokens are stored only as
+//! hashes; each message goes through the outbox in the transaction that causes it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::members::{
+    self, MemberView, begin_change, effective_of, ensure_known, insert_member, is_member_by_email,
+    member_count,
+};
+use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_live_org, too_many_orgs};
+use super::schema::{invitations, organizations, users};
+use super::users::User;
+use super::{Actor, Conn, Store, audit, outbox};
+use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Secret};
+use crate::error::{Error, Result};
+
+/// Settings for invitation messages.
+#[derive(Debug, Clone)]
+pub struct InvitationSettings {
+    /// How long a link stays valid.
+    pub ttl: Duration,
+    /// The link in the message is this URL followed by the token.
+    pub link_prefix: String,
+}
+
+/// Where an invitation stands; `Expired` covers pending ones past their expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationState {
+    Pending,
+    Accepted,
+    Declined,
+    Revoked,
+    Expired,
+}
+
+impl InvitationState {
+    const STORED: [(&str, InvitationState); 5] = [
+        ("pending", InvitationState::Pending),
+        ("accepted", InvitationState::Accepted),
+        ("declined", InvitationState::Declined),
+        ("revoked", InvitationState::Revoked),
+        ("expired", InvitationState::Expired),
+    ];
+
+    fn stored(self) -> &'static str {
+        Self::STORED
+            .iter()
+            .find(|(_, state)| *state == self)
+            .map(|(name, _)| *name)
+            .expect("every state is listed")
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = invitations, check_for_backend(diesel::pg::Pg))]
+pub struct InvitationRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub extra_permissions: Vec<String>,
+    state: String,
+    pub inviter_id: Option<Uuid>,
+    pub accepted_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl InvitationRow {
+    pub fn name(&self) -> String {
+        ChildName::name_of(self.org_id, ChildName::INVITATIONS, self.id)
+    }
+
+    pub fn state(&self) -> InvitationState {
+        let stored = InvitationState::STORED
+            .iter()
+            .find(|(name, _)| *name == self.state)
+            .map_or(InvitationState::Expired, |(_, state)| *state);
+        match stored {
+            InvitationState::Pending if self.expires_at <= Utc::now() => InvitationState::Expired,
+            other => other,
+        }
+    }
+
+    fn grant(&self) -> (Names, Names) {
+        (
+            Names(self.roles.iter().cloned().collect()),
+            Names(self.extra_permissions.iter().cloned().collect()),
+        )
+    }
+
+    /// Refuses a closed or lapsed invitation, saying what can be done instead.
+    fn ensure_open(&self) -> Result<()> {
+        let (kind, message) = match self.state() {
+            InvitationState::Pending => return Ok(()),
+            InvitationState::Accepted => (
+                "INVITATION_ACCEPTED",
+                "this invitation was already accepted",
+            ),
+            InvitationState::Declined => (
+                "INVITATION_DECLINED",
+                "this invitation was declined; ask for a new one",
+            ),
+            InvitationState::Revoked => (
+                "INVITATION_REVOKED",
+                "this invitation was revoked; ask for a new one",
+            ),
+            InvitationState::Expired => (
+                "INVITATION_EXPIRED",
+                "this invitation has expired; ask a member who manages the organization to resend it",
+            ),
+        };
+        Err(Error::precondition(kind, self.name(), message))
+    }
+}
+
+/// An invitation with its organization's display name, for the invitee.
+#[derive(Debug, Clone)]
+pub struct InvitationView {
+    pub row: InvitationRow,
+    pub org_display_name: String,
+}
+
+/// What a new invitation grants and to whom.
+pub struct NewInvitation {
+    pub email: Email,
+    pub grant: Grant,
+}
+
+/// The message carrying an invitation link.
+async fn send_invitation(
+    conn: &mut Conn,
+    org: &OrgRow,
+    inviter: &str,
+    invitation: &InvitationRow,
+    token: &str,
+    settings: &InvitationSettings,
+) -> Result<()> {
+    let mut grants = invitation.roles.clone();
+    grants.extend(invitation.extra_permissions.iter().cloned());
+    let body = format!(
+        "{inviter} invited you to join the organization \"{}\" ({}).\n\
+         To accept, sign in with {} and open {}{token}\n\
+         The link expires at {}. If you do not want to join, decline from the same link or ignore this message.",
+        org.display_name,
+        grants.join(", "),
+        invitation.email,
+        settings.link_prefix,
+        invitation.expires_at,
+    );
+    outbox::enqueue(
+        conn,
+        &invitation.email,
+        &format!("You are invited to join {}", org.display_name),
+        &body,
+    )
+    .await
+}
+
+/// The invitation of `org_id` with `id`, locked.
+async fn lock_invitation(conn: &mut Conn, org_id: Uuid, id: Uuid) -> Result<InvitationRow> {
+    invitations::table
+        .filter(invitations::id.eq(id))
+        .filter(invitations::org_id.eq(org_id))
+        .select(InvitationRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "invitation {} not found",
+                ChildName::name_of(org_id, ChildName::INVITATIONS, id)
+            ))
+        })
+}
+
+/// How a user's display name and email appear in messages to others.
+fn person(user: &User) -> String {
+    format!("{} <{}>", user.row.display_name, user.row.email)
+}
+
+/// Opens the invitation behind `token` for `user`, who must be its invitee: locks
+/// its organization and then the invitation (the order every membership change
+/// uses), and checks it is still open.
+async fn claim(conn: &mut Conn, user: &User, token: &str) -> Result<(OrgRow, InvitationRow)> {
+    let hash = Secret::hash(token);
+    let invalid = || {
+        Error::NotFound(
+            "this invitation link is invalid or was replaced by a newer one; use the link of the latest invitation email"
+                .into(),
+        )
+    };
+    let (org_id, id): (Uuid, Uuid) = invitations::table
+        .filter(invitations::token_hash.eq(&hash))
+        .select((invitations::org_id, invitations::id))
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(invalid)?;
+    let org = lock_live_org(conn, org_id).await?;
+    let invitation = lock_invitation(conn, org_id, id).await?;
+    // A resend may have replaced the token while we waited for the lock.
+    let current: Vec<u8> = invitations::table
+        .find(id)
+        .select(invitations::token_hash)
+        .first(conn)
+        .await?;
+    if current != hash {
+        return Err(invalid());
+    }
+    match user.verified_email() {
+        None => {
+            return Err(Error::PermissionDenied(format!(
+                "your email address {} is not verified; verify it with your identity provider, then use the link again",
+                user.row.email
+            )));
+        }
+        Some(email) if email.as_str() != invitation.email => {
+            return Err(Error::PermissionDenied(
+                "this invitation was sent to another email address; sign in with the invited address to answer it"
+                    .into(),
+            ));
+        }
+        Some(_) => {}
+    }
+    invitation.ensure_open()?;
+    Ok((org, invitation))
+}
+
+/// Closes an open invitation in `state`.
+async fn close(
+    conn: &mut Conn,
+    id: Uuid,
+    state: InvitationState,
+    accepted_by: Option<Uuid>,
+) -> Result<InvitationRow> {
+    Ok(diesel::update(invitations::table.find(id))
+        .set((
+            invitations::state.eq(state.stored()),
+            invitations::closed_at.eq(diesel::dsl::now),
+            invitations::accepted_by.eq(accepted_by),
+        ))
+        .returning(InvitationRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// The address of the user who sent an invitation, if they still exist.
+async fn inviter_email(conn: &mut Conn, invitation: &InvitationRow) -> Result<Option<String>> {
+    let Some(inviter) = invitation.inviter_id else {
+        return Ok(None);
+    };
+    Ok(users::table
+        .find(inviter)
+        .filter(users::email_verified)
+        .select(users::email)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+impl Store {
+    pub async fn create_invitation(
+        &self,
+        actor: &Actor,
+        inviter: &User,
+        org_id: Uuid,
+        new: NewInvitation,
+        settings: &InvitationSettings,
+    ) -> Result<InvitationView> {
+        let new = &new;
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
+                let org = &change.org;
+                if org.personal_owner_id.is_some() {
+                    return Err(Error::precondition(
+                        "PERSONAL_ORGANIZATION",
+                        org.name(),
+                        "a personal organization has only its owner; create a team organization and invite people there",
+                    ));
+                }
+                let Grant { roles, permissions } = &new.grant;
+                ensure_known(conn, "invitation", Some(roles), Some(permissions)).await?;
+                let granted = effective_of(conn, roles, permissions).await?;
+                change.ensure_can_grant(&granted, "this invitation")?;
+                let email = new.email.as_str();
+                if is_member_by_email(conn, org_id, email).await? {
+                    return Err(Error::AlreadyExists(format!(
+                        "{email} is already a member of {}",
+                        org.name()
+                    )));
+                }
+                // A lapsed invitation gives way to the new one.
+                diesel::update(
+                    invitations::table
+                        .filter(invitations::org_id.eq(org_id))
+                        .filter(invitations::email.eq(email))
+                        .filter(invitations::state.eq(InvitationState::Pending.stored()))
+                        .filter(invitations::expires_at.le(diesel::dsl::now)),
+                )
+                .set((
+                    invitations::state.eq(InvitationState::Expired.stored()),
+                    invitations::closed_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+                let secret = Secret::generate();
+                let invitation: InvitationRow = diesel::insert_into(invitations::table)
+                    .values((
+                        invitations::id.eq(Uuid::now_v7()),
+                        invitations::org_id.eq(org_id),
+                        invitations::email.eq(email),
+                        invitations::roles.eq(roles.to_vec()),
+                        invitations::extra_permissions.eq(permissions.to_vec()),
+                        invitations::token_hash.eq(&secret.hash),
+                        invitations::inviter_id.eq(change.actor_id),
+                        invitations::expires_at.eq(Utc::now() + settings.ttl),
+                    ))
+                    .on_conflict_do_nothing()
+                    .returning(InvitationRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| {
+                        Error::AlreadyExists(format!(
+                            "{email} already has a pending invitation to {}; resend or revoke it instead",
+                            org.name()
+                        ))
+                    })?;
+                send_invitation(conn, org, &person(inviter), &invitation, &secret.token, settings)
+                    .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "invitation.create",
+                    &invitation.name(),
+                    serde_json::json!({
+                        "email": email,
+                        "roles": invitation.roles,
+                        "extra_permissions": invitation.extra_permissions,
+                    }),
+                )
+                .await?;
+                Ok(InvitationView {
+                    row: invitation,
+                    org_display_name: org.display_name.clone(),
+                })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Sends an invitation again with a new token and expiry; the old link dies.
+    pub async fn resend_invitation(
+        &self,
+        actor: &Actor,
+        inviter: &User,
+        org_id: Uuid,
+        id: Uuid,
+        settings: &InvitationSettings,
+    ) -> Result<InvitationView> {
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
+                let invitation = lock_invitation(conn, org_id, id).await?;
+                // A lapsed invitation can be resent; a closed one cannot.
+                if invitation.closed_at.is_some() {
+                    invitation.ensure_open()?;
+                }
+                let (roles, permissions) = invitation.grant();
+                let granted = effective_of(conn, &roles, &permissions).await?;
+                change.ensure_can_grant(&granted, "resending this invitation")?;
+                let secret = Secret::generate();
+                let resent: InvitationRow = diesel::update(invitations::table.find(id))
+                    .set((
+                        invitations::token_hash.eq(&secret.hash),
+                        invitations::sent_at.eq(diesel::dsl::now),
+                        invitations::expires_at.eq(Utc::now() + settings.ttl),
+                        invitations::send_count.eq(invitations::send_count + 1),
+                    ))
+                    .returning(InvitationRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                send_invitation(
+                    conn,
+                    &change.org,
+                    &person(inviter),
+                    &resent,
+                    &secret.token,
+                    settings,
+                )
+                .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "invitation.resend",
+                    &resent.name(),
+                    serde_json::json!({ "email": resent.email }),
+                )
+                .await?;
+                Ok(InvitationView {
+                    row: resent,
+                    org_display_name: change.org.display_name.clone(),
+                })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Revokes a pending (or lapsed) invitation.
+    pub async fn revoke_invitation(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<InvitationView> {
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
+                let invitation = lock_invitation(conn, org_id, id).await?;
+                if invitation.closed_at.is_some() {
+                    invitation.ensure_open()?;
+                }
+                let revoked = close(conn, id, InvitationState::Revoked, None).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "invitation.revoke",
+                    &revoked.name(),
+                    serde_json::json!({ "email": revoked.email }),
+                )
+                .await?;
+                Ok(InvitationView {
+                    row: revoked,
+                    org_display_name: change.org.display_name.clone(),
+                })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// `user` accepts the invitation behind `token` and becomes a member, within the
+    /// organization's member limit and their own organization limit.
+    pub async fn accept_invitation(
+        &self,
+        actor: &Actor,
+        user: &User,
+        token: &str,
+        limits: OrgLimits,
+    ) -> Result<MemberView> {
+        self.write(|conn| {
+            async move {
+                let (org, invitation) = claim(conn, user, token).await?;
+                let user_id = user.row.id;
+                if members::is_member(conn, org.id, user_id).await? {
+                    return Err(Error::AlreadyExists(format!(
+                        "you are already a member of {}",
+                        org.name()
+                    )));
+                }
+                let count = member_count(conn, org.id).await?;
+                if count >= limits.max_members_per_org {
+                    return Err(Error::precondition(
+                        "MEMBER_LIMIT",
+                        org.name(),
+                        format!(
+                            "{} has reached its limit of {} members; ask its owner to upgrade the plan or remove a member, then accept again",
+                            org.name(),
+                            limits.max_members_per_org
+                        ),
+                    ));
+                }
+                if lock_and_count_memberships(conn, user_id).await? >= limits.max_orgs_per_user {
+                    return Err(too_many_orgs(user_id, limits));
+                }
+                let (roles, permissions) = invitation.grant();
+                let member = insert_member(
+                    conn,
+                    org.id,
+                    user_id,
+                    invitation.inviter_id,
+                    &roles,
+                    &permissions,
+                )
+                .await?;
+                close(conn, invitation.id, InvitationState::Accepted, Some(user_id)).await?;
+                outbox::enqueue(
+                    conn,
+                    &invitation.email,
+                    &format!("You joined {}", org.display_name),
+                    &format!(
+                        "You are now a member of the organization \"{}\" with: {}.",
+                        org.display_name,
+                        member.access.effective.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .await?;
+                if let Some(inviter) = inviter_email(conn, &invitation).await? {
+                    outbox::enqueue(
+                        conn,
+                        &inviter,
+                        &format!("{} accepted your invitation", user.row.email),
+                        &format!(
+                            "{} accepted your invitation and joined the organization \"{}\".",
+                            person(user),
+                            org.display_name
+                        ),
+                    )
+                    .await?;
+                }
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org.id),
+                    "invitation.accept",
+                    &invitation.name(),
+                    serde_json::json!({ "member": member.name(), "roles": invitation.roles }),
+                )
+                .await?;
+                Ok(member)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// `user` declines the invitation behind `token`; the inviter is told.
+    pub async fn decline_invitation(
+        &self,
+        actor: &Actor,
+        user: &User,
+        token: &str,
+    ) -> Result<InvitationView> {
+        self.write(|conn| {
+            async move {
+                let (org, invitation) = claim(conn, user, token).await?;
+                let declined = close(conn, invitation.id, InvitationState::Declined, None).await?;
+                if let Some(inviter) = inviter_email(conn, &invitation).await? {
+                    outbox::enqueue(
+                        conn,
+                        &inviter,
+                        &format!("{} declined your invitation", declined.email),
+                        &format!(
+                            "{} declined your invitation to the organization \"{}\".",
+                            declined.email, org.display_name
+                        ),
+                    )
+                    .await?;
+                }
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org.id),
+                    "invitation.decline",
+                    &declined.name(),
+                    serde_json::json!({ "email": declined.email }),
+                )
+                .await?;
+                Ok(InvitationView {
+                    row: declined,
+                    org_display_name: org.display_name,
+                })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    pub async fn get_invitation(&self, org_id: Uuid, id: Uuid) -> Result<InvitationView> {
+        let (mut found, _) = self
+            .list_invitations(InvitationFilter::One { org_id, id }, PageRequest::first(1))
+            .await?;
+        found.pop().ok_or_else(|| {
+            Error::NotFound(format!(
+                "invitation {} not found",
+                ChildName::name_of(org_id, ChildName::INVITATIONS, id)
+            ))
+        })
+    }
+
+    /// A page of invitations, newest first.
+    pub async fn list_invitations(
+        &self,
+        filter: InvitationFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<InvitationView>, String)> {
+        let filter = &filter;
+        let rows: Vec<(InvitationRow, String)> = self
+            .read(|conn| {
+                async move {
+                    let mut query = invitations::table
+                        .inner_join(organizations::table)
+                        .select((InvitationRow::as_select(), organizations::display_name))
+                        .order((invitations::created_at.desc(), invitations::id.desc()))
+                        .limit(page.limit + 1)
+                        .into_boxed();
+                    let pending = invitations::state
+                        .eq(InvitationState::Pending.stored())
+                        .and(invitations::expires_at.gt(diesel::dsl::now));
+                    match filter {
+                        InvitationFilter::One { org_id, id } => {
+                            query = query
+                                .filter(invitations::org_id.eq(*org_id))
+                                .filter(invitations::id.eq(*id));
+                        }
+                        InvitationFilter::Org { org_id, state } => {
+                            query = query.filter(invitations::org_id.eq(*org_id));
+                            query = match state {
+                                None => query,
+                                Some(InvitationState::Pending) => query.filter(pending),
+                                Some(InvitationState::Expired) => query.filter(
+                                    invitations::state.eq(InvitationState::Expired.stored()).or(
+                                        invitations::state
+                                            .eq(InvitationState::Pending.stored())
+                                            .and(invitations::expires_at.le(diesel::dsl::now)),
+                                    ),
+                                ),
+                                Some(closed) => {
+                                    query.filter(invitations::state.eq(closed.stored()))
+                                }
+                            };
+                        }
+                        InvitationFilter::Invitee { email } => {
+                            query = query
+                                .filter(invitations::email.eq(email.as_str()))
+                                .filter(pending)
+                                .filter(organizations::deleted_at.is_null());
+                        }
+                    }
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            invitations::created_at
+                                .lt(after.time)
+                                .or(invitations::created_at
+                                    .eq(after.time)
+                                    .and(invitations::id.lt(after.id))),
+                        );
+                    }
+                    Ok(query.load(conn).await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        let views = rows
+            .into_iter()
+            .map(|(row, org_display_name)| InvitationView {
+                row,
+                org_display_name,
+            })
+            .collect();
+        Ok(page.finish(views, |v: &InvitationView| PageToken {
+            time: v.row.created_at,
+            id: v.row.id,
+        }))
+    }
+}
+
+/// Which invitations to list.
+pub enum InvitationFilter {
+    One {
+        org_id: Uuid,
+        id: Uuid,
+    },
+    /// An organization's, optionally only those in `state`.
+    Org {
+        org_id: Uuid,
+        state: Option<InvitationState>,
+    },
+    /// The pending invitations addressed to `email`, across organizations.
+    Invitee {
+        email: Email,
+    },
+}

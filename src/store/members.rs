@@ -1,0 +1,681 @@
+//! Members of an organization: listing, role and permission changes, removal,
+//! leaving and ownership transfer.
+//!
+//! Every change starts with `begin_change`, which locks the organization row: the
+//! membership changes of one organization then run one at a time, on whichever
+//! replica they arrive, and each sees the outcome of the one before. Under that
+//! lock it re-reads the caller's standing, applies the grant ceiling (nobody gives
+//! or takes away more than they hold) and, before commit, checks that an owner
+//! remains. A deferred trigger in the database checks the owner invariant again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::access::{MemberAccess, access_in, grant_columns};
+use super::orgs::{OrgRow, lock_live_org};
+use super::schema::{
+    membership_permissions, membership_roles, memberships, permissions, role_permissions, roles,
+    users,
+};
+use super::{Actor, Conn, Store, audit};
+use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
+use crate::error::{Error, Result};
+
+/// The role that owns an organization; every organization keeps at least one holder.
+pub const OWNER_ROLE: &str = "owner";
+/// What a previous owner becomes after transferring ownership.
+const ADMIN_ROLE: &str = "admin";
+
+/// A member with their user's profile and their standing in the organization.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub org_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub invited_by: Option<Uuid>,
+    pub revision: i64,
+    pub updated_at: DateTime<Utc>,
+    pub access: MemberAccess,
+}
+
+impl MemberView {
+    pub fn name(&self) -> String {
+        ChildName::name_of(self.org_id, ChildName::MEMBERS, self.user_id)
+    }
+
+    pub fn etag(&self) -> Etag {
+        Etag(self.revision)
+    }
+}
+
+/// One row of `MEMBERS_QUERY`.
+#[derive(QueryableByName)]
+struct MemberRow {
+    #[diesel(sql_type = SqlUuid)]
+    user_id: Uuid,
+    #[diesel(sql_type = Text)]
+    email: String,
+    #[diesel(sql_type = Text)]
+    display_name: String,
+    #[diesel(sql_type = Timestamptz)]
+    joined_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    invited_by: Option<Uuid>,
+    #[diesel(sql_type = Int8)]
+    revision: i64,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Array<Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    extra_permissions: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    effective: Vec<String>,
+}
+
+/// Members of `$1`, optionally only the users in `$2`, after the keyset position
+/// (`$3`, `$4`), oldest first, at most `$5`.
+const MEMBERS_QUERY: &str = concat!(
+    "SELECT m.user_id, u.email, u.display_name, m.created_at AS joined_at, m.invited_by,
+            m.revision, m.updated_at, ",
+    grant_columns!(),
+    " FROM memberships m JOIN users u ON u.id = m.user_id
+     WHERE m.org_id = $1
+       AND ($2::uuid[] IS NULL OR m.user_id = ANY($2))
+       AND ($3::timestamptz IS NULL OR (m.created_at, m.user_id) > ($3, $4))
+     ORDER BY m.created_at, m.user_id
+     LIMIT $5"
+);
+
+async fn load_members(
+    conn: &mut Conn,
+    org_id: Uuid,
+    only: Option<&[Uuid]>,
+    after: Option<PageToken>,
+    limit: i64,
+) -> Result<Vec<MemberView>> {
+    let rows: Vec<MemberRow> = diesel::sql_query(MEMBERS_QUERY)
+        .bind::<SqlUuid, _>(org_id)
+        .bind::<Nullable<Array<SqlUuid>>, _>(only)
+        .bind::<Nullable<Timestamptz>, _>(after.map(|a| a.time))
+        .bind::<Nullable<SqlUuid>, _>(after.map(|a| a.id))
+        .bind::<Int8, _>(limit)
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| MemberView {
+            org_id,
+            user_id: row.user_id,
+            email: row.email,
+            display_name: row.display_name,
+            invited_by: row.invited_by,
+            revision: row.revision,
+            updated_at: row.updated_at,
+            access: MemberAccess::new(
+                row.roles,
+                row.extra_permissions,
+                row.effective,
+                row.joined_at,
+            ),
+        })
+        .collect())
+}
+
+/// The members among `user_ids`; any that is not a member is NOT_FOUND.
+async fn members_by_id(
+    conn: &mut Conn,
+    org_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, MemberView>> {
+    let found: HashMap<Uuid, MemberView> =
+        load_members(conn, org_id, Some(user_ids), None, user_ids.len() as i64)
+            .await?
+            .into_iter()
+            .map(|member| (member.user_id, member))
+            .collect();
+    match user_ids.iter().find(|id| !found.contains_key(id)) {
+        Some(missing) => Err(Error::NotFound(format!(
+            "member {} not found",
+            ChildName::name_of(org_id, ChildName::MEMBERS, *missing)
+        ))),
+        None => Ok(found),
+    }
+}
+
+/// Refuses role or permission names that the database does not define, naming the
+/// request field (`{field}.roles`, `{field}.extra_permissions`).
+pub(super) async fn ensure_known(
+    conn: &mut Conn,
+    field: &str,
+    role_names: Option<&Names>,
+    permission_names: Option<&Names>,
+) -> Result<()> {
+    if let Some(names) = role_names {
+        let known: Vec<String> = roles::table
+            .select(roles::name)
+            .order(roles::name)
+            .load(conn)
+            .await?;
+        if let Some(unknown) = names.0.iter().find(|name| !known.contains(name)) {
+            return Err(Error::invalid(
+                format!("{field}.roles"),
+                format!("unknown role '{unknown}'; roles are: {}", known.join(", ")),
+            ));
+        }
+    }
+    if let Some(names) = permission_names {
+        let known: Vec<String> = permissions::table
+            .select(permissions::name)
+            .order(permissions::name)
+            .load(conn)
+            .await?;
+        if let Some(unknown) = names.0.iter().find(|name| !known.contains(name)) {
+            return Err(Error::invalid(
+                format!("{field}.extra_permissions"),
+                format!(
+                    "unknown permission '{unknown}'; permissions are: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Everything `role_names` and `permission_names` allow together.
+pub(super) async fn effective_of(
+    conn: &mut Conn,
+    role_names: &Names,
+    permission_names: &Names,
+) -> Result<BTreeSet<String>> {
+    let mut effective: BTreeSet<String> = role_permissions::table
+        .filter(role_permissions::role.eq_any(&role_names.0))
+        .select(role_permissions::permission)
+        .load::<String>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    effective.extend(permission_names.0.iter().cloned());
+    Ok(effective)
+}
+
+/// A membership change in progress: the organization is locked until commit and
+/// `actor` is the caller's standing, read under that lock.
+pub(super) struct Change {
+    pub org: OrgRow,
+    pub actor_id: Uuid,
+    pub actor: MemberAccess,
+}
+
+/// Locks the organization (it must be live) and re-reads the caller's standing:
+/// the policy layer checked it before the transaction, and a concurrent change may
+/// have taken it away since.
+pub(super) async fn begin_change(
+    conn: &mut Conn,
+    org_id: Uuid,
+    actor: &Actor,
+    permission: Option<&str>,
+) -> Result<Change> {
+    let org = lock_live_org(conn, org_id).await?;
+    let actor_id = actor
+        .user_id
+        .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
+    let access = access_in(conn, actor_id, &[org_id])
+        .await?
+        .remove(&org_id)
+        .ok_or_else(|| Error::NotFound(format!("organization {} not found", org.name())))?;
+    if let Some(permission) = permission
+        && !access.allows(permission)
+    {
+        return Err(Error::PermissionDenied(format!(
+            "permission '{permission}' is required in organization {}",
+            org.name()
+        )));
+    }
+    Ok(Change {
+        org,
+        actor_id,
+        actor: access,
+    })
+}
+
+impl Change {
+    /// Refuses to hand out `granted` unless the caller holds all of it.
+    pub fn ensure_can_grant(&self, granted: &BTreeSet<String>, what: &str) -> Result<()> {
+        let beyond: Vec<&str> = granted
+            .difference(&self.actor.effective)
+            .map(String::as_str)
+            .collect();
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "{what} would grant permissions you do not hold yourself: {}",
+            beyond.join(", ")
+        )))
+    }
+
+    /// Refuses to change or remove a member who holds more than the caller.
+    fn ensure_can_manage(&self, target: &MemberView) -> Result<()> {
+        self.ensure_can_grant(
+            &target.access.effective,
+            &format!("changing or removing {}", target.name()),
+        )
+    }
+
+    /// The last step of every change that can take an owner away.
+    async fn ensure_owner_remains(&self, conn: &mut Conn) -> Result<()> {
+        let owners: i64 = membership_roles::table
+            .filter(membership_roles::org_id.eq(self.org.id))
+            .filter(membership_roles::role.eq(OWNER_ROLE))
+            .count()
+            .get_result(conn)
+            .await?;
+        if owners > 0 {
+            return Ok(());
+        }
+        Err(last_owner(&self.org.name()))
+    }
+}
+
+/// The refusal for a change that would leave an organization without an owner.
+pub fn last_owner(org_name: &str) -> Error {
+    Error::precondition(
+        "LAST_OWNER",
+        org_name,
+        format!(
+            "{org_name} must keep at least one owner, and this change would leave it with none; \
+             first make another member an owner (TransferOwnership, or UpdateMember with the owner role), \
+             or delete the organization instead"
+        ),
+    )
+}
+
+/// Makes the member hold exactly `role_names` and `permission_names` (each
+/// `None` leaves that set alone) and bumps the member's revision.
+async fn replace_grant(
+    conn: &mut Conn,
+    org_id: Uuid,
+    user_id: Uuid,
+    role_names: Option<&Names>,
+    permission_names: Option<&Names>,
+) -> Result<()> {
+    if let Some(names) = role_names {
+        diesel::delete(
+            membership_roles::table
+                .filter(membership_roles::org_id.eq(org_id))
+                .filter(membership_roles::user_id.eq(user_id))
+                .filter(membership_roles::role.ne_all(&names.0)),
+        )
+        .execute(conn)
+        .await?;
+        let rows: Vec<_> = names
+            .0
+            .iter()
+            .map(|role| {
+                (
+                    membership_roles::org_id.eq(org_id),
+                    membership_roles::user_id.eq(user_id),
+                    membership_roles::role.eq(role),
+                )
+            })
+            .collect();
+        diesel::insert_into(membership_roles::table)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    if let Some(names) = permission_names {
+        diesel::delete(
+            membership_permissions::table
+                .filter(membership_permissions::org_id.eq(org_id))
+                .filter(membership_permissions::user_id.eq(user_id))
+                .filter(membership_permissions::permission.ne_all(&names.0)),
+        )
+        .execute(conn)
+        .await?;
+        let rows: Vec<_> = names
+            .0
+            .iter()
+            .map(|permission| {
+                (
+                    membership_permissions::org_id.eq(org_id),
+                    membership_permissions::user_id.eq(user_id),
+                    membership_permissions::permission.eq(permission),
+                )
+            })
+            .collect();
+        diesel::insert_into(membership_permissions::table)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    diesel::update(memberships::table.find((org_id, user_id)))
+        .set((
+            memberships::revision.eq(memberships::revision + 1),
+            memberships::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Adds a member holding exactly `role_names` and `permission_names`.
+pub(super) async fn insert_member(
+    conn: &mut Conn,
+    org_id: Uuid,
+    user_id: Uuid,
+    invited_by: Option<Uuid>,
+    role_names: &Names,
+    permission_names: &Names,
+) -> Result<MemberView> {
+    diesel::insert_into(memberships::table)
+        .values((
+            memberships::org_id.eq(org_id),
+            memberships::user_id.eq(user_id),
+            memberships::invited_by.eq(invited_by),
+        ))
+        .execute(conn)
+        .await?;
+    replace_grant(
+        conn,
+        org_id,
+        user_id,
+        Some(role_names),
+        Some(permission_names),
+    )
+    .await?;
+    let mut members = members_by_id(conn, org_id, &[user_id]).await?;
+    Ok(members.remove(&user_id).expect("the member was just added"))
+}
+
+/// How many members `org_id` has now.
+pub(super) async fn member_count(conn: &mut Conn, org_id: Uuid) -> Result<i64> {
+    Ok(memberships::table
+        .filter(memberships::org_id.eq(org_id))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+diesel::define_sql_function!(fn lower(text: Text) -> Text);
+
+pub(super) async fn is_member(conn: &mut Conn, org_id: Uuid, user_id: Uuid) -> Result<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        memberships::table.find((org_id, user_id)),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+/// Whether someone whose verified email is `email` is a member of `org_id`.
+pub(super) async fn is_member_by_email(conn: &mut Conn, org_id: Uuid, email: &str) -> Result<bool> {
+    let query = memberships::table
+        .inner_join(users::table)
+        .filter(memberships::org_id.eq(org_id))
+        .filter(users::email_verified)
+        .filter(lower(users::email).eq(email));
+    Ok(diesel::select(diesel::dsl::exists(query))
+        .get_result(conn)
+        .await?)
+}
+
+/// A change of one member's roles and/or permissions; `None` keeps a set.
+#[derive(Debug, Clone)]
+pub struct MemberUpdate {
+    pub user_id: Uuid,
+    pub roles: Option<Names>,
+    pub permissions: Option<Names>,
+    pub etag: Option<Etag>,
+    /// The request field the update came from, for error messages.
+    pub field: String,
+}
+
+impl Store {
+    /// A page of the organization's members, oldest first.
+    pub async fn list_members(
+        &self,
+        org_id: Uuid,
+        page: PageRequest,
+    ) -> Result<(Vec<MemberView>, String)> {
+        let rows = self
+            .read(|conn| load_members(conn, org_id, None, page.after, page.limit + 1).scope_boxed())
+            .await?;
+        Ok(page.finish(rows, |m: &MemberView| PageToken {
+            time: m.access.joined_at,
+            id: m.user_id,
+        }))
+    }
+
+    pub async fn get_member(&self, org_id: Uuid, user_id: Uuid) -> Result<MemberView> {
+        self.read(|conn| {
+            async move {
+                let mut found = members_by_id(conn, org_id, &[user_id]).await?;
+                Ok(found.remove(&user_id).expect("members_by_id checked it"))
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Applies all `updates` or none, and audits them as one `action`.
+    pub async fn update_members(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        updates: Vec<MemberUpdate>,
+        action: &str,
+    ) -> Result<Vec<MemberView>> {
+        let updates = &updates;
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
+                let ids: Vec<Uuid> = updates.iter().map(|u| u.user_id).collect();
+                let current = members_by_id(conn, org_id, &ids).await?;
+                let mut audited = Vec::new();
+                for update in updates {
+                    let target = &current[&update.user_id];
+                    if let Some(etag) = update.etag
+                        && etag != target.etag()
+                    {
+                        return Err(Error::Aborted(format!(
+                            "member {} changed since etag {etag} was read (it is now {}); get it again and retry",
+                            target.name(),
+                            target.etag()
+                        )));
+                    }
+                    change.ensure_can_manage(target)?;
+                    ensure_known(conn, &update.field, update.roles.as_ref(), update.permissions.as_ref())
+                        .await?;
+                    let role_names = update
+                        .roles
+                        .clone()
+                        .unwrap_or_else(|| Names(target.access.roles.iter().cloned().collect()));
+                    let permission_names = update.permissions.clone().unwrap_or_else(|| {
+                        Names(target.access.extra_permissions.iter().cloned().collect())
+                    });
+                    if role_names.is_empty() && permission_names.is_empty() {
+                        return Err(Error::invalid(
+                            update.field.clone(),
+                            "a member needs at least one role or permission; to take everything away, remove the member",
+                        ));
+                    }
+                    let granted = effective_of(conn, &role_names, &permission_names).await?;
+                    change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
+                    replace_grant(
+                        conn,
+                        org_id,
+                        update.user_id,
+                        update.roles.as_ref(),
+                        update.permissions.as_ref(),
+                    )
+                    .await?;
+                    audited.push(serde_json::json!({
+                        "member": target.name(),
+                        "roles": role_names.to_vec(),
+                        "extra_permissions": permission_names.to_vec(),
+                    }));
+                }
+                change.ensure_owner_remains(conn).await?;
+                let target = match updates.as_slice() {
+                    [single] => current[&single.user_id].name(),
+                    _ => change.org.name(),
+                };
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    action,
+                    &target,
+                    serde_json::json!({ "members": audited }),
+                )
+                .await?;
+                let mut updated = members_by_id(conn, org_id, &ids).await?;
+                Ok(ids.iter().map(|id| updated.remove(id).expect("updated")).collect())
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Removes all of `user_ids` or none, and audits them as one `action`.
+    pub async fn remove_members(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        user_ids: &[Uuid],
+        action: &str,
+    ) -> Result<()> {
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
+                let current = members_by_id(conn, org_id, user_ids).await?;
+                for id in user_ids {
+                    change.ensure_can_manage(&current[id])?;
+                }
+                diesel::delete(
+                    memberships::table
+                        .filter(memberships::org_id.eq(org_id))
+                        .filter(memberships::user_id.eq_any(user_ids)),
+                )
+                .execute(conn)
+                .await?;
+                change.ensure_owner_remains(conn).await?;
+                let names: Vec<String> = user_ids.iter().map(|id| current[id].name()).collect();
+                let target = match names.as_slice() {
+                    [single] => single.clone(),
+                    _ => change.org.name(),
+                };
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    action,
+                    &target,
+                    serde_json::json!({ "members": names }),
+                )
+                .await
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// The caller leaves the organization.
+    pub async fn leave_org(&self, actor: &Actor, org_id: Uuid) -> Result<()> {
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, None).await?;
+                if change.org.personal_owner_id == Some(change.actor_id) {
+                    return Err(Error::precondition(
+                        "PERSONAL_ORGANIZATION",
+                        change.org.name(),
+                        "you cannot leave your personal organization",
+                    ));
+                }
+                diesel::delete(memberships::table.find((org_id, change.actor_id)))
+                    .execute(conn)
+                    .await?;
+                change.ensure_owner_remains(conn).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "member.leave",
+                    &ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
+                    serde_json::json!({ "roles": change.actor.roles }),
+                )
+                .await
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Makes `new_owner` an owner; the caller's owner role, if any, becomes admin.
+    /// Returns the new owner and the caller afterwards.
+    pub async fn transfer_ownership(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        new_owner: Uuid,
+    ) -> Result<(MemberView, MemberView)> {
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("org.transfer")).await?;
+                if new_owner == change.actor_id {
+                    return Err(Error::invalid(
+                        "new_owner",
+                        "name another member: you cannot transfer ownership to yourself",
+                    ));
+                }
+                let target = members_by_id(conn, org_id, &[new_owner])
+                    .await?
+                    .remove(&new_owner)
+                    .expect("members_by_id checked it");
+                let owner = Names([OWNER_ROLE.to_owned()].into());
+                let owner_permissions = effective_of(conn, &owner, &Names::default()).await?;
+                change.ensure_can_grant(&owner_permissions, "making someone an owner")?;
+                let mut target_roles = Names(target.access.roles.iter().cloned().collect());
+                target_roles.0.insert(OWNER_ROLE.to_owned());
+                replace_grant(conn, org_id, new_owner, Some(&target_roles), None).await?;
+                if change.actor.roles.iter().any(|r| r == OWNER_ROLE) {
+                    let mut own_roles = Names(change.actor.roles.iter().cloned().collect());
+                    own_roles.0.remove(OWNER_ROLE);
+                    own_roles.0.insert(ADMIN_ROLE.to_owned());
+                    replace_grant(conn, org_id, change.actor_id, Some(&own_roles), None).await?;
+                }
+                change.ensure_owner_remains(conn).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "organization.transfer_ownership",
+                    &change.org.name(),
+                    serde_json::json!({
+                        "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
+                        "to": target.name(),
+                    }),
+                )
+                .await?;
+                let mut after = members_by_id(conn, org_id, &[new_owner, change.actor_id]).await?;
+                Ok((
+                    after.remove(&new_owner).expect("loaded"),
+                    after.remove(&change.actor_id).expect("loaded"),
+                ))
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}

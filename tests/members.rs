@@ -1,0 +1,825 @@
+//! MemberService: invitations from both sides, member management, the grant
+//! ceiling and the owner invariant, each failure with its status and no partial write.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use orgd::auth::Claims;
+use orgd::pb;
+use prost_types::FieldMask;
+use tonic::Code;
+
+fn member_name(org: &pb::Organization, user_id: &str) -> String {
+    format!("{}/members/{user_id}", org.name)
+}
+
+fn invitation(org: &pb::Organization, email: &str, roles: &[&str]) -> pb::CreateInvitationRequest {
+    pb::CreateInvitationRequest {
+        parent: org.name.clone(),
+        invitation: Some(pb::Invitation {
+            email: email.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn set_roles(name: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
+    pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["roles".into()],
+        }),
+    }
+}
+
+fn accept(token: &str) -> pb::AcceptInvitationRequest {
+    pb::AcceptInvitationRequest {
+        token: token.into(),
+    }
+}
+
+/// The token in the newest message queued for `email` (delivery is off in tests
+/// by default, so bodies are still there).
+async fn latest_token(app: &TestApp, email: &str) -> String {
+    let body: String = app
+        .db
+        .query_one(
+            "SELECT body FROM outbox_messages WHERE recipient = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    body.split("token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no link in {body:?}"))
+        .to_owned()
+}
+
+/// Row counts that a refused call must leave unchanged.
+async fn snapshot(app: &TestApp) -> [i64; 5] {
+    [
+        app.count("SELECT 1 FROM memberships", &[]).await,
+        app.count("SELECT 1 FROM membership_roles", &[]).await,
+        app.count("SELECT 1 FROM invitations WHERE state = 'pending'", &[])
+            .await,
+        app.count("SELECT 1 FROM activity", &[]).await,
+        app.count("SELECT 1 FROM outbox_messages", &[]).await,
+    ]
+}
+
+async fn owners(app: &TestApp, org: &pb::Organization) -> i64 {
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    app.count(
+        "SELECT 1 FROM membership_roles WHERE org_id = $1 AND role = 'owner'",
+        &[&id],
+    )
+    .await
+}
+
+/// An organization of `owner` where each of `members` joined through an
+/// invitation with `roles`; returns it with the members' user ids.
+async fn team(
+    app: &TestApp,
+    owner: &str,
+    members: &[(&str, &[&str])],
+) -> (pb::Organization, Vec<String>) {
+    let org = create_org(&mut app.orgs_as(owner).await, "Team").await;
+    let mut inviter = app.members_as(owner).await;
+    let mut ids = Vec::new();
+    for (sub, roles) in members {
+        let email = format!("{sub}@example.com");
+        inviter
+            .create_invitation(invitation(&org, &email, roles))
+            .await
+            .unwrap();
+        let token = latest_token(app, &email).await;
+        let member = app
+            .members_as(sub)
+            .await
+            .accept_invitation(accept(&token))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(member.user.trim_start_matches("users/").to_owned());
+    }
+    (org, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_are_single_use_expire_and_belong_to_their_address() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut alice = app.members_as("alice").await;
+
+    // Default role, normalized address, and the invitee's view of it.
+    let sent = alice
+        .create_invitation(invitation(&org, "Bob@Example.com", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.email, "bob@example.com");
+    assert_eq!(sent.roles, ["developer"]);
+    assert_eq!(sent.state(), pb::invitation::State::Pending);
+    assert_eq!(sent.organization_display_name, "Acme");
+    let mine = app
+        .members_as("bob")
+        .await
+        .list_my_invitations(pb::ListMyInvitationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.invitations.len(), 1);
+    assert_eq!(mine.invitations[0].name, sent.name);
+
+    // Inviting the same address again, while pending: ALREADY_EXISTS.
+    let before = snapshot(&app).await;
+    let duplicate = expect_code(
+        alice
+            .create_invitation(invitation(&org, "bob@example.com", &["viewer"]))
+            .await,
+        Code::AlreadyExists,
+    );
+    assert!(
+        duplicate.message().contains("resend or revoke"),
+        "{duplicate:?}"
+    );
+    assert_eq!(snapshot(&app).await, before);
+
+    // Resending replaces the link: the old token is dead.
+    let old_token = latest_token(&app, "bob@example.com").await;
+    alice
+        .resend_invitation(pb::ResendInvitationRequest {
+            name: sent.name.clone(),
+        })
+        .await
+        .unwrap();
+    let token = latest_token(&app, "bob@example.com").await;
+    assert_ne!(token, old_token);
+    let mut bob = app.members_as("bob").await;
+    expect_code(
+        bob.accept_invitation(accept(&old_token)).await,
+        Code::NotFound,
+    );
+
+    // A forwarded link is refused for another address, and stays pending.
+    app.user_id("mallory").await;
+    let mut claims = Claims::new(ISSUER, AUDIENCE, "bob-unverified", Duration::from_secs(600));
+    claims.email = Some("bob@example.com".into());
+    claims.email_verified = false;
+    let mut unverified = pb::member_service_client::MemberServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&token_for(&claims))),
+    );
+    // Invitations are matched by verified address only.
+    expect_code(
+        unverified
+            .list_my_invitations(pb::ListMyInvitationsRequest::default())
+            .await,
+        Code::FailedPrecondition,
+    );
+    let before = snapshot(&app).await;
+    let forwarded = expect_code(
+        app.members_as("mallory")
+            .await
+            .accept_invitation(accept(&token))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        forwarded.message().contains("another email"),
+        "{forwarded:?}"
+    );
+    // So is an unverified address, even the invited one.
+    let refused = expect_code(
+        unverified.accept_invitation(accept(&token)).await,
+        Code::PermissionDenied,
+    );
+    assert!(refused.message().contains("not verified"), "{refused:?}");
+    assert_eq!(snapshot(&app).await, before);
+
+    // The invitee accepts once; a second use is refused.
+    let joined = bob
+        .accept_invitation(accept(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.roles, ["developer"]);
+    assert_eq!(joined.email, "bob@example.com");
+    assert!(joined.inviter.starts_with("users/"));
+    let before = snapshot(&app).await;
+    let reused = expect_code(
+        bob.accept_invitation(accept(&token)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(reused.message().contains("already accepted"), "{reused:?}");
+    assert_eq!(snapshot(&app).await, before);
+    let accepted = alice
+        .get_invitation(pb::GetInvitationRequest {
+            name: sent.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.state(), pb::invitation::State::Accepted);
+    assert_eq!(accepted.member, joined.name);
+
+    // Inviting a member: ALREADY_EXISTS.
+    expect_code(
+        alice
+            .create_invitation(invitation(&org, "BOB@example.com", &[]))
+            .await,
+        Code::AlreadyExists,
+    );
+
+    // Expired and revoked tokens.
+    let carol_invite = alice
+        .create_invitation(invitation(&org, "carol@example.com", &["viewer"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let carol_token = latest_token(&app, "carol@example.com").await;
+    app.db
+        .execute(
+            "UPDATE invitations SET expires_at = now() - interval '1 second' WHERE email = 'carol@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut carol = app.members_as("carol").await;
+    app.user_id("carol").await;
+    let before = snapshot(&app).await;
+    let expired = expect_code(
+        carol.accept_invitation(accept(&carol_token)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(expired.message().contains("expired"), "{expired:?}");
+    assert_eq!(snapshot(&app).await, before);
+    let listed = alice
+        .list_invitations(pb::ListInvitationsRequest {
+            parent: org.name.clone(),
+            state: pb::invitation::State::Expired.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.invitations.len(), 1);
+    assert_eq!(listed.invitations[0].name, carol_invite.name);
+    // A lapsed invitation gives way to a new one, which can be revoked.
+    let again = alice
+        .create_invitation(invitation(&org, "carol@example.com", &["viewer"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let new_token = latest_token(&app, "carol@example.com").await;
+    let revoked = alice
+        .revoke_invitation(pb::RevokeInvitationRequest {
+            name: again.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.state(), pb::invitation::State::Revoked);
+    let refused = expect_code(
+        carol.accept_invitation(accept(&new_token)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    expect_code(
+        alice
+            .revoke_invitation(pb::RevokeInvitationRequest { name: again.name })
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.subject = 'carol'",
+            &[]
+        )
+        .await,
+        1,
+        "carol only has her personal organization"
+    );
+    for action in [
+        "invitation.create",
+        "invitation.resend",
+        "invitation.accept",
+        "invitation.revoke",
+    ] {
+        assert!(activity_count(&app, action).await >= 1, "{action} audited");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declining_closes_the_invitation_and_tells_the_inviter() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut alice = app.members_as("alice").await;
+    alice
+        .create_invitation(invitation(&org, "dave@example.com", &[]))
+        .await
+        .unwrap();
+    let token = latest_token(&app, "dave@example.com").await;
+    let mut dave = app.members_as("dave").await;
+    let declined = dave
+        .decline_invitation(pb::DeclineInvitationRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(declined.state(), pb::invitation::State::Declined);
+    expect_code(
+        dave.accept_invitation(accept(&token)).await,
+        Code::FailedPrecondition,
+    );
+    let notice = app
+        .count(
+            "SELECT 1 FROM outbox_messages WHERE recipient = 'alice@example.com' AND subject LIKE '%declined%'",
+            &[],
+        )
+        .await;
+    assert_eq!(notice, 1);
+    assert!(
+        dave.list_my_invitations(pb::ListMyInvitationsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .invitations
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_are_invalid_argument_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("bob", &["developer"])]).await;
+    let mut alice = app.members_as("alice").await;
+    let before = snapshot(&app).await;
+    for (request, field) in [
+        (invitation(&org, "not-an-email", &[]), "invitation.email"),
+        (invitation(&org, "", &[]), "invitation.email"),
+        (
+            invitation(&org, "x@example.com", &["Owner!"]),
+            "invitation.roles[0]",
+        ),
+        (
+            invitation(&org, "x@example.com", &["wizard"]),
+            "invitation.roles",
+        ),
+    ] {
+        let status = expect_code(
+            alice.create_invitation(request).await,
+            Code::InvalidArgument,
+        );
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+        let details =
+            tonic_types::StatusExt::get_details_bad_request(&status).expect("a BadRequest detail");
+        assert_eq!(details.field_violations[0].field, field);
+    }
+    let mut bad_permission = invitation(&org, "x@example.com", &[]);
+    bad_permission
+        .invitation
+        .as_mut()
+        .unwrap()
+        .extra_permissions = vec!["org.fly".into()];
+    let status = expect_code(
+        alice.create_invitation(bad_permission).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("unknown permission 'org.fly'"),
+        "{status:?}"
+    );
+
+    let bob = member_name(&org, &ids[0]);
+    for (request, field) in [
+        (set_roles(&bob, &[]), "member"),
+        (
+            set_roles("organizations/Nope!/members/x", &["viewer"]),
+            "member.name",
+        ),
+        (
+            pb::UpdateMemberRequest {
+                update_mask: Some(FieldMask {
+                    paths: vec!["email".into()],
+                }),
+                ..set_roles(&bob, &["viewer"])
+            },
+            "update_mask",
+        ),
+    ] {
+        let status = expect_code(alice.update_member(request).await, Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+    }
+    // A member name carries its organization: bob is not a member of `other`.
+    let other = create_org(&mut app.orgs_as("alice").await, "Other").await;
+    expect_code(
+        alice
+            .update_member(set_roles(&member_name(&other, &ids[0]), &["viewer"]))
+            .await,
+        Code::NotFound,
+    );
+    // A batch names its organization once; every item must lie in it.
+    let status = expect_code(
+        alice
+            .batch_update_members(pb::BatchUpdateMembersRequest {
+                parent: org.name.clone(),
+                requests: vec![set_roles(&member_name(&other, &ids[0]), &["viewer"])],
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().starts_with("requests[0].member.name")
+            && status.message().contains("not in the organization"),
+        "{status:?}"
+    );
+    let status = expect_code(
+        alice
+            .batch_remove_members(pb::BatchRemoveMembersRequest {
+                parent: org.name.clone(),
+                names: vec![bob.clone(), bob.clone()],
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("more than once"), "{status:?}");
+    expect_code(
+        alice.accept_invitation(accept("")).await,
+        Code::InvalidArgument,
+    );
+    // One more organization was created above; nothing else changed.
+    let after = snapshot(&app).await;
+    assert_eq!(after[2], before[2]);
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM activity WHERE action LIKE 'member.%' OR action LIKE 'invitation.%'",
+            &[]
+        )
+        .await,
+        2,
+        "only bob's invitation and its acceptance are audited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_checked_when_accepting() {
+    let app =
+        TestApp::spawn_with(&["--max-members-per-org", "2", "--max-orgs-per-user", "2"]).await;
+    let (org, _) = team(&app, "alice", &[("bob", &["viewer"])]).await;
+    let mut alice = app.members_as("alice").await;
+
+    // The organization is full (alice and bob).
+    alice
+        .create_invitation(invitation(&org, "carol@example.com", &[]))
+        .await
+        .unwrap();
+    let token = latest_token(&app, "carol@example.com").await;
+    let mut carol = app.members_as("carol").await;
+    app.user_id("carol").await;
+    let before = snapshot(&app).await;
+    let full = expect_code(
+        carol.accept_invitation(accept(&token)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(full.message().contains("limit of 2 members"), "{full:?}");
+    let details = tonic_types::StatusExt::get_details_precondition_failure(&full).unwrap();
+    assert_eq!(details.violations[0].r#type, "MEMBER_LIMIT");
+    assert_eq!(snapshot(&app).await, before);
+
+    // Room made: now carol's own limit (personal + one more) is what stops her.
+    alice
+        .remove_member(pb::RemoveMemberRequest {
+            name: member_name(&org, &app.user_id("bob").await),
+        })
+        .await
+        .unwrap();
+    create_org(&mut app.orgs_as("carol").await, "Carol's").await;
+    let before = snapshot(&app).await;
+    let too_many = expect_code(
+        carol.accept_invitation(accept(&token)).await,
+        Code::FailedPrecondition,
+    );
+    let details = tonic_types::StatusExt::get_details_precondition_failure(&too_many).unwrap();
+    assert_eq!(details.violations[0].r#type, "ORGANIZATION_LIMIT");
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_grants_or_touches_more_than_they_hold() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(
+        &app,
+        "alice",
+        &[("adam", &["admin"]), ("dora", &["developer"])],
+    )
+    .await;
+    let alice_id = app.user_id("alice").await;
+    let mut adam = app.members_as("adam").await;
+    let before = snapshot(&app).await;
+
+    // An admin cannot invite an owner, make someone owner, or hand out org.delete...
+    let status = expect_code(
+        adam.create_invitation(invitation(&org, "eve@example.com", &["owner"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("org.delete"), "{status:?}");
+    expect_code(
+        adam.update_member(set_roles(&member_name(&org, &ids[1]), &["owner"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    let mut grant = set_roles(&member_name(&org, &ids[1]), &[]);
+    grant.member.as_mut().unwrap().extra_permissions = vec!["org.delete".into()];
+    grant.update_mask = Some(FieldMask {
+        paths: vec!["extra_permissions".into()],
+    });
+    expect_code(adam.update_member(grant).await, Code::PermissionDenied);
+    // ...nor demote or remove the owner.
+    expect_code(
+        adam.update_member(set_roles(&member_name(&org, &alice_id), &["viewer"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        adam.remove_member(pb::RemoveMemberRequest {
+            name: member_name(&org, &alice_id),
+        })
+        .await,
+        Code::PermissionDenied,
+    );
+    // Transfer is the owner's alone.
+    expect_code(
+        adam.transfer_ownership(pb::TransferOwnershipRequest {
+            organization: org.name.clone(),
+            new_owner: member_name(&org, &ids[0]),
+        })
+        .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(snapshot(&app).await, before);
+
+    // Within their own permissions an admin manages freely.
+    let promoted = adam
+        .update_member(set_roles(
+            &member_name(&org, &ids[1]),
+            &["billing", "developer"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(promoted.roles, ["billing", "developer"]);
+    assert!(
+        promoted
+            .effective_permissions
+            .contains(&"plans.manage".to_owned())
+    );
+    // A developer manages nobody.
+    expect_code(
+        app.members_as("dora")
+            .await
+            .create_invitation(invitation(&org, "x@example.com", &[]))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_owner_cannot_leave_be_removed_or_demoted() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("bob", &["admin"])]).await;
+    let alice_id = app.user_id("alice").await;
+    let mut alice = app.members_as("alice").await;
+    let alice_member = member_name(&org, &alice_id);
+    let before = snapshot(&app).await;
+
+    let refusals = [
+        alice
+            .leave_organization(pb::LeaveOrganizationRequest {
+                organization: org.name.clone(),
+            })
+            .await
+            .map(|_| ()),
+        alice
+            .remove_member(pb::RemoveMemberRequest {
+                name: alice_member.clone(),
+            })
+            .await
+            .map(|_| ()),
+        alice
+            .update_member(set_roles(&alice_member, &["admin"]))
+            .await
+            .map(|_| ()),
+        alice
+            .batch_remove_members(pb::BatchRemoveMembersRequest {
+                parent: org.name.clone(),
+                names: vec![alice_member.clone(), member_name(&org, &ids[0])],
+            })
+            .await
+            .map(|_| ()),
+    ];
+    for refusal in refusals {
+        let status = expect_code(refusal, Code::FailedPrecondition);
+        assert!(
+            status.message().contains("TransferOwnership")
+                && status.message().contains("delete the organization"),
+            "{status:?}"
+        );
+        let details = tonic_types::StatusExt::get_details_precondition_failure(&status).unwrap();
+        assert_eq!(details.violations[0].r#type, "LAST_OWNER");
+    }
+    assert_eq!(snapshot(&app).await, before, "nothing half-written");
+
+    // The database refuses it too, whoever writes.
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    let direct = app
+        .db
+        .execute(
+            "DELETE FROM membership_roles WHERE org_id = $1 AND role = 'owner'",
+            &[&id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        direct.as_db_error().unwrap().constraint(),
+        Some("organization_has_owner")
+    );
+
+    // Transfer: bob becomes owner, alice admin; then alice may leave.
+    let transfer = alice
+        .transfer_ownership(pb::TransferOwnershipRequest {
+            organization: org.name.clone(),
+            new_owner: member_name(&org, &ids[0]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        transfer
+            .new_owner
+            .unwrap()
+            .roles
+            .contains(&"owner".to_owned())
+    );
+    assert_eq!(transfer.previous_owner.unwrap().roles, ["admin"]);
+    assert_eq!(
+        activity_count(&app, "organization.transfer_ownership").await,
+        1
+    );
+    alice
+        .leave_organization(pb::LeaveOrganizationRequest {
+            organization: org.name.clone(),
+        })
+        .await
+        .unwrap();
+    expect_code(
+        app.orgs_as("alice")
+            .await
+            .get_organization(get(&org.name))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(owners(&app, &org).await, 1);
+    // A personal organization cannot be left, and takes no invitations.
+    let bob_personal = app
+        .orgs_as("bob")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .personal_organization;
+    let mut bob = app.members_as("bob").await;
+    expect_code(
+        bob.leave_organization(pb::LeaveOrganizationRequest {
+            organization: bob_personal.clone(),
+        })
+        .await,
+        Code::FailedPrecondition,
+    );
+    let status = expect_code(
+        bob.create_invitation(pb::CreateInvitationRequest {
+            parent: bob_personal,
+            invitation: Some(pb::Invitation {
+                email: "x@example.com".into(),
+                ..Default::default()
+            }),
+        })
+        .await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("personal"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_apply_all_or_nothing_and_members_page() {
+    let app = TestApp::spawn().await;
+    let subs = ["m1", "m2", "m3", "m4", "m5"];
+    let members: Vec<(&str, &[&str])> = subs.iter().map(|s| (*s, &["viewer"][..])).collect();
+    let (org, ids) = team(&app, "alice", &members).await;
+    let mut alice = app.members_as("alice").await;
+
+    // Pages of two, oldest first, with no member twice.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = alice
+            .list_members(pb::ListMembersRequest {
+                parent: org.name.clone(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.members.len() <= 2);
+        seen.extend(page.members.into_iter().map(|m| m.email));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let expected: Vec<String> = std::iter::once("alice".to_owned())
+        .chain(subs.iter().map(|s| s.to_string()))
+        .map(|s| format!("{s}@example.com"))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // One bad update (a stale etag) fails the whole batch.
+    let before = snapshot(&app).await;
+    let mut stale = set_roles(&member_name(&org, &ids[1]), &["developer"]);
+    stale.member.as_mut().unwrap().etag = "W/\"99\"".into();
+    let batch = pb::BatchUpdateMembersRequest {
+        parent: org.name.clone(),
+        requests: vec![
+            set_roles(&member_name(&org, &ids[0]), &["developer"]),
+            stale,
+        ],
+    };
+    expect_code(alice.batch_update_members(batch).await, Code::Aborted);
+    assert_eq!(snapshot(&app).await, before);
+    let updated = alice
+        .batch_update_members(pb::BatchUpdateMembersRequest {
+            parent: org.name.clone(),
+            requests: vec![
+                set_roles(&member_name(&org, &ids[0]), &["developer"]),
+                set_roles(&member_name(&org, &ids[1]), &["billing"]),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.members[0].roles, ["developer"]);
+    assert_eq!(updated.members[1].roles, ["billing"]);
+    assert_eq!(activity_count(&app, "member.batch_update").await, 1);
+
+    // Removing a non-member among members removes nobody.
+    let stranger = app.user_id("stranger").await;
+    let before_stranger = snapshot(&app).await;
+    expect_code(
+        alice
+            .batch_remove_members(pb::BatchRemoveMembersRequest {
+                parent: org.name.clone(),
+                names: vec![member_name(&org, &ids[2]), member_name(&org, &stranger)],
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(snapshot(&app).await, before_stranger);
+    alice
+        .batch_remove_members(pb::BatchRemoveMembersRequest {
+            parent: org.name.clone(),
+            names: vec![member_name(&org, &ids[2]), member_name(&org, &ids[3])],
+        })
+        .await
+        .unwrap();
+    let left = alice
+        .list_members(pb::ListMembersRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.members.len(), 4);
+    expect_code(
+        app.orgs_as("m3")
+            .await
+            .get_organization(get(&org.name))
+            .await,
+        Code::NotFound,
+    );
+}
