@@ -12,7 +12,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::members::{
-    self, MemberView, begin_change, effective_of, ensure_known, insert_member, is_member_by_email,
+    self, Catalog, MemberView, begin_change, effective_of, insert_member, is_member_by_email,
     member_count,
 };
 use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_live_org, too_many_orgs};
@@ -292,7 +292,9 @@ impl Store {
                     ));
                 }
                 let Grant { roles, permissions } = &new.grant;
-                ensure_known(conn, "invitation", Some(roles), Some(permissions)).await?;
+                Catalog::load(conn)
+                    .await?
+                    .ensure_known("invitation", Some(roles), Some(permissions))?;
                 let granted = effective_of(conn, roles, permissions).await?;
                 change.ensure_can_grant(&granted, "this invitation")?;
                 let email = new.email.as_str();

@@ -150,44 +150,59 @@ async fn members_by_id(
     }
 }
 
-/// Refuses role or permission names that the database does not define, naming the
-/// request field (`{field}.roles`, `{field}.extra_permissions`).
-pub(super) async fn ensure_known(
-    conn: &mut Conn,
-    field: &str,
-    role_names: Option<&Names>,
-    permission_names: Option<&Names>,
-) -> Result<()> {
-    if let Some(names) = role_names {
-        let known: Vec<String> = roles::table
-            .select(roles::name)
-            .order(roles::name)
-            .load(conn)
-            .await?;
-        if let Some(unknown) = names.0.iter().find(|name| !known.contains(name)) {
-            return Err(Error::invalid(
-                format!("{field}.roles"),
-                format!("unknown role '{unknown}'; roles are: {}", known.join(", ")),
-            ));
-        }
+/// The roles and permissions the database defines, read once per transaction.
+pub(super) struct Catalog {
+    roles: Vec<String>,
+    permissions: Vec<String>,
+}
+
+impl Catalog {
+    pub async fn load(conn: &mut Conn) -> Result<Self> {
+        Ok(Catalog {
+            roles: roles::table
+                .select(roles::name)
+                .order(roles::name)
+                .load(conn)
+                .await?,
+            permissions: permissions::table
+                .select(permissions::name)
+                .order(permissions::name)
+                .load(conn)
+                .await?,
+        })
     }
-    if let Some(names) = permission_names {
-        let known: Vec<String> = permissions::table
-            .select(permissions::name)
-            .order(permissions::name)
-            .load(conn)
-            .await?;
-        if let Some(unknown) = names.0.iter().find(|name| !known.contains(name)) {
-            return Err(Error::invalid(
-                format!("{field}.extra_permissions"),
-                format!(
-                    "unknown permission '{unknown}'; permissions are: {}",
-                    known.join(", ")
-                ),
-            ));
+
+    /// Refuses names the database does not define, naming the request field
+    /// (`{field}.roles`, `{field}.extra_permissions`).
+    pub fn ensure_known(
+        &self,
+        field: &str,
+        role_names: Option<&Names>,
+        permission_names: Option<&Names>,
+    ) -> Result<()> {
+        let checks = [
+            ("roles", "role", role_names, &self.roles),
+            (
+                "extra_permissions",
+                "permission",
+                permission_names,
+                &self.permissions,
+            ),
+        ];
+        for (subfield, kind, names, known) in checks {
+            let unknown = names.and_then(|names| names.0.iter().find(|n| !known.contains(n)));
+            if let Some(unknown) = unknown {
+                return Err(Error::invalid(
+                    format!("{field}.{subfield}"),
+                    format!(
+                        "unknown {kind} '{unknown}'; {kind}s are: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Everything `role_names` and `permission_names` allow together.
@@ -482,6 +497,7 @@ impl Store {
                 let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let ids: Vec<Uuid> = updates.iter().map(|u| u.user_id).collect();
                 let current = members_by_id(conn, org_id, &ids).await?;
+                let catalog = Catalog::load(conn).await?;
                 let mut audited = Vec::new();
                 for update in updates {
                     let target = &current[&update.user_id];
@@ -495,8 +511,11 @@ impl Store {
                         )));
                     }
                     change.ensure_can_manage(target)?;
-                    ensure_known(conn, &update.field, update.roles.as_ref(), update.permissions.as_ref())
-                        .await?;
+                    catalog.ensure_known(
+                        &update.field,
+                        update.roles.as_ref(),
+                        update.permissions.as_ref(),
+                    )?;
                     let role_names = update
                         .roles
                         .clone()
