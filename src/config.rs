@@ -5,6 +5,7 @@ use std::{fs, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lettre::message::Mailbox;
 
 use crate::secret_file::{self, MIN_SECRET_LEN};
 
@@ -20,6 +21,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up: the size does not matter
 pub enum Command {
     /// Run the gRPC server. A repeated flag overrides the earlier one.
     #[command(args_override_self = true)]
@@ -118,10 +120,54 @@ impl JwtArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmtpTls {
+    /// Plaintext: only for a trusted relay on the same host or network.
+    None,
+    /// Plaintext upgraded with STARTTLS, which the server must offer.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// How email leaves orgd.
+#[derive(Debug, Clone, Args)]
+pub struct MailArgs {
+    /// SMTP server for outgoing email. Without it, emails (links included) are
+    /// written to the log.
+    #[arg(long, env = "ORGD_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP server port.
+    #[arg(long, env = "ORGD_SMTP_PORT", default_value_t = 587, value_parser = clap::value_parser!(u16).range(1..))]
+    pub smtp_port: u16,
+    /// SMTP user name (with --smtp-password).
+    #[arg(long, env = "ORGD_SMTP_USERNAME", requires = "smtp_password")]
+    pub smtp_username: Option<String>,
+    /// SMTP password (with --smtp-username).
+    #[arg(
+        long,
+        env = "ORGD_SMTP_PASSWORD",
+        hide_env_values = true,
+        requires = "smtp_username"
+    )]
+    pub smtp_password: Option<String>,
+    /// Transport security of the SMTP connection.
+    #[arg(long, env = "ORGD_SMTP_TLS", value_enum, default_value = "starttls")]
+    pub smtp_tls: SmtpTls,
+    /// How long to wait for the SMTP server to connect or answer a command.
+    #[arg(long, env = "ORGD_SMTP_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub smtp_timeout: Duration,
+    /// Sender of outgoing email, e.g. `Acme <no-reply@acme.test>`.
+    #[arg(long, env = "ORGD_MAIL_FROM", default_value = "orgd <no-reply@localhost>", value_parser = mailbox)]
+    pub mail_from: Mailbox,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub mail: MailArgs,
     /// Address to serve gRPC on.
     #[arg(long, env = "ORGD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -159,6 +205,15 @@ pub struct ServeArgs {
     /// How often the email outbox is delivered.
     #[arg(long, env = "ORGD_OUTBOX_INTERVAL", default_value = "5s", value_parser = positive_duration)]
     pub outbox_interval: Duration,
+    /// Delivery attempts of an email before it is given up on.
+    #[arg(long, env = "ORGD_OUTBOX_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..))]
+    pub outbox_max_attempts: i32,
+    /// Wait before retrying a failed email; it doubles with each further failure.
+    #[arg(long, env = "ORGD_OUTBOX_RETRY_BASE", default_value = "30s", value_parser = positive_duration)]
+    pub outbox_retry_base: Duration,
+    /// Longest wait between retries of an email.
+    #[arg(long, env = "ORGD_OUTBOX_RETRY_MAX", default_value = "1h", value_parser = positive_duration)]
+    pub outbox_retry_max: Duration,
     /// How long a contact-email verification link stays valid.
     #[arg(long, env = "ORGD_CONTACT_VERIFICATION_TTL", default_value = "24h", value_parser = positive_duration)]
     pub contact_verification_ttl: Duration,
@@ -217,11 +272,17 @@ fn positive_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// An address with an optional display name, e.g. `orgd <no-reply@example.com>`.
+fn mailbox(raw: &str) -> Result<Mailbox, String> {
+    raw.parse()
+        .map_err(|err| format!("{err}; expected e.g. 'orgd <no-reply@example.com>'"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
-    use super::Cli;
+    use super::{Cli, Command};
 
     #[test]
     fn zero_sizes_and_intervals_are_refused() {
@@ -229,10 +290,43 @@ mod tests {
             ["--pool-size", "0"],
             ["--purge-interval", "0s"],
             ["--outbox-interval", "0s"],
+            ["--outbox-max-attempts", "0"],
+            ["--outbox-retry-base", "0s"],
+            ["--outbox-retry-max", "0s"],
+            ["--smtp-timeout", "0s"],
+            ["--smtp-port", "0"],
         ] {
             let argv = ["orgd", "serve", bad[0], bad[1]];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
         }
         assert!(Cli::try_parse_from(["orgd", "serve", "--purge-interval", "2m"]).is_ok());
+    }
+
+    #[test]
+    fn mail_settings_are_checked_at_start_up() {
+        for bad in [
+            &["--mail-from", "not an address"][..],
+            &["--smtp-username", "mailer"],
+            &["--smtp-password", "secret"],
+            &["--smtp-tls", "sometimes"],
+        ] {
+            let argv = ["orgd", "serve"].iter().chain(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
+        let argv = [
+            "orgd",
+            "serve",
+            "--mail-from",
+            "Acme <no-reply@acme.test>",
+            "--smtp-username",
+            "mailer",
+            "--smtp-password",
+            "secret",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("argv starts with serve")
+        };
+        assert_eq!(args.mail.mail_from.email.to_string(), "no-reply@acme.test");
+        assert_eq!(args.mail.mail_from.name.as_deref(), Some("Acme"));
     }
 }

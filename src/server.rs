@@ -16,12 +16,14 @@ use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
 use crate::auth::{AuthLayer, AuthState, JwtVerifier, Policy, PolicyTable};
 use crate::config::ServeArgs;
+use crate::mail::Mailer;
 use crate::pb::{
     self, member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
 };
 use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
+use crate::store::outbox::RetryPolicy;
 use crate::store::{self, Store};
 use crate::workers;
 
@@ -36,10 +38,12 @@ pub struct App {
     store: Store,
     policies: PolicyTable,
     verifier: JwtVerifier,
+    mailer: Mailer,
 }
 
 impl App {
-    /// Migrates the database, checks the policy table against it, and binds the listener.
+    /// Migrates the database, checks the policy table against it, sets up the
+    /// mailer, and binds the listener.
     pub async fn build(args: ServeArgs, database_url: &str) -> anyhow::Result<Self> {
         store::run_migrations(database_url).await?;
         let store = Store::connect(database_url, args.pool_size, args.db_acquire_timeout).await?;
@@ -57,6 +61,7 @@ impl App {
             &args.jwt.jwt_issuer,
             &args.jwt.jwt_audience,
         )?;
+        let mailer = Mailer::from_config(&args.mail)?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -66,6 +71,7 @@ impl App {
             store,
             policies,
             verifier,
+            mailer,
         })
     }
 
@@ -87,18 +93,38 @@ impl App {
             store,
             policies,
             verifier,
+            mailer,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop_tx, stop) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
         let workers = [
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
-            workers::spawn_outbox(store.clone(), args.outbox_interval, stop),
+            workers::spawn_outbox(
+                store.clone(),
+                mailer,
+                RetryPolicy {
+                    max_attempts: args.outbox_max_attempts,
+                    base: args.outbox_retry_base,
+                    max: args.outbox_retry_max,
+                },
+                args.outbox_interval,
+                stop,
+            ),
         ];
         report_health(&store, &health).await;
-        tracing::warn!(
-            "no SMTP configured: emails, including verification links, are written to this log"
-        );
+        match &args.mail.smtp_host {
+            Some(host) => tracing::info!(
+                %host,
+                port = args.mail.smtp_port,
+                tls = ?args.mail.smtp_tls,
+                from = %args.mail.mail_from,
+                "emails are sent over SMTP"
+            ),
+            None => tracing::warn!(
+                "no SMTP configured: emails, including verification links, are written to this log"
+            ),
+        }
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()

@@ -1,11 +1,14 @@
 //! Background work shared safely between replicas: purging organizations whose
 //! restore window ended, and delivering the email outbox.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::mail::Mailer;
+use crate::store::outbox::RetryPolicy;
 use crate::store::{Actor, Store};
 
 /// Runs `tick` every `interval` until `stop` changes (it only ever turns true).
@@ -55,24 +58,34 @@ pub fn spawn_purger(
     })
 }
 
-/// Delivers queued email. No SMTP transport exists yet, so delivery is a log line
-/// an operator can act on — which is why start-up warns that links land in the log.
+/// Messages one delivery round claims. Small, because their rows stay locked
+/// while they are sent; a tick runs more rounds while messages keep going out.
+const OUTBOX_BATCH: i64 = 20;
+/// Bounds a tick, so that shutdown (checked between ticks) is not held up.
+const OUTBOX_ROUNDS_PER_TICK: usize = 10;
+
+/// Delivers queued email through `mailer`, retrying failures as `retry` says.
 pub fn spawn_outbox(
     store: Store,
+    mailer: Mailer,
+    retry: RetryPolicy,
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let mailer = Arc::new(mailer);
     every(interval, stop, move || {
-        let store = store.clone();
+        let (store, mailer) = (store.clone(), mailer.clone());
         async move {
-            let delivered = store
-                .deliver_outbox(100, |message| {
-                    tracing::info!(id = %message.id, to = %message.recipient, subject = %message.subject, body = %message.body, "email (no SMTP configured)");
-                    true
-                })
-                .await;
-            if let Err(err) = delivered {
-                tracing::warn!(error = %err, "delivering the outbox failed; will retry");
+            for _ in 0..OUTBOX_ROUNDS_PER_TICK {
+                match store.deliver_outbox(&mailer, &retry, OUTBOX_BATCH).await {
+                    // A full round that sent something: more may be due right now.
+                    Ok(round) if round.claimed() as i64 == OUTBOX_BATCH && round.sent > 0 => {}
+                    Ok(_) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "delivering the outbox failed; will retry");
+                        return;
+                    }
+                }
             }
         }
     })

@@ -106,6 +106,10 @@ diesel::table! {
         body -> Text,
         created_at -> Timestamptz,
         delivered_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        failed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod raw;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,7 +195,12 @@ impl TestApp {
 
     /// Spawns orgd with extra `orgd serve` flags.
     pub async fn spawn_with(extra: &[&str]) -> TestApp {
-        let db_url = new_database(TEMPLATE).await;
+        Self::spawn_on(&new_database(TEMPLATE).await, extra).await
+    }
+
+    /// Spawns orgd on an existing database, e.g. another app's `db_url` for a
+    /// second replica, with extra `orgd serve` flags.
+    pub async fn spawn_on(db_url: &str, extra: &[&str]) -> TestApp {
         let mut argv = vec![
             "serve",
             "--listen",
@@ -221,7 +227,7 @@ impl TestApp {
         else {
             unreachable!("argv starts with serve")
         };
-        let app = orgd::server::App::build(args, &db_url)
+        let app = orgd::server::App::build(args, db_url)
             .await
             .expect("building orgd");
         let addr = app.local_addr();
@@ -231,8 +237,8 @@ impl TestApp {
         }));
         TestApp {
             addr,
-            db: sql_client(&db_url).await,
-            db_url,
+            db: sql_client(db_url).await,
+            db_url: db_url.to_owned(),
             shutdown: Some(shutdown),
             server: Some(server),
         }

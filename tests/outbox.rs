@@ -1,0 +1,307 @@
+//! The email outbox over real SMTP (a sink on loopback): delivery, retries while
+//! the server is down, replicas sharing the work, permanent failures.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::smtp::{Mail, SmtpSink, unused_port};
+use common::*;
+use orgd::pb;
+use orgd::store::outbox::{REDACTED_BODY, REDACTED_FAILED_BODY};
+use uuid::Uuid;
+
+/// Generous: the machine running the tests may be slow and busy.
+const PATIENCE: Duration = Duration::from_secs(60);
+const LINK_PREFIX: &str = "https://console.test/verify?token=";
+
+/// Flags for an orgd mailing to `port` on loopback, retrying quickly.
+fn smtp_flags(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &port.to_string(),
+        "--smtp-tls",
+        "none",
+        "--outbox-interval",
+        "100ms",
+        "--outbox-retry-base",
+        "200ms",
+        "--outbox-retry-max",
+        "1s",
+        "--verify-link-prefix",
+        LINK_PREFIX,
+    ]
+    .map(String::from)
+    .into();
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    flags
+}
+
+async fn spawn_mailing_to(port: u16, extra: &[&str]) -> TestApp {
+    let flags = smtp_flags(port, extra);
+    TestApp::spawn_with(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await
+}
+
+/// Asks for `email` as contact address of a new organization, which queues the
+/// verification message; returns the organization.
+async fn request_contact_change(app: &TestApp, email: &str) -> pb::Organization {
+    let mut alice = app.orgs_as("alice").await;
+    let mut org = create_org(&mut alice, &format!("Org {}", Uuid::new_v4().simple())).await;
+    org.contact_email = email.into();
+    alice
+        .update_organization(update(org.clone(), &["contact_email"]))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Queues a message directly, as a change's transaction would; returns its id.
+async fn queue(app: &TestApp, recipient: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    app.db
+        .execute(
+            "INSERT INTO outbox_messages (id, recipient, subject, body) VALUES ($1, $2, 'Hello', $3)",
+            &[&id, &recipient, &format!("message {id}")],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// The outbox row of a message, as far as these tests care.
+#[derive(Debug)]
+struct Row {
+    id: Uuid,
+    body: String,
+    attempts: i32,
+    last_error: Option<String>,
+    delivered: bool,
+    failed: bool,
+}
+
+async fn row(app: &TestApp, recipient: &str) -> Row {
+    let row = app
+        .db
+        .query_one(
+            "SELECT id, body, attempts, last_error, delivered_at IS NOT NULL, failed_at IS NOT NULL \
+             FROM outbox_messages WHERE recipient = $1",
+            &[&recipient],
+        )
+        .await
+        .unwrap();
+    Row {
+        id: row.get(0),
+        body: row.get(1),
+        attempts: row.get(2),
+        last_error: row.get(3),
+        delivered: row.get(4),
+        failed: row.get(5),
+    }
+}
+
+/// Polls the row of `recipient` until `done` holds for it.
+async fn wait_for_row(app: &TestApp, recipient: &str, done: impl Fn(&Row) -> bool) -> Row {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let row = row(app, recipient).await;
+        if done(&row) {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox row of {recipient} stuck at {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn to(recipient: &str) -> impl Fn(&Mail) -> bool + '_ {
+    move |mail| mail.to == [recipient]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_link_arrives_over_smtp() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_mailing_to(
+        sink.port(),
+        &["--mail-from", "Acme Console <no-reply@acme.test>"],
+    )
+    .await;
+    request_contact_change(&app, "ops@acme.test").await;
+
+    let mail = sink.wait_for(to("ops@acme.test"), PATIENCE).await;
+    assert_eq!(mail.from, "no-reply@acme.test");
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("\"Acme Console\" <no-reply@acme.test>")
+    );
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Confirm your organization's contact email")
+    );
+    let body = mail.body();
+    let token = body
+        .split(LINK_PREFIX)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no link in {body:?}"))
+        .to_owned();
+
+    let row = wait_for_row(&app, "ops@acme.test", |r| r.delivered).await;
+    assert_eq!(mail.message_id(), Some(orgd::mail::message_id(row.id)));
+    assert_eq!(
+        row.body, REDACTED_BODY,
+        "the link is gone from the database"
+    );
+    assert_eq!((row.attempts, row.last_error, row.failed), (1, None, false));
+
+    // The mailed link is the real one.
+    let verified = app
+        .orgs_as("bob")
+        .await
+        .verify_contact_email(pb::VerifyContactEmailRequest { token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.contact_email, "ops@acme.test");
+    assert_eq!(sink.mails().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_lost_while_the_smtp_server_is_down() {
+    let port = unused_port();
+    let app = spawn_mailing_to(port, &["--outbox-max-attempts", "1000"]).await;
+    request_contact_change(&app, "ops@acme.test").await;
+
+    let waiting = wait_for_row(&app, "ops@acme.test", |r| r.attempts >= 2).await;
+    assert!(!waiting.delivered && !waiting.failed, "{waiting:?}");
+    assert!(waiting.last_error.is_some(), "{waiting:?}");
+    assert!(waiting.body.contains(LINK_PREFIX), "the message is intact");
+
+    let sink = SmtpSink::start_on(port).await;
+    let mail = sink.wait_for(to("ops@acme.test"), PATIENCE).await;
+    assert!(mail.body().contains(LINK_PREFIX));
+    let row = wait_for_row(&app, "ops@acme.test", |r| r.delivered).await;
+    assert_eq!(row.body, REDACTED_BODY);
+    assert!(row.attempts > waiting.attempts);
+    // Delivered rows are never sent again: this is the only copy, ever.
+    assert_eq!(sink.mails(), [mail]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_deliver_each_message_exactly_once() {
+    let sink = SmtpSink::start().await;
+    let flags = smtp_flags(sink.port(), &[]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let first = TestApp::spawn_with(&flags).await;
+    let _second = TestApp::spawn_on(&first.db_url, &flags).await;
+
+    // Queued at once, so both replicas find them due together.
+    let ids: Vec<Uuid> = first
+        .db
+        .query(
+            "INSERT INTO outbox_messages (id, recipient, subject, body) \
+             SELECT gen_random_uuid(), 'user' || n || '@acme.test', 'Hello', 'message ' || n \
+             FROM generate_series(1, 40) AS n RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while first
+        .count(
+            "SELECT 1 FROM outbox_messages WHERE delivered_at IS NULL",
+            &[],
+        )
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for mail in sink.mails() {
+        *copies.entry(mail.message_id().unwrap()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "sent more than once: {duplicated:?}");
+    let missing: Vec<_> = ids
+        .iter()
+        .map(|&id| orgd::mail::message_id(id))
+        .filter(|id| !copies.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "never arrived: {missing:?}");
+    assert_eq!(copies.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_refusal_fails_the_message_at_once() {
+    let sink = SmtpSink::start().await;
+    sink.reject_recipient("gone@acme.test");
+    let app = spawn_mailing_to(sink.port(), &["--outbox-max-attempts", "1000"]).await;
+    queue(&app, "gone@acme.test").await;
+    queue(&app, "ops@acme.test").await;
+
+    let failed = wait_for_row(&app, "gone@acme.test", |r| r.failed).await;
+    assert_eq!(failed.attempts, 1, "a 5xx is not retried");
+    let error = failed.last_error.unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert!(!failed.delivered);
+    assert_eq!(failed.body, REDACTED_FAILED_BODY);
+
+    sink.wait_for(to("ops@acme.test"), PATIENCE).await;
+    let delivered = wait_for_row(&app, "ops@acme.test", |r| r.delivered).await;
+    assert_eq!(delivered.attempts, 1);
+    assert!(
+        sink.mails()
+            .iter()
+            .all(|m| !m.to.contains(&"gone@acme.test".into())),
+        "the refused recipient got nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_is_given_up_after_the_maximum_attempts() {
+    let app = spawn_mailing_to(unused_port(), &["--outbox-max-attempts", "3"]).await;
+    queue(&app, "ops@acme.test").await;
+
+    let failed = wait_for_row(&app, "ops@acme.test", |r| r.failed).await;
+    assert_eq!(failed.attempts, 3);
+    assert!(!failed.delivered);
+    assert!(failed.last_error.is_some());
+    assert_eq!(failed.body, REDACTED_FAILED_BODY);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_starttls_never_falls_back_to_plaintext() {
+    let sink = SmtpSink::start().await; // offers no STARTTLS
+    let port = sink.port().to_string();
+    let app = TestApp::spawn_with(&[
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &port,
+        "--smtp-tls",
+        "starttls",
+        "--outbox-interval",
+        "100ms",
+        "--outbox-retry-base",
+        "200ms",
+        "--outbox-max-attempts",
+        "2",
+    ])
+    .await;
+    queue(&app, "ops@acme.test").await;
+
+    let failed = wait_for_row(&app, "ops@acme.test", |r| r.failed).await;
+    assert_eq!(failed.attempts, 2);
+    assert!(failed.last_error.is_some());
+    assert_eq!(sink.mails(), []);
+}
