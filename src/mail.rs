@@ -33,6 +33,7 @@ pub enum SendError {
     Permanent(String),
     /// The server could not be reached or refused the session (network, TLS,
     /// authentication): retry later, and don't try other messages now either.
+    /// An outage is nobody's message's fault, so it uses up no attempts.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -109,6 +110,13 @@ pub fn message_id(id: Uuid) -> String {
 
 /// SMTP reply codes that blame the session's authentication, not the message.
 const AUTH_CODES: [u16; 4] = [530, 534, 535, 538];
+/// What lettre's client-side refusals of a whole session say (lettre 0.11 has no
+/// finer error kind for them).
+const SESSION_REFUSALS: [&str; 3] = [
+    "STARTTLS is not supported",
+    "No compatible authentication mechanism",
+    "Connection is not encrypted",
+];
 /// "Service not available, closing transmission channel".
 const SERVICE_UNAVAILABLE: u16 = 421;
 
@@ -121,6 +129,11 @@ fn classify(err: lettre::transport::smtp::Error) -> SendError {
         }
         Some(_) if err.is_permanent() => SendError::Permanent(text),
         Some(_) => SendError::Transient(text),
+        // The client refused the session (no STARTTLS, no usable AUTH): a
+        // configuration problem, not the message's, so it must not use up attempts.
+        None if err.is_client() && SESSION_REFUSALS.iter().any(|s| text.contains(s)) => {
+            SendError::Unavailable(text)
+        }
         // Refused by the client before the server saw it (e.g. a non-ASCII address
         // the server cannot take): about this message, so retried within its limit.
         None if err.is_client() => SendError::Transient(text),

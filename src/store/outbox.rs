@@ -150,14 +150,13 @@ async fn record(
     round: &mut Delivery,
 ) -> Result<()> {
     let row = outbox_messages::table.find(message.id);
-    let attempts = message.attempts.saturating_add(1);
     let error = match sent {
         Ok(()) => {
             round.sent += 1;
             diesel::update(row)
                 .set((
                     outbox_messages::delivered_at.eq(diesel::dsl::now),
-                    outbox_messages::attempts.eq(attempts),
+                    outbox_messages::attempts.eq(message.attempts.saturating_add(1)),
                     // Bodies may carry secrets (verification links): keep them no longer than needed.
                     outbox_messages::body.eq(REDACTED_BODY),
                 ))
@@ -166,6 +165,12 @@ async fn record(
             return Ok(());
         }
         Err(error) => error,
+    };
+    // Only answers about this message count as attempts; an outage waits, however
+    // long, and the message goes out once the server is back.
+    let attempts = match error {
+        SendError::Unavailable(_) => message.attempts,
+        _ => message.attempts.saturating_add(1),
     };
     if matches!(error, SendError::Permanent(_)) || attempts >= retry.max_attempts {
         round.failed += 1;
@@ -181,7 +186,7 @@ async fn record(
             .await?;
     } else {
         round.deferred += 1;
-        let next_attempt_at = Utc::now() + retry.backoff(attempts);
+        let next_attempt_at = Utc::now() + retry.backoff(attempts.max(1));
         if !matches!(error, SendError::Unavailable(_)) {
             tracing::warn!(id = %message.id, to = %message.recipient, attempts, %error, %next_attempt_at, "email not sent; will retry");
         }

@@ -2,7 +2,7 @@
 //!
 //! It speaks plain SMTP (no TLS, no AUTH): EHLO/HELO, MAIL FROM, RCPT TO,
 //! DATA (with dot-unstuffing), RSET, NOOP and QUIT; anything else gets 502. It
-//! accepts every message, except for recipients it was told to reject with 550,
+//! accepts every message, except for recipients it was told to refuse (550 or 451),
 //! and keeps what it received until it is dropped (which closes its port).
 //!
 //! ```ignore
@@ -18,7 +18,7 @@
 //! assert!(mail.body().contains("token="));
 //! ```
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,7 +114,8 @@ fn decode_quoted_printable(raw: &str) -> String {
 #[derive(Default)]
 struct State {
     mails: Mutex<Vec<Mail>>,
-    rejected: Mutex<HashSet<String>>,
+    /// Recipients refused at `RCPT TO`, with the reply they get.
+    refused: Mutex<HashMap<String, &'static str>>,
 }
 
 /// The SMTP server; it stops (and its port closes) when dropped.
@@ -163,11 +164,21 @@ impl SmtpSink {
     /// From now on, `RCPT TO` this address (case-insensitive) is answered with a
     /// permanent 550.
     pub fn reject_recipient(&self, address: &str) {
+        self.refuse(address, "550 5.1.1 mailbox unavailable");
+    }
+
+    /// From now on, `RCPT TO` this address (case-insensitive) is answered with a
+    /// temporary 451: try again later.
+    pub fn defer_recipient(&self, address: &str) {
+        self.refuse(address, "451 4.2.0 mailbox busy, try again later");
+    }
+
+    fn refuse(&self, address: &str, reply: &'static str) {
         self.state
-            .rejected
+            .refused
             .lock()
             .unwrap()
-            .insert(address.to_ascii_lowercase());
+            .insert(address.to_ascii_lowercase(), reply);
     }
 
     /// Everything received so far, in order of arrival.
@@ -242,13 +253,13 @@ async fn session(stream: TcpStream, state: Arc<State>) {
             "RCPT" => match address(&line, "RCPT TO:") {
                 _ if from.is_none() => "503 5.5.1 MAIL first".to_owned(),
                 Some(address)
-                    if state
-                        .rejected
+                    if let Some(reply) = state
+                        .refused
                         .lock()
                         .unwrap()
-                        .contains(&address.to_ascii_lowercase()) =>
+                        .get(&address.to_ascii_lowercase()) =>
                 {
-                    "550 5.1.1 mailbox unavailable".to_owned()
+                    (*reply).to_owned()
                 }
                 Some(address) => {
                     to.push(address);
