@@ -1,6 +1,7 @@
 //! Validated domain values and rules. A value of these types is valid by
 //! construction, so code past the API edge never re-validates. No tonic, no diesel.
 
+mod card;
 mod email;
 mod grant;
 mod names;
@@ -8,6 +9,7 @@ mod org;
 mod page;
 mod secret;
 
+pub use card::{find_card_number, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names};
 pub use names::{ChildName, OrgRef, UserRef};

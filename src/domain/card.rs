@@ -1,0 +1,180 @@
+//! Raw card numbers (PANs) must never be stored or logged: holding one would put
+//! orgd in PCI DSS scope. Payment data reaches orgd only as the payment
+//! processor's token plus display data (brand, last four digits), so any free
+//! text that contains something shaped like a card number is refused.
+
+use crate::error::{Error, Result};
+
+/// Card numbers are 12 to 19 digits long (ISO/IEC 7812).
+const PAN_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
+
+/// Whether `text` contains a card number: 12–19 digits passing the Luhn check.
+///
+/// Digits may be separated by single spaces or hyphens, as people type card
+/// numbers ("4242 4242 4242 4242"); such a run is read as groups. A candidate
+/// is the whole run or any stretch of whole groups in it, so "No. 5 4242 4242
+/// 4242 4242" is found. In a run longer than any card number (more than 19
+/// digits) every stretch of 12–19 digits is a candidate, since a number glued
+/// to other digits has no group to start at.
+///
+/// Not every stretch of every run: about one in ten arbitrary digit strings
+/// passes Luhn, so checking all 15 stretches of a 16-digit run would refuse
+/// roughly four in five 16-digit numbers that are not cards. Within these
+/// rules it errs towards refusing, because a person can reword a refused text
+/// while a stored card number cannot be taken back out of backups and logs.
+pub fn find_card_number(text: &str) -> bool {
+    let mut run = Run::default();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.digits.push(c as u8 - b'0');
+            run.after_separator = false;
+        } else if (c == ' ' || c == '-') && !run.digits.is_empty() && !run.after_separator {
+            run.group_starts.push(run.digits.len());
+            run.after_separator = true;
+        } else {
+            if run.has_card_number() {
+                return true;
+            }
+            run = Run::default();
+        }
+    }
+    run.has_card_number()
+}
+
+/// Digits read so far, joined across single separators.
+#[derive(Default)]
+struct Run {
+    digits: Vec<u8>,
+    /// Where each group after the first starts, as an index into `digits`.
+    group_starts: Vec<usize>,
+    after_separator: bool,
+}
+
+impl Run {
+    fn has_card_number(&self) -> bool {
+        let digits = &self.digits[..];
+        if digits.len() > *PAN_LENGTHS.end() {
+            return PAN_LENGTHS
+                .into_iter()
+                .any(|len| digits.windows(len).any(passes_luhn));
+        }
+        // A trailing separator ("4242 ") starts no group.
+        let bounds: Vec<usize> = std::iter::once(0)
+            .chain(
+                self.group_starts
+                    .iter()
+                    .copied()
+                    .filter(|&i| i < digits.len()),
+            )
+            .chain(std::iter::once(digits.len()))
+            .collect();
+        bounds.iter().enumerate().any(|(i, &start)| {
+            bounds[i + 1..].iter().any(|&end| {
+                PAN_LENGTHS.contains(&(end - start)) && passes_luhn(&digits[start..end])
+            })
+        })
+    }
+}
+
+/// Refuses `value` if it contains a card number. The message never repeats the
+/// value: an error travels into logs and traces, and the number with it.
+pub fn refuse_card_numbers(field: &str, value: &str) -> Result<()> {
+    if find_card_number(value) {
+        return Err(Error::invalid(
+            field,
+            "this looks like a card number; orgd never stores card numbers: send the payment processor's token (e.g. pm_…) and display data instead",
+        ));
+    }
+    Ok(())
+}
+
+/// The Luhn mod-10 check that every card number's last digit satisfies.
+fn passes_luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            match (i % 2 == 1, d * 2) {
+                (false, _) => d,
+                (true, doubled) if doubled > 9 => doubled - 9,
+                (true, doubled) => doubled,
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_card_numbers_as_people_type_them() {
+        for text in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "378282246310005",     // Amex, 15 digits
+            "3782 822463 10005",   // Amex as printed
+            "6011111111111117",    // Discover
+            "500000000009",        // 12 digits (Maestro length)
+            "4111111111111111110", // 19 digits
+            "my card is 4242 4242 4242 4242, thanks",
+            "Main St 1, card:4242-4242 4242-4242 exp 12/29",
+            "94242424242424242123", // 20 digits embedding a valid 16
+            "x4242424242424242y",
+            "No. 5 4242 4242 4242 4242", // a house number before the groups
+            "5 4242424242424242",
+            "4242 4242 4242 4242 1", // and one after them
+        ] {
+            assert!(find_card_number(text), "{text:?} should be found");
+        }
+    }
+
+    #[test]
+    fn leaves_other_numbers_alone() {
+        for text in [
+            "",
+            "4242424242424241",    // fails Luhn (though parts of it pass)
+            "1234 5678 9012 3457", // fails Luhn, and so do its stretches of whole groups
+            "41111111111",         // 11 digits
+            "+1 415 555 0100",     // phone, 11 digits
+            "+44 20 7946 0958",    // phone, 12 digits failing Luhn
+            "pm_1234",
+            "card ending 4242, visa",
+            "2024-01-15",
+            "15.01.2024 to 15.02.2024",
+            "2024-01-15 - 2024-02-15", // " - " is more than a single separator
+            "4242  4242  4242  4242",  // double spaces split the run
+            "4242--4242--4242--4242",
+            "4242.4242.4242.4242",
+        ] {
+            assert!(!find_card_number(text), "{text:?} should not be found");
+        }
+    }
+
+    #[test]
+    fn stretches_of_whole_groups_count() {
+        // The 16 digits fail Luhn, but the last three groups are a valid 12-digit number.
+        assert!(find_card_number("1234 5678 9012 3456"));
+        assert!(!find_card_number("1234567890123456"));
+    }
+
+    #[test]
+    fn refusal_does_not_echo_the_number() {
+        let err =
+            refuse_card_numbers("billing.address_lines[0]", "4242 4242 4242 4242").unwrap_err();
+        let Error::InvalidArgument { field, message } = &err else {
+            panic!("expected InvalidArgument, got {err:?}");
+        };
+        assert_eq!(field, "billing.address_lines[0]");
+        assert!(message.contains("token"), "{message}");
+        let shown = format!("{err} {err:?}");
+        for fragment in ["4242", "42424242"] {
+            assert!(!shown.contains(fragment), "{shown}");
+        }
+        assert!(refuse_card_numbers("f", "Main Street 1").is_ok());
+    }
+}
