@@ -4,6 +4,7 @@
 mod card;
 mod email;
 mod grant;
+mod money;
 mod names;
 mod org;
 mod page;
@@ -12,6 +13,7 @@ mod secret;
 pub use card::{find_card_number, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names};
+pub use money::{Currency, Money, prorate};
 pub use names::{ChildName, OrgRef, UserRef};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
