@@ -1,6 +1,7 @@
 //! Validated domain values and rules. A value of these types is valid by
 //! construction, so code past the API edge never re-validates. No tonic, no diesel.
 
+mod billing;
 mod card;
 mod email;
 mod grant;
@@ -10,6 +11,7 @@ mod org;
 mod page;
 mod secret;
 
+pub use billing::{Country, LegalName, PostalAddress, TaxId};
 pub use card::{find_card_number, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names};
