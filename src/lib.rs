@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod invoice_doc;
 pub mod mail;
 pub mod pb;
 pub mod postgres;
