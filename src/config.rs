@@ -183,9 +183,12 @@ pub struct ServeArgs {
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,
-    /// How many members an organization may have (until plans set the limit).
-    #[arg(long, env = "ORGD_MAX_MEMBERS_PER_ORG", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..))]
-    pub max_members_per_org: i64,
+    /// The plan new team organizations subscribe to (personal ones get the free plan).
+    #[arg(long, env = "ORGD_DEFAULT_PLAN", default_value = "starter")]
+    pub default_plan: String,
+    /// How often billing periods that have ended are closed and invoiced.
+    #[arg(long, env = "ORGD_BILLING_INTERVAL", default_value = "1m", value_parser = positive_duration)]
+    pub billing_interval: Duration,
     /// How long an invitation link stays valid.
     #[arg(long, env = "ORGD_INVITATION_TTL", default_value = "7days", value_parser = positive_duration)]
     pub invitation_ttl: Duration,

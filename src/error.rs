@@ -71,6 +71,13 @@ impl From<DieselError> for Error {
             DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Error::SerializationConflict
             }
+            // diesel has no kind for SQLSTATE 40P01; like a serialization failure,
+            // a deadlock victim succeeds when retried.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("deadlock detected") =>
+            {
+                Error::SerializationConflict
+            }
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 Error::AlreadyExists(format!(
                     "already exists ({})",

@@ -12,13 +12,15 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::billing::BillingApi;
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
-use crate::auth::{AuthLayer, AuthState, JwtVerifier, Policy, PolicyTable};
+use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTable};
 use crate::config::ServeArgs;
 use crate::mail::Mailer;
 use crate::pb::{
-    self, member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
+    self, billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
+    org_service_server::OrgServiceServer,
 };
 use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
@@ -29,7 +31,12 @@ use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 3] = ["", "orgd.v1.OrgService", "orgd.v1.MemberService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "orgd.v1.OrgService",
+    "orgd.v1.MemberService",
+    "orgd.v1.BillingService",
+];
 
 /// A bound, ready-to-run orgd.
 pub struct App {
@@ -49,13 +56,21 @@ impl App {
         let store = Store::connect(database_url, args.pool_size, args.db_acquire_timeout).await?;
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
-            if let Some(Policy::OrgPermission { permission, .. }) = &entry.policy {
+            if let Some(Policy::Org(OrgPolicy {
+                permission: Some(permission),
+                ..
+            })) = &entry.policy
+            {
                 anyhow::ensure!(
                     store.permission_exists(permission).await?,
                     "{path} requires permission '{permission}', which no migration defines"
                 );
             }
         }
+        store
+            .get_plan(&args.default_plan)
+            .await
+            .map_err(|_| anyhow::anyhow!("--default-plan {} is not a plan", args.default_plan))?;
         let verifier = JwtVerifier::new(
             &args.jwt.key()?,
             &args.jwt.jwt_issuer,
@@ -100,6 +115,7 @@ impl App {
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
         let workers = [
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
+            workers::spawn_billing(store.clone(), args.billing_interval, stop.clone()),
             workers::spawn_outbox(
                 store.clone(),
                 mailer,
@@ -133,9 +149,12 @@ impl App {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        let verification = ContactVerification {
+            ttl: args.contact_verification_ttl,
+            link_prefix: args.verify_link_prefix.clone(),
+        };
         let limits = OrgLimits {
             max_orgs_per_user: args.max_orgs_per_user,
-            max_members_per_org: args.max_members_per_org,
         };
         let member_api = MemberApi::new(
             store.clone(),
@@ -152,12 +171,11 @@ impl App {
             OrgSettings {
                 limits,
                 deleted_retention: args.deleted_retention,
-                verification: ContactVerification {
-                    ttl: args.contact_verification_ttl,
-                    link_prefix: args.verify_link_prefix.clone(),
-                },
+                verification: verification.clone(),
+                default_plan: args.default_plan.clone(),
             },
         );
+        let billing_api = BillingApi::new(store.clone(), verification);
         let auth = AuthLayer::new(AuthState {
             store: store.clone(),
             verifier,
@@ -199,6 +217,10 @@ impl App {
             )
             .add_service(
                 MemberServiceServer::new(member_api)
+                    .max_decoding_message_size(args.max_request_bytes),
+            )
+            .add_service(
+                BillingServiceServer::new(billing_api)
                     .max_decoding_message_size(args.max_request_bytes),
             )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);

@@ -64,6 +64,28 @@ const OUTBOX_BATCH: i64 = 20;
 /// Bounds a tick, so that shutdown (checked between ticks) is not held up.
 const OUTBOX_ROUNDS_PER_TICK: usize = 10;
 
+/// Closes the billing periods that have ended and invoices them. Replicas may run
+/// it at once: closing a period is idempotent.
+pub fn spawn_billing(
+    store: Store,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    every(interval, stop, move || {
+        let store = store.clone();
+        async move {
+            let actor = Actor::system(format!("billing-{}", uuid::Uuid::now_v7()));
+            match store.close_due_periods(&actor, 100).await {
+                Ok(0) => {}
+                Ok(issued) => tracing::info!(issued, "closed billing periods"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "closing billing periods failed; will retry")
+                }
+            }
+        }
+    })
+}
+
 /// Delivers queued email through `mailer`, retrying failures as `retry` says.
 pub fn spawn_outbox(
     store: Store,

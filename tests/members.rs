@@ -207,6 +207,15 @@ async fn invitations_are_single_use_expire_and_belong_to_their_address() {
     assert_eq!(snapshot(&app).await, before);
 
     // The invitee accepts once; a second use is refused.
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM invitations WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&token]
+        )
+        .await,
+        1,
+        "the invitation holds the token's hash"
+    );
     let joined = bob
         .accept_invitation(accept(&token))
         .await
@@ -474,12 +483,12 @@ async fn malformed_requests_are_invalid_argument_and_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_checked_when_accepting() {
-    let app =
-        TestApp::spawn_with(&["--max-members-per-org", "2", "--max-orgs-per-user", "2"]).await;
-    let (org, _) = team(&app, "alice", &[("bob", &["viewer"])]).await;
+    let app = TestApp::spawn_with(&["--max-orgs-per-user", "2"]).await;
+    // New team organizations are on the Starter plan: three members.
+    let (org, _) = team(&app, "alice", &[("bob", &["viewer"]), ("dan", &["viewer"])]).await;
     let mut alice = app.members_as("alice").await;
 
-    // The organization is full (alice and bob).
+    // The organization is full (alice, bob and dan).
     alice
         .create_invitation(invitation(&org, "carol@example.com", &[]))
         .await
@@ -492,7 +501,7 @@ async fn limits_are_checked_when_accepting() {
         carol.accept_invitation(accept(&token)).await,
         Code::FailedPrecondition,
     );
-    assert!(full.message().contains("limit of 2 members"), "{full:?}");
+    assert!(full.message().contains("limit of 3 members"), "{full:?}");
     let details = tonic_types::StatusExt::get_details_precondition_failure(&full).unwrap();
     assert_eq!(details.violations[0].r#type, "MEMBER_LIMIT");
     assert_eq!(snapshot(&app).await, before);
@@ -531,6 +540,20 @@ async fn nobody_grants_or_touches_more_than_they_hold() {
     // An admin cannot invite an owner, make someone owner, or hand out org.delete...
     let status = expect_code(
         adam.create_invitation(invitation(&org, "eve@example.com", &["owner"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("only an owner"), "{status:?}");
+    // A role carrying permissions the admin lacks is refused, naming them.
+    app.db
+        .batch_execute(
+            "INSERT INTO roles VALUES ('janitor', 'test role'); \
+             INSERT INTO role_permissions VALUES ('janitor', 'org.delete')",
+        )
+        .await
+        .unwrap();
+    let status = expect_code(
+        adam.create_invitation(invitation(&org, "eve@example.com", &["janitor"]))
             .await,
         Code::PermissionDenied,
     );
@@ -726,7 +749,8 @@ async fn the_last_owner_cannot_leave_be_removed_or_demoted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_apply_all_or_nothing_and_members_page() {
-    let app = TestApp::spawn().await;
+    // The Team plan has room for everyone.
+    let app = TestApp::spawn_with(&["--default-plan", "team"]).await;
     let subs = ["m1", "m2", "m3", "m4", "m5"];
     let members: Vec<(&str, &[&str])> = subs.iter().map(|s| (*s, &["viewer"][..])).collect();
     let (org, ids) = team(&app, "alice", &members).await;
@@ -822,4 +846,174 @@ async fn batches_apply_all_or_nothing_and_members_page() {
             .await,
         Code::NotFound,
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_grant_only_what_their_inviter_still_may() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("bob", &["admin"])]).await;
+    let mut bob = app.members_as("bob").await;
+    // Bob, an admin, invites an address he controls as admin, then is removed.
+    bob.create_invitation(invitation(&org, "bobs-alt@example.com", &["admin"]))
+        .await
+        .unwrap();
+    let token = latest_token(&app, "bobs-alt@example.com").await;
+    // Only an owner invites owners.
+    let status = expect_code(
+        bob.create_invitation(invitation(&org, "x@example.com", &["owner"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("owner"), "{status:?}");
+    app.members_as("alice")
+        .await
+        .remove_member(pb::RemoveMemberRequest {
+            name: member_name(&org, &ids[0]),
+        })
+        .await
+        .unwrap();
+    app.user_id("bobs-alt").await;
+    let before = snapshot(&app).await;
+    let status = expect_code(
+        app.members_as("bobs-alt")
+            .await
+            .accept_invitation(accept(&token))
+            .await,
+        Code::FailedPrecondition,
+    );
+    let details = tonic_types::StatusExt::get_details_precondition_failure(&status).unwrap();
+    assert_eq!(details.violations[0].r#type, "INVITER_CANNOT_GRANT");
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_owner_transfers_ownership_or_makes_owners() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let (bob, carol) = (app.user_id("bob").await, app.user_id("carol").await);
+    // Holding every permission of an owner through grants is not being one.
+    app.set_member(&org.uid, &bob, &["admin"], &["org.delete", "org.transfer"])
+        .await;
+    app.set_member(&org.uid, &carol, &["viewer"], &[]).await;
+    let mut bob_client = app.members_as("bob").await;
+    let before = snapshot(&app).await;
+    expect_code(
+        bob_client
+            .transfer_ownership(pb::TransferOwnershipRequest {
+                organization: org.name.clone(),
+                new_owner: member_name(&org, &carol),
+            })
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        bob_client
+            .update_member(set_roles(&member_name(&org, &carol), &["owner"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_link_reveals_nothing_about_a_deleted_organization() {
+    let app = TestApp::spawn().await;
+    let mut alice_orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut alice_orgs, "Secret Project").await;
+    app.members_as("alice")
+        .await
+        .create_invitation(invitation(&org, "bob@example.com", &[]))
+        .await
+        .unwrap();
+    let token = latest_token(&app, "bob@example.com").await;
+    alice_orgs.delete_organization(delete(&org)).await.unwrap();
+    let status = expect_code(
+        app.members_as("mallory")
+            .await
+            .accept_invitation(accept(&token))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(!status.message().contains(&org.slug), "{status:?}");
+    assert!(!status.message().contains(&org.uid), "{status:?}");
+    // The invitee is told the organization is gone.
+    expect_code(
+        app.members_as("bob")
+            .await
+            .accept_invitation(accept(&token))
+            .await,
+        Code::FailedPrecondition,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitees_accepting_each_others_invitations_at_once_both_join() {
+    // Each accept locks its invitee's user row while the membership row refers to
+    // the inviter's: a lock order that must not deadlock.
+    let app = TestApp::spawn_with(&["--max-orgs-per-user", "100"]).await;
+    for round in 0..10 {
+        let v_org = create_org(&mut app.orgs_as("vic").await, &format!("Vic {round}")).await;
+        let w_org = create_org(&mut app.orgs_as("wen").await, &format!("Wen {round}")).await;
+        let (mut vic, mut wen) = (app.members_as("vic").await, app.members_as("wen").await);
+        vic.create_invitation(invitation(&v_org, "wen@example.com", &[]))
+            .await
+            .unwrap();
+        wen.create_invitation(invitation(&w_org, "vic@example.com", &[]))
+            .await
+            .unwrap();
+        let (to_wen, to_vic) = (
+            latest_token(&app, "wen@example.com").await,
+            latest_token(&app, "vic@example.com").await,
+        );
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let (ba, bb) = (barrier.clone(), barrier);
+        let a = tokio::spawn(async move {
+            ba.wait().await;
+            vic.accept_invitation(accept(&to_vic)).await
+        });
+        let b = tokio::spawn(async move {
+            bb.wait().await;
+            wen.accept_invitation(accept(&to_wen)).await
+        });
+        for joined in [a.await.unwrap(), b.await.unwrap()] {
+            joined.unwrap_or_else(|status| panic!("round {round}: {status:?}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_are_exact_and_roles_default_to_developer() {
+    let app = TestApp::spawn().await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Acme").await;
+    let mut alice = app.members_as("alice").await;
+    // An organization name with a trailing path is not an organization name.
+    expect_code(
+        orgs.get_organization(get(&format!("{}/members/whatever", org.name)))
+            .await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        alice
+            .list_members(pb::ListMembersRequest {
+                parent: format!("{}/junk", org.name),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    // A member name must name a member.
+    expect_code(
+        alice
+            .get_member(pb::GetMemberRequest {
+                name: org.name.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut request = invitation(&org, "dan@example.com", &[]);
+    request.invitation.as_mut().unwrap().extra_permissions = vec!["billing.read".into()];
+    let sent = alice.create_invitation(request).await.unwrap().into_inner();
+    assert_eq!(sent.roles, ["developer"]);
+    assert_eq!(sent.extra_permissions, ["billing.read"]);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestApp, create_org, raw, user_token};
-use orgd::auth::{Policy, PolicyTable};
+use orgd::auth::{OrgPolicy, Policy, PolicyTable};
 use orgd::pb;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
@@ -50,19 +50,33 @@ fn code(result: &Result<Vec<u8>, tonic::Status>) -> Code {
         .map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
+/// What a request names: the organization, or a resource inside it.
+fn target(org_name: &str, child_resource: bool) -> String {
+    if child_resource {
+        format!("{org_name}/things/{}", uuid::Uuid::now_v7())
+    } else {
+        org_name.to_owned()
+    }
+}
+
 /// Non-members cannot tell a foreign organization from a missing one.
 async fn assert_non_members_see_nothing(
     channel: &tonic::transport::Channel,
     path: &str,
     method: &prost_reflect::MethodDescriptor,
-    org_field: &[String],
+    scope: &OrgPolicy,
     org_name: &str,
     outsider_token: &str,
 ) {
+    let org_field = &scope.org_field;
     let foreign = raw::call(
         channel,
         path,
-        request(&method.input(), org_field, org_name),
+        request(
+            &method.input(),
+            org_field,
+            &target(org_name, scope.child_resource),
+        ),
         Some(outsider_token),
     )
     .await;
@@ -71,7 +85,11 @@ async fn assert_non_members_see_nothing(
     let missing = raw::call(
         channel,
         path,
-        request(&method.input(), org_field, &missing_name),
+        request(
+            &method.input(),
+            org_field,
+            &target(&missing_name, scope.child_resource),
+        ),
         Some(outsider_token),
     )
     .await;
@@ -125,13 +143,15 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                 .get(&path)
                 .and_then(|entry| entry.policy.clone())
                 .unwrap_or_else(|| panic!("{path} declares no (orgd.v1.policy)"));
-            let org_field = match &policy {
-                Policy::OrgPermission { org_field, .. } | Policy::OrgMember { org_field, .. } => {
-                    org_field.clone()
-                }
-                _ => Vec::new(),
+            let (org_field, child_resource) = match &policy {
+                Policy::Org(scope) => (scope.org_field.clone(), scope.child_resource),
+                _ => (Vec::new(), false),
             };
-            let body = request(&method.input(), &org_field, &org.name);
+            let body = request(
+                &method.input(),
+                &org_field,
+                &target(&org.name, child_resource),
+            );
 
             let anonymous = raw::call(&channel, &path, body.clone(), None).await;
             assert_eq!(
@@ -147,55 +167,42 @@ async fn every_rpc_declares_and_enforces_its_policy() {
             );
 
             match &policy {
-                Policy::OrgPermission { permission, .. } => {
-                    // Every permission but the one required: refused.
-                    let others: Vec<&str> = all_permissions
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|p| p != permission)
-                        .collect();
-                    app.set_member(&org.uid, &member_id, &[], &others).await;
-                    let lacking =
-                        raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
-                    assert_eq!(
-                        code(&lacking),
-                        Code::PermissionDenied,
-                        "{path} for a member lacking {permission}: {lacking:?}"
-                    );
-
-                    // Exactly the permission required: past the policy.
-                    app.set_member(&org.uid, &member_id, &[], &[permission])
-                        .await;
+                Policy::Org(scope) => {
+                    match &scope.permission {
+                        Some(permission) => {
+                            // Every permission but the one required: refused.
+                            let others: Vec<&str> = all_permissions
+                                .iter()
+                                .map(String::as_str)
+                                .filter(|p| p != permission)
+                                .collect();
+                            app.set_member(&org.uid, &member_id, &[], &others).await;
+                            let lacking =
+                                raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
+                            assert_eq!(
+                                code(&lacking),
+                                Code::PermissionDenied,
+                                "{path} for a member lacking {permission}: {lacking:?}"
+                            );
+                            // Exactly the permission required: past the policy.
+                            app.set_member(&org.uid, &member_id, &[], &[permission])
+                                .await;
+                        }
+                        // Membership alone, without any role or permission, suffices.
+                        None => app.set_member(&org.uid, &member_id, &[], &[]).await,
+                    }
                     let allowed =
                         raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
                     assert!(
                         reached_handler(code(&allowed)),
-                        "{path} for a member holding {permission}: {allowed:?}"
-                    );
-
-                    assert_non_members_see_nothing(
-                        &channel,
-                        &path,
-                        &method,
-                        &org_field,
-                        &org.name,
-                        &outsider_token,
-                    )
-                    .await;
-                }
-                Policy::OrgMember { .. } => {
-                    // Membership alone, without any role or permission, suffices.
-                    app.set_member(&org.uid, &member_id, &[], &[]).await;
-                    let bare = raw::call(&channel, &path, body.clone(), Some(&member_token)).await;
-                    assert!(
-                        reached_handler(code(&bare)),
-                        "{path} for a member without permissions: {bare:?}"
+                        "{path} for a member holding {:?}: {allowed:?}",
+                        scope.permission
                     );
                     assert_non_members_see_nothing(
                         &channel,
                         &path,
                         &method,
-                        &org_field,
+                        scope,
                         &org.name,
                         &outsider_token,
                     )
@@ -237,7 +244,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         .map(|s| s.methods().len())
         .sum();
     assert_eq!(checked.len(), declared);
-    for service in ["OrgService", "MemberService"] {
+    for service in ["OrgService", "MemberService", "BillingService"] {
         assert!(
             checked
                 .iter()
@@ -245,7 +252,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
             "expected {service} among {checked:?}"
         );
     }
-    assert!(declared >= 26, "expected every method, found {checked:?}");
+    assert!(declared >= 45, "expected every method, found {checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,17 +32,20 @@ CREATE UNIQUE INDEX invitations_one_pending ON invitations (org_id, email) WHERE
 CREATE INDEX invitations_org ON invitations (org_id, created_at, id);
 CREATE INDEX invitations_pending_email ON invitations (email) WHERE state = 'pending';
 
+CREATE INDEX memberships_org ON memberships (org_id, created_at, user_id);
+
 -- Matching invitees and members by address is case-insensitive.
 CREATE INDEX users_email_lower ON users (lower(email)) WHERE email_verified;
 
--- Every organization keeps at least one owner. Checked at commit, after taking the
--- organization's row lock: the check then sees every membership change committed
--- before it, so two owners demoting each other at once cannot both succeed, on
--- whichever replica they run. orgd takes the same lock first and explains the
--- refusal; this trigger is the backstop.
+-- Every organization keeps at least one owner. Checked at commit, after writing
+-- the organization's row: under READ COMMITTED the check then sees every
+-- membership change committed before it, and under REPEATABLE READ or
+-- SERIALIZABLE a concurrent change makes this write fail to serialize. So two
+-- owners demoting each other at once cannot both succeed, on whichever replica
+-- they run. orgd locks the row first and explains the refusal; this is the backstop.
 CREATE FUNCTION organizations_keep_an_owner() RETURNS trigger AS $$
 BEGIN
-    PERFORM 1 FROM organizations WHERE id = OLD.org_id FOR UPDATE;
+    UPDATE organizations SET revision = revision WHERE id = OLD.org_id;
     IF FOUND AND NOT EXISTS (SELECT 1 FROM membership_roles
                              WHERE org_id = OLD.org_id AND role = 'owner') THEN
         RAISE EXCEPTION 'organization % would be left without an owner', OLD.org_id

@@ -234,7 +234,7 @@ impl MemberService for MemberApi {
                 &given.extra_permissions,
             )?,
         };
-        if grant.roles.is_empty() && grant.permissions.is_empty() {
+        if grant.roles.is_empty() {
             grant.roles.0.insert(DEFAULT_ROLE.to_owned());
         }
         let created = self

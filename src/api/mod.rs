@@ -2,6 +2,7 @@
 //! call the store. Authorization already happened in `crate::auth`; handlers take
 //! its verdict from the request extensions.
 
+pub mod billing;
 pub mod member;
 pub mod org;
 

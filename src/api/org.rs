@@ -19,6 +19,8 @@ const UPDATABLE_FIELDS: &str = "display_name, description, slug, contact_email";
 #[derive(Debug, Clone)]
 pub struct OrgSettings {
     pub limits: OrgLimits,
+    /// The plan new team organizations subscribe to.
+    pub default_plan: String,
     pub deleted_retention: Duration,
     pub verification: ContactVerification,
 }
@@ -153,6 +155,7 @@ impl OrgService for OrgApi {
             .transpose()?;
         let input = CreateOrg {
             request_id,
+            plan: self.settings.default_plan.clone(),
             display_name: DisplayName::parse("organization.display_name", &org.display_name)?,
             slug: optional(&org.slug)
                 .map(|s| Slug::parse("organization.slug", s))

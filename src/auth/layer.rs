@@ -15,7 +15,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::policy::{MethodEntry, Policy, PolicyTable, read_string_field};
+use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::OrgRef;
 use crate::error::{Error, Result};
@@ -158,33 +158,7 @@ async fn authorize(
             .into());
         }
         (Policy::Authenticated, Principal::User(_)) => {}
-        (
-            Policy::OrgPermission {
-                permission,
-                org_field,
-                allow_deleted,
-            },
-            Principal::User(user),
-        ) => {
-            let scope = OrgScope {
-                org_field,
-                permission: Some(permission),
-                allow_deleted: *allow_deleted,
-            };
-            request = authorize_in_org(state, entry, request, user.row.id, scope).await?;
-        }
-        (
-            Policy::OrgMember {
-                org_field,
-                allow_deleted,
-            },
-            Principal::User(user),
-        ) => {
-            let scope = OrgScope {
-                org_field,
-                permission: None,
-                allow_deleted: *allow_deleted,
-            };
+        (Policy::Org(scope), Principal::User(user)) => {
             request = authorize_in_org(state, entry, request, user.row.id, scope).await?;
         }
     }
@@ -282,14 +256,6 @@ fn grpc_message(frame: &Bytes) -> Result<Bytes> {
     Ok(header)
 }
 
-/// What an organization-scoped policy asks of the caller.
-struct OrgScope<'a> {
-    org_field: &'a [String],
-    /// `None`: membership alone suffices.
-    permission: Option<&'a str>,
-    allow_deleted: bool,
-}
-
 /// Reads the target organization out of the request and checks the caller's
 /// standing there; the request goes on carrying the verdict as `OrgAccess`.
 async fn authorize_in_org(
@@ -297,12 +263,16 @@ async fn authorize_in_org(
     entry: &MethodEntry,
     request: http::Request<Body>,
     user_id: uuid::Uuid,
-    scope: OrgScope<'_>,
+    scope: &OrgPolicy,
 ) -> Result<http::Request<Body>> {
     let (parts, body) = request.into_parts();
-    let (body, raw_name) = read_org_field(state, entry, scope.org_field, body).await?;
+    let (body, raw_name) = read_org_field(state, entry, &scope.org_field, body).await?;
     let field = scope.org_field.join(".");
-    let org_ref = OrgRef::parse_scope(&field, &raw_name)?;
+    let org_ref = if scope.child_resource {
+        OrgRef::parse_scope(&field, &raw_name)?
+    } else {
+        OrgRef::parse(&field, &raw_name)?
+    };
     // Unknown and foreign organizations look the same, so non-members learn nothing.
     let (org, member) = state
         .store
@@ -312,7 +282,7 @@ async fn authorize_in_org(
     if !scope.allow_deleted {
         org.ensure_live()?;
     }
-    if let Some(permission) = scope.permission
+    if let Some(permission) = &scope.permission
         && !member.allows(permission)
     {
         let roles = if member.roles.is_empty() {

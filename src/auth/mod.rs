@@ -10,7 +10,7 @@ mod policy;
 
 pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState};
-pub use policy::{Policy, PolicyTable};
+pub use policy::{OrgPolicy, Policy, PolicyTable};
 
 use crate::error::{Error, Result};
 use crate::store::Actor;

@@ -13,18 +13,34 @@ pub enum Policy {
     Authenticated,
     /// Backend services only.
     Service,
-    /// A member of the organization named by the request field at `org_field`
-    /// (a path of field names) who holds `permission` there.
-    OrgPermission {
-        permission: String,
-        org_field: Vec<String>,
-        allow_deleted: bool,
-    },
-    /// Any member of the organization named by the request field at `org_field`.
-    OrgMember {
-        org_field: Vec<String>,
-        allow_deleted: bool,
-    },
+    /// A member of the organization named in the request.
+    Org(OrgPolicy),
+}
+
+/// An organization-scoped policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgPolicy {
+    /// The permission required; `None`: membership alone suffices.
+    pub permission: Option<String>,
+    /// Path of field names to the request field naming the organization.
+    pub org_field: Vec<String>,
+    /// Whether that field names a resource inside the organization
+    /// (`organizations/{org}/members/{id}`) rather than the organization itself.
+    pub child_resource: bool,
+    /// Whether the method also applies to a soft-deleted organization.
+    pub allow_deleted: bool,
+}
+
+/// The `(orgd.v1.policy)` option as written in the proto.
+#[derive(Debug, Default)]
+struct Declared {
+    permission: String,
+    member: bool,
+    authenticated: bool,
+    service: bool,
+    org_field: String,
+    allow_deleted: bool,
+    child_resource: bool,
 }
 
 /// A method as the table knows it.
@@ -70,17 +86,18 @@ impl PolicyTable {
                             .and_then(|v| v.as_bool())
                             .unwrap_or(false)
                     };
+                    let declared = Declared {
+                        permission: text("permission"),
+                        member: flag("member"),
+                        authenticated: flag("authenticated"),
+                        service: flag("service"),
+                        org_field: text("org_field"),
+                        allow_deleted: flag("allow_deleted"),
+                        child_resource: flag("child_resource"),
+                    };
                     Some(
-                        parse_policy(
-                            &method.input(),
-                            text("permission"),
-                            flag("member"),
-                            flag("authenticated"),
-                            flag("service"),
-                            text("org_field"),
-                            flag("allow_deleted"),
-                        )
-                        .with_context(|| format!("policy of {path}"))?,
+                        parse_policy(&method.input(), declared)
+                            .with_context(|| format!("policy of {path}"))?,
                     )
                 } else {
                     None
@@ -109,35 +126,38 @@ impl PolicyTable {
     }
 }
 
-fn parse_policy(
-    input: &MessageDescriptor,
-    permission: String,
-    member: bool,
-    authenticated: bool,
-    service: bool,
-    org_field: String,
-    allow_deleted: bool,
-) -> anyhow::Result<Policy> {
-    let org_path = || -> anyhow::Result<Vec<String>> {
-        if org_field.is_empty() {
-            bail!(
-                "an organization-scoped policy needs org_field naming the request field with the organization"
-            );
-        }
-        let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
-        check_string_field(input, &path)?;
-        Ok(path)
-    };
+fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result<Policy> {
+    let Declared {
+        permission,
+        member,
+        authenticated,
+        service,
+        org_field,
+        allow_deleted,
+        child_resource,
+    } = declared;
+    let org_scoped = !permission.is_empty() || member;
+    if !org_scoped && (!org_field.is_empty() || allow_deleted || child_resource) {
+        bail!(
+            "org_field, allow_deleted and child_resource apply to permission and member policies only"
+        );
+    }
     match (!permission.is_empty(), member, authenticated, service) {
-        (true, false, false, false) => Ok(Policy::OrgPermission {
-            org_field: org_path()?,
-            permission,
-            allow_deleted,
-        }),
-        (false, true, false, false) => Ok(Policy::OrgMember {
-            org_field: org_path()?,
-            allow_deleted,
-        }),
+        (true, false, false, false) | (false, true, false, false) => {
+            if org_field.is_empty() {
+                bail!(
+                    "an organization-scoped policy needs org_field naming the request field with the organization"
+                );
+            }
+            let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
+            check_string_field(input, &path)?;
+            Ok(Policy::Org(OrgPolicy {
+                permission: (!permission.is_empty()).then_some(permission),
+                org_field: path,
+                child_resource,
+                allow_deleted,
+            }))
+        }
         (false, false, true, false) => Ok(Policy::Authenticated),
         (false, false, false, true) => Ok(Policy::Service),
         _ => bail!("set exactly one of permission, member, authenticated and service"),
@@ -199,11 +219,12 @@ mod tests {
                 .get("/orgd.v1.OrgService/UpdateOrganization")
                 .unwrap()
                 .policy,
-            Some(Policy::OrgPermission {
-                permission: "org.update".into(),
+            Some(Policy::Org(OrgPolicy {
+                permission: Some("org.update".into()),
                 org_field: vec!["organization".into(), "name".into()],
+                child_resource: false,
                 allow_deleted: false,
-            })
+            }))
         );
     }
 
@@ -219,12 +240,14 @@ mod tests {
         let parse = |permission: &str, member, authenticated, service, org_field: &str| {
             parse_policy(
                 &input,
-                permission.into(),
-                member,
-                authenticated,
-                service,
-                org_field.into(),
-                false,
+                Declared {
+                    permission: permission.into(),
+                    member,
+                    authenticated,
+                    service,
+                    org_field: org_field.into(),
+                    ..Default::default()
+                },
             )
         };
         assert!(parse("org.read", false, false, false, "").is_err());
@@ -233,13 +256,16 @@ mod tests {
         assert!(parse("org.read", true, false, false, "name").is_err());
         assert!(parse("", true, false, false, "").is_err());
         assert!(parse("", false, false, false, "").is_err());
+        assert!(parse("", false, true, false, "name").is_err());
         assert!(parse("org.read", false, false, false, "name").is_ok());
         assert_eq!(
             parse("", true, false, false, "name").unwrap(),
-            Policy::OrgMember {
+            Policy::Org(OrgPolicy {
+                permission: None,
                 org_field: vec!["name".into()],
+                child_resource: false,
                 allow_deleted: false
-            }
+            })
         );
     }
 }

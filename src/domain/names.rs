@@ -49,14 +49,23 @@ impl OrgRef {
         })
     }
 
-    /// The organization `raw` names, or the one holding the resource `raw` names
-    /// (`organizations/{org}/{collection}/{id}`); the rest is the handler's to check.
+    /// The organization holding the resource `raw` names,
+    /// `organizations/{org}/{rest}`; `rest` is the handler's to check.
     pub fn parse_scope(field: &str, raw: &str) -> Result<Self> {
-        let org_part = raw
-            .strip_prefix("organizations/")
+        let key = raw
+            .strip_prefix(ORG_PREFIX)
             .and_then(|rest| rest.split_once('/'))
-            .map_or(raw, |(key, _)| &raw[..ORG_PREFIX.len() + key.len()]);
-        Self::parse(field, org_part)
+            .filter(|(_, rest)| !rest.is_empty())
+            .map(|(key, _)| key)
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!(
+                        "'{raw}' does not name a resource in an organization: expected organizations/{{organization}}/…"
+                    ),
+                )
+            })?;
+        Self::parse(field, &raw[..ORG_PREFIX.len() + key.len()])
     }
 
     /// The resource name as the caller wrote it: by id or by slug.
@@ -187,10 +196,16 @@ mod tests {
             OrgRef::parse_scope("name", &member).unwrap(),
             OrgRef::Id(org)
         );
-        assert_eq!(
-            OrgRef::parse_scope("name", "organizations/acme").unwrap(),
-            OrgRef::parse("name", "organizations/acme").unwrap()
-        );
+        for not_inside in [
+            "organizations/acme",
+            "organizations/acme/",
+            "acme/members/x",
+        ] {
+            assert!(
+                OrgRef::parse_scope("name", not_inside).is_err(),
+                "{not_inside}"
+            );
+        }
         for bad in [
             format!("organizations/{org}"),
             format!("organizations/{org}/members"),

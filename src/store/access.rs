@@ -172,6 +172,12 @@ impl Store {
         .await
     }
 
+    /// The organization `org_ref` names; for trusted callers only.
+    pub async fn find_org(&self, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
+        self.read(|conn| find_org(conn, org_ref).scope_boxed())
+            .await
+    }
+
     pub async fn permission_exists(&self, name: &str) -> Result<bool> {
         self.read(|conn| {
             async move {

@@ -11,12 +11,15 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::access::access_in;
+use super::members::OWNER_ROLE;
 use super::members::{
     self, Catalog, MemberView, begin_change, effective_of, insert_member, is_member_by_email,
     member_count,
 };
-use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_live_org, too_many_orgs};
+use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_many_orgs};
 use super::schema::{invitations, organizations, users};
+use super::subscriptions::member_limit;
 use super::users::User;
 use super::{Actor, Conn, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Secret};
@@ -208,7 +211,7 @@ async fn claim(conn: &mut Conn, user: &User, token: &str) -> Result<(OrgRow, Inv
         .await
         .optional()?
         .ok_or_else(invalid)?;
-    let org = lock_live_org(conn, org_id).await?;
+    let org = lock_org(conn, org_id).await?;
     let invitation = lock_invitation(conn, org_id, id).await?;
     // A resend may have replaced the token while we waited for the lock.
     let current: Vec<u8> = invitations::table
@@ -234,8 +237,39 @@ async fn claim(conn: &mut Conn, user: &User, token: &str) -> Result<(OrgRow, Inv
         }
         Some(_) => {}
     }
+    // Only the invitee learns anything about the organization.
+    org.ensure_live()?;
     invitation.ensure_open()?;
     Ok((org, invitation))
+}
+
+/// An invitation grants what its inviter may grant *now*: one who was removed,
+/// demoted or lost `members.manage` since cannot bring anyone in through it.
+async fn ensure_inviter_still_grants(
+    conn: &mut Conn,
+    org: &OrgRow,
+    invitation: &InvitationRow,
+    roles: &Names,
+    permissions: &Names,
+) -> Result<()> {
+    let inviter = match invitation.inviter_id {
+        Some(inviter) => access_in(conn, inviter, &[org.id]).await?.remove(&org.id),
+        None => None,
+    };
+    let granted = effective_of(conn, roles, permissions).await?;
+    let still_valid = inviter.is_some_and(|access| {
+        access.allows("members.manage")
+            && granted.is_subset(&access.effective)
+            && (!roles.0.contains(OWNER_ROLE) || access.roles.iter().any(|r| r == OWNER_ROLE))
+    });
+    if still_valid {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "INVITER_CANNOT_GRANT",
+        invitation.name(),
+        "whoever sent this invitation may no longer grant this access; ask the organization for a new invitation",
+    ))
 }
 
 /// Closes an open invitation in `state`.
@@ -296,6 +330,7 @@ impl Store {
                     .await?
                     .ensure_known("invitation", Some(roles), Some(permissions))?;
                 let granted = effective_of(conn, roles, permissions).await?;
+                change.ensure_can_grant_roles(roles)?;
                 change.ensure_can_grant(&granted, "this invitation")?;
                 let email = new.email.as_str();
                 if is_member_by_email(conn, org_id, email).await? {
@@ -385,6 +420,7 @@ impl Store {
                 }
                 let (roles, permissions) = invitation.grant();
                 let granted = effective_of(conn, &roles, &permissions).await?;
+                change.ensure_can_grant_roles(&roles)?;
                 change.ensure_can_grant(&granted, "resending this invitation")?;
                 let secret = Secret::generate();
                 let resent: InvitationRow = diesel::update(invitations::table.find(id))
@@ -478,15 +514,15 @@ impl Store {
                         org.name()
                     )));
                 }
-                let count = member_count(conn, org.id).await?;
-                if count >= limits.max_members_per_org {
+                if let Some(limit) = member_limit(conn, org.id).await?
+                    && member_count(conn, org.id).await? >= limit
+                {
                     return Err(Error::precondition(
                         "MEMBER_LIMIT",
                         org.name(),
                         format!(
-                            "{} has reached its limit of {} members; ask its owner to upgrade the plan or remove a member, then accept again",
+                            "{} has reached its plan's limit of {limit} members; ask its owner to upgrade the plan or remove a member, then accept again",
                             org.name(),
-                            limits.max_members_per_org
                         ),
                     ));
                 }
@@ -494,6 +530,7 @@ impl Store {
                     return Err(too_many_orgs(user_id, limits));
                 }
                 let (roles, permissions) = invitation.grant();
+                ensure_inviter_still_grants(conn, &org, &invitation, &roles, &permissions).await?;
                 let member = insert_member(
                     conn,
                     org.id,

@@ -278,6 +278,21 @@ impl Change {
         )))
     }
 
+    /// Only an owner makes someone an owner (holding every permission an owner
+    /// has through extra grants is not enough).
+    pub fn ensure_can_grant_roles(&self, roles: &Names) -> Result<()> {
+        if roles.0.contains(OWNER_ROLE) && !self.is_owner() {
+            return Err(Error::PermissionDenied(
+                "only an owner can make someone an owner".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_owner(&self) -> bool {
+        self.actor.roles.iter().any(|r| r == OWNER_ROLE)
+    }
+
     /// Refuses to change or remove a member who holds more than the caller.
     fn ensure_can_manage(&self, target: &MemberView) -> Result<()> {
         self.ensure_can_grant(
@@ -529,6 +544,9 @@ impl Store {
                             "a member needs at least one role or permission; to take everything away, remove the member",
                         ));
                     }
+                    if let Some(roles) = &update.roles {
+                        change.ensure_can_grant_roles(roles)?;
+                    }
                     let granted = effective_of(conn, &role_names, &permission_names).await?;
                     change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
                     replace_grant(
@@ -652,6 +670,11 @@ impl Store {
         self.write(|conn| {
             async move {
                 let change = begin_change(conn, org_id, actor, Some("org.transfer")).await?;
+                if !change.is_owner() {
+                    return Err(Error::PermissionDenied(
+                        "only an owner can transfer ownership".into(),
+                    ));
+                }
                 if new_owner == change.actor_id {
                     return Err(Error::invalid(
                         "new_owner",
@@ -668,7 +691,7 @@ impl Store {
                 let mut target_roles = Names(target.access.roles.iter().cloned().collect());
                 target_roles.0.insert(OWNER_ROLE.to_owned());
                 replace_grant(conn, org_id, new_owner, Some(&target_roles), None).await?;
-                if change.actor.roles.iter().any(|r| r == OWNER_ROLE) {
+                {
                     let mut own_roles = Names(change.actor.roles.iter().cloned().collect());
                     own_roles.0.remove(OWNER_ROLE);
                     own_roles.0.insert(ADMIN_ROLE.to_owned());

@@ -4,11 +4,14 @@
 
 pub mod access;
 pub mod audit;
+pub mod billing_profiles;
 pub mod invitations;
+pub mod invoices;
 pub mod members;
 pub mod orgs;
 pub mod outbox;
 mod schema;
+pub mod subscriptions;
 pub mod users;
 
 use std::time::Duration;

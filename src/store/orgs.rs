@@ -11,11 +11,12 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::invoices::{self, CloseReason};
 use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
 };
-use super::{Actor, Conn, Store, audit, outbox};
+use super::{Actor, Conn, Store, audit, billing_profiles, outbox, subscriptions};
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
@@ -89,8 +90,6 @@ pub struct ContactVerification {
 #[derive(Debug, Clone, Copy)]
 pub struct OrgLimits {
     pub max_orgs_per_user: i64,
-    /// Until plans exist, the member limit of every organization.
-    pub max_members_per_org: i64,
 }
 
 pub struct NewOrg {
@@ -101,6 +100,8 @@ pub struct NewOrg {
     pub description: Option<Description>,
     pub contact_email: String,
     pub personal_owner_id: Option<Uuid>,
+    /// The plan to subscribe to; `None` for the free plan.
+    pub plan: Option<String>,
 }
 
 /// The fields an update changes; `None` leaves a field alone.
@@ -167,6 +168,8 @@ pub async fn insert_with_owner(conn: &mut Conn, actor: &Actor, new: NewOrg) -> R
         ))
         .execute(conn)
         .await?;
+    subscriptions::open_subscription(conn, org.id, new.plan.as_deref()).await?;
+    billing_profiles::create_profile(conn, org.id).await?;
     audit::record(
         conn,
         actor,
@@ -206,12 +209,15 @@ fn slug_taken(slug: &Slug) -> Error {
 }
 
 /// Locks a user's row so concurrent membership changes of that user serialize,
-/// then counts the live organizations they belong to.
+/// then counts the live organizations they belong to. `NO KEY UPDATE` does not
+/// conflict with the `KEY SHARE` locks that foreign keys to the user take (e.g.
+/// `memberships.invited_by`), which would otherwise order user locks by whoever
+/// invited whom and deadlock.
 pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
     users::table
         .find(user_id)
         .select(users::id)
-        .for_update()
+        .for_no_key_update()
         .first::<Uuid>(conn)
         .await?;
     Ok(memberships::table
@@ -242,7 +248,7 @@ pub(super) async fn lock_live_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     Ok(org)
 }
 
-async fn lock_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn lock_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     organizations::table
         .find(id)
         .select(OrgRow::as_select())
@@ -320,6 +326,8 @@ async fn set_pending_contact_email(
 pub struct CreateOrg {
     /// Idempotency key: a retry with the same id returns the first result.
     pub request_id: Option<Uuid>,
+    /// The plan a new team organization subscribes to.
+    pub plan: String,
     pub display_name: DisplayName,
     pub slug: Option<Slug>,
     pub description: Option<Description>,
@@ -380,6 +388,7 @@ impl Store {
                         contact_email: creator_email
                             .map_or_else(String::new, |e| e.as_str().to_owned()),
                         personal_owner_id: None,
+                        plan: Some(input.plan.clone()),
                     },
                 )
                 .await?;
@@ -572,6 +581,10 @@ impl Store {
                         ),
                     ));
                 }
+                // Billing stops with the organization: its period closes and is invoiced now.
+                let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
+                invoices::close_period(conn, actor, org_id, period_start, CloseReason::OrganizationDeleted)
+                    .await?;
                 let purge_at = Utc::now() + retention;
                 diesel::update(organizations::table.find(org_id))
                     .set((
@@ -644,6 +657,7 @@ impl Store {
                     ))
                     .execute(conn)
                     .await?;
+                subscriptions::reopen_subscription(conn, org_id).await?;
                 let restored = touch(conn, org_id).await?;
                 audit::record(
                     conn,

@@ -155,6 +155,141 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plans (id) {
+        id -> Text,
+        display_name -> Text,
+        price_minor -> Int8,
+        currency -> Text,
+        max_members -> Nullable<Int4>,
+        max_resources -> Nullable<Int4>,
+        tier -> Int4,
+    }
+}
+
+diesel::table! {
+    subscriptions (org_id) {
+        org_id -> Uuid,
+        plan_id -> Text,
+        status -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        cancel_at_period_end -> Bool,
+        revision -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscription_segments (org_id, starts_at) {
+        org_id -> Uuid,
+        starts_at -> Timestamptz,
+        plan_id -> Text,
+    }
+}
+
+diesel::table! {
+    billing_profiles (org_id) {
+        org_id -> Uuid,
+        legal_name -> Text,
+        billing_email -> Text,
+        pending_billing_email -> Nullable<Text>,
+        tax_id -> Text,
+        address_lines -> Array<Text>,
+        city -> Text,
+        postal_code -> Text,
+        region -> Text,
+        country -> Text,
+        revision -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    billing_email_verifications (token_hash) {
+        token_hash -> Bytea,
+        org_id -> Uuid,
+        email -> Text,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payment_methods (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        processor_token -> Text,
+        brand -> Text,
+        last4 -> Text,
+        exp_month -> Int4,
+        exp_year -> Int4,
+        is_default -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    vouchers (code) {
+        code -> Text,
+        amount_minor -> Int8,
+        currency -> Text,
+        expires_at -> Nullable<Timestamptz>,
+        max_redemptions -> Int4,
+        redemptions -> Int4,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    voucher_redemptions (code, org_id) {
+        code -> Text,
+        org_id -> Uuid,
+        redeemed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_entries (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        amount_minor -> Int8,
+        currency -> Text,
+        source -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    invoices (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        number -> Text,
+        org_name -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        currency -> Text,
+        subtotal_minor -> Int8,
+        credit_minor -> Int8,
+        total_minor -> Int8,
+        bill_to -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    invoice_lines (invoice_id, position) {
+        invoice_id -> Uuid,
+        position -> Int4,
+        description -> Text,
+        amount_minor -> Int8,
+    }
+}
+
+diesel::joinable!(subscriptions -> plans (plan_id));
+diesel::joinable!(invoice_lines -> invoices (invoice_id));
+
 diesel::joinable!(invitations -> organizations (org_id));
 diesel::joinable!(memberships -> organizations (org_id));
 diesel::joinable!(memberships -> users (user_id));
@@ -175,4 +310,15 @@ diesel::allow_tables_to_appear_in_same_query!(
     activity,
     create_requests,
     invitations,
+    plans,
+    subscriptions,
+    subscription_segments,
+    billing_profiles,
+    billing_email_verifications,
+    payment_methods,
+    vouchers,
+    voucher_redemptions,
+    credit_entries,
+    invoices,
+    invoice_lines,
 );

@@ -164,6 +164,7 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
                 .verified_email()
                 .map_or_else(String::new, |e| e.as_str().to_owned()),
             personal_owner_id: Some(row.id),
+            plan: None,
         },
     )
     .await?;

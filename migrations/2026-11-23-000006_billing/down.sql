@@ -1,0 +1,12 @@
+DROP TABLE invoice_lines;
+DROP TABLE invoices;
+DROP SEQUENCE invoice_numbers;
+DROP TABLE credit_entries;
+DROP TABLE voucher_redemptions;
+DROP TABLE vouchers;
+DROP TABLE payment_methods;
+DROP TABLE billing_email_verifications;
+DROP TABLE billing_profiles;
+DROP TABLE subscription_segments;
+DROP TABLE subscriptions;
+DROP TABLE plans;

@@ -1,0 +1,578 @@
+//! Invoices, credits and vouchers. Closing a billing period invoices it exactly
+//! once: the closer locks the subscription row, and an invoice is keyed by
+//! (organization, period start), so a second closer — a retry, another replica's
+//! job, an operator — finds the period closed and gets the same invoice back.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::orgs::lock_org;
+use super::schema::{
+    billing_profiles, credit_entries, invoice_lines, invoices, subscription_segments,
+    subscriptions, voucher_redemptions, vouchers,
+};
+use super::subscriptions::{
+    ENDED, credit_balance, find_plan, free_plan, lock_subscription, period_end_after, start_segment,
+};
+use super::{Actor, Conn, Store, audit};
+use crate::domain::{ChildName, PageRequest, PageToken, prorate};
+use crate::error::{Error, Result};
+
+pub const INVOICES: &str = "invoices";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = invoices, check_for_backend(diesel::pg::Pg))]
+pub struct InvoiceRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub number: String,
+    pub org_name: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub currency: String,
+    pub subtotal_minor: i64,
+    pub credit_minor: i64,
+    pub total_minor: i64,
+    pub bill_to: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl InvoiceRow {
+    pub fn name(&self) -> String {
+        ChildName::name_of(self.org_id, INVOICES, self.id)
+    }
+}
+
+/// An invoice with its lines (description, amount in minor units).
+#[derive(Debug, Clone)]
+pub struct InvoiceView {
+    pub row: InvoiceRow,
+    pub lines: Vec<(String, i64)>,
+}
+
+/// Why a period closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its end came (the background job).
+    PeriodEnded,
+    /// An operator closes it now.
+    Operator,
+    /// The organization is deleted: bill up to now and stop billing.
+    OrganizationDeleted,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = vouchers, check_for_backend(diesel::pg::Pg))]
+pub struct VoucherRow {
+    pub code: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_redemptions: i32,
+    pub redemptions: i32,
+}
+
+pub struct NewVoucher {
+    pub code: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_redemptions: i32,
+}
+
+async fn load_view(conn: &mut Conn, row: InvoiceRow) -> Result<InvoiceView> {
+    let lines = invoice_lines::table
+        .filter(invoice_lines::invoice_id.eq(row.id))
+        .order(invoice_lines::position)
+        .select((invoice_lines::description, invoice_lines::amount_minor))
+        .load(conn)
+        .await?;
+    Ok(InvoiceView { row, lines })
+}
+
+async fn invoice_of_period(
+    conn: &mut Conn,
+    org_id: Uuid,
+    period_start: DateTime<Utc>,
+) -> Result<Option<InvoiceRow>> {
+    Ok(invoices::table
+        .filter(invoices::org_id.eq(org_id))
+        .filter(invoices::period_start.eq(period_start))
+        .select(InvoiceRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The billing profile as printed on an invoice, frozen at issue time.
+async fn bill_to(conn: &mut Conn, org_id: Uuid) -> Result<serde_json::Value> {
+    type Profile = (
+        String,
+        String,
+        String,
+        Vec<String>,
+        String,
+        String,
+        String,
+        String,
+    );
+    let profile: Option<Profile> = billing_profiles::table
+        .find(org_id)
+        .select((
+            billing_profiles::legal_name,
+            billing_profiles::billing_email,
+            billing_profiles::tax_id,
+            billing_profiles::address_lines,
+            billing_profiles::city,
+            billing_profiles::postal_code,
+            billing_profiles::region,
+            billing_profiles::country,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let (legal_name, email, tax_id, address_lines, city, postal_code, region, country) =
+        profile.unwrap_or_default();
+    Ok(serde_json::json!({
+        "legal_name": legal_name, "billing_email": email, "tax_id": tax_id,
+        "address_lines": address_lines, "city": city, "postal_code": postal_code,
+        "region": region, "country": country,
+    }))
+}
+
+/// Closes the period of `org_id` that starts at `period_start` and invoices it;
+/// returns the invoice, also when that period was closed before. `None` when
+/// nothing is due: the period has not ended (`PeriodEnded`) or billing ended.
+pub(super) async fn close_period(
+    conn: &mut Conn,
+    actor: &Actor,
+    org_id: Uuid,
+    period_start: DateTime<Utc>,
+    reason: CloseReason,
+) -> Result<Option<InvoiceView>> {
+    // The organization first, then its subscription: the order of every change.
+    let org = lock_org(conn, org_id).await?;
+    let sub = lock_subscription(conn, org_id).await?;
+    if sub.period_start != period_start {
+        // Closed already (by a retry, another replica or an operator).
+        return match invoice_of_period(conn, org_id, period_start).await? {
+            Some(row) => Ok(Some(load_view(conn, row).await?)),
+            None => Ok(None),
+        };
+    }
+    let now = Utc::now();
+    if sub.is_ended() || (reason == CloseReason::PeriodEnded && sub.period_end > now) {
+        return Ok(None);
+    }
+    let end = match reason {
+        CloseReason::PeriodEnded => sub.period_end,
+        CloseReason::Operator | CloseReason::OrganizationDeleted => now.min(sub.period_end),
+    };
+    let current_plan = find_plan(conn, &sub.plan_id).await?;
+
+    // One line per plan segment, prorated against the scheduled period length.
+    let segments: Vec<(DateTime<Utc>, String)> = subscription_segments::table
+        .filter(subscription_segments::org_id.eq(org_id))
+        .filter(subscription_segments::starts_at.lt(end))
+        .order(subscription_segments::starts_at)
+        .select((
+            subscription_segments::starts_at,
+            subscription_segments::plan_id,
+        ))
+        .load(conn)
+        .await?;
+    let scheduled = (sub.period_end - sub.period_start).num_seconds().max(1);
+    let mut lines = Vec::new();
+    for (i, (starts_at, plan_id)) in segments.iter().enumerate() {
+        let from = (*starts_at).max(sub.period_start);
+        let until = segments.get(i + 1).map_or(end, |(next, _)| *next).min(end);
+        let used = (until - from).num_seconds();
+        if used <= 0 {
+            continue;
+        }
+        let plan = find_plan(conn, plan_id).await?;
+        let amount = prorate(plan.price_minor, used, scheduled);
+        let share = if used >= scheduled {
+            String::new()
+        } else {
+            format!(" (prorated, {used} of {scheduled} seconds)")
+        };
+        lines.push((
+            format!(
+                "{} plan, {} to {}{share}",
+                plan.display_name,
+                from.format("%Y-%m-%d %H:%M UTC"),
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
+            amount,
+        ));
+    }
+    let currency = current_plan.currency.clone();
+    let subtotal: i64 = lines.iter().map(|(_, amount)| amount).sum();
+    let credit = credit_balance(conn, org_id, &currency)
+        .await?
+        .clamp(0, subtotal);
+    let number: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "nextval('invoice_numbers')",
+    ))
+    .get_result(conn)
+    .await?;
+    let number = format!("INV-{}-{number:06}", end.format("%Y"));
+    let invoice: InvoiceRow = diesel::insert_into(invoices::table)
+        .values((
+            invoices::id.eq(Uuid::now_v7()),
+            invoices::org_id.eq(org_id),
+            invoices::number.eq(&number),
+            invoices::org_name.eq(&org.display_name),
+            invoices::period_start.eq(sub.period_start),
+            invoices::period_end.eq(end),
+            invoices::currency.eq(&currency),
+            invoices::subtotal_minor.eq(subtotal),
+            invoices::credit_minor.eq(credit),
+            invoices::total_minor.eq(subtotal - credit),
+            invoices::bill_to.eq(bill_to(conn, org_id).await?),
+        ))
+        .returning(InvoiceRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let rows: Vec<_> = lines
+        .iter()
+        .enumerate()
+        .map(|(position, (description, amount))| {
+            (
+                invoice_lines::invoice_id.eq(invoice.id),
+                invoice_lines::position.eq(position as i32),
+                invoice_lines::description.eq(description),
+                invoice_lines::amount_minor.eq(amount),
+            )
+        })
+        .collect();
+    diesel::insert_into(invoice_lines::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    if credit > 0 {
+        diesel::insert_into(credit_entries::table)
+            .values((
+                credit_entries::id.eq(Uuid::now_v7()),
+                credit_entries::org_id.eq(org_id),
+                credit_entries::amount_minor.eq(-credit),
+                credit_entries::currency.eq(&currency),
+                credit_entries::source.eq(format!("invoice {number}")),
+            ))
+            .execute(conn)
+            .await?;
+    }
+
+    // The next period: the same plan, the free plan after a cancellation, or none
+    // for a deleted organization.
+    diesel::delete(subscription_segments::table.filter(subscription_segments::org_id.eq(org_id)))
+        .execute(conn)
+        .await?;
+    if reason == CloseReason::OrganizationDeleted {
+        diesel::update(subscriptions::table.find(org_id))
+            .set((
+                subscriptions::status.eq(ENDED),
+                subscriptions::period_start.eq(end),
+                subscriptions::period_end.eq(period_end_after(end)),
+                subscriptions::cancel_at_period_end.eq(false),
+            ))
+            .execute(conn)
+            .await?;
+    } else {
+        let next_plan = if sub.cancel_at_period_end {
+            free_plan(conn).await?.id
+        } else {
+            sub.plan_id.clone()
+        };
+        diesel::update(subscriptions::table.find(org_id))
+            .set((
+                subscriptions::plan_id.eq(&next_plan),
+                subscriptions::period_start.eq(end),
+                subscriptions::period_end.eq(period_end_after(end)),
+                subscriptions::cancel_at_period_end.eq(false),
+            ))
+            .execute(conn)
+            .await?;
+        start_segment(conn, org_id, end, &next_plan).await?;
+    }
+    diesel::update(subscriptions::table.find(org_id))
+        .set((
+            subscriptions::revision.eq(subscriptions::revision + 1),
+            subscriptions::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Some(org_id),
+        "invoice.create",
+        &invoice.name(),
+        serde_json::json!({
+            "number": number, "reason": format!("{reason:?}"),
+            "subtotal_minor": subtotal, "credit_minor": credit, "currency": currency,
+        }),
+    )
+    .await?;
+    Ok(Some(load_view(conn, invoice).await?))
+}
+
+impl Store {
+    /// Closes `org_id`'s period starting at `period_start` (the current one if
+    /// `None`), for an operator.
+    pub async fn close_period_now(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<InvoiceView> {
+        self.write(|conn| {
+            async move {
+                let start = match period_start {
+                    Some(start) => start,
+                    None => subscriptions::table
+                        .find(org_id)
+                        .select(subscriptions::period_start)
+                        .first(conn)
+                        .await?,
+                };
+                close_period(conn, actor, org_id, start, CloseReason::Operator)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::precondition(
+                            "NOTHING_TO_CLOSE",
+                            crate::domain::OrgRef::name_of(org_id),
+                            "billing has ended for this organization (it is deleted), or no period starts at that time",
+                        )
+                    })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Closes every period that has ended, each in its own transaction; returns
+    /// how many invoices were issued.
+    pub async fn close_due_periods(&self, actor: &Actor, limit: i64) -> Result<usize> {
+        let due: Vec<(Uuid, DateTime<Utc>)> = self
+            .read(|conn| {
+                async move {
+                    Ok(subscriptions::table
+                        .filter(subscriptions::status.ne(ENDED))
+                        .filter(subscriptions::period_end.le(diesel::dsl::now))
+                        .order(subscriptions::period_end)
+                        .limit(limit)
+                        .select((subscriptions::org_id, subscriptions::period_start))
+                        .load(conn)
+                        .await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        let mut issued = 0;
+        for (org_id, start) in due {
+            let closed = self
+                .write(|conn| {
+                    close_period(conn, actor, org_id, start, CloseReason::PeriodEnded).scope_boxed()
+                })
+                .await?;
+            issued += usize::from(closed.is_some());
+        }
+        Ok(issued)
+    }
+
+    pub async fn list_invoices(
+        &self,
+        org_id: Uuid,
+        page: PageRequest,
+    ) -> Result<(Vec<InvoiceView>, String)> {
+        let views = self
+            .read(|conn| {
+                async move {
+                    let mut query = invoices::table
+                        .filter(invoices::org_id.eq(org_id))
+                        .order((invoices::period_start.desc(), invoices::id.desc()))
+                        .limit(page.limit + 1)
+                        .select(InvoiceRow::as_select())
+                        .into_boxed();
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            invoices::period_start
+                                .lt(after.time)
+                                .or(invoices::period_start
+                                    .eq(after.time)
+                                    .and(invoices::id.lt(after.id))),
+                        );
+                    }
+                    let mut views = Vec::new();
+                    for row in query.load(conn).await? {
+                        views.push(load_view(conn, row).await?);
+                    }
+                    Ok(views)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(page.finish(views, |v: &InvoiceView| PageToken {
+            time: v.row.period_start,
+            id: v.row.id,
+        }))
+    }
+
+    pub async fn get_invoice(&self, org_id: Uuid, id: Uuid) -> Result<InvoiceView> {
+        self.read(|conn| {
+            async move {
+                let row = invoices::table
+                    .filter(invoices::org_id.eq(org_id))
+                    .filter(invoices::id.eq(id))
+                    .select(InvoiceRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "invoice {} not found",
+                            ChildName::name_of(org_id, INVOICES, id)
+                        ))
+                    })?;
+                load_view(conn, row).await
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    pub async fn create_voucher(&self, actor: &Actor, new: NewVoucher) -> Result<VoucherRow> {
+        let new = &new;
+        self.write(|conn| {
+            async move {
+                let voucher: VoucherRow = diesel::insert_into(vouchers::table)
+                    .values((
+                        vouchers::code.eq(&new.code),
+                        vouchers::amount_minor.eq(new.amount_minor),
+                        vouchers::currency.eq(&new.currency),
+                        vouchers::expires_at.eq(new.expires_at),
+                        vouchers::max_redemptions.eq(new.max_redemptions),
+                        vouchers::created_by.eq(&actor.label),
+                    ))
+                    .on_conflict_do_nothing()
+                    .returning(VoucherRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| {
+                        Error::AlreadyExists(format!("voucher code {} already exists", new.code))
+                    })?;
+                audit::record(
+                    conn,
+                    actor,
+                    None,
+                    "voucher.create",
+                    &format!("vouchers/{}", voucher.code),
+                    serde_json::json!({
+                        "amount_minor": voucher.amount_minor, "currency": voucher.currency,
+                        "max_redemptions": voucher.max_redemptions,
+                    }),
+                )
+                .await?;
+                Ok(voucher)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// Redeems `code` for `org_id` once; returns the credit added and the balance.
+    pub async fn redeem_voucher(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        code: &str,
+    ) -> Result<(VoucherRow, i64)> {
+        self.write(|conn| {
+            async move {
+                let org = lock_org(conn, org_id).await?;
+                org.ensure_live()?;
+                let sub = lock_subscription(conn, org_id).await?;
+                let currency = find_plan(conn, &sub.plan_id).await?.currency;
+                let unknown = || Error::NotFound(format!("voucher code {code} is not valid"));
+                // The row lock makes concurrent redemptions of the last use take turns.
+                let voucher: VoucherRow = vouchers::table
+                    .find(code)
+                    .select(VoucherRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(unknown)?;
+                let refuse = |kind: &'static str, message: String| {
+                    Err(Error::precondition(kind, format!("vouchers/{code}"), message))
+                };
+                if voucher.expires_at.is_some_and(|at| at <= Utc::now()) {
+                    return refuse("VOUCHER_EXPIRED", format!("voucher code {code} has expired"));
+                }
+                if voucher.currency != currency {
+                    return refuse(
+                        "VOUCHER_CURRENCY",
+                        format!(
+                            "voucher code {code} is in {}, and {} is billed in {currency}",
+                            voucher.currency,
+                            org.name()
+                        ),
+                    );
+                }
+                let inserted = diesel::insert_into(voucher_redemptions::table)
+                    .values((
+                        voucher_redemptions::code.eq(code),
+                        voucher_redemptions::org_id.eq(org_id),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted == 0 {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} already redeemed voucher code {code}",
+                        org.name()
+                    )));
+                }
+                if voucher.redemptions >= voucher.max_redemptions {
+                    return refuse(
+                        "VOUCHER_USED_UP",
+                        format!("voucher code {code} has been redeemed the maximum number of times"),
+                    );
+                }
+                diesel::update(vouchers::table.find(code))
+                    .set(vouchers::redemptions.eq(vouchers::redemptions + 1))
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(credit_entries::table)
+                    .values((
+                        credit_entries::id.eq(Uuid::now_v7()),
+                        credit_entries::org_id.eq(org_id),
+                        credit_entries::amount_minor.eq(voucher.amount_minor),
+                        credit_entries::currency.eq(&voucher.currency),
+                        credit_entries::source.eq(format!("voucher {code}")),
+                    ))
+                    .execute(conn)
+                    .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "voucher.redeem",
+                    &format!("vouchers/{code}"),
+                    serde_json::json!({ "amount_minor": voucher.amount_minor, "currency": voucher.currency }),
+                )
+                .await?;
+                let balance = credit_balance(conn, org_id, &currency).await?;
+                Ok((voucher, balance))
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}
