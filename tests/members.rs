@@ -15,17 +15,6 @@ fn member_name(org: &pb::Organization, user_id: &str) -> String {
     format!("{}/members/{user_id}", org.name)
 }
 
-fn invitation(org: &pb::Organization, email: &str, roles: &[&str]) -> pb::CreateInvitationRequest {
-    pb::CreateInvitationRequest {
-        parent: org.name.clone(),
-        invitation: Some(pb::Invitation {
-            email: email.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        }),
-    }
-}
-
 fn set_roles(name: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
     pb::UpdateMemberRequest {
         member: Some(pb::Member {
@@ -37,31 +26,6 @@ fn set_roles(name: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
             paths: vec!["roles".into()],
         }),
     }
-}
-
-fn accept(token: &str) -> pb::AcceptInvitationRequest {
-    pb::AcceptInvitationRequest {
-        token: token.into(),
-    }
-}
-
-/// The token in the newest message queued for `email` (delivery is off in tests
-/// by default, so bodies are still there).
-async fn latest_token(app: &TestApp, email: &str) -> String {
-    let body: String = app
-        .db
-        .query_one(
-            "SELECT body FROM outbox_messages WHERE recipient = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
-            &[&email],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    body.split("token=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no link in {body:?}"))
-        .to_owned()
 }
 
 /// Row counts that a refused call must leave unchanged.
@@ -93,22 +57,9 @@ async fn team(
     members: &[(&str, &[&str])],
 ) -> (pb::Organization, Vec<String>) {
     let org = create_org(&mut app.orgs_as(owner).await, "Team").await;
-    let mut inviter = app.members_as(owner).await;
     let mut ids = Vec::new();
     for (sub, roles) in members {
-        let email = format!("{sub}@example.com");
-        inviter
-            .create_invitation(invitation(&org, &email, roles))
-            .await
-            .unwrap();
-        let token = latest_token(app, &email).await;
-        let member = app
-            .members_as(sub)
-            .await
-            .accept_invitation(accept(&token))
-            .await
-            .unwrap()
-            .into_inner();
+        let member = join(app, owner, &org, sub, roles).await.unwrap();
         ids.push(member.user.trim_start_matches("users/").to_owned());
     }
     (org, ids)

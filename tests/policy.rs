@@ -4,31 +4,11 @@
 
 mod common;
 
-use common::{TestApp, create_org, raw, user_token};
+use common::{TestApp, create_org, raw, raw::request, user_token};
 use orgd::auth::{OrgPolicy, Policy, PolicyTable};
 use orgd::pb;
-use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::DescriptorPool;
 use tonic::Code;
-
-/// A request for `input` whose org field (if any) names `org`.
-fn request(input: &MessageDescriptor, org_field: &[String], org: &str) -> Vec<u8> {
-    fn set(message: &mut DynamicMessage, path: &[String], org: &str) {
-        let field = message.descriptor().get_field_by_name(&path[0]).unwrap();
-        if path.len() == 1 {
-            message.set_field(&field, Value::String(org.to_owned()));
-        } else {
-            let mut inner = DynamicMessage::new(field.kind().as_message().unwrap().clone());
-            set(&mut inner, &path[1..], org);
-            message.set_field(&field, Value::Message(inner));
-        }
-    }
-    let mut message = DynamicMessage::new(input.clone());
-    if !org_field.is_empty() {
-        set(&mut message, org_field, org);
-    }
-    message.encode_to_vec()
-}
 
 /// Whether a call got past the policy into a working handler (which may still
 /// reject the deliberately empty request, e.g. with INVALID_ARGUMENT).

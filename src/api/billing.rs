@@ -623,10 +623,7 @@ impl BillingService for BillingApi {
         let expires_at = given
             .expire_time
             .as_ref()
-            .map(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                    .ok_or_else(|| Error::invalid("voucher.expire_time", "not a valid time"))
-            })
+            .map(|t| time("voucher.expire_time", t))
             .transpose()?;
         let created = self
             .store
@@ -651,6 +648,12 @@ impl BillingService for BillingApi {
         let ctx = call_context(&request)?;
         let raw = &request.get_ref().organization;
         let org_ref = OrgRef::parse("organization", raw)?;
+        let period_start = request
+            .get_ref()
+            .period_start
+            .as_ref()
+            .map(|t| time("period_start", t))
+            .transpose()?;
         let org = self
             .store
             .find_org(&org_ref)
@@ -658,12 +661,19 @@ impl BillingService for BillingApi {
             .ok_or_else(|| Error::NotFound(format!("organization {raw} not found")))?;
         let closed = self
             .store
-            .close_period_now(&ctx.actor(), org.id, None)
+            .close_period_now(&ctx.actor(), org.id, period_start)
             .await?;
         Ok(Response::new(pb::CloseBillingPeriodResponse {
             invoice: Some(invoice(&closed)),
         }))
     }
+}
+
+fn time(field: &str, t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
 }
 
 /// The invoice as a self-contained HTML document.

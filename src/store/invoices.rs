@@ -184,12 +184,12 @@ pub(super) async fn close_period(
         ))
         .load(conn)
         .await?;
-    let scheduled = (sub.period_end - sub.period_start).num_seconds().max(1);
+    let scheduled = (sub.period_end - sub.period_start).num_milliseconds().max(1);
     let mut lines = Vec::new();
     for (i, (starts_at, plan_id)) in segments.iter().enumerate() {
         let from = (*starts_at).max(sub.period_start);
         let until = segments.get(i + 1).map_or(end, |(next, _)| *next).min(end);
-        let used = (until - from).num_seconds();
+        let used = (until - from).num_milliseconds();
         if used <= 0 {
             continue;
         }
@@ -198,7 +198,7 @@ pub(super) async fn close_period(
         let share = if used >= scheduled {
             String::new()
         } else {
-            format!(" (prorated, {used} of {scheduled} seconds)")
+            format!(" (prorated: {} of {} days)", days(used), days(scheduled))
         };
         lines.push((
             format!(
@@ -319,6 +319,12 @@ pub(super) async fn close_period(
     )
     .await?;
     Ok(Some(load_view(conn, invoice).await?))
+}
+
+/// Milliseconds as days with two decimals, e.g. "12.50" (integer arithmetic).
+fn days(ms: i64) -> String {
+    let hundredths = ms * 100 / 86_400_000;
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
 }
 
 impl Store {

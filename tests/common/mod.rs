@@ -14,7 +14,8 @@ use clap::Parser;
 use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
 use orgd::pb::{
-    self, member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
+    self, billing_service_client::BillingServiceClient, member_service_client::MemberServiceClient,
+    org_service_client::OrgServiceClient,
 };
 use orgd::postgres::EmbeddedPostgres;
 use prost_types::FieldMask;
@@ -116,6 +117,74 @@ pub async fn sql_client(url: &str) -> tokio_postgres::Client {
 
 pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
 pub type MemberClient = MemberServiceClient<InterceptedService<Channel, Bearer>>;
+pub type BillingClient = BillingServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// URL of a new, migrated database of the test cluster.
+pub async fn fresh_database() -> String {
+    new_database(TEMPLATE).await
+}
+
+pub fn invitation(
+    org: &pb::Organization,
+    email: &str,
+    roles: &[&str],
+) -> pb::CreateInvitationRequest {
+    pb::CreateInvitationRequest {
+        parent: org.name.clone(),
+        invitation: Some(pb::Invitation {
+            email: email.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn accept(token: &str) -> pb::AcceptInvitationRequest {
+    pb::AcceptInvitationRequest {
+        token: token.into(),
+    }
+}
+
+/// The token in the newest message queued for `email` (delivery is off in tests
+/// by default, so bodies are still there).
+pub async fn latest_token(app: &TestApp, email: &str) -> String {
+    let body: String = app
+        .db
+        .query_one(
+            "SELECT body FROM outbox_messages WHERE recipient = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    body.split("token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no link in {body:?}"))
+        .to_owned()
+}
+
+/// Invites `{sub}@example.com` to `org` with `roles` as `inviter`, and accepts
+/// as `sub`.
+pub async fn join(
+    app: &TestApp,
+    inviter: &str,
+    org: &pb::Organization,
+    sub: &str,
+    roles: &[&str],
+) -> Result<pb::Member, Status> {
+    let email = format!("{sub}@example.com");
+    app.members_as(inviter)
+        .await
+        .create_invitation(invitation(org, &email, roles))
+        .await?;
+    let token = latest_token(app, &email).await;
+    app.members_as(sub)
+        .await
+        .accept_invitation(accept(&token))
+        .await
+        .map(tonic::Response::into_inner)
+}
 
 /// Creates an organization named `display_name` as `client`'s user.
 pub async fn create_org(client: &mut OrgClient, display_name: &str) -> pb::Organization {
@@ -276,6 +345,22 @@ impl TestApp {
         )
     }
 
+    /// A BillingService client for the user with subject `sub`.
+    pub async fn billing_as(&self, sub: &str) -> BillingClient {
+        BillingServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(Some(&user_token(sub))),
+        )
+    }
+
+    /// A BillingService client for the configured backend service (an operator).
+    pub async fn billing_as_service(&self) -> BillingClient {
+        BillingServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(Some(&service_token())),
+        )
+    }
+
     /// A client for the configured backend service.
     pub async fn orgs_as_service(&self) -> OrgClient {
         self.orgs(Some(&token_for(&Claims::new(
@@ -346,6 +431,16 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// A token of the configured backend service.
+pub fn service_token() -> String {
+    token_for(&Claims::new(
+        ISSUER,
+        AUDIENCE,
+        SERVICE_SUBJECT,
+        Duration::from_secs(600),
+    ))
 }
 
 pub fn token_for(claims: &Claims) -> String {

@@ -67,3 +67,29 @@ pub async fn call(
         .await
         .map(|response| response.into_inner())
 }
+
+/// An encoded request for `input` whose field at `org_field` (a path of field
+/// names; none if empty) holds `org`, every other field left empty.
+pub fn request(
+    input: &prost_reflect::MessageDescriptor,
+    org_field: &[String],
+    org: &str,
+) -> Vec<u8> {
+    use prost::Message;
+    use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+    fn set(message: &mut DynamicMessage, path: &[String], org: &str) {
+        let field = message.descriptor().get_field_by_name(&path[0]).unwrap();
+        if path.len() == 1 {
+            message.set_field(&field, Value::String(org.to_owned()));
+        } else {
+            let mut inner = DynamicMessage::new(field.kind().as_message().unwrap().clone());
+            set(&mut inner, &path[1..], org);
+            message.set_field(&field, Value::Message(inner));
+        }
+    }
+    let mut message = DynamicMessage::new(input.clone());
+    if !org_field.is_empty() {
+        set(&mut message, org_field, org);
+    }
+    message.encode_to_vec()
+}

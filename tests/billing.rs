@@ -1,0 +1,593 @@
+//! BillingService: the plan decides who may join, upgrades and downgrades,
+//! cancellation at period end, one invoice per period however many closers run,
+//! vouchers, payment methods, and who may see or change billing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use orgd::auth::{Policy, PolicyTable};
+use orgd::pb;
+use prost_reflect::DescriptorPool;
+use prost_types::FieldMask;
+use tokio::sync::Barrier;
+use tonic::Code;
+
+fn subscription_name(org: &pb::Organization) -> String {
+    format!("{}/subscription", org.name)
+}
+
+fn change_plan(org: &pb::Organization, plan: &str) -> pb::ChangePlanRequest {
+    pb::ChangePlanRequest {
+        name: subscription_name(org),
+        plan: format!("plans/{plan}"),
+        etag: String::new(),
+    }
+}
+
+fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
+    pb::AddPaymentMethodRequest {
+        parent: org.name.clone(),
+        payment_method: Some(pb::PaymentMethod {
+            processor_token: token.into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2031,
+            ..Default::default()
+        }),
+    }
+}
+
+fn voucher(code: &str, amount_minor: i64, max_redemptions: i32) -> pb::CreateVoucherRequest {
+    pb::CreateVoucherRequest {
+        voucher: Some(pb::Voucher {
+            code: code.into(),
+            amount: Some(pb::Money {
+                currency_code: "USD".into(),
+                amount_minor,
+            }),
+            max_redemptions,
+            ..Default::default()
+        }),
+    }
+}
+
+fn redeem(org: &pb::Organization, code: &str) -> pb::RedeemVoucherRequest {
+    pb::RedeemVoucherRequest {
+        organization: org.name.clone(),
+        code: code.into(),
+    }
+}
+
+fn precondition_type(status: &tonic::Status) -> String {
+    tonic_types::StatusExt::get_details_precondition_failure(status)
+        .expect("a PreconditionFailure detail")
+        .violations[0]
+        .r#type
+        .clone()
+}
+
+fn amount(money: &Option<pb::Money>) -> i64 {
+    money.as_ref().expect("an amount").amount_minor
+}
+
+/// Moves the organization's current period (and its plan segments) one month
+/// into the past, as if that month had gone by: the period has now ended.
+async fn let_a_month_pass(app: &TestApp, org: &pb::Organization) {
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    for statement in [
+        "UPDATE subscriptions SET period_start = period_start - interval '1 month',
+                period_end = period_end - interval '1 month' WHERE org_id = $1",
+        "UPDATE subscription_segments SET starts_at = starts_at - interval '1 month'
+         WHERE org_id = $1",
+    ] {
+        app.db.execute(statement, &[&id]).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
+    let app = TestApp::spawn().await;
+    // A second replica on the same database, for concurrent closing.
+    let replica = TestApp::spawn_on(&app.db_url, &[]).await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut billing = app.billing_as("alice").await;
+
+    // New team organizations are on Starter: three members.
+    let sub = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sub.plan, "plans/starter");
+    join(&app, "alice", &org, "bob", &["developer"])
+        .await
+        .unwrap();
+    join(&app, "alice", &org, "carol", &["viewer"])
+        .await
+        .unwrap();
+    let full = join(&app, "alice", &org, "dave", &["developer"])
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::FailedPrecondition);
+    assert_eq!(precondition_type(&full), "MEMBER_LIMIT");
+    let dave_token = latest_token(&app, "dave@example.com").await;
+
+    // Upgrading to a paid plan needs a payment method; then dave's acceptance works.
+    let status = billing
+        .change_plan(change_plan(&org, "startup"))
+        .await
+        .unwrap_err();
+    assert_eq!(precondition_type(&status), "PAYMENT_METHOD_REQUIRED");
+    billing
+        .add_payment_method(card(&org, "pm_card_visa"))
+        .await
+        .unwrap();
+    let upgraded = billing
+        .change_plan(change_plan(&org, "startup"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(upgraded.plan, "plans/startup");
+    app.members_as("dave")
+        .await
+        .accept_invitation(accept(&dave_token))
+        .await
+        .unwrap();
+
+    // Back to Starter is refused while four members remain, saying how many must go.
+    let refused = expect_code(
+        billing.change_plan(change_plan(&org, "starter")).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&refused), "PLAN_LIMITS");
+    assert!(
+        refused.message().contains("4 members") && refused.message().contains("remove 1 member"),
+        "{refused:?}"
+    );
+
+    // An operator issues a voucher; the organization redeems it once.
+    app.billing_as_service()
+        .await
+        .create_voucher(voucher("welcome-10", 1000, 5))
+        .await
+        .unwrap();
+    let redeemed = billing
+        .redeem_voucher(redeem(&org, "WELCOME-10"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(amount(&redeemed.credit_balance), 1000);
+    expect_code(
+        billing.redeem_voucher(redeem(&org, "welcome-10")).await,
+        Code::AlreadyExists,
+    );
+
+    // The address printed on invoices.
+    billing
+        .update_billing_profile(pb::UpdateBillingProfileRequest {
+            billing_profile: Some(pb::BillingProfile {
+                name: format!("{}/billingProfile", org.name),
+                legal_name: "Acme Cloud GmbH".into(),
+                address: Some(pb::PostalAddress {
+                    address_lines: vec!["Unter den Linden 1".into()],
+                    city: "Berlin".into(),
+                    postal_code: "10117".into(),
+                    country: "de".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["legal_name".into(), "address".into()],
+            }),
+        })
+        .await
+        .unwrap();
+
+    // Cancel at period end: the plan stays until the period closes.
+    let canceling = billing
+        .cancel_subscription(pb::CancelSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(canceling.plan, "plans/startup");
+    assert_eq!(canceling.status(), pb::subscription::Status::Canceling);
+
+    // The month passes; two operators close the period at once, on two replicas.
+    let_a_month_pass(&app, &org).await;
+    let period_start = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current_period_start;
+    let barrier = Arc::new(Barrier::new(2));
+    let mut closers = Vec::new();
+    for replica_app in [&app, &replica] {
+        let mut operator = replica_app.billing_as_service().await;
+        let (barrier, request) = (
+            barrier.clone(),
+            pb::CloseBillingPeriodRequest {
+                organization: org.name.clone(),
+                period_start,
+            },
+        );
+        closers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            operator.close_billing_period(request).await
+        }));
+    }
+    let mut invoices = Vec::new();
+    for closer in closers {
+        invoices.push(closer.await.unwrap().unwrap().into_inner().invoice.unwrap());
+    }
+    assert_eq!(
+        invoices[0], invoices[1],
+        "both closers got the same invoice"
+    );
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    assert_eq!(
+        app.count("SELECT 1 FROM invoices WHERE org_id = $1", &[&org_id])
+            .await,
+        1
+    );
+
+    // The invoice: Starter for the moments before the upgrade, Startup for the
+    // rest of the month, the voucher's credit, and totals that add up.
+    let invoice = &invoices[0];
+    assert_eq!(invoice.lines.len(), 2, "{invoice:?}");
+    assert!(invoice.lines[0].description.starts_with("Starter plan"));
+    assert!(invoice.lines[1].description.starts_with("Startup plan"));
+    let sum: i64 = invoice.lines.iter().map(|l| amount(&l.amount)).sum();
+    assert_eq!(amount(&invoice.subtotal), sum);
+    assert!(
+        (4890..=4900).contains(&sum),
+        "about a month of Startup: {sum}"
+    );
+    assert_eq!(amount(&invoice.credit), 1000);
+    assert_eq!(amount(&invoice.total), sum - 1000);
+
+    // The cancellation took effect: the free plan, and the credit is used up.
+    let after = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.plan, "plans/hobby");
+    assert_eq!(after.status(), pb::subscription::Status::Active);
+    assert_eq!(amount(&after.credit_balance), 0);
+    assert!(
+        after.current_period_start.unwrap().seconds > period_start.unwrap().seconds,
+        "a new period began"
+    );
+
+    // The document carries the billing address and the totals.
+    let document = billing
+        .download_invoice(pb::DownloadInvoiceRequest {
+            name: invoice.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(document.content_type.starts_with("text/html"));
+    let html = String::from_utf8(document.content).unwrap();
+    for expected in [
+        "Acme Cloud GmbH",
+        "Unter den Linden 1",
+        "Berlin",
+        "10117",
+        invoice.number.as_str(),
+    ] {
+        assert!(
+            html.contains(expected),
+            "{expected} missing from the invoice"
+        );
+    }
+    let total = amount(&invoice.total);
+    assert!(
+        html.contains(&format!("USD {}.{:02}", total / 100, total % 100)),
+        "the total is printed"
+    );
+    for action in [
+        "subscription.change_plan",
+        "subscription.cancel",
+        "voucher.redeem",
+        "invoice.create",
+        "billing_profile.update",
+        "payment_method.add",
+    ] {
+        assert_eq!(
+            activity_count(&app, action).await,
+            1,
+            "{action} audited once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_billing_job_closes_due_periods_once_across_replicas() {
+    let flags = ["--billing-interval", "100ms"];
+    let app = TestApp::spawn_with(&flags).await;
+    let _replica = TestApp::spawn_on(&app.db_url, &flags).await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let_a_month_pass(&app, &org).await;
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app
+        .count("SELECT 1 FROM invoices WHERE org_id = $1", &[&org_id])
+        .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no invoice issued");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Both replicas keep running their jobs: still one invoice, a full Starter month.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rows = app
+        .db
+        .query(
+            "SELECT subtotal_minor FROM invoices WHERE org_id = $1",
+            &[&org_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 1900);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_organization_bills_up_to_the_deletion() {
+    let app = TestApp::spawn().await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Short Lived").await;
+    let_a_month_pass(&app, &org).await;
+    // Half a month into the next... simulated by moving it back by half its length.
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    app.db
+        .execute(
+            "UPDATE subscriptions SET period_start = now() - interval '15 days',
+                    period_end = now() + interval '15 days' WHERE org_id = $1",
+            &[&org_id],
+        )
+        .await
+        .unwrap();
+    app.db
+        .execute(
+            "UPDATE subscription_segments SET starts_at = now() - interval '15 days' WHERE org_id = $1",
+            &[&org_id],
+        )
+        .await
+        .unwrap();
+    orgs.delete_organization(delete(&org)).await.unwrap();
+    let mut billing = app.billing_as("alice").await;
+    let invoices = billing
+        .list_invoices(pb::ListInvoicesRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoices;
+    assert_eq!(invoices.len(), 1);
+    // Half of Starter's 1900, give or take the seconds the test took.
+    let billed = amount(&invoices[0].total);
+    assert!((940..=960).contains(&billed), "{billed}");
+    let sub: String = app
+        .db
+        .query_one(
+            "SELECT status FROM subscriptions WHERE org_id = $1",
+            &[&org_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sub, "ended");
+    // Restoring restarts billing.
+    orgs.undelete_organization(pb::UndeleteOrganizationRequest {
+        name: org.name.clone(),
+    })
+    .await
+    .unwrap();
+    let restored = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(restored.status(), pb::subscription::Status::Active);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_use_of_a_voucher_is_redeemed_exactly_once() {
+    let app = TestApp::spawn().await;
+    let mut operator = app.billing_as_service().await;
+    let mut orgs = app.orgs_as("alice").await;
+    let (first, second) = (
+        create_org(&mut orgs, "First").await,
+        create_org(&mut orgs, "Second").await,
+    );
+    for round in 0..5 {
+        let code = format!("LAST-{round}");
+        operator
+            .create_voucher(voucher(&code, 500, 1))
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let mut redeemers = Vec::new();
+        for org in [&first, &second] {
+            let (mut client, barrier, request) = (
+                app.billing_as("alice").await,
+                barrier.clone(),
+                redeem(org, &code),
+            );
+            redeemers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                client.redeem_voucher(request).await
+            }));
+        }
+        let mut results = Vec::new();
+        for redeemer in redeemers {
+            results.push(redeemer.await.unwrap());
+        }
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}"
+        );
+        let loser = results.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(precondition_type(&loser), "VOUCHER_USED_UP");
+    }
+    assert_eq!(app.count("SELECT 1 FROM voucher_redemptions", &[]).await, 5);
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM vouchers WHERE redemptions = max_redemptions",
+            &[]
+        )
+        .await,
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_methods_keep_a_default_while_a_paid_plan_runs() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut billing = app.billing_as("alice").await;
+    let first = billing
+        .add_payment_method(card(&org, "pm_first"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.default, "the first one becomes the default");
+    let second = billing
+        .add_payment_method(card(&org, "pm_second"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!second.default);
+    expect_code(
+        billing.add_payment_method(card(&org, "pm_first")).await,
+        Code::AlreadyExists,
+    );
+    let mut expired = card(&org, "pm_old");
+    expired.payment_method.as_mut().unwrap().exp_year = 2020;
+    expect_code(
+        billing.add_payment_method(expired).await,
+        Code::InvalidArgument,
+    );
+
+    billing
+        .set_default_payment_method(pb::SetDefaultPaymentMethodRequest {
+            name: second.name.clone(),
+        })
+        .await
+        .unwrap();
+    let listed = billing
+        .list_payment_methods(pb::ListPaymentMethodsRequest {
+            parent: org.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payment_methods;
+    assert_eq!(listed[0].name, second.name, "the default comes first");
+    assert_eq!(listed.iter().filter(|m| m.default).count(), 1);
+
+    // Removing the default promotes the other; the last one stays while Starter is paid.
+    let after = billing
+        .remove_payment_method(pb::RemovePaymentMethodRequest {
+            name: second.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.default_payment_method.unwrap().name, first.name);
+    let status = expect_code(
+        billing
+            .remove_payment_method(pb::RemovePaymentMethodRequest {
+                name: first.name.clone(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&status), "PAYMENT_METHOD_REQUIRED");
+    // On the free plan it may go.
+    billing
+        .change_plan(change_plan(&org, "hobby"))
+        .await
+        .unwrap();
+    billing
+        .remove_payment_method(pb::RemovePaymentMethodRequest { name: first.name })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_developer_reads_the_subscription_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    join(&app, "alice", &org, "dev", &["developer"])
+        .await
+        .unwrap();
+    let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
+    let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let billing = pool.get_service_by_name("orgd.v1.BillingService").unwrap();
+    let channel = app.channel().await;
+    let token = user_token("dev");
+    let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+    for method in billing.methods() {
+        let path = format!("/orgd.v1.BillingService/{}", method.name());
+        let Some(Policy::Org(scope)) = table.get(&path).unwrap().policy.clone() else {
+            continue;
+        };
+        let target = if scope.child_resource {
+            format!("{}/subscription", org.name)
+        } else {
+            org.name.clone()
+        };
+        let request = raw::request(&method.input(), &scope.org_field, &target);
+        let result = raw::call(&channel, &path, request, Some(&token)).await;
+        match result {
+            Err(status) if status.code() == Code::PermissionDenied => {
+                denied.push(method.name().to_owned())
+            }
+            other => {
+                assert_eq!(
+                    scope.permission.as_deref(),
+                    Some("subscription.read"),
+                    "{path} let a developer through: {other:?}"
+                );
+                allowed.push(method.name().to_owned());
+            }
+        }
+    }
+    assert_eq!(allowed, ["GetSubscription"]);
+    for mutation in [
+        "ChangePlan",
+        "CancelSubscription",
+        "ResumeSubscription",
+        "UpdateBillingProfile",
+        "AddPaymentMethod",
+        "SetDefaultPaymentMethod",
+        "RemovePaymentMethod",
+        "RedeemVoucher",
+    ] {
+        assert!(
+            denied.contains(&mutation.to_owned()),
+            "{mutation} not refused"
+        );
+    }
+}
