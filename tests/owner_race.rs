@@ -129,3 +129,50 @@ async fn two_owners_demoting_each_other_leave_exactly_one_owner() {
     expect_code(refusal, Code::FailedPrecondition);
     assert_eq!(owners().await, 1);
 }
+
+/// The database's own backstop, without orgd's row lock in front of it: two
+/// transactions each remove one owner's role and commit at the same moment, at
+/// every isolation level a writer might use.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_keeps_an_owner_whatever_the_isolation_level() {
+    let app = TestApp::spawn().await;
+    for isolation in ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"] {
+        let org = create_org(&mut app.orgs_as("alice").await, isolation).await;
+        let (alice, bob) = (app.user_id("alice").await, app.user_id("bob").await);
+        app.set_member(&org.uid, &bob, &["owner"], &[]).await;
+        let org_id: uuid::Uuid = org.uid.parse().unwrap();
+        let mut writers = Vec::new();
+        for user in [&alice, &bob] {
+            let client = sql_client(&app.db_url).await;
+            let user: uuid::Uuid = user.parse().unwrap();
+            client
+                .batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}"))
+                .await
+                .unwrap();
+            client
+                .execute(
+                    "DELETE FROM membership_roles WHERE org_id = $1 AND user_id = $2 AND role = 'owner'",
+                    &[&org_id, &user],
+                )
+                .await
+                .unwrap();
+            writers.push(client);
+        }
+        let commits: Vec<_> = writers
+            .into_iter()
+            .map(|client| tokio::spawn(async move { client.batch_execute("COMMIT").await }))
+            .collect();
+        let mut committed = 0;
+        for commit in commits {
+            committed += usize::from(commit.await.unwrap().is_ok());
+        }
+        assert_eq!(committed, 1, "{isolation}: exactly one removal commits");
+        let owners = app
+            .count(
+                "SELECT 1 FROM membership_roles WHERE org_id = $1 AND role = 'owner'",
+                &[&org_id],
+            )
+            .await;
+        assert_eq!(owners, 1, "{isolation}: one owner remains");
+    }
+}

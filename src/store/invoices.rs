@@ -184,7 +184,9 @@ pub(super) async fn close_period(
         ))
         .load(conn)
         .await?;
-    let scheduled = (sub.period_end - sub.period_start).num_milliseconds().max(1);
+    let scheduled = (sub.period_end - sub.period_start)
+        .num_milliseconds()
+        .max(1);
     let mut lines = Vec::new();
     for (i, (starts_at, plan_id)) in segments.iter().enumerate() {
         let from = (*starts_at).max(sub.period_start);
