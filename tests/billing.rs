@@ -591,3 +591,132 @@ async fn a_developer_reads_the_subscription_and_changes_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_billing_profile_is_validated_and_its_email_confirmed() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut billing = app.billing_as("alice").await;
+    let name = format!("{}/billingProfile", org.name);
+    let update = |profile: pb::BillingProfile, path: &str| pb::UpdateBillingProfileRequest {
+        billing_profile: Some(pb::BillingProfile {
+            name: name.clone(),
+            ..profile
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec![path.into()],
+        }),
+    };
+    let bad_country = pb::BillingProfile {
+        address: Some(pb::PostalAddress {
+            address_lines: vec!["1 Main St".into()],
+            city: "Springfield".into(),
+            country: "XX".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status = expect_code(
+        billing
+            .update_billing_profile(update(bad_country, "address"))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("billing_profile.address.country"),
+        "{status:?}"
+    );
+    let stale = pb::BillingProfile {
+        legal_name: "Acme".into(),
+        etag: "W/\"41\"".into(),
+        ..Default::default()
+    };
+    expect_code(
+        billing
+            .update_billing_profile(update(stale, "legal_name"))
+            .await,
+        Code::Aborted,
+    );
+
+    // A new billing email waits for confirmation from its inbox.
+    let pending = billing
+        .update_billing_profile(update(
+            pb::BillingProfile {
+                billing_email: "Invoices@Acme.test".into(),
+                ..Default::default()
+            },
+            "billing_email",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.billing_email, "");
+    assert_eq!(pending.pending_billing_email, "invoices@acme.test");
+    let token = latest_token(&app, "invoices@acme.test").await;
+    let confirmed = billing
+        .verify_billing_email(pb::VerifyBillingEmailRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(confirmed.billing_email, "invoices@acme.test");
+    assert_eq!(confirmed.pending_billing_email, "");
+    expect_code(
+        billing
+            .verify_billing_email(pb::VerifyBillingEmailRequest { token })
+            .await,
+        Code::NotFound,
+    );
+
+    // Cancel, then change one's mind before the period ends.
+    billing
+        .add_payment_method(card(&org, "pm_card"))
+        .await
+        .unwrap();
+    let subscription = pb::CancelSubscriptionRequest {
+        name: subscription_name(&org),
+    };
+    billing
+        .cancel_subscription(subscription.clone())
+        .await
+        .unwrap();
+    let resumed = billing
+        .resume_subscription(pb::ResumeSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.status(), pb::subscription::Status::Active);
+    assert!(!resumed.cancel_at_period_end);
+    expect_code(
+        billing
+            .resume_subscription(pb::ResumeSubscriptionRequest {
+                name: subscription_name(&org),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    // Plans are listed smallest first, with prices in minor units.
+    let plans = billing
+        .list_plans(pb::ListPlansRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .plans;
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "plans/hobby",
+            "plans/starter",
+            "plans/startup",
+            "plans/team"
+        ]
+    );
+    assert_eq!(amount(&plans[2].monthly_price), 4900);
+    assert_eq!(plans[3].max_members, None, "Team is unlimited");
+}

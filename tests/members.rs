@@ -115,6 +115,14 @@ async fn invitations_are_single_use_expire_and_belong_to_their_address() {
         .unwrap();
     let token = latest_token(&app, "bob@example.com").await;
     assert_ne!(token, old_token);
+    let resent = alice
+        .get_invitation(pb::GetInvitationRequest {
+            name: sent.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((sent.send_count, resent.send_count), (1, 2));
     let mut bob = app.members_as("bob").await;
     expect_code(
         bob.accept_invitation(accept(&old_token)).await,

@@ -79,6 +79,7 @@ fn invitation(view: &InvitationView) -> pb::Invitation {
             .accepted_by
             .map(|user| ChildName::name_of(row.org_id, ChildName::MEMBERS, user))
             .unwrap_or_default(),
+        send_count: row.send_count,
     }
 }
 

@@ -223,6 +223,7 @@ impl Store {
                     start_billing_email_change(conn, &org, email, verification).await?;
                 }
                 let address = changes.address.as_ref();
+                // Always one column set (diesel refuses an empty changeset).
                 diesel::update(billing_profiles::table.find(org_id))
                     .set((
                         changes
@@ -235,6 +236,7 @@ impl Store {
                         address.map(|a| billing_profiles::postal_code.eq(&a.postal_code)),
                         address.map(|a| billing_profiles::region.eq(&a.region)),
                         address.map(|a| billing_profiles::country.eq(&a.country)),
+                        billing_profiles::updated_at.eq(diesel::dsl::now),
                     ))
                     .execute(conn)
                     .await?;

@@ -73,6 +73,7 @@ pub struct InvitationRow {
     state: String,
     pub inviter_id: Option<Uuid>,
     pub accepted_by: Option<Uuid>,
+    pub send_count: i32,
     pub created_at: DateTime<Utc>,
     pub sent_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
