@@ -19,10 +19,7 @@ use uuid::Uuid;
 
 use super::access::{MemberAccess, access_in, grant_columns};
 use super::orgs::{OrgRow, lock_live_org};
-use super::schema::{
-    membership_permissions, membership_roles, memberships, permissions, role_permissions, roles,
-    users,
-};
+use super::schema::{membership_roles, memberships, permissions, role_permissions, roles, users};
 use super::{Actor, Conn, Store, audit};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
@@ -329,6 +326,48 @@ pub fn last_owner(org_name: &str) -> Error {
     )
 }
 
+/// A member's set of names: its roles or its individual permissions.
+#[derive(Clone, Copy)]
+enum GrantSet {
+    Roles,
+    Permissions,
+}
+
+impl GrantSet {
+    /// Replaces the member's set by `names`, leaving rows that stay untouched (so
+    /// the owner trigger only sees roles that really go).
+    async fn replace(
+        self,
+        conn: &mut Conn,
+        org_id: Uuid,
+        user_id: Uuid,
+        names: &Names,
+    ) -> Result<()> {
+        let (table, column) = match self {
+            GrantSet::Roles => ("membership_roles", "role"),
+            GrantSet::Permissions => ("membership_permissions", "permission"),
+        };
+        let names = names.to_vec();
+        for statement in [
+            format!(
+                "DELETE FROM {table} WHERE org_id = $1 AND user_id = $2 AND NOT ({column} = ANY($3))"
+            ),
+            format!(
+                "INSERT INTO {table} (org_id, user_id, {column}) SELECT $1, $2, unnest($3::text[])
+                 ON CONFLICT DO NOTHING"
+            ),
+        ] {
+            diesel::sql_query(statement)
+                .bind::<SqlUuid, _>(org_id)
+                .bind::<SqlUuid, _>(user_id)
+                .bind::<Array<Text>, _>(&names)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Makes the member hold exactly `role_names` and `permission_names` (each
 /// `None` leaves that set alone) and bumps the member's revision.
 async fn replace_grant(
@@ -338,57 +377,13 @@ async fn replace_grant(
     role_names: Option<&Names>,
     permission_names: Option<&Names>,
 ) -> Result<()> {
-    if let Some(names) = role_names {
-        diesel::delete(
-            membership_roles::table
-                .filter(membership_roles::org_id.eq(org_id))
-                .filter(membership_roles::user_id.eq(user_id))
-                .filter(membership_roles::role.ne_all(&names.0)),
-        )
-        .execute(conn)
-        .await?;
-        let rows: Vec<_> = names
-            .0
-            .iter()
-            .map(|role| {
-                (
-                    membership_roles::org_id.eq(org_id),
-                    membership_roles::user_id.eq(user_id),
-                    membership_roles::role.eq(role),
-                )
-            })
-            .collect();
-        diesel::insert_into(membership_roles::table)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-    }
-    if let Some(names) = permission_names {
-        diesel::delete(
-            membership_permissions::table
-                .filter(membership_permissions::org_id.eq(org_id))
-                .filter(membership_permissions::user_id.eq(user_id))
-                .filter(membership_permissions::permission.ne_all(&names.0)),
-        )
-        .execute(conn)
-        .await?;
-        let rows: Vec<_> = names
-            .0
-            .iter()
-            .map(|permission| {
-                (
-                    membership_permissions::org_id.eq(org_id),
-                    membership_permissions::user_id.eq(user_id),
-                    membership_permissions::permission.eq(permission),
-                )
-            })
-            .collect();
-        diesel::insert_into(membership_permissions::table)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
+    for (set, names) in [
+        (GrantSet::Roles, role_names),
+        (GrantSet::Permissions, permission_names),
+    ] {
+        if let Some(names) = names {
+            set.replace(conn, org_id, user_id, names).await?;
+        }
     }
     diesel::update(memberships::table.find((org_id, user_id)))
         .set((
