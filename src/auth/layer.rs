@@ -10,14 +10,14 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DynamicMessage, Value};
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{CallContext, JwtVerifier, OrgAccess, Principal};
-use crate::domain::OrgRef;
+use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -144,6 +144,14 @@ async fn authorize(
         )));
     };
     let principal = authenticate(state, request.headers(), request_id).await?;
+    // Every orgd method is unary: read the message once, to screen it and to find
+    // the organization it targets.
+    let (parts, body) = request.into_parts();
+    let (bytes, message) = decode_request(state, entry, body).await?;
+    request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+    if let Some(field) = card_number_field(&message, "") {
+        return Err(card_number_refusal(&field).into());
+    }
     match (policy, &principal) {
         (Policy::Service, Principal::Service { .. }) => {}
         (Policy::Service, Principal::User(_)) => {
@@ -159,7 +167,8 @@ async fn authorize(
         }
         (Policy::Authenticated, Principal::User(_)) => {}
         (Policy::Org(scope), Principal::User(user)) => {
-            request = authorize_in_org(state, entry, request, user.row.id, scope).await?;
+            let access = authorize_in_org(state, &message, user.row.id, scope).await?;
+            request.extensions_mut().insert(access);
         }
     }
     request.extensions_mut().insert(CallContext {
@@ -201,14 +210,13 @@ async fn authenticate(
     ))
 }
 
-/// Buffers the (unary) request, decodes it against the method's input type and
-/// returns a replayable body together with the organization field's value.
-async fn read_org_field(
+/// Buffers the (unary) request and decodes it against the method's input type;
+/// returns the raw frame, to pass on, with the decoded message.
+async fn decode_request(
     state: &AuthState,
     entry: &MethodEntry,
-    org_field: &[String],
     body: Body,
-) -> Result<(Body, String)> {
+) -> Result<(Bytes, DynamicMessage)> {
     let bytes = Limited::new(body, state.max_request_bytes + 5)
         .collect()
         .await
@@ -226,8 +234,36 @@ async fn read_org_field(
             format!("the request message does not decode: {err}"),
         )
     })?;
-    let value = read_string_field(&decoded, org_field);
-    Ok((Body::new(Full::new(bytes)), value))
+    Ok((bytes, decoded))
+}
+
+/// The path of the first text field of `message` (nested messages and lists
+/// included) that holds a card number. orgd takes card numbers nowhere: checking
+/// every field here, before any handler parses (and might echo) a value, keeps
+/// them out of errors, logs and the database.
+fn card_number_field(message: &DynamicMessage, prefix: &str) -> Option<String> {
+    let path_of = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
+    let in_value = |value: &Value, path: String| match value {
+        Value::String(text) if find_card_number(text) => Some(path),
+        Value::Message(inner) => card_number_field(inner, &path),
+        _ => None,
+    };
+    message.fields().find_map(|(field, value)| {
+        let path = path_of(field.name());
+        match value {
+            Value::List(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| in_value(item, format!("{path}[{i}]"))),
+            other => in_value(other, path),
+        }
+    })
 }
 
 /// The message of a single uncompressed gRPC frame.
@@ -260,13 +296,11 @@ fn grpc_message(frame: &Bytes) -> Result<Bytes> {
 /// standing there; the request goes on carrying the verdict as `OrgAccess`.
 async fn authorize_in_org(
     state: &AuthState,
-    entry: &MethodEntry,
-    request: http::Request<Body>,
+    message: &DynamicMessage,
     user_id: uuid::Uuid,
     scope: &OrgPolicy,
-) -> Result<http::Request<Body>> {
-    let (parts, body) = request.into_parts();
-    let (body, raw_name) = read_org_field(state, entry, &scope.org_field, body).await?;
+) -> Result<OrgAccess> {
+    let raw_name = read_string_field(message, &scope.org_field);
     let field = scope.org_field.join(".");
     let org_ref = if scope.child_resource {
         OrgRef::parse_scope(&field, &raw_name)?
@@ -295,7 +329,5 @@ async fn authorize_in_org(
             org_ref.name()
         )));
     }
-    let mut request = http::Request::from_parts(parts, body);
-    request.extensions_mut().insert(OrgAccess { org, member });
-    Ok(request)
+    Ok(OrgAccess { org, member })
 }

@@ -10,8 +10,10 @@ const PAN_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
 
 /// Whether `text` contains a card number: 12–19 digits passing the Luhn check.
 ///
-/// Digits may be separated by single spaces or hyphens, as people type card
-/// numbers ("4242 4242 4242 4242"); such a run is read as groups. A candidate
+/// Digits may be separated by up to two punctuation or space characters (any
+/// Unicode space, '-', '.', '_', '/' …), as people type or disguise card numbers
+/// ("4242 4242 4242 4242", "4242.4242.4242.4242"); such a run is read as groups.
+/// Resource ids (UUIDs) are not card numbers and are skipped. A candidate
 /// is the whole run or any stretch of whole groups in it, so "No. 5 4242 4242
 /// 4242 4242" is found. In a run longer than any card number (more than 19
 /// digits) every stretch of 12–19 digits is a candidate, since a number glued
@@ -23,14 +25,18 @@ const PAN_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
 /// rules it errs towards refusing, because a person can reword a refused text
 /// while a stored card number cannot be taken back out of backups and logs.
 pub fn find_card_number(text: &str) -> bool {
+    let text = mask_uuids(text);
     let mut run = Run::default();
     for c in text.chars() {
         if c.is_ascii_digit() {
             run.digits.push(c as u8 - b'0');
-            run.after_separator = false;
-        } else if (c == ' ' || c == '-') && !run.digits.is_empty() && !run.after_separator {
-            run.group_starts.push(run.digits.len());
-            run.after_separator = true;
+            run.separators = 0;
+        } else if !c.is_alphanumeric() && !run.digits.is_empty() && run.separators < MAX_SEPARATORS
+        {
+            if run.separators == 0 {
+                run.group_starts.push(run.digits.len());
+            }
+            run.separators += 1;
         } else {
             if run.has_card_number() {
                 return true;
@@ -47,7 +53,49 @@ struct Run {
     digits: Vec<u8>,
     /// Where each group after the first starts, as an index into `digits`.
     group_starts: Vec<usize>,
-    after_separator: bool,
+    /// Separator characters since the last digit.
+    separators: usize,
+}
+
+/// How many separator characters may stand between two groups of a number.
+const MAX_SEPARATORS: usize = 2;
+
+/// `text` with every UUID (8-4-4-4-12 hex digits) replaced by letters, so that
+/// an id that happens to be mostly digits is not read as a card number.
+fn mask_uuids(text: &str) -> String {
+    const SHAPE: [usize; 5] = [8, 4, 4, 4, 12];
+    let bytes = text.as_bytes();
+    let is_uuid_at = |at: usize| {
+        let mut i = at;
+        for (n, len) in SHAPE.iter().enumerate() {
+            if n > 0 {
+                if bytes.get(i) != Some(&b'-') {
+                    return false;
+                }
+                i += 1;
+            }
+            for _ in 0..*len {
+                if !bytes.get(i).is_some_and(u8::is_ascii_hexdigit) {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        true
+    };
+    let mut masked = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if text.is_char_boundary(i) && is_uuid_at(i) {
+            masked.push_str(&"u".repeat(36));
+            i += 36;
+        } else {
+            let c = text[i..].chars().next().expect("a char at a boundary");
+            masked.push(c);
+            i += c.len_utf8();
+        }
+    }
+    masked
 }
 
 impl Run {
@@ -80,12 +128,17 @@ impl Run {
 /// value: an error travels into logs and traces, and the number with it.
 pub fn refuse_card_numbers(field: &str, value: &str) -> Result<()> {
     if find_card_number(value) {
-        return Err(Error::invalid(
-            field,
-            "this looks like a card number; orgd never stores card numbers: send the payment processor's token (e.g. pm_…) and display data instead",
-        ));
+        return Err(card_number_refusal(field));
     }
     Ok(())
+}
+
+/// The refusal of a field that holds a card number; it names the field only.
+pub fn card_number_refusal(field: &str) -> Error {
+    Error::invalid(
+        field,
+        "this looks like a card number; orgd never stores card numbers: send the payment processor's token (e.g. pm_…) and display data instead",
+    )
 }
 
 /// The Luhn mod-10 check that every card number's last digit satisfies.
@@ -127,7 +180,13 @@ mod tests {
             "x4242424242424242y",
             "No. 5 4242 4242 4242 4242", // a house number before the groups
             "5 4242424242424242",
-            "4242 4242 4242 4242 1", // and one after them
+            "4242 4242 4242 4242 1",  // and one after them
+            "4242  4242  4242  4242", // double spaces
+            "4242--4242--4242--4242",
+            "4242.4242.4242.4242",
+            "4242_4242_4242_4242",
+            "4242\u{a0}4242\u{a0}4242\u{a0}4242", // no-break spaces
+            "4242/4242/4242/4242",
         ] {
             assert!(find_card_number(text), "{text:?} should be found");
         }
@@ -146,10 +205,9 @@ mod tests {
             "card ending 4242, visa",
             "2024-01-15",
             "15.01.2024 to 15.02.2024",
-            "2024-01-15 - 2024-02-15", // " - " is more than a single separator
-            "4242  4242  4242  4242",  // double spaces split the run
-            "4242--4242--4242--4242",
-            "4242.4242.4242.4242",
+            "2024-01-15 - 2024-02-15", // " - " is more than two separators
+            // A resource id that is mostly digits is an id, not a card number.
+            "organizations/01234567-1234-7234-8234-424242424242/invoices/12345678-4242-7424-8242-424242424242",
         ] {
             assert!(!find_card_number(text), "{text:?} should not be found");
         }

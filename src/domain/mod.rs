@@ -12,7 +12,7 @@ mod page;
 mod secret;
 
 pub use billing::{Country, LegalName, PostalAddress, TaxId};
-pub use card::{find_card_number, refuse_card_numbers};
+pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names};
 pub use money::{Currency, Money, prorate};
