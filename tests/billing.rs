@@ -663,7 +663,18 @@ async fn the_billing_profile_is_validated_and_its_email_confirmed() {
         .unwrap()
         .into_inner();
     assert_eq!(confirmed.billing_email, "invoices@acme.test");
-    assert_eq!(confirmed.pending_billing_email, "");
+    let profile = billing
+        .get_billing_profile(pb::GetBillingProfileRequest { name: name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            profile.billing_email.as_str(),
+            profile.pending_billing_email.as_str()
+        ),
+        ("invoices@acme.test", "")
+    );
     expect_code(
         billing
             .verify_billing_email(pb::VerifyBillingEmailRequest { token })
@@ -719,4 +730,125 @@ async fn the_billing_profile_is_validated_and_its_email_confirmed() {
     );
     assert_eq!(amount(&plans[2].monthly_price), 4900);
     assert_eq!(plans[3].max_members, None, "Team is unlimited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_changes_are_prorated_exactly() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    // A 30-day period in the past: Starter for 15 days, then Startup for 15.
+    for statement in [
+        "UPDATE subscriptions SET plan_id = 'startup', period_start = '2026-01-01T00:00:00Z',
+                period_end = '2026-01-31T00:00:00Z' WHERE org_id = $1",
+        "DELETE FROM subscription_segments WHERE org_id = $1",
+        "INSERT INTO subscription_segments VALUES
+             ($1, '2026-01-01T00:00:00Z', 'starter'), ($1, '2026-01-16T00:00:00Z', 'startup')",
+    ] {
+        app.db.execute(statement, &[&org_id]).await.unwrap();
+    }
+    let invoice = app
+        .billing_as_service()
+        .await
+        .close_billing_period(pb::CloseBillingPeriodRequest {
+            organization: org.name.clone(),
+            period_start: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    let lines: Vec<i64> = invoice.lines.iter().map(|l| amount(&l.amount)).collect();
+    assert_eq!(lines, [950, 2450], "{invoice:?}");
+    assert!(invoice.lines[0].description.contains("15.00 of 30.00 days"));
+    assert_eq!(amount(&invoice.total), 3400);
+    // The next period starts where this one ended, on the plan held at the end.
+    let sub = app
+        .billing_as("alice")
+        .await
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sub.plan, "plans/startup");
+    assert_eq!(
+        sub.current_period_start.unwrap().seconds,
+        invoice.period_end.unwrap().seconds
+    );
+    // An unknown period is NOT_FOUND; another organization's invoice is not here.
+    let other = create_org(&mut app.orgs_as("alice").await, "Other").await;
+    expect_code(
+        app.billing_as("alice")
+            .await
+            .get_invoice(pb::GetInvoiceRequest {
+                name: invoice.name.replace(&org.uid, &other.uid),
+            })
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        app.billing_as_service()
+            .await
+            .close_billing_period(pb::CloseBillingPeriodRequest {
+                organization: org.name.clone(),
+                period_start: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancellation_is_kept_through_deletion_and_limits_who_joins() {
+    let app = TestApp::spawn_with(&["--default-plan", "startup"]).await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Acme").await;
+    let mut billing = app.billing_as("alice").await;
+    billing
+        .cancel_subscription(pb::CancelSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap();
+    // While cancelling, nobody joins whom the free plan could not keep.
+    let refused = join(&app, "alice", &org, "bob", &["viewer"])
+        .await
+        .unwrap_err();
+    assert_eq!(precondition_type(&refused), "MEMBER_LIMIT");
+    // A developer sees the subscription but not the credit balance.
+    let dev = app.user_id("dev").await;
+    app.set_member(&org.uid, &dev, &["developer"], &[]).await;
+    let seen = app
+        .billing_as("dev")
+        .await
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.credit_balance.is_none());
+    // Deleting ends the cancelled period; restoring does not revive the paid plan.
+    orgs.delete_organization(delete(&org)).await.unwrap();
+    orgs.undelete_organization(pb::UndeleteOrganizationRequest {
+        name: org.name.clone(),
+    })
+    .await
+    .unwrap();
+    let restored = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(restored.plan, "plans/hobby");
+    assert_eq!(restored.status(), pb::subscription::Status::Active);
+    assert!(restored.credit_balance.is_some(), "the owner sees it");
 }

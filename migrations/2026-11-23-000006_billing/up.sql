@@ -29,7 +29,7 @@ CREATE TABLE subscriptions (
     updated_at            timestamptz NOT NULL DEFAULT now(),
     CHECK (period_end > period_start)
 );
-CREATE INDEX subscriptions_due ON subscriptions (period_end) WHERE status = 'active';
+CREATE INDEX subscriptions_due ON subscriptions (period_end) WHERE status <> 'ended';
 
 -- The plans an organization had during its current period, for proration: each
 -- segment lasts until the next one starts or the period closes.
@@ -40,13 +40,22 @@ CREATE TABLE subscription_segments (
     PRIMARY KEY (org_id, starts_at)
 );
 
--- Existing organizations: personal ones on Hobby, team ones on Starter.
-INSERT INTO subscriptions (org_id, plan_id, period_start, period_end)
-SELECT id, CASE WHEN personal_owner_id IS NULL THEN 'starter' ELSE 'hobby' END,
+-- Existing organizations: personal ones on Hobby, team ones on the smallest paid
+-- plan their members fit; soft-deleted ones are not billed until restored.
+INSERT INTO subscriptions (org_id, plan_id, status, period_start, period_end)
+SELECT o.id,
+       CASE WHEN o.personal_owner_id IS NOT NULL THEN 'hobby'
+            ELSE (SELECT p.id FROM plans p
+                  WHERE p.price_minor > 0
+                    AND (p.max_members IS NULL OR p.max_members >=
+                         (SELECT count(*) FROM memberships m WHERE m.org_id = o.id))
+                  ORDER BY p.tier LIMIT 1)
+       END,
+       CASE WHEN o.deleted_at IS NULL THEN 'active' ELSE 'ended' END,
        now(), now() + interval '1 month'
-FROM organizations;
+FROM organizations o;
 INSERT INTO subscription_segments (org_id, starts_at, plan_id)
-SELECT org_id, period_start, plan_id FROM subscriptions;
+SELECT org_id, period_start, plan_id FROM subscriptions WHERE status = 'active';
 
 CREATE TABLE billing_profiles (
     org_id                 uuid PRIMARY KEY REFERENCES organizations (id) ON DELETE CASCADE,
@@ -94,7 +103,8 @@ CREATE UNIQUE INDEX payment_methods_one_default ON payment_methods (org_id) WHER
 -- Vouchers are created by operators; each organization redeems a code once.
 CREATE TABLE vouchers (
     code             text PRIMARY KEY CHECK (code ~ '^[A-Z0-9][A-Z0-9-]{3,39}$'),
-    amount_minor     bigint NOT NULL CHECK (amount_minor > 0),
+    -- Capped, so that no sum of credits can overflow.
+    amount_minor     bigint NOT NULL CHECK (amount_minor BETWEEN 1 AND 1000000000000),
     currency         text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     expires_at       timestamptz,
     max_redemptions  integer NOT NULL CHECK (max_redemptions > 0),

@@ -20,6 +20,9 @@ use crate::store::invoices::{INVOICES, InvoiceView, NewVoucher, VoucherRow};
 use crate::store::orgs::ContactVerification;
 use crate::store::subscriptions::{PlanRow, SubscriptionView};
 
+/// The largest voucher (the database checks it too): no sum of credits overflows.
+const MAX_VOUCHER_MINOR: i64 = 1_000_000_000_000;
+
 /// Fields UpdateBillingProfile can change.
 const UPDATABLE_FIELDS: &str = "legal_name, billing_email, tax_id, address";
 
@@ -55,7 +58,8 @@ fn plan(row: &PlanRow) -> pb::Plan {
     }
 }
 
-fn subscription(view: &SubscriptionView) -> pb::Subscription {
+/// The subscription as `access` may see it: the credit balance is billing data.
+fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription {
     use pb::subscription::Status;
     let status = if view.row.is_ended() {
         Status::Ended
@@ -71,7 +75,11 @@ fn subscription(view: &SubscriptionView) -> pb::Subscription {
         current_period_start: Some(timestamp(view.row.period_start)),
         current_period_end: Some(timestamp(view.row.period_end)),
         cancel_at_period_end: view.row.cancel_at_period_end,
-        credit_balance: money(view.credit_balance, &view.plan.currency),
+        credit_balance: access
+            .member
+            .allows("billing.read")
+            .then(|| money(view.credit_balance, &view.plan.currency))
+            .flatten(),
         etag: view.row.etag().to_string(),
     }
 }
@@ -365,7 +373,7 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self.store.get_subscription(access.org.id).await?;
-        Ok(Response::new(subscription(&view)))
+        Ok(Response::new(subscription(&view, &access)))
     }
 
     async fn change_plan(
@@ -382,7 +390,7 @@ impl BillingService for BillingApi {
             .store
             .change_plan(&ctx.actor(), access.org.id, &plan, etag)
             .await?;
-        Ok(Response::new(subscription(&view)))
+        Ok(Response::new(subscription(&view, &access)))
     }
 
     async fn cancel_subscription(
@@ -396,7 +404,7 @@ impl BillingService for BillingApi {
             .store
             .cancel_subscription(&ctx.actor(), access.org.id)
             .await?;
-        Ok(Response::new(subscription(&view)))
+        Ok(Response::new(subscription(&view, &access)))
     }
 
     async fn resume_subscription(
@@ -410,7 +418,7 @@ impl BillingService for BillingApi {
             .store
             .resume_subscription(&ctx.actor(), access.org.id)
             .await?;
-        Ok(Response::new(subscription(&view)))
+        Ok(Response::new(subscription(&view, &access)))
     }
 
     async fn get_billing_profile(
@@ -458,11 +466,15 @@ impl BillingService for BillingApi {
     async fn verify_billing_email(
         &self,
         request: Request<pb::VerifyBillingEmailRequest>,
-    ) -> Result<Response<pb::BillingProfile>, Status> {
+    ) -> Result<Response<pb::VerifyBillingEmailResponse>, Status> {
         let ctx = call_context(&request)?;
         let token = verification_token(&request.get_ref().token)?;
         let row = self.store.verify_billing_email(&ctx.actor(), token).await?;
-        Ok(Response::new(profile(&row)))
+        // The token's holder need not be a member: tell them only what they confirmed.
+        Ok(Response::new(pb::VerifyBillingEmailResponse {
+            billing_profile: row.name(),
+            billing_email: row.billing_email,
+        }))
     }
 
     async fn add_payment_method(
@@ -596,10 +608,10 @@ impl BillingService for BillingApi {
             .as_ref()
             .ok_or_else(|| Error::invalid("voucher.amount", "the credit amount is required"))?;
         let currency = Currency::parse("voucher.amount.currency_code", &amount.currency_code)?;
-        if amount.amount_minor <= 0 {
+        if !(1..=MAX_VOUCHER_MINOR).contains(&amount.amount_minor) {
             return Err(Error::invalid(
                 "voucher.amount.amount_minor",
-                "the credit must be positive",
+                format!("the credit must be between 1 and {MAX_VOUCHER_MINOR} minor units"),
             )
             .into());
         }

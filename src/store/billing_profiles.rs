@@ -436,7 +436,7 @@ impl Store {
                         "PAYMENT_METHOD_REQUIRED",
                         removed.name(),
                         format!(
-                            "{} is on a paid plan and this is its only payment method: add another one first, or cancel the subscription",
+                            "{} is on a paid plan and this is its only payment method: add another one first, or move to the free plan",
                             org.name()
                         ),
                     ));

@@ -15,7 +15,8 @@ use super::schema::{
     subscriptions, voucher_redemptions, vouchers,
 };
 use super::subscriptions::{
-    ENDED, credit_balance, find_plan, free_plan, lock_subscription, period_end_after, start_segment,
+    ENDED, credit_balance, db_now, find_plan, free_plan, lock_subscription, period_end_after,
+    start_segment,
 };
 use super::{Actor, Conn, Store, audit};
 use crate::domain::{ChildName, PageRequest, PageToken, prorate};
@@ -143,29 +144,38 @@ async fn bill_to(conn: &mut Conn, org_id: Uuid) -> Result<serde_json::Value> {
     }))
 }
 
-/// Closes the period of `org_id` that starts at `period_start` and invoices it;
-/// returns the invoice, also when that period was closed before. `None` when
-/// nothing is due: the period has not ended (`PeriodEnded`) or billing ended.
+/// What closing a period came to.
+pub enum Closed {
+    /// This call closed the period and issued its invoice.
+    Issued(InvoiceView),
+    /// The period had been closed before; its invoice.
+    Before(InvoiceView),
+    /// Nothing to close: the period has not ended (`PeriodEnded`), billing has
+    /// ended, or no period of the organization starts at that time.
+    Nothing,
+}
+
+/// Closes the period of `org_id` that starts at `period_start` and invoices it.
 pub(super) async fn close_period(
     conn: &mut Conn,
     actor: &Actor,
     org_id: Uuid,
     period_start: DateTime<Utc>,
     reason: CloseReason,
-) -> Result<Option<InvoiceView>> {
+) -> Result<Closed> {
     // The organization first, then its subscription: the order of every change.
     let org = lock_org(conn, org_id).await?;
     let sub = lock_subscription(conn, org_id).await?;
     if sub.period_start != period_start {
         // Closed already (by a retry, another replica or an operator).
         return match invoice_of_period(conn, org_id, period_start).await? {
-            Some(row) => Ok(Some(load_view(conn, row).await?)),
-            None => Ok(None),
+            Some(row) => Ok(Closed::Before(load_view(conn, row).await?)),
+            None => Ok(Closed::Nothing),
         };
     }
-    let now = Utc::now();
+    let now = db_now(conn).await?;
     if sub.is_ended() || (reason == CloseReason::PeriodEnded && sub.period_end > now) {
-        return Ok(None);
+        return Ok(Closed::Nothing);
     }
     let end = match reason {
         CloseReason::PeriodEnded => sub.period_end,
@@ -274,9 +284,16 @@ pub(super) async fn close_period(
     diesel::delete(subscription_segments::table.filter(subscription_segments::org_id.eq(org_id)))
         .execute(conn)
         .await?;
+    // A cancellation takes effect when its period closes, whatever closes it.
+    let next_plan = if sub.cancel_at_period_end {
+        free_plan(conn).await?.id
+    } else {
+        sub.plan_id.clone()
+    };
     if reason == CloseReason::OrganizationDeleted {
         diesel::update(subscriptions::table.find(org_id))
             .set((
+                subscriptions::plan_id.eq(&next_plan),
                 subscriptions::status.eq(ENDED),
                 subscriptions::period_start.eq(end),
                 subscriptions::period_end.eq(period_end_after(end)),
@@ -285,11 +302,6 @@ pub(super) async fn close_period(
             .execute(conn)
             .await?;
     } else {
-        let next_plan = if sub.cancel_at_period_end {
-            free_plan(conn).await?.id
-        } else {
-            sub.plan_id.clone()
-        };
         diesel::update(subscriptions::table.find(org_id))
             .set((
                 subscriptions::plan_id.eq(&next_plan),
@@ -320,7 +332,7 @@ pub(super) async fn close_period(
         }),
     )
     .await?;
-    Ok(Some(load_view(conn, invoice).await?))
+    Ok(Closed::Issued(load_view(conn, invoice).await?))
 }
 
 /// Milliseconds as days with two decimals, e.g. "12.50" (integer arithmetic).
@@ -342,21 +354,26 @@ impl Store {
             async move {
                 let start = match period_start {
                     Some(start) => start,
-                    None => subscriptions::table
-                        .find(org_id)
-                        .select(subscriptions::period_start)
-                        .first(conn)
-                        .await?,
+                    None => {
+                        subscriptions::table
+                            .find(org_id)
+                            .select(subscriptions::period_start)
+                            .first(conn)
+                            .await?
+                    }
                 };
-                close_period(conn, actor, org_id, start, CloseReason::Operator)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::precondition(
-                            "NOTHING_TO_CLOSE",
-                            crate::domain::OrgRef::name_of(org_id),
-                            "billing has ended for this organization (it is deleted), or no period starts at that time",
-                        )
-                    })
+                match close_period(conn, actor, org_id, start, CloseReason::Operator).await? {
+                    Closed::Issued(invoice) | Closed::Before(invoice) => Ok(invoice),
+                    Closed::Nothing if period_start.is_some() => Err(Error::NotFound(format!(
+                        "no billing period of {} starts at {start}",
+                        crate::domain::OrgRef::name_of(org_id)
+                    ))),
+                    Closed::Nothing => Err(Error::precondition(
+                        "BILLING_ENDED",
+                        crate::domain::OrgRef::name_of(org_id),
+                        "billing has ended for this organization: it is deleted",
+                    )),
+                }
             }
             .scope_boxed()
         })
@@ -383,12 +400,19 @@ impl Store {
             .await?;
         let mut issued = 0;
         for (org_id, start) in due {
+            // One organization's failure must not hold up the others.
             let closed = self
                 .write(|conn| {
                     close_period(conn, actor, org_id, start, CloseReason::PeriodEnded).scope_boxed()
                 })
-                .await?;
-            issued += usize::from(closed.is_some());
+                .await;
+            match closed {
+                Ok(Closed::Issued(_)) => issued += 1,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(%org_id, error = %err, "closing a billing period failed; will retry")
+                }
+            }
         }
         Ok(issued)
     }

@@ -583,8 +583,14 @@ impl Store {
                 }
                 // Billing stops with the organization: its period closes and is invoiced now.
                 let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
-                invoices::close_period(conn, actor, org_id, period_start, CloseReason::OrganizationDeleted)
-                    .await?;
+                invoices::close_period(
+                    conn,
+                    actor,
+                    org_id,
+                    period_start,
+                    CloseReason::OrganizationDeleted,
+                )
+                .await?;
                 let purge_at = Utc::now() + retention;
                 diesel::update(organizations::table.find(org_id))
                     .set((

@@ -4,6 +4,7 @@
 //! membership changes do), so a plan's member limit and a new member cannot race.
 
 use chrono::{DateTime, Months, Utc};
+
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
@@ -74,6 +75,18 @@ pub struct SubscriptionView {
     pub credit_balance: i64,
 }
 
+/// The database's clock, read now (not at transaction start): every replica
+/// times billing periods by the same clock, after the locks it waited for.
+pub(super) async fn db_now(conn: &mut Conn) -> Result<DateTime<Utc>> {
+    Ok(
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+            "clock_timestamp()",
+        ))
+        .get_result(conn)
+        .await?,
+    )
+}
+
 /// The end of a monthly period that starts at `start`.
 pub(super) fn period_end_after(start: DateTime<Utc>) -> DateTime<Utc> {
     start
@@ -111,7 +124,7 @@ pub(super) async fn open_subscription(
         Some(id) => find_plan(conn, id).await?,
         None => free_plan(conn).await?,
     };
-    let start = Utc::now();
+    let start = db_now(conn).await?;
     diesel::insert_into(subscriptions::table)
         .values((
             subscriptions::org_id.eq(org_id),
@@ -130,7 +143,7 @@ pub(super) async fn reopen_subscription(conn: &mut Conn, org_id: Uuid) -> Result
     if !sub.is_ended() {
         return Ok(());
     }
-    let start = Utc::now();
+    let start = db_now(conn).await?;
     diesel::update(subscriptions::table.find(org_id))
         .set((
             subscriptions::status.eq(ACTIVE),
@@ -186,17 +199,31 @@ pub(super) async fn credit_balance(conn: &mut Conn, org_id: Uuid, currency: &str
         .select(credit_entries::amount_minor)
         .load(conn)
         .await?;
-    Ok(entries.iter().sum())
+    entries
+        .iter()
+        .try_fold(0i64, |sum, amount| sum.checked_add(*amount))
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("the credit balance of {org_id} overflows")))
 }
 
-/// The most members the organization's plan allows (`None`: unlimited).
+/// The most members the organization's plan allows (`None`: unlimited). While a
+/// cancellation is pending, the smaller of it and the free plan's, so nobody joins
+/// whom the organization could not keep after the period.
 pub(super) async fn member_limit(conn: &mut Conn, org_id: Uuid) -> Result<Option<i64>> {
-    let limit: Option<i32> = subscriptions::table
+    let (limit, canceling): (Option<i32>, bool) = subscriptions::table
         .inner_join(plans::table)
         .filter(subscriptions::org_id.eq(org_id))
-        .select(plans::max_members)
+        .select((plans::max_members, subscriptions::cancel_at_period_end))
         .first(conn)
         .await?;
+    let limit = if canceling {
+        let free = free_plan(conn).await?.max_members;
+        match (limit, free) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    } else {
+        limit
+    };
     Ok(limit.map(i64::from))
 }
 
@@ -333,7 +360,15 @@ impl Store {
         self.write(|conn| {
             async move {
                 let org = lock_live_org(conn, org_id).await?;
+                // A period that has ended is closed first, so a change never lands
+                // in a period that is over.
                 let sub = lock_subscription(conn, org_id).await?;
+                let sub = if sub.period_end <= db_now(conn).await? {
+                    super::invoices::close_period(conn, actor, org_id, sub.period_start, super::invoices::CloseReason::PeriodEnded).await?;
+                    lock_subscription(conn, org_id).await?
+                } else {
+                    sub
+                };
                 let current = find_plan(conn, &sub.plan_id).await?;
                 let name = format!("{}/subscription", org.name());
                 let (action, details) = match change {
@@ -350,6 +385,13 @@ impl Store {
                         if plan.id == current.id && !sub.cancel_at_period_end {
                             return view(conn, org_id).await;
                         }
+                        if plan.currency != current.currency {
+                            return Err(Error::precondition(
+                                "PLAN_CURRENCY",
+                                name,
+                                format!("the {} plan bills in {}, this subscription in {}; contact support to change currency", plan.display_name, plan.currency, current.currency),
+                            ));
+                        }
                         ensure_fits(conn, &org, &plan).await?;
                         if plan.is_paid() && !has_default_payment_method(conn, org_id).await? {
                             return Err(Error::precondition(
@@ -361,7 +403,10 @@ impl Store {
                                 ),
                             ));
                         }
-                        start_segment(conn, org_id, Utc::now(), &plan.id).await?;
+                        if plan.id != current.id {
+                            let at = db_now(conn).await?;
+                            start_segment(conn, org_id, at, &plan.id).await?;
+                        }
                         diesel::update(subscriptions::table.find(org_id))
                             .set((
                                 subscriptions::plan_id.eq(&plan.id),
