@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
@@ -19,7 +20,8 @@ use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTa
 use crate::config::ServeArgs;
 use crate::mail::Mailer;
 use crate::pb::{
-    self, billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
+    self, activity_service_server::ActivityServiceServer,
+    billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
     org_service_server::OrgServiceServer,
 };
 use crate::postgres::EmbeddedPostgres;
@@ -31,11 +33,12 @@ use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 4] = [
+const HEALTH_SERVICES: [&str; 5] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
     "orgd.v1.BillingService",
+    "orgd.v1.ActivityService",
 ];
 
 /// A bound, ready-to-run orgd.
@@ -221,6 +224,10 @@ impl App {
             )
             .add_service(
                 BillingServiceServer::new(billing_api)
+                    .max_decoding_message_size(args.max_request_bytes),
+            )
+            .add_service(
+                ActivityServiceServer::new(ActivityApi::new(store.clone()))
                     .max_decoding_message_size(args.max_request_bytes),
             )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);

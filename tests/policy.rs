@@ -224,7 +224,12 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         .map(|s| s.methods().len())
         .sum();
     assert_eq!(checked.len(), declared);
-    for service in ["OrgService", "MemberService", "BillingService"] {
+    for service in [
+        "OrgService",
+        "MemberService",
+        "BillingService",
+        "ActivityService",
+    ] {
         assert!(
             checked
                 .iter()
@@ -232,7 +237,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
             "expected {service} among {checked:?}"
         );
     }
-    assert!(declared >= 45, "expected every method, found {checked:?}");
+    assert!(declared >= 46, "expected every method, found {checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

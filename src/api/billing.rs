@@ -4,7 +4,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, optional, org_access, timestamp};
+use super::{call_context, datetime, optional, org_access, timestamp};
 use crate::auth::OrgAccess;
 use crate::domain::{
     ChildName, Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, PostalAddress, TaxId,
@@ -623,7 +623,7 @@ impl BillingService for BillingApi {
         let expires_at = given
             .expire_time
             .as_ref()
-            .map(|t| time("voucher.expire_time", t))
+            .map(|t| datetime("voucher.expire_time", t))
             .transpose()?;
         let created = self
             .store
@@ -652,7 +652,7 @@ impl BillingService for BillingApi {
             .get_ref()
             .period_start
             .as_ref()
-            .map(|t| time("period_start", t))
+            .map(|t| datetime("period_start", t))
             .transpose()?;
         let org = self
             .store
@@ -667,13 +667,6 @@ impl BillingService for BillingApi {
             invoice: Some(invoice(&closed)),
         }))
     }
-}
-
-fn time(field: &str, t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>> {
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
 }
 
 /// The invoice as a self-contained HTML document.

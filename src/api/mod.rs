@@ -2,6 +2,7 @@
 //! call the store. Authorization already happened in `crate::auth`; handlers take
 //! its verdict from the request extensions.
 
+pub mod activity;
 pub mod billing;
 pub mod member;
 pub mod org;
@@ -39,6 +40,14 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: time.timestamp_subsec_nanos() as i32,
     }
+}
+
+/// A request's timestamp as a time.
+fn datetime(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
 }
 
 /// An optional string field: empty means "not given".

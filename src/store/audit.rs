@@ -5,7 +5,10 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use super::{Conn, schema::activity};
+use scoped_futures::ScopedFutureExt;
+
+use super::{Conn, Store, schema::activity};
+use crate::domain::{PageRequest, PageToken};
 use crate::error::Result;
 
 /// Who performs a mutation, and under which request id.
@@ -50,4 +53,90 @@ pub async fn record(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = activity, check_for_backend(diesel::pg::Pg))]
+pub struct ActivityRow {
+    pub id: Uuid,
+    pub org_id: Option<Uuid>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: String,
+    pub details: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Which activities of an organization to list.
+#[derive(Debug, Default)]
+pub struct ActivityFilter {
+    pub actor: Option<String>,
+    pub action: Option<ActionFilter>,
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug)]
+pub enum ActionFilter {
+    Exact(String),
+    /// Every action starting with this (e.g. `member.`).
+    Prefix(String),
+}
+
+diesel::define_sql_function!(fn starts_with(text: diesel::sql_types::Text, prefix: diesel::sql_types::Text) -> diesel::sql_types::Bool);
+
+impl Store {
+    /// A page of `org_id`'s activities, newest first.
+    pub async fn list_activities(
+        &self,
+        org_id: Uuid,
+        filter: ActivityFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<ActivityRow>, String)> {
+        let filter = &filter;
+        let rows = self
+            .read(|conn| {
+                async move {
+                    let mut query = activity::table
+                        .filter(activity::org_id.eq(org_id))
+                        .order((activity::created_at.desc(), activity::id.desc()))
+                        .limit(page.limit + 1)
+                        .select(ActivityRow::as_select())
+                        .into_boxed();
+                    if let Some(actor) = &filter.actor {
+                        query = query.filter(activity::actor.eq(actor));
+                    }
+                    query = match &filter.action {
+                        Some(ActionFilter::Exact(action)) => {
+                            query.filter(activity::action.eq(action))
+                        }
+                        Some(ActionFilter::Prefix(prefix)) => {
+                            query.filter(starts_with(activity::action, prefix))
+                        }
+                        None => query,
+                    };
+                    if let Some(start) = filter.start {
+                        query = query.filter(activity::created_at.ge(start));
+                    }
+                    if let Some(end) = filter.end {
+                        query = query.filter(activity::created_at.lt(end));
+                    }
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            activity::created_at.lt(after.time).or(activity::created_at
+                                .eq(after.time)
+                                .and(activity::id.lt(after.id))),
+                        );
+                    }
+                    Ok(query.load(conn).await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(page.finish(rows, |row: &ActivityRow| PageToken {
+            time: row.created_at,
+            id: row.id,
+        }))
+    }
 }
