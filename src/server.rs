@@ -16,13 +16,14 @@ use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
+use crate::api::token::TokenApi;
 use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTable};
 use crate::config::ServeArgs;
 use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
     billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer,
+    org_service_server::OrgServiceServer, token_service_server::TokenServiceServer,
 };
 use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
@@ -33,12 +34,13 @@ use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 5] = [
+const HEALTH_SERVICES: [&str; 6] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
     "orgd.v1.BillingService",
     "orgd.v1.ActivityService",
+    "orgd.v1.TokenService",
 ];
 
 /// A bound, ready-to-run orgd.
@@ -228,6 +230,10 @@ impl App {
             )
             .add_service(
                 ActivityServiceServer::new(ActivityApi::new(store.clone()))
+                    .max_decoding_message_size(args.max_request_bytes),
+            )
+            .add_service(
+                TokenServiceServer::new(TokenApi::new(store.clone()))
                     .max_decoding_message_size(args.max_request_bytes),
             )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);

@@ -188,7 +188,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                     )
                     .await;
                 }
-                Policy::Authenticated => {
+                Policy::Authenticated { .. } => {
                     let as_service =
                         raw::call(&channel, &path, body.clone(), Some(&service_token)).await;
                     assert_eq!(
@@ -237,7 +237,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
             "expected {service} among {checked:?}"
         );
     }
-    assert!(declared >= 46, "expected every method, found {checked:?}");
+    assert!(declared >= 49, "expected every method, found {checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{call_context, optional, org_access, timestamp};
+use crate::auth::Principal;
 use crate::domain::{Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef};
 use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
@@ -294,11 +295,23 @@ impl OrgService for OrgApi {
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let ctx = call_context(&request)?;
         let caller = ctx.user()?;
+        // Through an API token: its organization only, within its limit.
+        let token = match &ctx.principal {
+            Principal::ApiToken(token) => Some(token),
+            _ => None,
+        };
         let mut memberships = Vec::new();
         let mut page = PageRequest::parse(0, "")?;
         loop {
             let (views, next) = self.store.memberships_of_user(caller.row.id, page).await?;
-            memberships.extend(views.into_iter().map(membership));
+            for mut view in views {
+                match token {
+                    Some(token) if view.org.id != token.org_id => continue,
+                    Some(token) => view.access.limit_to(&token.limit),
+                    None => {}
+                }
+                memberships.push(membership(view));
+            }
             if next.is_empty() {
                 break;
             }
@@ -306,7 +319,9 @@ impl OrgService for OrgApi {
         }
         Ok(Response::new(pb::WhoAmIResponse {
             user: Some(user(caller)),
-            token_organization: String::new(),
+            token_organization: token
+                .map(|token| OrgRef::name_of(token.org_id))
+                .unwrap_or_default(),
             memberships,
         }))
     }

@@ -20,6 +20,7 @@ use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::tokens::{SECRET_PREFIX, TokenCaller};
 
 /// Methods of the gRPC infrastructure services, open to everybody.
 const PUBLIC_PREFIXES: &[&str] = &[
@@ -165,9 +166,26 @@ async fn authorize(
             ))
             .into());
         }
-        (Policy::Authenticated, Principal::User(_)) => {}
+        (Policy::Service, Principal::ApiToken(_)) => {
+            return Err(
+                Error::PermissionDenied(format!("{path} is for backend services only")).into(),
+            );
+        }
+        (Policy::Authenticated { .. }, Principal::User(_)) => {}
+        (Policy::Authenticated { api_tokens: true }, Principal::ApiToken(_)) => {}
+        (Policy::Authenticated { api_tokens: false }, Principal::ApiToken(_)) => {
+            return Err(Error::PermissionDenied(format!(
+                "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
+            ))
+            .into());
+        }
         (Policy::Org(scope), Principal::User(user)) => {
-            let access = authorize_in_org(state, &message, user.row.id, scope).await?;
+            let access = authorize_in_org(state, &message, user.row.id, None, scope).await?;
+            request.extensions_mut().insert(access);
+        }
+        (Policy::Org(scope), Principal::ApiToken(caller)) => {
+            let access =
+                authorize_in_org(state, &message, caller.user.row.id, Some(caller), scope).await?;
             request.extensions_mut().insert(access);
         }
     }
@@ -198,6 +216,11 @@ async fn authenticate(
         .ok_or_else(|| {
             Error::Unauthenticated("the authorization metadata must be 'Bearer <token>'".into())
         })?;
+    if token.starts_with(SECRET_PREFIX) {
+        return Ok(Principal::ApiToken(
+            state.store.authenticate_api_token(token).await?,
+        ));
+    }
     let claims = state.verifier.verify(token)?;
     if state.service_subjects.contains(&claims.sub) {
         return Ok(Principal::Service {
@@ -298,6 +321,7 @@ async fn authorize_in_org(
     state: &AuthState,
     message: &DynamicMessage,
     user_id: uuid::Uuid,
+    token: Option<&TokenCaller>,
     scope: &OrgPolicy,
 ) -> Result<OrgAccess> {
     let raw_name = read_string_field(message, &scope.org_field);
@@ -308,11 +332,19 @@ async fn authorize_in_org(
         OrgRef::parse(&field, &raw_name)?
     };
     // Unknown and foreign organizations look the same, so non-members learn nothing.
-    let (org, member) = state
+    let not_found = || Error::NotFound(format!("organization {} not found", org_ref.name()));
+    let (org, mut member) = state
         .store
         .member_access(&org_ref, user_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("organization {} not found", org_ref.name())))?;
+        .ok_or_else(not_found)?;
+    // An API token works in its own organization only, within its limit.
+    if let Some(token) = token {
+        if org.id != token.org_id {
+            return Err(not_found());
+        }
+        member.limit_to(&token.limit);
+    }
     if !scope.allow_deleted {
         org.ensure_live()?;
     }

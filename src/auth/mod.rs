@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::store::Actor;
 use crate::store::access::MemberAccess;
 use crate::store::orgs::OrgRow;
+use crate::store::tokens::TokenCaller;
 use crate::store::users::User;
 
 /// Who is calling.
@@ -23,6 +24,9 @@ use crate::store::users::User;
 pub enum Principal {
     /// A person, through an identity-provider token.
     User(User),
+    /// A person acting through one of their API tokens: only in the token's
+    /// organization, and only within the token's limit.
+    ApiToken(TokenCaller),
     /// A backend service (its token subject is configured as a service).
     Service { subject: String },
 }
@@ -41,12 +45,20 @@ impl CallContext {
                 Some(user.row.id),
                 crate::domain::UserRef::name_of(user.row.id),
             ),
+            Principal::ApiToken(caller) => (
+                Some(caller.user.row.id),
+                crate::domain::UserRef::name_of(caller.user.row.id),
+            ),
             Principal::Service { subject } => (None, format!("services/{subject}")),
         };
         Actor {
             user_id,
             label,
             request_id: self.request_id.clone(),
+            token: match &self.principal {
+                Principal::ApiToken(caller) => Some(caller.limit.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -54,6 +66,7 @@ impl CallContext {
     pub fn user(&self) -> Result<&User> {
         match &self.principal {
             Principal::User(user) => Ok(user),
+            Principal::ApiToken(caller) => Ok(&caller.user),
             Principal::Service { .. } => Err(Error::PermissionDenied(
                 "this method needs a user token".into(),
             )),

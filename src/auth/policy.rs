@@ -9,8 +9,8 @@ use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, Value};
 /// What a caller needs to call a method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Policy {
-    /// Any signed-in user.
-    Authenticated,
+    /// Any signed-in user; with `api_tokens`, API tokens too.
+    Authenticated { api_tokens: bool },
     /// Backend services only.
     Service,
     /// A member of the organization named in the request.
@@ -41,6 +41,7 @@ struct Declared {
     org_field: String,
     allow_deleted: bool,
     child_resource: bool,
+    api_tokens: bool,
 }
 
 /// A method as the table knows it.
@@ -94,6 +95,7 @@ impl PolicyTable {
                         org_field: text("org_field"),
                         allow_deleted: flag("allow_deleted"),
                         child_resource: flag("child_resource"),
+                        api_tokens: flag("api_tokens"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -135,8 +137,14 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         org_field,
         allow_deleted,
         child_resource,
+        api_tokens,
     } = declared;
     let org_scoped = !permission.is_empty() || member;
+    if api_tokens && !authenticated {
+        bail!(
+            "api_tokens applies to authenticated policies only (organization policies always admit tokens)"
+        );
+    }
     if !org_scoped && (!org_field.is_empty() || allow_deleted || child_resource) {
         bail!(
             "org_field, allow_deleted and child_resource apply to permission and member policies only"
@@ -158,7 +166,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
                 allow_deleted,
             }))
         }
-        (false, false, true, false) => Ok(Policy::Authenticated),
+        (false, false, true, false) => Ok(Policy::Authenticated { api_tokens }),
         (false, false, false, true) => Ok(Policy::Service),
         _ => bail!("set exactly one of permission, member, authenticated and service"),
     }

@@ -44,6 +44,15 @@ impl MemberAccess {
     pub fn allows(&self, permission: &str) -> bool {
         self.effective.contains(permission)
     }
+
+    /// Narrows this standing to what an API token carries.
+    pub fn limit_to(&mut self, limit: &super::TokenLimit) {
+        self.roles.retain(|role| limit.roles.contains(role));
+        self.extra_permissions
+            .retain(|permission| limit.permissions.contains(permission));
+        self.effective
+            .retain(|permission| limit.permissions.contains(permission));
+    }
 }
 
 /// A membership with its organization, for listings.

@@ -18,6 +18,17 @@ pub struct Actor {
     /// `users/{id}`, `services/{subject}` or `system`.
     pub label: String,
     pub request_id: String,
+    /// Set when the user acts through an API token: what the token allows.
+    pub token: Option<TokenLimit>,
+}
+
+/// The roles and permissions an API token carries; its caller holds at most
+/// these, whatever more its creator holds.
+#[derive(Debug, Clone)]
+pub struct TokenLimit {
+    pub token_id: Uuid,
+    pub roles: std::collections::BTreeSet<String>,
+    pub permissions: std::collections::BTreeSet<String>,
 }
 
 impl Actor {
@@ -27,7 +38,19 @@ impl Actor {
             user_id: None,
             label: "system".into(),
             request_id: request_id.into(),
+            token: None,
         }
+    }
+}
+
+/// Records which API token a mutation came through, beside its own details.
+fn with_token(details: serde_json::Value, actor: &Actor) -> serde_json::Value {
+    match (details, &actor.token) {
+        (serde_json::Value::Object(mut fields), Some(token)) => {
+            fields.insert("api_token".into(), token.token_id.to_string().into());
+            serde_json::Value::Object(fields)
+        }
+        (details, _) => details,
     }
 }
 
@@ -48,7 +71,7 @@ pub async fn record(
             activity::action.eq(action),
             activity::target.eq(target),
             activity::request_id.eq(&actor.request_id),
-            activity::details.eq(details),
+            activity::details.eq(with_token(details, actor)),
         ))
         .execute(conn)
         .await?;

@@ -240,10 +240,14 @@ pub(super) async fn begin_change(
     let actor_id = actor
         .user_id
         .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
-    let access = access_in(conn, actor_id, &[org_id])
+    let mut access = access_in(conn, actor_id, &[org_id])
         .await?
         .remove(&org_id)
         .ok_or_else(|| Error::NotFound(format!("organization {} not found", org.name())))?;
+    // Through an API token, the caller holds only what the token carries.
+    if let Some(limit) = &actor.token {
+        access.limit_to(limit);
+    }
     if let Some(permission) = permission
         && !access.allows(permission)
     {

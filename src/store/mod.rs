@@ -12,6 +12,7 @@ pub mod orgs;
 pub mod outbox;
 mod schema;
 pub mod subscriptions;
+pub mod tokens;
 pub mod users;
 
 use std::time::Duration;
@@ -24,7 +25,7 @@ use scoped_futures::ScopedBoxFuture;
 
 use crate::error::{Error, Result};
 
-pub use audit::Actor;
+pub use audit::{Actor, TokenLimit};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

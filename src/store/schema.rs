@@ -287,6 +287,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        creator_id -> Uuid,
+        display_name -> Text,
+        prefix -> Text,
+        secret_hash -> Bytea,
+        roles -> Array<Text>,
+        extra_permissions -> Array<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
 
@@ -321,4 +338,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     credit_entries,
     invoices,
     invoice_lines,
+    api_tokens,
 );

@@ -67,13 +67,13 @@ impl User {
 }
 
 /// How a user is looked up.
-enum UserKey<'a> {
+pub(super) enum UserKey<'a> {
     Subject(&'a str),
     Id(Uuid),
 }
 
 /// A user with their personal organization.
-async fn find_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>> {
+pub(super) async fn find_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>> {
     let query = users::table
         .inner_join(
             organizations::table.on(organizations::personal_owner_id.eq(users::id.nullable())),
@@ -140,6 +140,7 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
         user_id: Some(row.id),
         label: UserRef::name_of(row.id),
         request_id: request_id.to_owned(),
+        token: None,
     };
     audit::record(
         conn,
@@ -208,6 +209,7 @@ async fn refresh_profile(conn: &mut Conn, identity: &Identity, request_id: &str)
             user_id: Some(row.id),
             label: UserRef::name_of(row.id),
             request_id: request_id.to_owned(),
+            token: None,
         };
         let details = serde_json::json!({ "fields": changed });
         audit::record(conn, &actor, None, "user.update", &actor.label, details).await?;

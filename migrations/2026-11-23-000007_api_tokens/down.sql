@@ -1,0 +1,3 @@
+DROP TABLE api_tokens;
+DELETE FROM role_permissions WHERE permission = 'permissions.check';
+DELETE FROM permissions WHERE name = 'permissions.check';

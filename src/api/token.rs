@@ -1,0 +1,123 @@
+//! TokenService: organization-scoped API tokens.
+
+use tonic::{Request, Response, Status};
+
+use super::{call_context, datetime, org_access, timestamp};
+use crate::domain::{ChildName, Names, PageRequest, UserRef};
+use crate::error::{Error, Result};
+use crate::pb::{self, token_service_server::TokenService};
+use crate::store::Store;
+use crate::store::tokens::{API_TOKENS, ApiTokenRow, NewApiToken};
+
+pub struct TokenApi {
+    store: Store,
+}
+
+impl TokenApi {
+    pub fn new(store: Store) -> Self {
+        TokenApi { store }
+    }
+}
+
+fn api_token(row: &ApiTokenRow) -> pb::ApiToken {
+    pb::ApiToken {
+        name: row.name(),
+        display_name: row.display_name.clone(),
+        creator: UserRef::name_of(row.creator_id),
+        roles: row.roles.clone(),
+        extra_permissions: row.extra_permissions.clone(),
+        prefix: row.prefix.clone(),
+        expire_time: row.expires_at.map(timestamp),
+        create_time: Some(timestamp(row.created_at)),
+        last_use_time: row.last_used_at.map(timestamp),
+        revoke_time: row.revoked_at.map(timestamp),
+    }
+}
+
+fn new_api_token(given: &pb::ApiToken) -> Result<NewApiToken> {
+    let display_name = given.display_name.trim();
+    if display_name.is_empty() || display_name.chars().count() > 100 {
+        return Err(Error::invalid(
+            "api_token.display_name",
+            "name the token (1 to 100 characters), e.g. \"deploy bot\"",
+        ));
+    }
+    let roles = Names::roles("api_token.roles", &given.roles)?;
+    let permissions = Names::permissions("api_token.extra_permissions", &given.extra_permissions)?;
+    if roles.is_empty() && permissions.is_empty() {
+        return Err(Error::invalid(
+            "api_token.roles",
+            "give the token at least one role or permission",
+        ));
+    }
+    let expires_at = given
+        .expire_time
+        .as_ref()
+        .map(|t| datetime("api_token.expire_time", t))
+        .transpose()?;
+    if expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+        return Err(Error::invalid(
+            "api_token.expire_time",
+            "the expiry must be in the future",
+        ));
+    }
+    Ok(NewApiToken {
+        display_name: display_name.to_owned(),
+        roles,
+        permissions,
+        expires_at,
+    })
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn create_api_token(
+        &self,
+        request: Request<pb::CreateApiTokenRequest>,
+    ) -> Result<Response<pb::CreateApiTokenResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let access = org_access(&request)?;
+        let given = request
+            .get_ref()
+            .api_token
+            .as_ref()
+            .ok_or_else(|| Error::invalid("api_token", "the token to create is required"))?;
+        let new = new_api_token(given)?;
+        let (row, secret) = self
+            .store
+            .create_api_token(&ctx.actor(), access.org.id, new)
+            .await?;
+        Ok(Response::new(pb::CreateApiTokenResponse {
+            api_token: Some(api_token(&row)),
+            secret,
+        }))
+    }
+
+    async fn list_api_tokens(
+        &self,
+        request: Request<pb::ListApiTokensRequest>,
+    ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
+        let access = org_access(&request)?;
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let (rows, next_page_token) = self.store.list_api_tokens(access.org.id, page).await?;
+        Ok(Response::new(pb::ListApiTokensResponse {
+            api_tokens: rows.iter().map(api_token).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<pb::RevokeApiTokenRequest>,
+    ) -> Result<Response<pb::ApiToken>, Status> {
+        let ctx = call_context(&request)?;
+        let access = org_access(&request)?;
+        let id = ChildName::parse("name", &request.get_ref().name, API_TOKENS)?.id;
+        let row = self
+            .store
+            .revoke_api_token(&ctx.actor(), access.org.id, id)
+            .await?;
+        Ok(Response::new(api_token(&row)))
+    }
+}

@@ -1,0 +1,245 @@
+//! API tokens: created within their creator's grant, stored only as a hash,
+//! resolved on every call to the creator plus the token's limit.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::members::{Catalog, begin_change, effective_of};
+use super::schema::api_tokens;
+use super::users::{User, UserKey, find_user};
+use super::{Actor, Conn, Store, TokenLimit, audit};
+use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
+use crate::error::{Error, Result};
+
+pub const API_TOKENS: &str = "apiTokens";
+/// Every API token starts with this, so that it is recognisable (e.g. by secret
+/// scanners) and told apart from identity-provider tokens.
+pub const SECRET_PREFIX: &str = "orgd_";
+/// How much of a secret is kept in clear to tell tokens apart.
+const SHOWN_PREFIX_LEN: usize = SECRET_PREFIX.len() + 4;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg))]
+pub struct ApiTokenRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub creator_id: Uuid,
+    pub display_name: String,
+    pub prefix: String,
+    pub roles: Vec<String>,
+    pub extra_permissions: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiTokenRow {
+    pub fn name(&self) -> String {
+        ChildName::name_of(self.org_id, API_TOKENS, self.id)
+    }
+}
+
+pub struct NewApiToken {
+    pub display_name: String,
+    pub roles: Names,
+    pub permissions: Names,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A caller authenticated by an API token: its creator, and what it may do.
+#[derive(Debug, Clone)]
+pub struct TokenCaller {
+    pub user: User,
+    pub org_id: Uuid,
+    pub limit: TokenLimit,
+}
+
+async fn token_limit(conn: &mut Conn, row: &ApiTokenRow) -> Result<TokenLimit> {
+    let roles = Names(row.roles.iter().cloned().collect());
+    let extras = Names(row.extra_permissions.iter().cloned().collect());
+    Ok(TokenLimit {
+        token_id: row.id,
+        permissions: effective_of(conn, &roles, &extras).await?,
+        roles: roles.0,
+    })
+}
+
+impl Store {
+    /// Creates a token within the creator's own grant; returns it with its secret.
+    pub async fn create_api_token(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        new: NewApiToken,
+    ) -> Result<(ApiTokenRow, String)> {
+        let new = &new;
+        self.write(|conn| {
+            async move {
+                let change = begin_change(conn, org_id, actor, Some("tokens.manage")).await?;
+                Catalog::load(conn).await?.ensure_known(
+                    "api_token",
+                    Some(&new.roles),
+                    Some(&new.permissions),
+                )?;
+                change.ensure_can_grant_roles(&new.roles)?;
+                let granted = effective_of(conn, &new.roles, &new.permissions).await?;
+                change.ensure_can_grant(&granted, "this token")?;
+                let secret = format!("{SECRET_PREFIX}{}", Secret::generate().token);
+                let row: ApiTokenRow = diesel::insert_into(api_tokens::table)
+                    .values((
+                        api_tokens::id.eq(Uuid::now_v7()),
+                        api_tokens::org_id.eq(org_id),
+                        api_tokens::creator_id.eq(change.actor_id),
+                        api_tokens::display_name.eq(&new.display_name),
+                        api_tokens::prefix.eq(&secret[..SHOWN_PREFIX_LEN]),
+                        api_tokens::secret_hash.eq(Secret::hash(&secret)),
+                        api_tokens::roles.eq(new.roles.to_vec()),
+                        api_tokens::extra_permissions.eq(new.permissions.to_vec()),
+                        api_tokens::expires_at.eq(new.expires_at),
+                    ))
+                    .returning(ApiTokenRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "api_token.create",
+                    &row.name(),
+                    serde_json::json!({
+                        "display_name": row.display_name, "roles": row.roles,
+                        "extra_permissions": row.extra_permissions,
+                    }),
+                )
+                .await?;
+                Ok((row, secret))
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// A page of the organization's tokens, newest first.
+    pub async fn list_api_tokens(
+        &self,
+        org_id: Uuid,
+        page: PageRequest,
+    ) -> Result<(Vec<ApiTokenRow>, String)> {
+        let rows = self
+            .read(|conn| {
+                async move {
+                    let mut query = api_tokens::table
+                        .filter(api_tokens::org_id.eq(org_id))
+                        .order((api_tokens::created_at.desc(), api_tokens::id.desc()))
+                        .limit(page.limit + 1)
+                        .select(ApiTokenRow::as_select())
+                        .into_boxed();
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            api_tokens::created_at
+                                .lt(after.time)
+                                .or(api_tokens::created_at
+                                    .eq(after.time)
+                                    .and(api_tokens::id.lt(after.id))),
+                        );
+                    }
+                    Ok(query.load(conn).await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(page.finish(rows, |row: &ApiTokenRow| PageToken {
+            time: row.created_at,
+            id: row.id,
+        }))
+    }
+
+    pub async fn revoke_api_token(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<ApiTokenRow> {
+        self.write(|conn| {
+            async move {
+                let row: ApiTokenRow = diesel::update(
+                    api_tokens::table
+                        .filter(api_tokens::id.eq(id))
+                        .filter(api_tokens::org_id.eq(org_id)),
+                )
+                .set(api_tokens::revoked_at.eq(diesel::dsl::now))
+                .returning(ApiTokenRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "API token {} not found",
+                        ChildName::name_of(org_id, API_TOKENS, id)
+                    ))
+                })?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "api_token.revoke",
+                    &row.name(),
+                    serde_json::json!({ "display_name": row.display_name }),
+                )
+                .await?;
+                Ok(row)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    /// The caller behind an API token's secret; UNAUTHENTICATED for an unknown,
+    /// revoked or expired one. Records its use (at most once a minute).
+    pub async fn authenticate_api_token(&self, secret: &str) -> Result<TokenCaller> {
+        let hash = Secret::hash(secret);
+        let hash = &hash;
+        self.write(|conn| {
+            async move {
+                let refused = |why: &str| Error::Unauthenticated(format!("this API token {why}"));
+                let row: ApiTokenRow = api_tokens::table
+                    .filter(api_tokens::secret_hash.eq(hash))
+                    .select(ApiTokenRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| refused("is not valid"))?;
+                if row.revoked_at.is_some() {
+                    return Err(refused("was revoked"));
+                }
+                if row.expires_at.is_some_and(|at| at <= Utc::now()) {
+                    return Err(refused("has expired"));
+                }
+                diesel::update(api_tokens::table.find(row.id))
+                    .filter(
+                        api_tokens::last_used_at
+                            .is_null()
+                            .or(api_tokens::last_used_at
+                                .lt(Utc::now() - chrono::Duration::minutes(1))),
+                    )
+                    .set(api_tokens::last_used_at.eq(diesel::dsl::now))
+                    .execute(conn)
+                    .await?;
+                let user = find_user(conn, UserKey::Id(row.creator_id))
+                    .await?
+                    .ok_or_else(|| refused("belongs to a user that no longer exists"))?;
+                Ok(TokenCaller {
+                    user,
+                    org_id: row.org_id,
+                    limit: token_limit(conn, &row).await?,
+                })
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! API tokens: scoped to one organization, limited to their grant and to their
+//! creator's current standing, revocable, and stored only as a hash.
+
+mod common;
+
+use common::*;
+use orgd::pb::{self, token_service_client::TokenServiceClient};
+use tonic::Code;
+
+fn new_token(org: &pb::Organization, roles: &[&str], extras: &[&str]) -> pb::CreateApiTokenRequest {
+    pb::CreateApiTokenRequest {
+        parent: org.name.clone(),
+        api_token: Some(pb::ApiToken {
+            display_name: "deploy bot".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            extra_permissions: extras.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let other = create_org(&mut app.orgs_as("alice").await, "Other").await;
+    let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    let mut bob_tokens = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("bob"))),
+    );
+
+    // No broader than the creator: an admin cannot mint an owner token.
+    expect_code(
+        bob_tokens
+            .create_api_token(new_token(&org, &["owner"], &[]))
+            .await,
+        Code::PermissionDenied,
+    );
+    let created = bob_tokens
+        .create_api_token(new_token(&org, &["viewer"], &["members.manage"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = created.secret.clone();
+    assert!(
+        secret.starts_with("orgd_") && secret.len() >= 45,
+        "{secret}"
+    );
+    let token = created.api_token.unwrap();
+    assert!(secret.starts_with(&token.prefix));
+
+    // Used: it acts as bob, in its organization, within its grant.
+    let mut orgs = app.orgs(Some(&secret)).await;
+    orgs.get_organization(get(&org.name)).await.unwrap();
+    let me = orgs
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.token_organization, org.name);
+    assert_eq!(me.memberships.len(), 1);
+    assert_eq!(
+        me.memberships[0].effective_permissions,
+        [
+            "members.manage",
+            "members.read",
+            "org.read",
+            "subscription.read"
+        ],
+        "bob is admin; the token holds viewer plus members.manage"
+    );
+    expect_code(
+        orgs.update_organization(update(org.clone(), &["description"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    // Another organization (even one bob may see) is NOT_FOUND through it.
+    expect_code(
+        orgs.get_organization(get(&other.name)).await,
+        Code::NotFound,
+    );
+    // Methods on a user's own account need their sign-in.
+    expect_code(
+        orgs.create_organization(new_org("Via token")).await,
+        Code::PermissionDenied,
+    );
+    let mut members = pb::member_service_client::MemberServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&secret)),
+    );
+    members
+        .create_invitation(invitation(&org, "carol@example.com", &["viewer"]))
+        .await
+        .unwrap();
+    // Within the token's grant, not the creator's: no admins through a viewer token.
+    expect_code(
+        members
+            .create_invitation(invitation(&org, "dan@example.com", &["admin"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    let via_token = app
+        .count(
+            "SELECT 1 FROM activity WHERE action = 'invitation.create' AND details->>'api_token' = $1",
+            &[&token.name.rsplit('/').next().unwrap().to_owned()],
+        )
+        .await;
+    assert_eq!(via_token, 1, "the audit row names the token");
+
+    // The creator is removed: the token stops at once.
+    app.members_as("alice")
+        .await
+        .remove_member(pb::RemoveMemberRequest {
+            name: bob.name.clone(),
+        })
+        .await
+        .unwrap();
+    expect_code(orgs.get_organization(get(&org.name)).await, Code::NotFound);
+    // Bob rejoins: it works again.
+    join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    orgs.get_organization(get(&org.name)).await.unwrap();
+
+    // Listed without its secret, with its last use; revoked, refused.
+    let mut alice_tokens = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    let listed = alice_tokens
+        .list_api_tokens(pb::ListApiTokensRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_use_time.is_some());
+    assert!(!format!("{listed:?}").contains(&secret));
+    alice_tokens
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            name: token.name.clone(),
+        })
+        .await
+        .unwrap();
+    let refused = expect_code(
+        orgs.get_organization(get(&org.name)).await,
+        Code::Unauthenticated,
+    );
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    expect_code(
+        app.orgs(Some("orgd_not-a-real-token"))
+            .await
+            .who_am_i(pb::WhoAmIRequest {})
+            .await,
+        Code::Unauthenticated,
+    );
+
+    // The secret is nowhere in the database, only its hash.
+    let db = sql_client(&app.db_url).await;
+    let tables: Vec<String> = db
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let body = &secret[5..];
+    for table in tables {
+        let found: i64 = db
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {table} t WHERE strpos(row_to_json(t)::text, $1) > 0"
+                ),
+                &[&body],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 0, "the secret is in {table}");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM api_tokens WHERE secret_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&secret]
+        )
+        .await,
+        1
+    );
+}
