@@ -16,6 +16,7 @@ use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
+use crate::api::resource::ResourceApi;
 use crate::api::token::TokenApi;
 use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTable};
 use crate::config::ServeArgs;
@@ -23,7 +24,8 @@ use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
     billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer, token_service_server::TokenServiceServer,
+    org_service_server::OrgServiceServer, resource_service_server::ResourceServiceServer,
+    token_service_server::TokenServiceServer,
 };
 use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
@@ -34,13 +36,14 @@ use crate::workers;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 6] = [
+const HEALTH_SERVICES: [&str; 7] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
     "orgd.v1.BillingService",
     "orgd.v1.ActivityService",
     "orgd.v1.TokenService",
+    "orgd.v1.ResourceService",
 ];
 
 /// A bound, ready-to-run orgd.
@@ -234,6 +237,10 @@ impl App {
             )
             .add_service(
                 TokenServiceServer::new(TokenApi::new(store.clone()))
+                    .max_decoding_message_size(args.max_request_bytes),
+            )
+            .add_service(
+                ResourceServiceServer::new(ResourceApi::new(store.clone()))
                     .max_decoding_message_size(args.max_request_bytes),
             )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod billing;
 pub mod member;
 pub mod org;
+pub mod resource;
 pub mod token;
 
 use chrono::{DateTime, Utc};

@@ -10,6 +10,7 @@ pub mod invoices;
 pub mod members;
 pub mod orgs;
 pub mod outbox;
+pub mod resources;
 mod schema;
 pub mod subscriptions;
 pub mod tokens;

@@ -1,0 +1,294 @@
+//! The resource registry. Registration locks the organization row, so the plan's
+//! resource limit and a concurrent deletion cannot race it; a transfer locks both
+//! organizations (in id order, so two opposite transfers cannot deadlock).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::access::access_in;
+use super::members::OWNER_ROLE;
+use super::orgs::{OrgRow, lock_live_org};
+use super::schema::{org_resources, plans, subscriptions};
+use super::{Actor, Conn, Store, audit};
+use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
+use crate::error::{Error, Result};
+
+pub const RESOURCES: &str = "resources";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = org_resources, check_for_backend(diesel::pg::Pg))]
+pub struct ResourceRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub kind: String,
+    pub external_id: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ResourceRow {
+    pub fn name(&self) -> String {
+        ChildName::name_of(self.org_id, RESOURCES, self.id)
+    }
+}
+
+pub struct NewResource {
+    pub kind: String,
+    pub external_id: String,
+    pub display_name: String,
+}
+
+/// Refuses one more resource beyond the organization's plan.
+async fn ensure_room(conn: &mut Conn, org: &OrgRow) -> Result<()> {
+    let (limit, plan): (Option<i32>, String) = subscriptions::table
+        .inner_join(plans::table)
+        .filter(subscriptions::org_id.eq(org.id))
+        .select((plans::max_resources, plans::display_name))
+        .first(conn)
+        .await?;
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let held: i64 = org_resources::table
+        .filter(org_resources::org_id.eq(org.id))
+        .count()
+        .get_result(conn)
+        .await?;
+    if held < i64::from(limit) {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "RESOURCE_LIMIT",
+        org.name(),
+        format!(
+            "{} holds {held} resources, the most its {plan} plan allows; upgrade the plan or remove one first",
+            org.name()
+        ),
+    ))
+}
+
+async fn find_resource(conn: &mut Conn, org_id: Uuid, id: Uuid, lock: bool) -> Result<ResourceRow> {
+    let query = org_resources::table
+        .filter(org_resources::id.eq(id))
+        .filter(org_resources::org_id.eq(org_id))
+        .select(ResourceRow::as_select());
+    let found = if lock {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    };
+    found.ok_or_else(|| {
+        Error::NotFound(format!(
+            "resource {} not found",
+            ChildName::name_of(org_id, RESOURCES, id)
+        ))
+    })
+}
+
+async fn org_id_of(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<Uuid>> {
+    use super::schema::organizations;
+    let query = organizations::table.select(organizations::id).into_boxed();
+    let query = match org_ref {
+        OrgRef::Id(id) => query.filter(organizations::id.eq(*id)),
+        OrgRef::Slug(slug) => query.filter(organizations::slug.eq(slug.as_str().to_owned())),
+    };
+    Ok(query.first(conn).await.optional()?)
+}
+
+/// Whether `user_id` holds the owner role in `org_id` (through an API token, only
+/// if the token carries it too).
+async fn is_owner(conn: &mut Conn, actor: &Actor, user_id: Uuid, org_id: Uuid) -> Result<bool> {
+    let Some(mut access) = access_in(conn, user_id, &[org_id]).await?.remove(&org_id) else {
+        return Ok(false);
+    };
+    if let Some(limit) = &actor.token {
+        access.limit_to(limit);
+    }
+    Ok(access.roles.iter().any(|r| r == OWNER_ROLE))
+}
+
+impl Store {
+    pub async fn register_resource(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        new: NewResource,
+    ) -> Result<ResourceRow> {
+        let new = &new;
+        self.write(|conn| {
+            async move {
+                let org = lock_live_org(conn, org_id).await?;
+                ensure_room(conn, &org).await?;
+                let row: ResourceRow = diesel::insert_into(org_resources::table)
+                    .values((
+                        org_resources::id.eq(Uuid::now_v7()),
+                        org_resources::org_id.eq(org_id),
+                        org_resources::kind.eq(&new.kind),
+                        org_resources::external_id.eq(&new.external_id),
+                        org_resources::display_name.eq(&new.display_name),
+                    ))
+                    .returning(ResourceRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(|err| match err {
+                        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                            Error::AlreadyExists(format!(
+                                "a {} with external id '{}' is already registered",
+                                new.kind, new.external_id
+                            ))
+                        }
+                        other => other.into(),
+                    })?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "resource.register",
+                    &row.name(),
+                    serde_json::json!({ "kind": row.kind, "external_id": row.external_id }),
+                )
+                .await?;
+                Ok(row)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    pub async fn unregister_resource(&self, actor: &Actor, org_id: Uuid, id: Uuid) -> Result<()> {
+        self.write(|conn| {
+            async move {
+                lock_live_org(conn, org_id).await?;
+                let row = find_resource(conn, org_id, id, true).await?;
+                diesel::delete(org_resources::table.find(id))
+                    .execute(conn)
+                    .await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Some(org_id),
+                    "resource.unregister",
+                    &row.name(),
+                    serde_json::json!({ "kind": row.kind, "external_id": row.external_id }),
+                )
+                .await
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+
+    pub async fn get_resource(&self, org_id: Uuid, id: Uuid) -> Result<ResourceRow> {
+        self.read(|conn| find_resource(conn, org_id, id, false).scope_boxed())
+            .await
+    }
+
+    /// A page of the organization's resources, oldest first.
+    pub async fn list_resources(
+        &self,
+        org_id: Uuid,
+        page: PageRequest,
+    ) -> Result<(Vec<ResourceRow>, String)> {
+        let rows = self
+            .read(|conn| {
+                async move {
+                    let mut query = org_resources::table
+                        .filter(org_resources::org_id.eq(org_id))
+                        .order((org_resources::created_at, org_resources::id))
+                        .limit(page.limit + 1)
+                        .select(ResourceRow::as_select())
+                        .into_boxed();
+                    if let Some(after) = page.after {
+                        query = query.filter(
+                            org_resources::created_at
+                                .gt(after.time)
+                                .or(org_resources::created_at
+                                    .eq(after.time)
+                                    .and(org_resources::id.gt(after.id))),
+                        );
+                    }
+                    Ok(query.load(conn).await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(page.finish(rows, |row: &ResourceRow| PageToken {
+            time: row.created_at,
+            id: row.id,
+        }))
+    }
+
+    /// Moves a resource to `destination` when the caller owns both organizations
+    /// and the destination's plan has room; audited in both.
+    pub async fn transfer_resource(
+        &self,
+        actor: &Actor,
+        org_id: Uuid,
+        id: Uuid,
+        destination: &OrgRef,
+    ) -> Result<ResourceRow> {
+        let user_id = actor
+            .user_id
+            .ok_or_else(|| Error::PermissionDenied("a transfer needs a user".into()))?;
+        self.write(|conn| {
+            async move {
+                // A non-member must not learn whether the destination exists.
+                let not_found = || {
+                    Error::NotFound(format!("organization {} not found", destination.name()))
+                };
+                let target_id = org_id_of(conn, destination)
+                    .await?
+                    .ok_or_else(not_found)?;
+                if target_id == org_id {
+                    return Err(Error::invalid(
+                        "destination",
+                        "the resource is already in that organization",
+                    ));
+                }
+                let (first, second) = if org_id < target_id {
+                    (org_id, target_id)
+                } else {
+                    (target_id, org_id)
+                };
+                let mut locked = [lock_live_org(conn, first).await?, lock_live_org(conn, second).await?];
+                if locked[0].id != org_id {
+                    locked.swap(0, 1);
+                }
+                let [source, target] = locked;
+                if access_in(conn, user_id, &[target.id]).await?.is_empty() {
+                    return Err(not_found());
+                }
+                for org in [&source, &target] {
+                    if !is_owner(conn, actor, user_id, org.id).await? {
+                        return Err(Error::PermissionDenied(format!(
+                            "moving a resource needs the owner role in both organizations, and you are not an owner of {}",
+                            org.name()
+                        )));
+                    }
+                }
+                let row = find_resource(conn, org_id, id, true).await?;
+                ensure_room(conn, &target).await?;
+                let moved: ResourceRow = diesel::update(org_resources::table.find(id))
+                    .set(org_resources::org_id.eq(target.id))
+                    .returning(ResourceRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                let details = serde_json::json!({
+                    "from": source.name(), "to": target.name(),
+                    "kind": moved.kind, "external_id": moved.external_id,
+                });
+                audit::record(conn, actor, Some(source.id), "resource.transfer_out", &row.name(), details.clone())
+                    .await?;
+                audit::record(conn, actor, Some(target.id), "resource.transfer_in", &moved.name(), details)
+                    .await?;
+                Ok(moved)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}
