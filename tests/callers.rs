@@ -228,7 +228,25 @@ async fn backend_services_check_permissions_and_list_memberships() {
     let carol_id = app.user_id("carol").await;
     app.set_member(&org.uid, &bob_id, &["developer"], &["billing.read"])
         .await;
-    let service = app.orgs_as_service().await;
+    // A backend service asks with an API token of the organization that holds
+    // permissions.check (and nothing else).
+    let secret = pb::token_service_client::TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    )
+    .create_api_token(pb::CreateApiTokenRequest {
+        parent: org.name.clone(),
+        api_token: Some(pb::ApiToken {
+            display_name: "billing service".into(),
+            extra_permissions: vec!["permissions.check".into()],
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .secret;
+    let service = app.orgs(Some(&secret)).await;
     let check = |user: &str, organization: &str, permission: &str| pb::CheckPermissionRequest {
         user: format!("users/{user}"),
         organization: organization.into(),
@@ -297,8 +315,16 @@ async fn backend_services_check_permissions_and_list_memberships() {
         Code::NotFound,
     );
 
-    let memberships = service
-        .clone()
+    // The token answers for its own organization only.
+    let other = create_org(&mut app.orgs_as("alice").await, "Other").await;
+    expect_code(
+        allowed(check(&alice_id, &other.name, "org.read")).await,
+        Code::NotFound,
+    );
+
+    let memberships = app
+        .orgs_as_service()
+        .await
         .list_user_organizations(pb::ListUserOrganizationsRequest {
             user: format!("users/{bob_id}"),
             page_size: 0,

@@ -330,26 +330,32 @@ impl OrgService for OrgApi {
         &self,
         request: Request<pb::CheckPermissionRequest>,
     ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        let access = org_access(&request)?;
         let body = request.get_ref();
-        let org_ref = OrgRef::parse("organization", &body.organization)?;
-        if body.permission.is_empty() || !self.store.permission_exists(&body.permission).await? {
+        let user = UserRef::parse("user", &body.user)?;
+        if body.permission.is_empty() {
+            return Err(
+                Error::invalid("permission", "a permission is required, e.g. org.update").into(),
+            );
+        }
+        let check = self
+            .store
+            .check_permission(access.org.id, user.0, &body.permission)
+            .await?;
+        if !check.permission_exists {
             return Err(Error::invalid(
                 "permission",
                 format!("'{}' is not a known permission", body.permission),
             )
             .into());
         }
-        let subject = existing_user(&self.store, "user", &body.user).await?;
-        let (org, access) = self
-            .store
-            .org_and_access(&org_ref, subject.row.id)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("organization {} not found", body.organization))
-            })?;
-        let allowed = org.deleted_at.is_none()
-            && access.is_some_and(|access| access.allows(&body.permission));
-        Ok(Response::new(pb::CheckPermissionResponse { allowed }))
+        if !check.user_exists {
+            return Err(Error::NotFound(format!("user {} not found", body.user)).into());
+        }
+        // A soft-deleted organization grants nothing.
+        Ok(Response::new(pb::CheckPermissionResponse {
+            allowed: check.allowed && access.org.deleted_at.is_none(),
+        }))
     }
 
     async fn list_user_organizations(

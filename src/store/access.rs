@@ -55,6 +55,17 @@ impl MemberAccess {
     }
 }
 
+/// The answer to "may this user do that here?".
+#[derive(Debug, QueryableByName)]
+pub struct PermissionCheck {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub user_exists: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub permission_exists: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub allowed: bool,
+}
+
 /// A membership with its organization, for listings.
 pub struct MembershipView {
     pub org: OrgRow,
@@ -185,6 +196,37 @@ impl Store {
     pub async fn find_org(&self, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
         self.read(|conn| find_org(conn, org_ref).scope_boxed())
             .await
+    }
+
+    /// Whether `user_id` holds `permission` in `org_id`, in one indexed query.
+    pub async fn check_permission(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        permission: &str,
+    ) -> Result<PermissionCheck> {
+        self.read(|conn| {
+            async move {
+                Ok(diesel::sql_query(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+                            EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
+                            EXISTS (SELECT 1 FROM membership_roles r
+                                        JOIN role_permissions rp ON rp.role = r.role
+                                    WHERE r.org_id = $1 AND r.user_id = $2 AND rp.permission = $3
+                                    UNION ALL
+                                    SELECT 1 FROM membership_permissions g
+                                    WHERE g.org_id = $1 AND g.user_id = $2 AND g.permission = $3)
+                            AS allowed",
+                )
+                .bind::<diesel::sql_types::Uuid, _>(org_id)
+                .bind::<diesel::sql_types::Uuid, _>(user_id)
+                .bind::<diesel::sql_types::Text, _>(permission)
+                .get_result(conn)
+                .await?)
+            }
+            .scope_boxed()
+        })
+        .await
     }
 
     pub async fn permission_exists(&self, name: &str) -> Result<bool> {
