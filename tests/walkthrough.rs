@@ -1,0 +1,121 @@
+//! The README's operator walkthrough, run verbatim with `buf curl` against the
+//! real binary: if the documentation drifts from the service, this fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::fresh_database;
+
+/// The shell block between the walkthrough markers of README.md.
+fn walkthrough(readme: &str) -> String {
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("README.md marks its walkthrough");
+    let end = readme[start..]
+        .find("<!-- walkthrough:end -->")
+        .expect("the walkthrough ends")
+        + start;
+    let block = &readme[start..end];
+    let body = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a ```sh block")
+        .0;
+    body.to_owned()
+}
+
+/// buf's CLI from npm, installed beside the project if it is not there yet.
+fn buf(project: &Path) -> PathBuf {
+    let buf = project.join("node_modules/.bin/buf");
+    if !buf.exists() {
+        let installed = Command::new("npm")
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "@bufbuild/buf@1",
+            ])
+            .current_dir(project)
+            .status();
+        assert!(
+            installed.is_ok_and(|s| s.success()) && buf.exists(),
+            "this test needs buf: run `npm install --no-save @bufbuild/buf` in {}",
+            project.display()
+        );
+    }
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_walkthrough_runs_as_written() {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = walkthrough(&std::fs::read_to_string(project.join("README.md")).unwrap());
+    let buf = buf(project);
+    let data_dir = std::env::temp_dir().join(format!("orgd-walkthrough-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let orgd = env!("CARGO_BIN_EXE_orgd");
+    let mut server = Command::new(orgd)
+        .args(["serve", "--listen", &addr])
+        .env("DATABASE_URL", fresh_database().await)
+        .env("ORGD_DATA_DIR", &data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "orgd did not start listening");
+
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("ORGD", orgd)
+        .env("ORGD_DATA_DIR", &data_dir)
+        .env("ADDR", &addr)
+        .env("BUF", &buf)
+        .output()
+        .unwrap();
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the walkthrough failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The last call listed the activity through the API token, newest first.
+    let listing = &stdout[stdout
+        .rfind("\"activities\"")
+        .expect("the activity listing")..];
+    let order: Vec<usize> = [
+        "api_token.create",
+        "invitation.create",
+        "organization.create",
+    ]
+    .iter()
+    .map(|action| {
+        listing
+            .find(&format!("\"action\": \"{action}\""))
+            .unwrap_or_else(|| panic!("{action} missing from {listing}"))
+    })
+    .collect();
+    assert!(order.is_sorted(), "newest first: {listing}");
+    assert!(stdout.contains("\"slug\": \"acme-corp\""));
+}
