@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::fresh_database;
@@ -65,12 +65,16 @@ async fn the_readme_walkthrough_runs_as_written() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let orgd = env!("CARGO_BIN_EXE_orgd");
+    let log_path = data_dir.join("orgd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let db_url = fresh_database().await;
     let mut server = Command::new(orgd)
         .args(["serve", "--listen", &addr])
-        .env("DATABASE_URL", fresh_database().await)
+        .env("DATABASE_URL", &db_url)
         .env("ORGD_DATA_DIR", &data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut ready = false;
@@ -93,6 +97,44 @@ async fn the_readme_walkthrough_runs_as_written() {
         .unwrap();
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     server.wait().unwrap();
+    // The API token's secret went to the script, and nowhere else: not into the
+    // debug log, not into the database (which keeps a short prefix and a hash).
+    let secret_shape = |text: &str| {
+        text.match_indices("orgd_").any(|(at, _)| {
+            text[at + 5..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .count()
+                >= 20
+        })
+    };
+    let server_log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        server_log.contains("call finished"),
+        "the debug log was captured"
+    );
+    assert!(
+        !secret_shape(&server_log),
+        "an API token secret is in the log"
+    );
+    let db = common::sql_client(&db_url).await;
+    let dump: Vec<String> = db
+        .query(
+            "SELECT row_to_json(t)::text FROM api_tokens t
+             UNION ALL SELECT row_to_json(a)::text FROM activity a
+             UNION ALL SELECT row_to_json(o)::text FROM outbox_messages o",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(dump.len() > 3, "rows were written");
+    assert!(
+        !dump.iter().any(|row| secret_shape(row)),
+        "a secret is stored"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
