@@ -64,12 +64,7 @@ async fn card_numbers_are_refused_and_never_stored_or_logged() {
     std::fs::create_dir_all(&dir).unwrap();
     let log_path = dir.join("orgd.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_local_addr();
     let mut orgd = Command::new(env!("CARGO_BIN_EXE_orgd"))
         .args([
             "serve",
@@ -291,17 +286,7 @@ async fn card_numbers_are_refused_and_never_stored_or_logged() {
 
     // No table holds any of them, however they are punctuated.
     let db = sql_client(&db_url).await;
-    let tables: Vec<String> = db
-        .query(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let tables = public_tables(&db).await;
     assert!(tables.len() > 20, "{tables:?}");
     for table in tables {
         for card in CARDS {

@@ -159,17 +159,7 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
 
     // The secret is nowhere in the database, only its hash.
     let db = sql_client(&app.db_url).await;
-    let tables: Vec<String> = db
-        .query(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let tables = public_tables(&db).await;
     let body = &secret[5..];
     for table in tables {
         let found: i64 = db

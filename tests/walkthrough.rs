@@ -58,12 +58,7 @@ async fn the_readme_walkthrough_runs_as_written() {
     let buf = buf(project);
     let data_dir = std::env::temp_dir().join(format!("orgd-walkthrough-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_local_addr();
     let orgd = env!("CARGO_BIN_EXE_orgd");
     let log_path = data_dir.join("orgd.log");
     let log = std::fs::File::create(&log_path).unwrap();

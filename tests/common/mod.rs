@@ -115,6 +115,30 @@ pub async fn sql_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Every table of the orgd schema, to search them all.
+pub async fn public_tables(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
+}
+
+/// A loopback address with a free port, for a process that binds it itself.
+pub fn free_local_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
 pub type MemberClient = MemberServiceClient<InterceptedService<Channel, Bearer>>;
 pub type BillingClient = BillingServiceClient<InterceptedService<Channel, Bearer>>;
