@@ -320,18 +320,22 @@ pub(super) async fn close_period(
         ))
         .execute(conn)
         .await?;
-    audit::record(
-        conn,
-        actor,
-        Some(org_id),
-        "invoice.create",
-        &invoice.name(),
-        serde_json::json!({
-            "number": number, "reason": format!("{reason:?}"),
-            "subtotal_minor": subtotal, "credit_minor": credit, "currency": currency,
-        }),
-    )
-    .await?;
+    // One mutation, one activity: a deletion's final invoice is recorded in the
+    // deletion's own activity row.
+    if reason != CloseReason::OrganizationDeleted {
+        audit::record(
+            conn,
+            actor,
+            Some(org_id),
+            "invoice.create",
+            &invoice.name(),
+            serde_json::json!({
+                "number": number, "reason": format!("{reason:?}"),
+                "subtotal_minor": subtotal, "credit_minor": credit, "currency": currency,
+            }),
+        )
+        .await?;
+    }
     Ok(Closed::Issued(load_view(conn, invoice).await?))
 }
 

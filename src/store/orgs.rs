@@ -583,14 +583,20 @@ impl Store {
                 }
                 // Billing stops with the organization: its period closes and is invoiced now.
                 let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
-                invoices::close_period(
+                let final_invoice = match invoices::close_period(
                     conn,
                     actor,
                     org_id,
                     period_start,
                     CloseReason::OrganizationDeleted,
                 )
-                .await?;
+                .await?
+                {
+                    invoices::Closed::Issued(invoice) | invoices::Closed::Before(invoice) => {
+                        Some(invoice.row.name())
+                    }
+                    invoices::Closed::Nothing => None,
+                };
                 let purge_at = Utc::now() + retention;
                 diesel::update(organizations::table.find(org_id))
                     .set((
@@ -606,7 +612,7 @@ impl Store {
                     Some(org_id),
                     "organization.delete",
                     &deleted.name(),
-                    serde_json::json!({ "purge_time": purge_at }),
+                    serde_json::json!({ "purge_time": purge_at, "final_invoice": final_invoice }),
                 )
                 .await?;
                 Ok(deleted)

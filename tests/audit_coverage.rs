@@ -1,0 +1,428 @@
+//! Every mutating RPC of every service, as listed by the descriptor's policy
+//! table, leaves exactly one activity row (a resource transfer: one in each of
+//! its two organizations), written in the same transaction as the change.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use orgd::auth::PolicyTable;
+use orgd::pb::{
+    self, resource_service_client::ResourceServiceClient, token_service_client::TokenServiceClient,
+};
+use prost_types::FieldMask;
+
+/// RPCs that only read.
+fn reads(method: &str) -> bool {
+    method.starts_with("Get")
+        || method.starts_with("List")
+        || ["WhoAmI", "CheckPermission", "DownloadInvoice"].contains(&method)
+}
+
+struct Audit<'a> {
+    app: &'a TestApp,
+    covered: BTreeSet<String>,
+}
+
+impl Audit<'_> {
+    async fn rows(&self) -> i64 {
+        self.app.count("SELECT 1 FROM activity", &[]).await
+    }
+
+    /// Runs `call`, the RPC `method`, and checks it wrote `rows` activity rows.
+    async fn expect<T>(
+        &mut self,
+        method: &str,
+        rows: i64,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> T {
+        let before = self.rows().await;
+        let result = call
+            .await
+            .unwrap_or_else(|status| panic!("{method}: {status:?}"))
+            .into_inner();
+        assert_eq!(self.rows().await - before, rows, "{method}'s activity rows");
+        self.covered.insert(method.to_owned());
+        result
+    }
+
+    async fn once<T>(
+        &mut self,
+        method: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> T {
+        self.expect(method, 1, call).await
+    }
+}
+
+fn invite(org: &pb::Organization, who: &str) -> pb::CreateInvitationRequest {
+    invitation(org, &format!("{who}@example.com"), &["developer"])
+}
+
+fn set_roles(member: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
+    pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            name: member.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["roles".into()],
+        }),
+    }
+}
+
+fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
+    pb::AddPaymentMethodRequest {
+        parent: org.name.clone(),
+        payment_method: Some(pb::PaymentMethod {
+            processor_token: token.into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2031,
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
+    let app = TestApp::spawn().await;
+    for user in ["alice", "bob", "carol", "dave"] {
+        app.user_id(user).await;
+    }
+    let mut audit = Audit {
+        app: &app,
+        covered: BTreeSet::new(),
+    };
+    let mut orgs = app.orgs_as("alice").await;
+    let mut members = app.members_as("alice").await;
+    let mut billing = app.billing_as("alice").await;
+    let mut operator = app.billing_as_service().await;
+    let channel = app.channel().await;
+    let alice_bearer = Bearer::new(Some(&user_token("alice")));
+    let mut tokens = TokenServiceClient::with_interceptor(channel.clone(), alice_bearer.clone());
+    let mut resources = ResourceServiceClient::with_interceptor(channel, alice_bearer);
+
+    // Organizations.
+    let org = audit
+        .once(
+            "CreateOrganization",
+            orgs.create_organization(new_org("Acme")),
+        )
+        .await;
+    let mut change = org.clone();
+    change.contact_email = "ops@acme.test".into();
+    audit
+        .once(
+            "UpdateOrganization",
+            orgs.update_organization(update(change, &["contact_email"])),
+        )
+        .await;
+    let token = latest_token(&app, "ops@acme.test").await;
+    audit
+        .once(
+            "VerifyContactEmail",
+            orgs.verify_contact_email(pb::VerifyContactEmailRequest { token }),
+        )
+        .await;
+
+    // Invitations and members.
+    audit
+        .once(
+            "CreateInvitation",
+            members.create_invitation(invite(&org, "bob")),
+        )
+        .await;
+    let token = latest_token(&app, "bob@example.com").await;
+    let bob = audit
+        .once(
+            "AcceptInvitation",
+            app.members_as("bob")
+                .await
+                .accept_invitation(accept(&token)),
+        )
+        .await;
+    let carol_invite = members
+        .create_invitation(invite(&org, "carol"))
+        .await
+        .unwrap()
+        .into_inner();
+    audit
+        .once(
+            "ResendInvitation",
+            members.resend_invitation(pb::ResendInvitationRequest {
+                name: carol_invite.name.clone(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "RevokeInvitation",
+            members.revoke_invitation(pb::RevokeInvitationRequest {
+                name: carol_invite.name,
+            }),
+        )
+        .await;
+    members
+        .create_invitation(invite(&org, "dave"))
+        .await
+        .unwrap();
+    let token = latest_token(&app, "dave@example.com").await;
+    audit
+        .once(
+            "DeclineInvitation",
+            app.members_as("dave")
+                .await
+                .decline_invitation(pb::DeclineInvitationRequest { token }),
+        )
+        .await;
+    audit
+        .once(
+            "UpdateMember",
+            members.update_member(set_roles(&bob.name, &["viewer"])),
+        )
+        .await;
+    audit
+        .once(
+            "BatchUpdateMembers",
+            members.batch_update_members(pb::BatchUpdateMembersRequest {
+                parent: org.name.clone(),
+                requests: vec![set_roles(&bob.name, &["developer"])],
+            }),
+        )
+        .await;
+    let carol = join(&app, "alice", &org, "carol", &["viewer"])
+        .await
+        .unwrap();
+    audit
+        .once(
+            "RemoveMember",
+            members.remove_member(pb::RemoveMemberRequest { name: carol.name }),
+        )
+        .await;
+    let carol = join(&app, "alice", &org, "carol", &["viewer"])
+        .await
+        .unwrap();
+    audit
+        .once(
+            "BatchRemoveMembers",
+            members.batch_remove_members(pb::BatchRemoveMembersRequest {
+                parent: org.name.clone(),
+                names: vec![carol.name],
+            }),
+        )
+        .await;
+
+    // Billing.
+    let first = audit
+        .once(
+            "AddPaymentMethod",
+            billing.add_payment_method(card(&org, "pm_first")),
+        )
+        .await;
+    let second = billing
+        .add_payment_method(card(&org, "pm_second"))
+        .await
+        .unwrap()
+        .into_inner();
+    audit
+        .once(
+            "SetDefaultPaymentMethod",
+            billing.set_default_payment_method(pb::SetDefaultPaymentMethodRequest {
+                name: second.name,
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "RemovePaymentMethod",
+            billing.remove_payment_method(pb::RemovePaymentMethodRequest { name: first.name }),
+        )
+        .await;
+    let subscription = format!("{}/subscription", org.name);
+    audit
+        .once(
+            "ChangePlan",
+            billing.change_plan(pb::ChangePlanRequest {
+                name: subscription.clone(),
+                plan: "plans/startup".into(),
+                etag: String::new(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "CancelSubscription",
+            billing.cancel_subscription(pb::CancelSubscriptionRequest {
+                name: subscription.clone(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "ResumeSubscription",
+            billing.resume_subscription(pb::ResumeSubscriptionRequest { name: subscription }),
+        )
+        .await;
+    audit
+        .once(
+            "UpdateBillingProfile",
+            billing.update_billing_profile(pb::UpdateBillingProfileRequest {
+                billing_profile: Some(pb::BillingProfile {
+                    name: format!("{}/billingProfile", org.name),
+                    billing_email: "invoices@acme.test".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["billing_email".into()],
+                }),
+            }),
+        )
+        .await;
+    let token = latest_token(&app, "invoices@acme.test").await;
+    audit
+        .once(
+            "VerifyBillingEmail",
+            billing.verify_billing_email(pb::VerifyBillingEmailRequest { token }),
+        )
+        .await;
+    audit
+        .once(
+            "CreateVoucher",
+            operator.create_voucher(pb::CreateVoucherRequest {
+                voucher: Some(pb::Voucher {
+                    code: "AUDIT-1".into(),
+                    amount: Some(pb::Money {
+                        currency_code: "USD".into(),
+                        amount_minor: 100,
+                    }),
+                    max_redemptions: 1,
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "RedeemVoucher",
+            billing.redeem_voucher(pb::RedeemVoucherRequest {
+                organization: org.name.clone(),
+                code: "AUDIT-1".into(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "CloseBillingPeriod",
+            operator.close_billing_period(pb::CloseBillingPeriodRequest {
+                organization: org.name.clone(),
+                period_start: None,
+            }),
+        )
+        .await;
+
+    // API tokens.
+    let created = audit
+        .once(
+            "CreateApiToken",
+            tokens.create_api_token(pb::CreateApiTokenRequest {
+                parent: org.name.clone(),
+                api_token: Some(pb::ApiToken {
+                    display_name: "ci".into(),
+                    roles: vec!["viewer".into()],
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "RevokeApiToken",
+            tokens.revoke_api_token(pb::RevokeApiTokenRequest {
+                name: created.api_token.unwrap().name,
+            }),
+        )
+        .await;
+
+    // Resources, moved between two organizations: one row in each.
+    let beta = create_org(&mut orgs, "Beta").await;
+    let registered = audit
+        .once(
+            "RegisterResource",
+            resources.register_resource(pb::RegisterResourceRequest {
+                parent: org.name.clone(),
+                resource: Some(pb::Resource {
+                    kind: "app".into(),
+                    external_id: "audit-app".into(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await;
+    let moved = audit
+        .expect(
+            "TransferResource",
+            2,
+            resources.transfer_resource(pb::TransferResourceRequest {
+                name: registered.name,
+                destination: beta.name.clone(),
+            }),
+        )
+        .await;
+    let per_org = app
+        .count(
+            "SELECT 1 FROM activity WHERE action LIKE 'resource.transfer_%' GROUP BY org_id",
+            &[],
+        )
+        .await;
+    assert_eq!(per_org, 2, "one transfer row in each organization");
+    audit
+        .once(
+            "UnregisterResource",
+            resources.unregister_resource(pb::UnregisterResourceRequest { name: moved.name }),
+        )
+        .await;
+
+    // Ownership, leaving, deletion.
+    audit
+        .once(
+            "TransferOwnership",
+            members.transfer_ownership(pb::TransferOwnershipRequest {
+                organization: org.name.clone(),
+                new_owner: bob.name.clone(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "LeaveOrganization",
+            members.leave_organization(pb::LeaveOrganizationRequest {
+                organization: org.name.clone(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "DeleteOrganization",
+            orgs.delete_organization(delete(&beta)),
+        )
+        .await;
+    audit
+        .once(
+            "UndeleteOrganization",
+            orgs.undelete_organization(pb::UndeleteOrganizationRequest { name: beta.name }),
+        )
+        .await;
+
+    // Nothing mutating was left out.
+    let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
+    let mutating: BTreeSet<String> = table
+        .methods()
+        .map(|(path, _)| path.rsplit('/').next().unwrap().to_owned())
+        .filter(|method| !reads(method))
+        .collect();
+    assert_eq!(audit.covered, mutating);
+}
