@@ -96,6 +96,50 @@ async fn resources_hold_deletion_and_move_only_between_owned_organizations() {
         Code::NotFound,
     );
 
+    // Nor into a deleted one she is not in: NOT_FOUND, nothing about its state.
+    let mut bob_orgs = app.orgs_as("bob").await;
+    let gone = create_org(&mut bob_orgs, "Gone").await;
+    bob_orgs.delete_organization(delete(&gone)).await.unwrap();
+    let status = expect_code(
+        alice
+            .transfer_resource(pb::TransferResourceRequest {
+                name: app_resource.name.clone(),
+                destination: gone.name.clone(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert!(!status.message().contains(&gone.slug), "{status:?}");
+    // An owner token of the source reaches no other organization.
+    let owner_token = pb::token_service_client::TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    )
+    .create_api_token(pb::CreateApiTokenRequest {
+        parent: source.name.clone(),
+        api_token: Some(pb::ApiToken {
+            display_name: "mover".into(),
+            roles: vec!["owner".into()],
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .secret;
+    expect_code(
+        ResourceServiceClient::with_interceptor(
+            app.channel().await,
+            Bearer::new(Some(&owner_token)),
+        )
+        .transfer_resource(pb::TransferResourceRequest {
+            name: app_resource.name.clone(),
+            destination: target.name.clone(),
+        })
+        .await,
+        Code::NotFound,
+    );
+
     // Owner of both: the move is atomic and audited in both organizations.
     let moved = alice
         .transfer_resource(pb::TransferResourceRequest {

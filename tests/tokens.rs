@@ -108,6 +108,25 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         .await;
     assert_eq!(via_token, 1, "the audit row names the token");
 
+    // What a person does with their own sign-in, a token cannot: mint tokens,
+    // leave, transfer ownership, or reach into another organization.
+    let mut through_token =
+        TokenServiceClient::with_interceptor(app.channel().await, Bearer::new(Some(&secret)));
+    expect_code(
+        through_token
+            .create_api_token(new_token(&org, &["viewer"], &[]))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        members
+            .leave_organization(pb::LeaveOrganizationRequest {
+                organization: org.name.clone(),
+            })
+            .await,
+        Code::PermissionDenied,
+    );
+
     // The creator is removed: the token stops at once.
     app.members_as("alice")
         .await

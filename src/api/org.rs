@@ -349,12 +349,10 @@ impl OrgService for OrgApi {
             )
             .into());
         }
-        if !check.user_exists {
-            return Err(Error::NotFound(format!("user {} not found", body.user)).into());
-        }
-        // A soft-deleted organization grants nothing.
+        // An unknown user is simply not allowed: the answer must not tell which
+        // user ids exist. A soft-deleted organization grants nothing.
         Ok(Response::new(pb::CheckPermissionResponse {
-            allowed: check.allowed && access.org.deleted_at.is_none(),
+            allowed: check.user_exists && check.allowed && access.org.deleted_at.is_none(),
         }))
     }
 

@@ -27,11 +27,31 @@ pub struct Actor {
 #[derive(Debug, Clone)]
 pub struct TokenLimit {
     pub token_id: Uuid,
+    /// The one organization the token acts in.
+    pub org_id: Uuid,
     pub roles: std::collections::BTreeSet<String>,
     pub permissions: std::collections::BTreeSet<String>,
 }
 
 impl Actor {
+    /// Whether the actor may act in `org_id` at all: through an API token, only
+    /// in the token's organization.
+    pub fn reaches(&self, org_id: Uuid) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|token| token.org_id == org_id)
+    }
+
+    /// Refuses what a person must do with their own sign-in, not a token.
+    pub fn ensure_signed_in(&self, what: &str) -> crate::error::Result<()> {
+        match self.token {
+            None => Ok(()),
+            Some(_) => Err(crate::error::Error::PermissionDenied(format!(
+                "{what} needs your own sign-in, not an API token"
+            ))),
+        }
+    }
+
     /// orgd itself, e.g. the purge of expired deletions.
     pub fn system(request_id: impl Into<String>) -> Self {
         Actor {

@@ -240,6 +240,12 @@ pub(super) async fn begin_change(
     let actor_id = actor
         .user_id
         .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
+    if !actor.reaches(org_id) {
+        return Err(Error::NotFound(format!(
+            "organization {} not found",
+            org.name()
+        )));
+    }
     let mut access = access_in(conn, actor_id, &[org_id])
         .await?
         .remove(&org_id)
@@ -629,6 +635,7 @@ impl Store {
 
     /// The caller leaves the organization.
     pub async fn leave_org(&self, actor: &Actor, org_id: Uuid) -> Result<()> {
+        actor.ensure_signed_in("leaving an organization")?;
         self.write(|conn| {
             async move {
                 let change = begin_change(conn, org_id, actor, None).await?;
@@ -666,6 +673,7 @@ impl Store {
         org_id: Uuid,
         new_owner: Uuid,
     ) -> Result<(MemberView, MemberView)> {
+        actor.ensure_signed_in("transferring ownership")?;
         self.write(|conn| {
             async move {
                 let change = begin_change(conn, org_id, actor, Some("org.transfer")).await?;

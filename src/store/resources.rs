@@ -102,6 +102,9 @@ async fn org_id_of(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<Uuid>> {
 /// Whether `user_id` holds the owner role in `org_id` (through an API token, only
 /// if the token carries it too).
 async fn is_owner(conn: &mut Conn, actor: &Actor, user_id: Uuid, org_id: Uuid) -> Result<bool> {
+    if !actor.reaches(org_id) {
+        return Ok(false);
+    }
     let Some(mut access) = access_in(conn, user_id, &[org_id]).await?.remove(&org_id) else {
         return Ok(false);
     };
@@ -243,6 +246,11 @@ impl Store {
                 let target_id = org_id_of(conn, destination)
                     .await?
                     .ok_or_else(not_found)?;
+                // Membership first, before any lock or state is revealed: a
+                // non-member (or a token of another organization) learns nothing.
+                if !actor.reaches(target_id) || access_in(conn, user_id, &[target_id]).await?.is_empty() {
+                    return Err(not_found());
+                }
                 if target_id == org_id {
                     return Err(Error::invalid(
                         "destination",
@@ -259,9 +267,6 @@ impl Store {
                     locked.swap(0, 1);
                 }
                 let [source, target] = locked;
-                if access_in(conn, user_id, &[target.id]).await?.is_empty() {
-                    return Err(not_found());
-                }
                 for org in [&source, &target] {
                     if !is_owner(conn, actor, user_id, org.id).await? {
                         return Err(Error::PermissionDenied(format!(

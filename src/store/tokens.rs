@@ -63,6 +63,7 @@ async fn token_limit(conn: &mut Conn, row: &ApiTokenRow) -> Result<TokenLimit> {
     let extras = Names(row.extra_permissions.iter().cloned().collect());
     Ok(TokenLimit {
         token_id: row.id,
+        org_id: row.org_id,
         permissions: effective_of(conn, &roles, &extras).await?,
         roles: roles.0,
     })
@@ -79,6 +80,8 @@ impl Store {
         let new = &new;
         self.write(|conn| {
             async move {
+                // A token minting tokens would outlive its own revocation.
+                actor.ensure_signed_in("creating an API token")?;
                 let change = begin_change(conn, org_id, actor, Some("tokens.manage")).await?;
                 Catalog::load(conn).await?.ensure_known(
                     "api_token",
@@ -166,22 +169,29 @@ impl Store {
     ) -> Result<ApiTokenRow> {
         self.write(|conn| {
             async move {
-                let row: ApiTokenRow = diesel::update(
-                    api_tokens::table
-                        .filter(api_tokens::id.eq(id))
-                        .filter(api_tokens::org_id.eq(org_id)),
-                )
-                .set(api_tokens::revoked_at.eq(diesel::dsl::now))
-                .returning(ApiTokenRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "API token {} not found",
-                        ChildName::name_of(org_id, API_TOKENS, id)
-                    ))
-                })?;
+                let existing: ApiTokenRow = api_tokens::table
+                    .filter(api_tokens::id.eq(id))
+                    .filter(api_tokens::org_id.eq(org_id))
+                    .select(ApiTokenRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "API token {} not found",
+                            ChildName::name_of(org_id, API_TOKENS, id)
+                        ))
+                    })?;
+                // Revoking twice changes nothing and records nothing.
+                if existing.revoked_at.is_some() {
+                    return Ok(existing);
+                }
+                let row: ApiTokenRow = diesel::update(api_tokens::table.find(id))
+                    .set(api_tokens::revoked_at.eq(diesel::dsl::now))
+                    .returning(ApiTokenRow::as_returning())
+                    .get_result(conn)
+                    .await?;
                 audit::record(
                     conn,
                     actor,
