@@ -4,10 +4,10 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, datetime, optional, org_access, timestamp};
+use super::{call_context, child_id, datetime, emailed_token, optional, org_access, timestamp};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    ChildName, Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, PostalAddress, TaxId,
+    Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, PostalAddress, TaxId,
 };
 use crate::error::{Error, Result};
 use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
@@ -170,18 +170,6 @@ fn ensure_singleton(field: &str, raw: &str, singleton: &str, access: &OrgAccess)
     Ok(())
 }
 
-/// The id of a resource of `collection` in the organization of the call.
-fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Result<uuid::Uuid> {
-    let name = ChildName::parse(field, raw, collection)?;
-    if !name.org.names(access.org.id, &access.org.slug) {
-        return Err(Error::invalid(
-            field,
-            format!("'{raw}' names another organization"),
-        ));
-    }
-    Ok(name.id)
-}
-
 fn plan_id(field: &str, raw: &str) -> Result<String> {
     raw.strip_prefix("plans/")
         .filter(|id| {
@@ -212,17 +200,6 @@ fn voucher_code(field: &str, raw: &str) -> Result<String> {
         ));
     }
     Ok(code)
-}
-
-fn verification_token(raw: &str) -> Result<&str> {
-    match raw.trim() {
-        "" => Err(Error::invalid(
-            "token",
-            "the token from the verification message is required",
-        )),
-        token if token.len() > 256 => Err(Error::invalid("token", "the token is too long")),
-        token => Ok(token),
-    }
 }
 
 /// A payment method from the request.
@@ -468,7 +445,7 @@ impl BillingService for BillingApi {
         request: Request<pb::VerifyBillingEmailRequest>,
     ) -> Result<Response<pb::VerifyBillingEmailResponse>, Status> {
         let ctx = call_context(&request)?;
-        let token = verification_token(&request.get_ref().token)?;
+        let token = emailed_token(&request.get_ref().token, "the verification message")?;
         let row = self.store.verify_billing_email(&ctx.actor(), token).await?;
         // The token's holder need not be a member: tell them only what they confirmed.
         Ok(Response::new(pb::VerifyBillingEmailResponse {

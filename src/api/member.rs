@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, org_access, timestamp};
+use super::{call_context, child_id, emailed_token, org_access, timestamp};
 use crate::auth::OrgAccess;
 use crate::domain::{ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, UserRef};
 use crate::error::{Error, Result};
@@ -83,22 +83,6 @@ fn invitation(view: &InvitationView) -> pb::Invitation {
     }
 }
 
-/// The id in `raw`, a resource of `collection` that must lie in the organization
-/// the call was authorized for.
-fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Result<uuid::Uuid> {
-    let name = ChildName::parse(field, raw, collection)?;
-    if !name.org.names(access.org.id, &access.org.slug) {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "'{raw}' is not in the organization of this request ({})",
-                access.org.name()
-            ),
-        ));
-    }
-    Ok(name.id)
-}
-
 /// A member update from its request, found at `field` (e.g. `requests[2]`).
 fn member_update(
     field: &str,
@@ -163,18 +147,6 @@ fn member_update(
         }
     }
     Ok(update)
-}
-
-/// The token from an invitation email.
-fn invitation_token(raw: &str) -> Result<&str> {
-    match raw.trim() {
-        "" => Err(Error::invalid(
-            "token",
-            "the token from the invitation email is required",
-        )),
-        token if token.len() > 256 => Err(Error::invalid("token", "the token is too long")),
-        token => Ok(token),
-    }
 }
 
 fn state_filter(raw: i32) -> Result<Option<InvitationState>> {
@@ -361,7 +333,7 @@ impl MemberService for MemberApi {
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::Member>, Status> {
         let ctx = call_context(&request)?;
-        let token = invitation_token(&request.get_ref().token)?;
+        let token = emailed_token(&request.get_ref().token, "the invitation email")?;
         let joined = self
             .store
             .accept_invitation(&ctx.actor(), ctx.user()?, token, self.settings.limits)
@@ -374,7 +346,7 @@ impl MemberService for MemberApi {
         request: Request<pb::DeclineInvitationRequest>,
     ) -> Result<Response<pb::Invitation>, Status> {
         let ctx = call_context(&request)?;
-        let token = invitation_token(&request.get_ref().token)?;
+        let token = emailed_token(&request.get_ref().token, "the invitation email")?;
         let declined = self
             .store
             .decline_invitation(&ctx.actor(), ctx.user()?, token)

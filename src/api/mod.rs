@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tonic::Request;
 
 use crate::auth::{CallContext, OrgAccess};
+use crate::domain::ChildName;
 use crate::error::{Error, Result};
 
 /// The caller of a call that passed the policy layer.
@@ -41,6 +42,35 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The id in `raw`, a resource of `collection` that must lie in the organization
+/// the call was authorized for.
+fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Result<uuid::Uuid> {
+    let name = ChildName::parse(field, raw, collection)?;
+    if !name.org.names(access.org.id, &access.org.slug) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{raw}' is not in the organization of this request ({})",
+                access.org.name()
+            ),
+        ));
+    }
+    Ok(name.id)
+}
+
+/// A `token` field holding a secret from a message `source` (e.g. "the invitation
+/// email"), trimmed.
+fn emailed_token<'a>(raw: &'a str, source: &str) -> Result<&'a str> {
+    match raw.trim() {
+        "" => Err(Error::invalid(
+            "token",
+            format!("the token from {source} is required"),
+        )),
+        token if token.len() > 256 => Err(Error::invalid("token", "the token is too long")),
+        token => Ok(token),
     }
 }
 

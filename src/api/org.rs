@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, optional, org_access, timestamp};
+use super::{call_context, emailed_token, optional, org_access, timestamp};
 use crate::auth::Principal;
 use crate::domain::{Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef};
 use crate::error::{Error, Result};
@@ -274,14 +274,7 @@ impl OrgService for OrgApi {
         request: Request<pb::VerifyContactEmailRequest>,
     ) -> Result<Response<pb::VerifyContactEmailResponse>, Status> {
         let ctx = call_context(&request)?;
-        let token = request.get_ref().token.trim();
-        if token.is_empty() {
-            return Err(Error::invalid(
-                "token",
-                "the token from the verification message is required",
-            )
-            .into());
-        }
+        let token = emailed_token(&request.get_ref().token, "the verification message")?;
         let org = self.store.verify_contact_email(&ctx.actor(), token).await?;
         Ok(Response::new(pb::VerifyContactEmailResponse {
             organization: org.name(),

@@ -3,8 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, org_access, timestamp};
-use crate::domain::{ChildName, OrgRef, PageRequest};
+use super::{call_context, child_id, org_access, timestamp};
+use crate::domain::{OrgRef, PageRequest};
 use crate::error::{Error, Result};
 use crate::pb::{self, resource_service_server::ResourceService};
 use crate::store::Store;
@@ -67,10 +67,6 @@ fn new_resource(given: &pb::Resource) -> Result<NewResource> {
     })
 }
 
-fn resource_id(request_name: &str) -> Result<uuid::Uuid> {
-    Ok(ChildName::parse("name", request_name, RESOURCES)?.id)
-}
-
 #[tonic::async_trait]
 impl ResourceService for ResourceApi {
     async fn register_resource(
@@ -97,7 +93,7 @@ impl ResourceService for ResourceApi {
     ) -> Result<Response<()>, Status> {
         let ctx = call_context(&request)?;
         let access = org_access(&request)?;
-        let id = resource_id(&request.get_ref().name)?;
+        let id = child_id("name", &request.get_ref().name, RESOURCES, &access)?;
         self.store
             .unregister_resource(&ctx.actor(), access.org.id, id)
             .await?;
@@ -123,7 +119,7 @@ impl ResourceService for ResourceApi {
         request: Request<pb::GetResourceRequest>,
     ) -> Result<Response<pb::Resource>, Status> {
         let access = org_access(&request)?;
-        let id = resource_id(&request.get_ref().name)?;
+        let id = child_id("name", &request.get_ref().name, RESOURCES, &access)?;
         let row = self.store.get_resource(access.org.id, id).await?;
         Ok(Response::new(resource(&row)))
     }
@@ -135,7 +131,7 @@ impl ResourceService for ResourceApi {
         let ctx = call_context(&request)?;
         let access = org_access(&request)?;
         let body = request.get_ref();
-        let id = resource_id(&body.name)?;
+        let id = child_id("name", &body.name, RESOURCES, &access)?;
         let destination = OrgRef::parse("destination", &body.destination)?;
         let moved = self
             .store

@@ -2,8 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, datetime, org_access, timestamp};
-use crate::domain::{ChildName, Names, PageRequest, UserRef};
+use super::{call_context, child_id, datetime, org_access, timestamp};
+use crate::domain::{Names, PageRequest, UserRef};
 use crate::error::{Error, Result};
 use crate::pb::{self, token_service_server::TokenService};
 use crate::store::Store;
@@ -113,7 +113,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::ApiToken>, Status> {
         let ctx = call_context(&request)?;
         let access = org_access(&request)?;
-        let id = ChildName::parse("name", &request.get_ref().name, API_TOKENS)?.id;
+        let id = child_id("name", &request.get_ref().name, API_TOKENS, &access)?;
         let row = self
             .store
             .revoke_api_token(&ctx.actor(), access.org.id, id)

@@ -83,7 +83,7 @@ fn org_filter(
     }
 }
 
-async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
+pub(super) async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
     Ok(organizations::table
         .filter(org_filter(org_ref))
         .select(OrgRow::as_select())

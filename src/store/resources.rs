@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::access_in;
+use super::access::{access_in, find_org};
 use super::members::OWNER_ROLE;
 use super::orgs::{OrgRow, lock_live_org};
 use super::schema::{org_resources, plans, subscriptions};
@@ -87,16 +87,6 @@ async fn find_resource(conn: &mut Conn, org_id: Uuid, id: Uuid, lock: bool) -> R
             ChildName::name_of(org_id, RESOURCES, id)
         ))
     })
-}
-
-async fn org_id_of(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option<Uuid>> {
-    use super::schema::organizations;
-    let query = organizations::table.select(organizations::id).into_boxed();
-    let query = match org_ref {
-        OrgRef::Id(id) => query.filter(organizations::id.eq(*id)),
-        OrgRef::Slug(slug) => query.filter(organizations::slug.eq(slug.as_str().to_owned())),
-    };
-    Ok(query.first(conn).await.optional()?)
 }
 
 /// Whether `user_id` holds the owner role in `org_id` (through an API token, only
@@ -243,9 +233,10 @@ impl Store {
                 let not_found = || {
                     Error::NotFound(format!("organization {} not found", destination.name()))
                 };
-                let target_id = org_id_of(conn, destination)
+                let target_id = find_org(conn, destination)
                     .await?
-                    .ok_or_else(not_found)?;
+                    .ok_or_else(not_found)?
+                    .id;
                 // Membership first, before any lock or state is revealed: a
                 // non-member (or a token of another organization) learns nothing.
                 if !actor.reaches(target_id) || access_in(conn, user_id, &[target_id]).await?.is_empty() {
