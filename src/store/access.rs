@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
-use super::{Conn, Store};
+use super::{Conn, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest};
 use crate::error::Result;
 
@@ -139,11 +139,13 @@ pub(super) async fn access_in(
     user_id: Uuid,
     org_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, MemberAccess>> {
-    let rows: Vec<AccessRow> = diesel::sql_query(ACCESS_QUERY)
-        .bind::<diesel::sql_types::Uuid, _>(user_id)
-        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids)
-        .load(conn)
-        .await?;
+    let rows: Vec<AccessRow> = Prepared(
+        diesel::sql_query(ACCESS_QUERY)
+            .bind::<diesel::sql_types::Uuid, _>(user_id)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids),
+    )
+    .load(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -207,8 +209,9 @@ impl Store {
     ) -> Result<PermissionCheck> {
         self.read(|conn| {
             async move {
-                Ok(diesel::sql_query(
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+                Ok(Prepared(
+                    diesel::sql_query(
+                        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
                             EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
                             EXISTS (SELECT 1 FROM membership_roles r
                                         JOIN role_permissions rp ON rp.role = r.role
@@ -217,10 +220,11 @@ impl Store {
                                     SELECT 1 FROM membership_permissions g
                                     WHERE g.org_id = $1 AND g.user_id = $2 AND g.permission = $3)
                             AS allowed",
+                    )
+                    .bind::<diesel::sql_types::Uuid, _>(org_id)
+                    .bind::<diesel::sql_types::Uuid, _>(user_id)
+                    .bind::<diesel::sql_types::Text, _>(permission),
                 )
-                .bind::<diesel::sql_types::Uuid, _>(org_id)
-                .bind::<diesel::sql_types::Uuid, _>(user_id)
-                .bind::<diesel::sql_types::Text, _>(permission)
                 .get_result(conn)
                 .await?)
             }

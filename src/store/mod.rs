@@ -16,13 +16,19 @@ pub mod subscriptions;
 pub mod tokens;
 pub mod users;
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, bb8};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use scoped_futures::ScopedBoxFuture;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{Error, Result};
 
@@ -43,6 +49,31 @@ type Pool = bb8::Pool<AsyncPgConnection>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// One permit per pooled connection, handed out first come, first served.
+    /// bb8 alone lets a newcomer take a freed connection before a caller that
+    /// has been waiting, so under load some calls waited until they timed out.
+    turns: Arc<Semaphore>,
+    acquire_timeout: Duration,
+}
+
+/// A pooled connection, held together with its turn.
+struct Checkout<'a> {
+    conn: bb8::PooledConnection<'a, AsyncPgConnection>,
+    _turn: SemaphorePermit<'a>,
+}
+
+impl Deref for Checkout<'_> {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Checkout<'_> {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        &mut self.conn
+    }
 }
 
 impl Store {
@@ -54,18 +85,37 @@ impl Store {
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
         let pool = Pool::builder()
             .max_size(pool_size)
+            // A ping on every checkout would be one more round trip per query
+            // (several per call); a broken connection fails its query instead,
+            // and bb8 drops it.
+            .test_on_check_out(false)
             .connection_timeout(acquire_timeout)
             .build(manager)
             .await
             .context("creating the database pool")?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            turns: Arc::new(Semaphore::new(pool_size as usize)),
+            acquire_timeout,
+        })
     }
 
-    async fn conn(&self) -> Result<bb8::PooledConnection<'_, AsyncPgConnection>> {
-        self.pool
+    async fn conn(&self) -> Result<Checkout<'_>> {
+        let turn = tokio::time::timeout(self.acquire_timeout, self.turns.acquire())
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the database is busy: no connection came free within {:?}",
+                    self.acquire_timeout
+                ))
+            })?
+            .expect("the semaphore is never closed");
+        let conn = self
+            .pool
             .get()
             .await
-            .map_err(|err| Error::Unavailable(format!("the database is unavailable: {err}")))
+            .map_err(|err| Error::Unavailable(format!("the database is unavailable: {err}")))?;
+        Ok(Checkout { conn, _turn: turn })
     }
 
     /// Runs a read-only query on a pooled connection.
@@ -110,6 +160,31 @@ impl Store {
             .await
             .is_ok()
     }
+}
+
+/// A raw SQL query that the connection keeps prepared. diesel never caches a
+/// `sql_query`, as its text could be built at run time, so each run would cost a
+/// round trip to prepare it first; wrap only queries whose text is a constant.
+pub(crate) struct Prepared<Q>(pub Q);
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q: Query> Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
+/// Cached by SQL text, like every query without a static type id.
+impl<Q> QueryId for Prepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
 }
 
 /// Applies pending migrations on a dedicated connection.

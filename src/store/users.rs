@@ -35,7 +35,7 @@ fn verified(email: &str, email_verified: bool) -> Option<Email> {
         .flatten()
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct UserRow {
     pub id: Uuid,
