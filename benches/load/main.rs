@@ -1,0 +1,469 @@
+//! The load benchmark: `cargo bench --bench load`.
+//!
+//! Starts a private PostgreSQL cluster, seeds a realistic dataset, starts the
+//! release `orgd` binary against it as its own process, and drives it with many
+//! concurrent callers over several HTTP/2 connections. For each read RPC it then
+//! runs the same SQL (the same store calls, checked with pg_stat_statements)
+//! straight against PostgreSQL, and prints throughput, latency quantiles, the
+//! ratio orgd / direct SQL and the server's peak RSS as a Markdown table.
+
+mod dataset;
+mod drive;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use orgd::pb;
+use orgd::pb::token_service_client::TokenServiceClient;
+use orgd::postgres::EmbeddedPostgres;
+use orgd::store::Store;
+use tonic::transport::Channel;
+
+use dataset::Shape;
+use drive::{Pace, Path, Run};
+use workload::{Caller, Fixture, ServiceToken, Workload};
+
+#[derive(Parser)]
+#[command(about = "Load benchmark of orgd against the direct-SQL ceiling")]
+struct Args {
+    /// Measured time of each run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before each run.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrent callers of the saturation runs.
+    #[arg(long, default_value_t = 256)]
+    callers: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Team organizations to seed (a tenth of them large).
+    #[arg(long, default_value_t = 10_000)]
+    orgs: u32,
+    /// Users to seed, each with a personal organization.
+    #[arg(long, default_value_t = 30_000)]
+    users: u32,
+    /// Database connections of orgd's pool, and of the direct-SQL pool.
+    #[arg(long, default_value_t = 16)]
+    pool_size: u32,
+    /// Organizations whose API token the CheckPermission callers use.
+    #[arg(long, default_value_t = 100)]
+    service_tokens: usize,
+    /// Run only these workloads (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// After the runs, keep PostgreSQL and orgd up (printing their addresses)
+    /// until Ctrl-C, for EXPLAIN, perf and friends.
+    #[arg(long)]
+    hold: bool,
+    /// Set by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// One row of the report.
+struct Row {
+    workload: Workload,
+    saturated: Run,
+    half_rate: Run,
+    direct: Option<Run>,
+    statements: Option<(f64, f64)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let work = std::env::temp_dir().join(format!("orgd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = bench(&args, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn bench(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
+    eprintln!("bench: starting PostgreSQL");
+    let pg_dir = work.join("postgres");
+    let pg = tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start(
+            &pg_dir,
+            &[
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("max_connections", "200"),
+            ],
+        )
+    })
+    .await??;
+    let result = bench_on(args, work, &pg).await;
+    tokio::task::spawn_blocking(move || pg.stop()).await?;
+    result
+}
+
+async fn bench_on(
+    args: &Args,
+    work: &std::path::Path,
+    pg: &EmbeddedPostgres,
+) -> anyhow::Result<()> {
+    pg.ensure_database("orgd").await?;
+    let url = pg.url("orgd");
+    orgd::store::run_migrations(&url).await?;
+    let db = sql_client(&url).await?;
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .context("pg_stat_statements (PostgreSQL's contrib) is needed to compare the SQL")?;
+
+    eprintln!(
+        "bench: seeding {} team organizations and {} users",
+        args.orgs, args.users
+    );
+    let started = std::time::Instant::now();
+    let data = dataset::seed(
+        &db,
+        &Shape {
+            orgs: args.orgs,
+            users: args.users,
+        },
+    )
+    .await?;
+    eprintln!("bench: seeded in {:.1}s", started.elapsed().as_secs_f64());
+    let counts = data.counts.clone();
+
+    let mut server = Server::start(&url, work, args.pool_size)?;
+    let result = async {
+        let channels = server.channels(args.connections).await?;
+        let store = Store::connect(&url, args.pool_size, Duration::from_secs(5)).await?;
+        let mut fixture = Fixture::new(data, store)?;
+        fixture.tokens = service_tokens(&channels[0], &fixture, args.service_tokens).await?;
+        let fixture = Arc::new(fixture);
+
+        let mut rows = Vec::new();
+        for workload in Workload::ALL {
+            if args.only.is_empty() || args.only.contains(&workload) {
+                rows.push(measure(args, &db, &channels, &fixture, workload).await?);
+            }
+        }
+        let peak_rss = server.peak_rss_kib()?;
+        print_report(args, &counts, &rows, peak_rss);
+        if args.hold {
+            eprintln!(
+                "bench: holding; database {url}, orgd at {} (pid {}); Ctrl-C ends",
+                server.addr,
+                server.child.id()
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+        Ok(())
+    }
+    .await;
+    server.stop();
+    result
+}
+
+/// Saturation through orgd, the same rate halved, and (for reads) direct SQL.
+async fn measure(
+    args: &Args,
+    db: &tokio_postgres::Client,
+    channels: &[Channel],
+    fixture: &Arc<Fixture>,
+    workload: Workload,
+) -> anyhow::Result<Row> {
+    let callers = |count: usize, salt: u64| -> Vec<Caller> {
+        (0..count)
+            .map(|i| {
+                Caller::new(
+                    channels[i % channels.len()].clone(),
+                    fixture.clone(),
+                    salt * 1_000_003 + i as u64,
+                )
+            })
+            .collect()
+    };
+    let run = |path, pace, salt| {
+        drive::run(
+            callers(args.callers, salt),
+            workload,
+            path,
+            pace,
+            args.warmup,
+            args.duration,
+        )
+    };
+    eprintln!("bench: {} through orgd", workload.label());
+    reset_statements(db).await?;
+    let saturated = run(Path::Rpc, Pace::Closed, 1).await;
+    let rpc_statements = statements(db, saturated.requests).await?;
+    progress(&saturated, &rpc_statements);
+    check_errors(workload, "orgd", &saturated)?;
+
+    let (direct, statements) = if workload == Workload::Mixed {
+        (None, None)
+    } else {
+        eprintln!("bench: {} as direct SQL", workload.label());
+        reset_statements(db).await?;
+        let direct = run(Path::Direct, Pace::Closed, 2).await;
+        let direct_statements = statements(db, direct.requests).await?;
+        progress(&direct, &direct_statements);
+        check_errors(workload, "direct SQL", &direct)?;
+        let same = rpc_statements.keys().eq(direct_statements.keys());
+        if !same {
+            bail!(
+                "{}: orgd and the direct path ran different SQL:\norgd: {rpc_statements:#?}\ndirect: {direct_statements:#?}",
+                workload.label()
+            );
+        }
+        let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
+        (
+            Some(direct),
+            Some((
+                per_request(&rpc_statements),
+                per_request(&direct_statements),
+            )),
+        )
+    };
+
+    let rate = saturated.rps() / 2.0;
+    eprintln!("bench: {} at {rate:.0} requests/s", workload.label());
+    let half_rate = run(Path::Rpc, Pace::Open { rate }, 3).await;
+    check_errors(workload, "orgd at half rate", &half_rate)?;
+    Ok(Row {
+        workload,
+        saturated,
+        half_rate,
+        direct,
+        statements,
+    })
+}
+
+/// One run's numbers and SQL, on stderr while the benchmark goes on.
+fn progress(run: &Run, statements: &BTreeMap<String, f64>) {
+    eprintln!(
+        "bench:   {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        run.rps(),
+        run.quantile_ms(0.5),
+        run.quantile_ms(0.99),
+        run.errors
+    );
+    for (query, per_request) in statements {
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!(
+            "bench:     {per_request:5.2} × {}",
+            &query[..query.len().min(110)]
+        );
+    }
+}
+
+fn check_errors(workload: Workload, path: &str, run: &Run) -> anyhow::Result<()> {
+    if run.errors > 0 {
+        bail!(
+            "{} via {path}: {} of {} requests failed, first: {}",
+            workload.label(),
+            run.errors,
+            run.requests,
+            run.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+async fn reset_statements(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    db.batch_execute("SELECT pg_stat_statements_reset()")
+        .await?;
+    Ok(())
+}
+
+/// The statements that ran about once per request or more, with their calls per
+/// request; rarer ones are the server's background workers.
+async fn statements(
+    db: &tokio_postgres::Client,
+    requests: u64,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let rows = db
+        .query(
+            "SELECT query, calls FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let query: String = row.get(0);
+            let calls: i64 = row.get(1);
+            (query, calls as f64 / requests.max(1) as f64)
+        })
+        .filter(|(query, per_request)| *per_request >= 0.2 && !query.contains("pg_stat_statements"))
+        .collect())
+}
+
+/// Owners of the first large teams mint tokens that may ask `permissions.check`.
+async fn service_tokens(
+    channel: &Channel,
+    fixture: &Fixture,
+    count: usize,
+) -> anyhow::Result<Vec<ServiceToken>> {
+    let mut client = TokenServiceClient::new(channel.clone());
+    let mut tokens = Vec::new();
+    for &team in fixture.large_teams.iter().take(count) {
+        let owner = fixture.data.teams[team].members[0];
+        let mut request = tonic::Request::new(pb::CreateApiTokenRequest {
+            parent: format!("organizations/{}", fixture.data.teams[team].slug),
+            api_token: Some(pb::ApiToken {
+                display_name: "permission checks".into(),
+                extra_permissions: vec!["permissions.check".into()],
+                ..Default::default()
+            }),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", fixture.bearers[owner].clone());
+        let secret = client.create_api_token(request).await?.into_inner().secret;
+        tokens.push(ServiceToken {
+            team,
+            bearer: format!("Bearer {secret}").parse()?,
+            secret,
+        });
+    }
+    Ok(tokens)
+}
+
+async fn sql_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The orgd release binary, run as its own process so its memory is its own.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(database_url: &str, work: &std::path::Path, pool_size: u32) -> anyhow::Result<Self> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = std::fs::File::create(work.join("orgd.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("ORGD_LISTEN", addr.to_string())
+            .env("ORGD_JWT_SECRET", workload::JWT_SECRET)
+            .env("ORGD_POOL_SIZE", pool_size.to_string())
+            .env("ORGD_DATA_DIR", work.join("orgd-data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the orgd binary")?;
+        Ok(Server {
+            child,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// `count` HTTP/2 connections, once the server answers.
+    async fn channels(&self, count: usize) -> anyhow::Result<Vec<Channel>> {
+        let endpoint = Channel::from_shared(format!("http://{}", self.addr))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            match endpoint.connect().await {
+                Ok(channel) => break channel,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => bail!("orgd did not start listening on {}: {err}", self.addr),
+            }
+        };
+        let mut channels = vec![first];
+        for _ in 1..count {
+            channels.push(endpoint.connect().await?);
+        }
+        Ok(channels)
+    }
+
+    /// The server's peak resident set (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/<pid>/status")
+    }
+
+    /// SIGTERM, as in production: orgd shuts down gracefully.
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_kib: u64) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!();
+    println!("Machine: {cores} cores ({cpu}); orgd, PostgreSQL and the load generator share them.");
+    let dataset: Vec<String> = counts
+        .iter()
+        .map(|(table, count)| format!("{count} {table}"))
+        .collect();
+    println!("Dataset: {}.", dataset.join(", "));
+    println!(
+        "Load: {} callers on {} HTTP/2 connections, {}s measured after {}s warm-up per run; pool of {} connections.",
+        args.callers,
+        args.connections,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        args.pool_size
+    );
+    println!();
+    println!(
+        "| RPC | saturated rps | p50 ms | p95 ms | p99 ms | direct SQL rps | orgd / direct | SQL statements per call | at half rate: rps | p50 ms | p95 ms | p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let (direct, ratio) = match &row.direct {
+            Some(direct) => (
+                format!("{:.0}", direct.rps()),
+                format!("{:.0}%", 100.0 * row.saturated.rps() / direct.rps()),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        let statements = row.statements.map_or("—".into(), |(rpc, direct)| {
+            format!("{rpc:.2} / {direct:.2}")
+        });
+        let s = &row.saturated;
+        let h = &row.half_rate;
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {direct} | {ratio} | {statements} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            row.workload.label(),
+            s.rps(),
+            s.quantile_ms(0.50),
+            s.quantile_ms(0.95),
+            s.quantile_ms(0.99),
+            h.rps(),
+            h.quantile_ms(0.50),
+            h.quantile_ms(0.95),
+            h.quantile_ms(0.99),
+        );
+    }
+    println!();
+    println!(
+        "orgd peak RSS (VmHWM): {:.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
+}

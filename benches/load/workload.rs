@@ -1,0 +1,397 @@
+//! What the callers do: each workload as an RPC through orgd, and each read
+//! workload as the same store calls — hence the same SQL — straight against
+//! PostgreSQL, which is the ceiling the RPC is held against.
+
+use std::sync::Arc;
+
+use orgd::auth::{Claims, mint_token};
+use orgd::domain::{OrgRef, PageRequest};
+use orgd::pb;
+use orgd::pb::member_service_client::MemberServiceClient;
+use orgd::pb::org_service_client::OrgServiceClient;
+use orgd::store::Store;
+use orgd::store::users::Identity;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::dataset::Dataset;
+
+pub const JWT_SECRET: &str = "orgd-bench-secret-not-for-production";
+pub const JWT_ISSUER: &str = "orgd-dev";
+pub const JWT_AUDIENCE: &str = "orgd";
+
+/// Permissions a backend service asks about.
+const CHECKED_PERMISSIONS: [&str; 4] = [
+    "members.read",
+    "billing.manage",
+    "org.update",
+    "projects.create",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    CheckPermission,
+    GetOrganization,
+    ListMembers,
+    /// 80% reads (the three above) and 20% writes (UpdateOrganization, UpdateMember).
+    Mixed,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [
+        Workload::CheckPermission,
+        Workload::GetOrganization,
+        Workload::ListMembers,
+        Workload::Mixed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::CheckPermission => "CheckPermission",
+            Workload::GetOrganization => "GetOrganization",
+            Workload::ListMembers => "ListMembers (50/page)",
+            Workload::Mixed => "Mixed 80% read / 20% write",
+        }
+    }
+}
+
+/// An API token holding `permissions.check` in one team organization.
+pub struct ServiceToken {
+    pub team: usize,
+    pub secret: String,
+    pub bearer: MetadataValue<Ascii>,
+}
+
+/// Everything callers pick from, shared.
+pub struct Fixture {
+    pub data: Dataset,
+    /// `Bearer <jwt>` of each user, in `data.users` order.
+    pub bearers: Vec<MetadataValue<Ascii>>,
+    pub tokens: Vec<ServiceToken>,
+    /// Indexes of the teams with more than a page of members.
+    pub large_teams: Vec<usize>,
+    pub store: Store,
+}
+
+impl Fixture {
+    pub fn new(data: Dataset, store: Store) -> anyhow::Result<Self> {
+        let bearers = data
+            .users
+            .iter()
+            .map(|user| {
+                let mut claims = Claims::new(
+                    JWT_ISSUER,
+                    JWT_AUDIENCE,
+                    &user.subject,
+                    std::time::Duration::from_secs(24 * 3600),
+                );
+                claims.email = Some(user.email.clone());
+                claims.name = Some(user.display_name.clone());
+                claims.email_verified = true;
+                let jwt = mint_token(JWT_SECRET.as_bytes(), &claims)?;
+                Ok(format!("Bearer {jwt}").parse()?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let large_teams = data.large_teams().map(|(index, _)| index).collect();
+        Ok(Fixture {
+            data,
+            bearers,
+            tokens: Vec::new(),
+            large_teams,
+            store,
+        })
+    }
+
+    fn identity(&self, user: usize) -> Identity {
+        let user = &self.data.users[user];
+        Identity {
+            subject: user.subject.clone(),
+            email: user.email.clone(),
+            email_verified: true,
+            display_name: user.display_name.clone(),
+        }
+    }
+}
+
+/// A small deterministic generator, one per caller.
+pub struct Picker(u64);
+
+impl Picker {
+    pub fn new(seed: u64) -> Self {
+        Picker(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in `0..n` (SplitMix64).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// `message` with the caller's bearer token.
+fn signed<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
+}
+
+/// One concurrent caller: its own clients (on a shared connection) and picker.
+pub struct Caller {
+    orgs: OrgServiceClient<Channel>,
+    members: MemberServiceClient<Channel>,
+    fixture: Arc<Fixture>,
+    pick: Picker,
+}
+
+/// One request's parameters, drawn before it is timed.
+enum Call {
+    Check {
+        token: usize,
+        user: usize,
+        permission: &'static str,
+    },
+    Get {
+        team: usize,
+        user: usize,
+    },
+    List {
+        team: usize,
+        user: usize,
+    },
+    UpdateOrg {
+        team: usize,
+        user: usize,
+    },
+    UpdateMember {
+        team: usize,
+        member: usize,
+        role: &'static str,
+    },
+}
+
+impl Caller {
+    pub fn new(channel: Channel, fixture: Arc<Fixture>, seed: u64) -> Self {
+        Caller {
+            orgs: OrgServiceClient::new(channel.clone()),
+            members: MemberServiceClient::new(channel),
+            fixture,
+            pick: Picker::new(seed),
+        }
+    }
+
+    fn draw(&mut self, workload: Workload) -> Call {
+        let fixture = &self.fixture;
+        let pick = &mut self.pick;
+        let member_of = |pick: &mut Picker, team: usize| {
+            let members = &fixture.data.teams[team].members;
+            members[pick.below(members.len())]
+        };
+        let any_team = |pick: &mut Picker| pick.below(fixture.data.teams.len());
+        let large_team =
+            |pick: &mut Picker| fixture.large_teams[pick.below(fixture.large_teams.len())];
+        let check = |pick: &mut Picker| {
+            let token = pick.below(fixture.tokens.len());
+            // Mostly members of the token's organization, sometimes anyone.
+            let user = if pick.below(4) == 0 {
+                pick.below(fixture.data.users.len())
+            } else {
+                member_of(pick, fixture.tokens[token].team)
+            };
+            let permission = CHECKED_PERMISSIONS[pick.below(CHECKED_PERMISSIONS.len())];
+            Call::Check {
+                token,
+                user,
+                permission,
+            }
+        };
+        match workload {
+            Workload::CheckPermission => check(pick),
+            Workload::GetOrganization => {
+                let team = any_team(pick);
+                Call::Get {
+                    team,
+                    user: member_of(pick, team),
+                }
+            }
+            Workload::ListMembers => {
+                let team = large_team(pick);
+                Call::List {
+                    team,
+                    user: member_of(pick, team),
+                }
+            }
+            Workload::Mixed => match pick.below(100) {
+                0..30 => check(pick),
+                30..55 => {
+                    let team = any_team(pick);
+                    Call::Get {
+                        team,
+                        user: member_of(pick, team),
+                    }
+                }
+                55..80 => {
+                    let team = large_team(pick);
+                    Call::List {
+                        team,
+                        user: member_of(pick, team),
+                    }
+                }
+                80..90 => {
+                    // The owner or the admin.
+                    let team = any_team(pick);
+                    let user = fixture.data.teams[team].members[pick.below(2)];
+                    Call::UpdateOrg { team, user }
+                }
+                _ => {
+                    let team = any_team(pick);
+                    let members = &fixture.data.teams[team].members;
+                    Call::UpdateMember {
+                        team,
+                        member: members[2 + pick.below(members.len() - 2)],
+                        role: ["developer", "viewer"][pick.below(2)],
+                    }
+                }
+            },
+        }
+    }
+
+    /// One RPC through orgd.
+    pub async fn rpc(&mut self, workload: Workload) -> Result<(), tonic::Status> {
+        let call = self.draw(workload);
+        let fixture = self.fixture.clone();
+        let slug = |team: usize| &fixture.data.teams[team].slug;
+        match call {
+            Call::Check {
+                token,
+                user,
+                permission,
+            } => {
+                let token = &fixture.tokens[token];
+                let message = pb::CheckPermissionRequest {
+                    user: format!("users/{}", fixture.data.users[user].id),
+                    organization: format!("organizations/{}", slug(token.team)),
+                    permission: permission.to_owned(),
+                };
+                self.orgs
+                    .check_permission(signed(message, &token.bearer))
+                    .await?;
+            }
+            Call::Get { team, user } => {
+                let message = pb::GetOrganizationRequest {
+                    name: format!("organizations/{}", slug(team)),
+                };
+                self.orgs
+                    .get_organization(signed(message, &fixture.bearers[user]))
+                    .await?;
+            }
+            Call::List { team, user } => {
+                let message = pb::ListMembersRequest {
+                    parent: format!("organizations/{}", slug(team)),
+                    page_size: 50,
+                    ..Default::default()
+                };
+                let page = self
+                    .members
+                    .list_members(signed(message, &fixture.bearers[user]))
+                    .await?;
+                if page.get_ref().members.len() != 50 {
+                    return Err(tonic::Status::internal("expected a full page of 50"));
+                }
+            }
+            Call::UpdateOrg { team, user } => {
+                let message = pb::UpdateOrganizationRequest {
+                    organization: Some(pb::Organization {
+                        name: format!("organizations/{}", slug(team)),
+                        description: format!("Updated by caller {}", self.pick.below(1000)),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["description".into()],
+                    }),
+                };
+                self.orgs
+                    .update_organization(signed(message, &fixture.bearers[user]))
+                    .await?;
+            }
+            Call::UpdateMember { team, member, role } => {
+                let owner = fixture.data.teams[team].members[0];
+                let message = pb::UpdateMemberRequest {
+                    member: Some(pb::Member {
+                        name: format!(
+                            "organizations/{}/members/{}",
+                            slug(team),
+                            fixture.data.users[member].id
+                        ),
+                        roles: vec![role.to_owned()],
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["roles".into()],
+                    }),
+                };
+                self.members
+                    .update_member(signed(message, &fixture.bearers[owner]))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store calls the same read RPC makes — authentication, the policy
+    /// layer's access check, then the handler's query — without gRPC.
+    pub async fn direct(&mut self, workload: Workload) -> orgd::error::Result<()> {
+        let call = self.draw(workload);
+        let fixture = self.fixture.clone();
+        let store = &fixture.store;
+        let org_ref = |team: usize| {
+            OrgRef::parse(
+                "name",
+                &format!("organizations/{}", fixture.data.teams[team].slug),
+            )
+        };
+        let not_found = || orgd::error::Error::NotFound("organization".into());
+        match call {
+            Call::Check {
+                token,
+                user,
+                permission,
+            } => {
+                let token = &fixture.tokens[token];
+                let caller = store.authenticate_api_token(&token.secret).await?;
+                let (org, _) = store
+                    .member_access(&org_ref(token.team)?, caller.user.row.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                store
+                    .check_permission(org.id, fixture.data.users[user].id, permission)
+                    .await?;
+            }
+            Call::Get { team, user } => {
+                let caller = store.ensure_user(&fixture.identity(user), "bench").await?;
+                store
+                    .member_access(&org_ref(team)?, caller.row.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+            }
+            Call::List { team, user } => {
+                let caller = store.ensure_user(&fixture.identity(user), "bench").await?;
+                let (org, _) = store
+                    .member_access(&org_ref(team)?, caller.row.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                store
+                    .list_members(org.id, PageRequest::parse(50, "")?)
+                    .await?;
+            }
+            Call::UpdateOrg { .. } | Call::UpdateMember { .. } => {
+                unreachable!("only read workloads run directly")
+            }
+        }
+        Ok(())
+    }
+}
