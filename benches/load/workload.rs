@@ -372,16 +372,14 @@ impl Caller {
                     .await?;
             }
             Call::Get { team, user } => {
-                let caller = store.ensure_user(&fixture.identity(user), "bench").await?;
                 store
-                    .member_access(&org_ref(team)?, caller.row.id)
+                    .signed_in_access(&fixture.identity(user), &org_ref(team)?)
                     .await?
                     .ok_or_else(not_found)?;
             }
             Call::List { team, user } => {
-                let caller = store.ensure_user(&fixture.identity(user), "bench").await?;
-                let (org, _) = store
-                    .member_access(&org_ref(team)?, caller.row.id)
+                let (_, org, _) = store
+                    .signed_in_access(&fixture.identity(user), &org_ref(team)?)
                     .await?
                     .ok_or_else(not_found)?;
                 store

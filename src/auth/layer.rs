@@ -20,7 +20,10 @@ use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::access::MemberAccess;
+use crate::store::orgs::OrgRow;
 use crate::store::tokens::{SECRET_PREFIX, TokenCaller};
+use crate::store::users::Identity;
 
 /// Methods of the gRPC infrastructure services, open to everybody.
 const PUBLIC_PREFIXES: &[&str] = &[
@@ -144,7 +147,7 @@ async fn authorize(
             "{path} declares no access policy, so nobody may call it"
         )));
     };
-    let principal = authenticate(state, request.headers(), request_id).await?;
+    let bearer = authenticate(state, request.headers()).await?;
     // Every orgd method is unary: read the message once, to screen it and to find
     // the organization it targets.
     let (parts, body) = request.into_parts();
@@ -153,42 +156,58 @@ async fn authorize(
     if let Some(field) = card_number_field(&message, "") {
         return Err(card_number_refusal(&field).into());
     }
-    match (policy, &principal) {
-        (Policy::Service, Principal::Service { .. }) => {}
-        (Policy::Service, Principal::User(_)) => {
+    let principal = match (policy, bearer) {
+        (Policy::Service, Bearer::Service(subject)) => Principal::Service { subject },
+        (Policy::Service, _) => {
             return Err(
                 Error::PermissionDenied(format!("{path} is for backend services only")).into(),
             );
         }
-        (_, Principal::Service { subject }) => {
+        (_, Bearer::Service(subject)) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} needs a user token; services/{subject} is a service"
             ))
             .into());
         }
-        (Policy::Service, Principal::ApiToken(_)) => {
-            return Err(
-                Error::PermissionDenied(format!("{path} is for backend services only")).into(),
-            );
+        (Policy::Authenticated { .. }, Bearer::User(identity)) => {
+            Principal::User(state.store.ensure_user(&identity, request_id).await?)
         }
-        (Policy::Authenticated { .. }, Principal::User(_)) => {}
-        (Policy::Authenticated { api_tokens: true }, Principal::ApiToken(_)) => {}
-        (Policy::Authenticated { api_tokens: false }, Principal::ApiToken(_)) => {
+        (Policy::Authenticated { api_tokens: true }, Bearer::ApiToken(caller)) => {
+            Principal::ApiToken(caller)
+        }
+        (Policy::Authenticated { api_tokens: false }, Bearer::ApiToken(_)) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
             ))
             .into());
         }
-        (Policy::Org(scope), Principal::User(user)) => {
-            let access = authorize_in_org(state, &message, user.row.id, None, scope).await?;
+        (Policy::Org(scope), Bearer::User(identity)) => {
+            let org_ref = target_org(&message, scope)?;
+            // Usually one query answers who the caller is and what they may do
+            // there; a new user or a changed profile takes the longer way.
+            let (user, found) = match state.store.signed_in_access(&identity, &org_ref).await? {
+                Some((user, org, access)) => (user, Some((org, access))),
+                None => {
+                    let user = state.store.ensure_user(&identity, request_id).await?;
+                    let found = state.store.org_and_access(&org_ref, user.row.id).await?;
+                    (user, found)
+                }
+            };
+            let access = authorize_in_org(&org_ref, found, None, scope)?;
             request.extensions_mut().insert(access);
+            Principal::User(user)
         }
-        (Policy::Org(scope), Principal::ApiToken(caller)) => {
-            let access =
-                authorize_in_org(state, &message, caller.user.row.id, Some(caller), scope).await?;
+        (Policy::Org(scope), Bearer::ApiToken(caller)) => {
+            let org_ref = target_org(&message, scope)?;
+            let found = state
+                .store
+                .org_and_access(&org_ref, caller.user.row.id)
+                .await?;
+            let access = authorize_in_org(&org_ref, found, Some(&caller), scope)?;
             request.extensions_mut().insert(access);
+            Principal::ApiToken(caller)
         }
-    }
+    };
     request.extensions_mut().insert(CallContext {
         request_id: request_id.to_owned(),
         principal,
@@ -196,11 +215,15 @@ async fn authorize(
     Ok(request)
 }
 
-async fn authenticate(
-    state: &AuthState,
-    headers: &http::HeaderMap,
-    request_id: &str,
-) -> Result<Principal> {
+/// Who the bearer token stands for. Signatures and API tokens are checked before
+/// the request is read; a signed-in user is looked up with their target, later.
+enum Bearer {
+    User(Identity),
+    ApiToken(TokenCaller),
+    Service(String),
+}
+
+async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
     let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing 'authorization: Bearer <token>' metadata".into())
     })?;
@@ -217,20 +240,15 @@ async fn authenticate(
             Error::Unauthenticated("the authorization metadata must be 'Bearer <token>'".into())
         })?;
     if token.starts_with(SECRET_PREFIX) {
-        return Ok(Principal::ApiToken(
+        return Ok(Bearer::ApiToken(
             state.store.authenticate_api_token(token).await?,
         ));
     }
     let claims = state.verifier.verify(token)?;
     if state.service_subjects.contains(&claims.sub) {
-        return Ok(Principal::Service {
-            subject: claims.sub,
-        });
+        return Ok(Bearer::Service(claims.sub));
     }
-    let identity = claims.into_identity()?;
-    Ok(Principal::User(
-        state.store.ensure_user(&identity, request_id).await?,
-    ))
+    Ok(Bearer::User(claims.into_identity()?))
 }
 
 /// Buffers the (unary) request and decodes it against the method's input type;
@@ -315,29 +333,31 @@ fn grpc_message(frame: &Bytes) -> Result<Bytes> {
     Ok(header)
 }
 
-/// Reads the target organization out of the request and checks the caller's
-/// standing there; the request goes on carrying the verdict as `OrgAccess`.
-async fn authorize_in_org(
-    state: &AuthState,
-    message: &DynamicMessage,
-    user_id: uuid::Uuid,
+/// The organization the request targets, read from the policy's field.
+fn target_org(message: &DynamicMessage, scope: &OrgPolicy) -> Result<OrgRef> {
+    let raw_name = read_string_field(message, &scope.org_field);
+    let field = scope.org_field.join(".");
+    if scope.child_resource {
+        OrgRef::parse_scope(&field, &raw_name)
+    } else {
+        OrgRef::parse(&field, &raw_name)
+    }
+}
+
+/// Checks the caller's standing in the organization (`found` with their
+/// membership, if any); the request goes on carrying the verdict as `OrgAccess`.
+fn authorize_in_org(
+    org_ref: &OrgRef,
+    found: Option<(OrgRow, Option<MemberAccess>)>,
     token: Option<&TokenCaller>,
     scope: &OrgPolicy,
 ) -> Result<OrgAccess> {
-    let raw_name = read_string_field(message, &scope.org_field);
-    let field = scope.org_field.join(".");
-    let org_ref = if scope.child_resource {
-        OrgRef::parse_scope(&field, &raw_name)?
-    } else {
-        OrgRef::parse(&field, &raw_name)?
-    };
     // Unknown and foreign organizations look the same, so non-members learn nothing.
     let not_found = || Error::NotFound(format!("organization {} not found", org_ref.name()));
-    let (org, mut member) = state
-        .store
-        .member_access(&org_ref, user_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (org, mut member) = match found {
+        Some((org, Some(member))) => (org, member),
+        _ => return Err(not_found()),
+    };
     // An API token works in its own organization only, within its limit.
     if let Some(token) = token {
         if org.id != token.org_id {

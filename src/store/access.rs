@@ -5,13 +5,16 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
+use super::users::{Identity, User, UserRow};
 use super::{Conn, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest};
 use crate::error::Result;
@@ -160,6 +163,114 @@ pub(super) async fn access_in(
         .collect())
 }
 
+/// An organization `o` with the columns of `m`, the membership of the user in
+/// question if there is one. A macro so that queries can `concat!` it.
+macro_rules! org_access_columns {
+    () => {
+        concat!("o.*, m.created_at AS joined_at, ", grant_columns!())
+    };
+}
+
+/// `$sql` completed by each of the two ways a request names an organization
+/// `o`: by id, by slug (see `org_keyed`).
+macro_rules! by_org_key {
+    ($sql:expr) => {
+        [concat!($sql, "o.id = $2"), concat!($sql, "o.slug = $2")]
+    };
+}
+
+/// An organization with user `$1`'s membership, by id or slug `$2`.
+const ORG_ACCESS: [&str; 2] = by_org_key!(concat!(
+    "SELECT ",
+    org_access_columns!(),
+    " FROM organizations o
+      LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = $1
+      WHERE "
+));
+
+/// The same for the user with identity-provider subject `$1`, with the user:
+/// authentication and authorization of a signed-in caller in one round trip.
+/// No row when the user or the organization is unknown.
+const SIGNED_IN_ACCESS: [&str; 2] = by_org_key!(concat!(
+    "SELECT ",
+    org_access_columns!(),
+    ", u.id AS user_id, u.subject AS user_subject, u.email AS user_email,
+       u.email_verified AS user_email_verified, u.display_name AS user_display_name,
+       u.created_at AS user_created_at, p.id AS personal_org_id
+     FROM users u
+     JOIN organizations p ON p.personal_owner_id = u.id
+     CROSS JOIN organizations o
+     LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = u.id
+     WHERE u.subject = $1 AND "
+));
+
+/// One row of `ORG_ACCESS`.
+#[derive(QueryableByName)]
+struct OrgAccessRow {
+    #[diesel(embed)]
+    org: OrgRow,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    joined_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    extra_permissions: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    effective: Vec<String>,
+}
+
+impl OrgAccessRow {
+    fn split(self) -> (OrgRow, Option<MemberAccess>) {
+        let access = self.joined_at.map(|joined_at| {
+            MemberAccess::new(
+                self.roles,
+                self.extra_permissions,
+                self.effective,
+                joined_at,
+            )
+        });
+        (self.org, access)
+    }
+}
+
+/// One row of `SIGNED_IN_ACCESS`.
+#[derive(QueryableByName)]
+struct SignedInAccessRow {
+    #[diesel(embed)]
+    access: OrgAccessRow,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    user_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_subject: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_email: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    user_email_verified: bool,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_display_name: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    user_created_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    personal_org_id: Uuid,
+}
+
+/// `sql` (one of a `by_org_key!` pair) with `first` as `$1` and the key of
+/// `org_ref` as `$2`, kept prepared.
+fn org_keyed<'a>(
+    sql: [&'static str; 2],
+    org_ref: &OrgRef,
+    first: impl FnOnce(BoxedSqlQuery<'a, Pg, SqlQuery>) -> BoxedSqlQuery<'a, Pg, SqlQuery>,
+) -> Prepared<BoxedSqlQuery<'a, Pg, SqlQuery>> {
+    let query = match org_ref {
+        OrgRef::Id(id) => {
+            first(diesel::sql_query(sql[0]).into_boxed()).bind::<diesel::sql_types::Uuid, _>(*id)
+        }
+        OrgRef::Slug(slug) => first(diesel::sql_query(sql[1]).into_boxed())
+            .bind::<diesel::sql_types::Text, _>(slug.as_str().to_owned()),
+    };
+    Prepared(query)
+}
+
 impl Store {
     /// The organization `org_ref` names, with `user_id`'s access to it — or `None`
     /// when it does not exist *or* the user is not a member: callers must not be
@@ -173,9 +284,9 @@ impl Store {
         Ok(found.and_then(|(org, access)| access.map(|access| (org, access))))
     }
 
-    /// The organization `org_ref` names, with `user_id`'s access if a member;
-    /// for trusted callers only, as it tells a missing organization from a
-    /// foreign one.
+    /// The organization `org_ref` names, with `user_id`'s access if a member, in
+    /// one query; for trusted callers only, as it tells a missing organization
+    /// from a foreign one.
     pub async fn org_and_access(
         &self,
         org_ref: &OrgRef,
@@ -183,15 +294,53 @@ impl Store {
     ) -> Result<Option<(OrgRow, Option<MemberAccess>)>> {
         self.read(|conn| {
             async move {
-                let Some(org) = find_org(conn, org_ref).await? else {
-                    return Ok(None);
-                };
-                let access = access_in(conn, user_id, &[org.id]).await?.remove(&org.id);
-                Ok(Some((org, access)))
+                let query = org_keyed(ORG_ACCESS, org_ref, |q| {
+                    q.bind::<diesel::sql_types::Uuid, _>(user_id)
+                });
+                let row: Option<OrgAccessRow> = query.get_result(conn).await.optional()?;
+                Ok(row.map(OrgAccessRow::split))
             }
             .scope_boxed()
         })
         .await
+    }
+
+    /// The known user of `identity` with the organization `org_ref` names and
+    /// their access to it, in one query — the common case of every call a
+    /// signed-in user makes in an organization. `None` when the user is new,
+    /// their profile changed or the organization is unknown: then
+    /// `ensure_user` and `member_access` take over.
+    pub async fn signed_in_access(
+        &self,
+        identity: &Identity,
+        org_ref: &OrgRef,
+    ) -> Result<Option<(User, OrgRow, Option<MemberAccess>)>> {
+        let row: Option<SignedInAccessRow> = self
+            .read(|conn| {
+                async move {
+                    let query = org_keyed(SIGNED_IN_ACCESS, org_ref, |q| {
+                        q.bind::<diesel::sql_types::Text, _>(identity.subject.clone())
+                    });
+                    Ok(query.get_result(conn).await.optional()?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(row.and_then(|row| {
+            let user = User {
+                row: UserRow {
+                    id: row.user_id,
+                    subject: row.user_subject,
+                    email: row.user_email,
+                    email_verified: row.user_email_verified,
+                    display_name: row.user_display_name,
+                    created_at: row.user_created_at,
+                },
+                personal_org_id: row.personal_org_id,
+            };
+            let (org, access) = row.access.split();
+            user.matches(identity).then_some((user, org, access))
+        }))
     }
 
     /// The organization `org_ref` names; for trusted callers only.

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// How many derived-slug suffixes to try before giving up.
 const SLUG_ATTEMPTS: usize = 8;
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
 pub struct OrgRow {
     pub id: Uuid,

@@ -59,7 +59,7 @@ impl User {
         verified(&self.row.email, self.row.email_verified)
     }
 
-    fn matches(&self, identity: &Identity) -> bool {
+    pub(super) fn matches(&self, identity: &Identity) -> bool {
         self.row.email == identity.email
             && self.row.email_verified == identity.email_verified
             && self.row.display_name == identity.display_name
