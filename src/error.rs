@@ -111,36 +111,67 @@ impl From<DieselError> for Error {
     }
 }
 
+/// The `google.rpc.ErrorInfo` domain of orgd's reasons.
+pub const ERROR_DOMAIN: &str = "orgd";
+
+impl Error {
+    /// The stable, machine-readable cause (AIP-193 `ErrorInfo.reason`).
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "INVALID_FIELD",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::AlreadyExists(_) => "ALREADY_EXISTS",
+            Error::FailedPrecondition { kind, .. } => kind,
+            Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Aborted(_) | Error::SerializationConflict => "CONCURRENT_CHANGE",
+            Error::TooLarge(_) => "REQUEST_TOO_LARGE",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
 impl From<Error> for Status {
+    /// Every status carries an `ErrorInfo` (AIP-193), plus a `BadRequest` naming
+    /// the field or a `PreconditionFailure` naming the failed condition.
     fn from(err: Error) -> Self {
-        let message = err.to_string();
-        match err {
-            Error::InvalidArgument { field, message } => Status::with_error_details(
-                Code::InvalidArgument,
-                format!("{field}: {message}"),
-                ErrorDetails::with_bad_request_violation(field, message),
-            ),
-            Error::NotFound(_) => Status::not_found(message),
-            Error::AlreadyExists(_) => Status::already_exists(message),
+        let mut details = ErrorDetails::new();
+        let mut metadata = std::collections::HashMap::new();
+        let code = match &err {
+            Error::InvalidArgument { field, message } => {
+                metadata.insert("field".to_owned(), field.clone());
+                details.add_bad_request_violation(field, message);
+                Code::InvalidArgument
+            }
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition {
                 kind,
                 subject,
                 message,
-            } => Status::with_error_details(
-                Code::FailedPrecondition,
-                message.clone(),
-                ErrorDetails::with_precondition_failure_violation(kind, subject, message),
-            ),
-            Error::PermissionDenied(_) => Status::permission_denied(message),
-            Error::Unauthenticated(_) => Status::unauthenticated(message),
-            Error::Aborted(_) | Error::SerializationConflict => Status::aborted(message),
-            Error::Unavailable(_) => Status::unavailable(message),
-            Error::TooLarge(_) => Status::out_of_range(message),
+            } => {
+                metadata.insert("subject".to_owned(), subject.clone());
+                details.add_precondition_failure_violation(*kind, subject, message);
+                Code::FailedPrecondition
+            }
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Aborted(_) | Error::SerializationConflict => Code::Aborted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::TooLarge(_) => Code::OutOfRange,
+            Error::Internal(_) => Code::Internal,
+        };
+        details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        let message = match err {
+            Error::InvalidArgument { field, message } => format!("{field}: {message}"),
             Error::Internal(err) => {
                 // The cause stays in the logs; callers get a stable message.
                 tracing::error!(error = ?err, "internal error");
-                Status::internal("internal error; the server log has the details")
+                "internal error; the server log has the details".to_owned()
             }
-        }
+            other => other.to_string(),
+        };
+        Status::with_error_details(code, message, details)
     }
 }

@@ -117,6 +117,18 @@ class Caller:
 # --- Errors -----------------------------------------------------------------
 
 
+# ErrorInfo reasons of the status codes whose reason does not vary; a failed
+# precondition's reason is its PreconditionFailure violation type.
+GENERIC_REASONS = {
+    grpc.StatusCode.INVALID_ARGUMENT: "INVALID_FIELD",
+    grpc.StatusCode.NOT_FOUND: "NOT_FOUND",
+    grpc.StatusCode.ALREADY_EXISTS: "ALREADY_EXISTS",
+    grpc.StatusCode.PERMISSION_DENIED: "PERMISSION_DENIED",
+    grpc.StatusCode.UNAUTHENTICATED: "UNAUTHENTICATED",
+    grpc.StatusCode.ABORTED: "CONCURRENT_CHANGE",
+}
+
+
 def expect_error(what, code, call):
     """Runs call(), which must fail with `code` and a message; returns the error."""
     try:
@@ -126,6 +138,13 @@ def expect_error(what, code, call):
             f"{what}: expected {code.name}, got {err.code().name}: {err.details()}"
         )
         assert err.details(), f"{what}: {code.name} came without a message"
+        # Every orgd error carries a google.rpc.ErrorInfo (AIP-193).
+        info = detail(what, err, error_details_pb2.ErrorInfo)
+        assert info.domain == "orgd", f"{what}: ErrorInfo domain {info.domain!r}"
+        expected_reason = GENERIC_REASONS.get(code)
+        assert expected_reason is None or info.reason == expected_reason, (
+            f"{what}: ErrorInfo reason {info.reason!r}, expected {expected_reason!r}"
+        )
         return err
     raise AssertionError(f"{what}: expected {code.name}, got success: {response}")
 
@@ -154,6 +173,10 @@ def precondition(what, err):
     failure = detail(what, err, error_details_pb2.PreconditionFailure)
     assert len(failure.violations) == 1, f"{what}: violations {failure.violations}"
     violation = failure.violations[0]
+    info = detail(what, err, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.metadata.get("subject")) == (violation.type, violation.subject), (
+        f"{what}: ErrorInfo {info.reason} {dict(info.metadata)} vs violation {violation}"
+    )
     return violation.type, violation.subject, violation.description
 
 
@@ -164,6 +187,10 @@ def field_violation(what, err):
         f"{what}: field violations {bad_request.field_violations}"
     )
     violation = bad_request.field_violations[0]
+    info = detail(what, err, error_details_pb2.ErrorInfo)
+    assert info.metadata.get("field") == violation.field, (
+        f"{what}: ErrorInfo metadata {dict(info.metadata)} vs field {violation.field}"
+    )
     return violation.field, violation.description
 
 
