@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::fresh_database;
+use common::{buf, fresh_database};
 
 /// The shell block between the walkthrough markers of README.md.
 fn walkthrough(readme: &str) -> String {
@@ -25,30 +25,6 @@ fn walkthrough(readme: &str) -> String {
         .expect("a ```sh block")
         .0;
     body.to_owned()
-}
-
-/// buf's CLI from npm, installed beside the project if it is not there yet.
-fn buf(project: &Path) -> PathBuf {
-    let buf = project.join("node_modules/.bin/buf");
-    if !buf.exists() {
-        let installed = Command::new("npm")
-            .args([
-                "install",
-                "--no-save",
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-                "@bufbuild/buf@1",
-            ])
-            .current_dir(project)
-            .status();
-        assert!(
-            installed.is_ok_and(|s| s.success()) && buf.exists(),
-            "this test needs buf: run `npm install --no-save @bufbuild/buf` in {}",
-            project.display()
-        );
-    }
-    buf
 }
 
 #[tokio::test(flavor = "multi_thread")]

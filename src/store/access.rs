@@ -164,10 +164,17 @@ pub(super) async fn access_in(
 }
 
 /// An organization `o` with the columns of `m`, the membership of the user in
-/// question if there is one. A macro so that queries can `concat!` it.
+/// question if there is one. A macro so that queries can `concat!` it. The
+/// columns are named: with `o.*`, a migration adding a column would break the
+/// statements that running replicas keep prepared.
 macro_rules! org_access_columns {
     () => {
-        concat!("o.*, m.created_at AS joined_at, ", grant_columns!())
+        concat!(
+            "o.id, o.slug, o.display_name, o.description, o.contact_email,
+             o.pending_contact_email, o.personal_owner_id, o.revision, o.created_at,
+             o.updated_at, o.deleted_at, o.purge_at, m.created_at AS joined_at, ",
+            grant_columns!()
+        )
     };
 }
 

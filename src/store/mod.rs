@@ -24,7 +24,7 @@ use anyhow::Context;
 use diesel::QueryResult;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, bb8};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolableConnection, bb8};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use scoped_futures::ScopedBoxFuture;
@@ -101,7 +101,24 @@ impl Store {
     }
 
     async fn conn(&self) -> Result<Checkout<'_>> {
-        let turn = tokio::time::timeout(self.acquire_timeout, self.turns.acquire())
+        let checkout = async {
+            let turn = self
+                .turns
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            loop {
+                let mut conn = self.pool.get().await.map_err(|err| {
+                    Error::Unavailable(format!("the database is unavailable: {err}"))
+                })?;
+                // A connection the server closed (restart, failover, idle kill)
+                // is known locally: bb8 drops it when it comes back.
+                if !conn.is_broken() {
+                    return Ok(Checkout { conn, _turn: turn });
+                }
+            }
+        };
+        tokio::time::timeout(self.acquire_timeout, checkout)
             .await
             .map_err(|_| {
                 Error::Unavailable(format!(
@@ -109,13 +126,6 @@ impl Store {
                     self.acquire_timeout
                 ))
             })?
-            .expect("the semaphore is never closed");
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|err| Error::Unavailable(format!("the database is unavailable: {err}")))?;
-        Ok(Checkout { conn, _turn: turn })
     }
 
     /// Runs a read-only query on a pooled connection.

@@ -516,3 +516,27 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
         }
     }
 }
+
+/// buf's CLI from npm, installed beside the project if it is not there yet.
+pub fn buf(project: &std::path::Path) -> PathBuf {
+    let buf = project.join("node_modules/.bin/buf");
+    if !buf.exists() {
+        let installed = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "@bufbuild/buf@1",
+            ])
+            .current_dir(project)
+            .status();
+        assert!(
+            installed.is_ok_and(|s| s.success()) && buf.exists(),
+            "this test needs buf: run `npm install --no-save @bufbuild/buf` in {}",
+            project.display()
+        );
+    }
+    buf
+}
