@@ -140,6 +140,13 @@ fn signed<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
     request
 }
 
+/// An update mask of one field.
+fn mask(path: &str) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: vec![path.to_owned()],
+    })
+}
+
 /// One concurrent caller: its own clients (on a shared connection) and picker.
 pub struct Caller {
     orgs: OrgServiceClient<Channel>,
@@ -310,9 +317,7 @@ impl Caller {
                         description: format!("Updated by caller {}", self.pick.below(1000)),
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["description".into()],
-                    }),
+                    update_mask: mask("description"),
                 };
                 self.orgs
                     .update_organization(signed(message, &fixture.bearers[user]))
@@ -330,9 +335,7 @@ impl Caller {
                         roles: vec![role.to_owned()],
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["roles".into()],
-                    }),
+                    update_mask: mask("roles"),
                 };
                 self.members
                     .update_member(signed(message, &fixture.bearers[owner]))

@@ -102,12 +102,8 @@ struct AccessRow {
     org_id: Uuid,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     joined_at: DateTime<Utc>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    extra_permissions: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    effective: Vec<String>,
+    #[diesel(embed)]
+    grants: Grants,
 }
 
 /// The roles, individual grants and effective permissions of the membership `m`,
@@ -127,6 +123,29 @@ macro_rules! grant_columns {
     };
 }
 pub(super) use grant_columns;
+
+/// The three `grant_columns!()` of a row.
+#[derive(QueryableByName)]
+pub(super) struct Grants {
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    extra_permissions: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    effective: Vec<String>,
+}
+
+impl Grants {
+    /// The standing of a member who joined at `joined_at` with these grants.
+    pub(super) fn access(self, joined_at: DateTime<Utc>) -> MemberAccess {
+        MemberAccess::new(
+            self.roles,
+            self.extra_permissions,
+            self.effective,
+            joined_at,
+        )
+    }
+}
 
 /// A user's memberships in a set of organizations with roles, grants and the
 /// permissions they add up to, in one round trip (this runs on every call).
@@ -151,15 +170,7 @@ pub(super) async fn access_in(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|row| {
-            let access = MemberAccess::new(
-                row.roles,
-                row.extra_permissions,
-                row.effective,
-                row.joined_at,
-            );
-            (row.org_id, access)
-        })
+        .map(|row| (row.org_id, row.grants.access(row.joined_at)))
         .collect())
 }
 
@@ -218,25 +229,17 @@ struct OrgAccessRow {
     org: OrgRow,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
     joined_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    extra_permissions: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    effective: Vec<String>,
+    #[diesel(embed)]
+    grants: Grants,
 }
 
 impl OrgAccessRow {
     fn split(self) -> (OrgRow, Option<MemberAccess>) {
-        let access = self.joined_at.map(|joined_at| {
-            MemberAccess::new(
-                self.roles,
-                self.extra_permissions,
-                self.effective,
-                joined_at,
-            )
-        });
-        (self.org, access)
+        let grants = self.grants;
+        (
+            self.org,
+            self.joined_at.map(|joined_at| grants.access(joined_at)),
+        )
     }
 }
 

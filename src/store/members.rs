@@ -17,7 +17,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::{MemberAccess, access_in, grant_columns};
+use super::access::{Grants, MemberAccess, access_in, grant_columns};
 use super::orgs::{OrgRow, lock_live_org};
 use super::schema::{membership_roles, memberships, permissions, role_permissions, roles, users};
 use super::{Actor, Conn, Store, audit};
@@ -69,12 +69,8 @@ struct MemberRow {
     revision: i64,
     #[diesel(sql_type = Timestamptz)]
     updated_at: DateTime<Utc>,
-    #[diesel(sql_type = Array<Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    extra_permissions: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    effective: Vec<String>,
+    #[diesel(embed)]
+    grants: Grants,
 }
 
 /// Members of `$1`, optionally only the users in `$2`, after the keyset position
@@ -116,12 +112,7 @@ async fn load_members(
             invited_by: row.invited_by,
             revision: row.revision,
             updated_at: row.updated_at,
-            access: MemberAccess::new(
-                row.roles,
-                row.extra_permissions,
-                row.effective,
-                row.joined_at,
-            ),
+            access: row.grants.access(row.joined_at),
         })
         .collect())
 }
