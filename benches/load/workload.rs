@@ -216,38 +216,28 @@ impl Caller {
                 permission,
             }
         };
+        let get = |pick: &mut Picker| {
+            let team = any_team(pick);
+            Call::Get {
+                team,
+                user: member_of(pick, team),
+            }
+        };
+        let list = |pick: &mut Picker| {
+            let team = large_team(pick);
+            Call::List {
+                team,
+                user: member_of(pick, team),
+            }
+        };
         match workload {
             Workload::CheckPermission => check(pick),
-            Workload::GetOrganization => {
-                let team = any_team(pick);
-                Call::Get {
-                    team,
-                    user: member_of(pick, team),
-                }
-            }
-            Workload::ListMembers => {
-                let team = large_team(pick);
-                Call::List {
-                    team,
-                    user: member_of(pick, team),
-                }
-            }
+            Workload::GetOrganization => get(pick),
+            Workload::ListMembers => list(pick),
             Workload::Mixed => match pick.below(100) {
                 0..30 => check(pick),
-                30..55 => {
-                    let team = any_team(pick);
-                    Call::Get {
-                        team,
-                        user: member_of(pick, team),
-                    }
-                }
-                55..80 => {
-                    let team = large_team(pick);
-                    Call::List {
-                        team,
-                        user: member_of(pick, team),
-                    }
-                }
+                30..55 => get(pick),
+                55..80 => list(pick),
                 80..90 => {
                     // The owner or the admin.
                     let team = any_team(pick);
