@@ -976,3 +976,97 @@ async fn names_are_exact_and_roles_default_to_developer() {
     assert_eq!(sent.roles, ["developer"]);
     assert_eq!(sent.extra_permissions, ["billing.read"]);
 }
+
+/// The members page gathers the grants of all its members at once; each member
+/// must come out exactly as a query of that one membership reads it, whatever
+/// mix of roles (one without permissions included) and extra grants it holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn member_pages_carry_each_members_own_grants() {
+    let app = TestApp::spawn_with(&["--default-plan", "team"]).await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Grants").await;
+    app.db
+        .batch_execute("INSERT INTO roles (name, description) VALUES ('observer', 'holds nothing')")
+        .await
+        .unwrap();
+    let holdings: [(&str, &[&str], &[&str]); 6] = [
+        ("m1", &["developer", "billing"], &["tokens.manage"]),
+        ("m2", &["viewer"], &[]),
+        ("m3", &[], &["activity.read", "members.read"]),
+        ("m4", &["observer"], &[]),
+        (
+            "m5",
+            &["observer", "viewer"],
+            &["org.read", "activity.read"],
+        ),
+        ("m6", &["admin", "developer"], &["org.read"]),
+    ];
+    for (sub, roles, grants) in holdings {
+        app.set_member(&org.uid, &app.user_id(sub).await, roles, grants)
+            .await;
+    }
+
+    let mut alice = app.members_as("alice").await;
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = alice
+            .list_members(pb::ListMembersRequest {
+                parent: org.name.clone(),
+                page_size: 4,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.members);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed.len(), 7, "alice and six members");
+
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    for member in &listed {
+        let user_id: uuid::Uuid = member.user.trim_start_matches("users/").parse().unwrap();
+        let expected = app
+            .db
+            .query_one(
+                "SELECT
+                   ARRAY(SELECT role FROM membership_roles
+                         WHERE org_id = $1 AND user_id = $2 ORDER BY 1),
+                   ARRAY(SELECT permission FROM membership_permissions
+                         WHERE org_id = $1 AND user_id = $2 ORDER BY 1),
+                   ARRAY(SELECT rp.permission FROM membership_roles r
+                           JOIN role_permissions rp ON rp.role = r.role
+                          WHERE r.org_id = $1 AND r.user_id = $2
+                         UNION
+                         SELECT permission FROM membership_permissions
+                          WHERE org_id = $1 AND user_id = $2
+                         ORDER BY 1)",
+                &[&org_id, &user_id],
+            )
+            .await
+            .unwrap();
+        let roles: Vec<String> = expected.get(0);
+        let extra: Vec<String> = expected.get(1);
+        let effective: Vec<String> = expected.get(2);
+        let mut listed_effective = member.effective_permissions.clone();
+        listed_effective.sort();
+        assert_eq!(member.roles, roles, "{}", member.email);
+        assert_eq!(member.extra_permissions, extra, "{}", member.email);
+        assert_eq!(listed_effective, effective, "{}", member.email);
+
+        let got = alice
+            .get_member(pb::GetMemberRequest {
+                name: member.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&got, member, "GetMember reads what ListMembers listed");
+    }
+    let observer = listed.iter().find(|m| m.email == "m4@example.com").unwrap();
+    assert_eq!(observer.roles, ["observer"]);
+    assert!(observer.effective_permissions.is_empty());
+}

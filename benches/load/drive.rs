@@ -1,6 +1,9 @@
 //! Running callers for a fixed time and summarizing their latencies.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, mpsc};
 
 use crate::workload::{Caller, Workload};
 
@@ -17,9 +20,9 @@ pub enum Pace {
     /// Each caller sends its next request as soon as the last one is answered:
     /// the saturation throughput.
     Closed,
-    /// All callers together send `rate` requests per second on a fixed schedule;
-    /// latency counts from the scheduled time, so a stalled server is not hidden
-    /// by callers that wait for it (coordinated omission).
+    /// Requests are scheduled `rate` per second, and the next free caller sends
+    /// each; latency counts from the scheduled time, so a stalled server is not
+    /// hidden by callers that wait for it (coordinated omission).
     Open { rate: f64 },
 }
 
@@ -65,14 +68,14 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> Run {
-    let count = callers.len();
-    let start = tokio::time::Instant::now();
+    let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
+    let sends = Sends::new(pace, start, end);
     let tasks: Vec<_> = callers
         .into_iter()
-        .enumerate()
-        .map(|(index, mut caller)| {
+        .map(|mut caller| {
+            let sends = sends.clone();
             tokio::spawn(async move {
                 let mut result = CallerResult {
                     requests: 0,
@@ -80,25 +83,7 @@ pub async fn run(
                     errors: 0,
                     first_error: None,
                 };
-                let mut schedule = match pace {
-                    Pace::Closed => None,
-                    Pace::Open { rate } => {
-                        let period = Duration::from_secs_f64(count as f64 / rate);
-                        // Callers start spread over one period, not in a burst.
-                        let offset = period.mul_f64(index as f64 / count as f64);
-                        let mut interval = tokio::time::interval_at(start + offset, period);
-                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                        Some(interval)
-                    }
-                };
-                loop {
-                    let sent = match &mut schedule {
-                        Some(interval) => interval.tick().await,
-                        None => tokio::time::Instant::now(),
-                    };
-                    if sent >= end {
-                        break;
-                    }
+                while let Some(sent) = sends.next(end).await {
                     let outcome = match path {
                         Path::Rpc => caller.rpc(workload).await.map_err(|s| format!("{s:?}")),
                         Path::Direct => caller.direct(workload).await.map_err(|e| e.to_string()),
@@ -108,7 +93,7 @@ pub async fn run(
                         result.errors += 1;
                         result.first_error.get_or_insert(error);
                     } else if sent >= measure_from {
-                        let elapsed = Instant::now() - sent.into_std();
+                        let elapsed = sent.elapsed();
                         result
                             .latencies_us
                             .push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
@@ -135,7 +120,58 @@ pub async fn run(
         }
     }
     // Requests in flight at the end are counted, so is the time they took.
-    run.measured = tokio::time::Instant::now().saturating_duration_since(measure_from);
+    run.measured = Instant::now().saturating_duration_since(measure_from);
     run.latencies_us.sort_unstable();
     run
+}
+
+/// When the callers send, and the instant each request's latency counts from.
+#[derive(Clone)]
+enum Sends {
+    /// Each caller sends again as soon as it has its answer.
+    Closed,
+    /// The scheduled instants of the open loop, taken by whichever caller is free.
+    Open(Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>),
+}
+
+impl Sends {
+    /// For an open loop, starts the pacer: a thread of its own that sleeps until
+    /// each scheduled instant. tokio's timers tick in whole milliseconds, which
+    /// would add up to a millisecond of the load generator's own lateness to
+    /// every latency; a thread's sleep is late by tens of microseconds. Its
+    /// lateness, or callers all being busy, still counts: latency runs from the
+    /// scheduled instant.
+    fn new(pace: Pace, start: Instant, end: Instant) -> Self {
+        let Pace::Open { rate } = pace else {
+            return Sends::Closed;
+        };
+        let (schedule, scheduled) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1_000u64);
+            }
+            let period = Duration::from_secs_f64(1.0 / rate);
+            let mut next = start;
+            while next < end {
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                if schedule.send(next).is_err() {
+                    break;
+                }
+                next += period;
+            }
+        });
+        Sends::Open(Arc::new(Mutex::new(scheduled)))
+    }
+
+    /// The instant the next request counts from, or `None` once the run is over.
+    async fn next(&self, end: Instant) -> Option<Instant> {
+        match self {
+            Sends::Closed => Some(Instant::now()).filter(|now| *now < end),
+            Sends::Open(scheduled) => scheduled.lock().await.recv().await,
+        }
+    }
 }

@@ -122,7 +122,6 @@ macro_rules! grant_columns {
                    WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective"
     };
 }
-pub(super) use grant_columns;
 
 /// The three `grant_columns!()` of a row.
 #[derive(QueryableByName)]
