@@ -14,8 +14,7 @@ use uuid::Uuid;
 use super::access::access_in;
 use super::members::OWNER_ROLE;
 use super::members::{
-    self, Catalog, MemberView, begin_change, effective_of, insert_member, is_member_by_email,
-    member_count,
+    self, Catalog, MemberView, begin_change, insert_member, is_member_by_email, member_count,
 };
 use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_many_orgs};
 use super::schema::{invitations, organizations, users};
@@ -257,7 +256,7 @@ async fn ensure_inviter_still_grants(
         Some(inviter) => access_in(conn, inviter, &[org.id]).await?.remove(&org.id),
         None => None,
     };
-    let granted = effective_of(conn, roles, permissions).await?;
+    let granted = Catalog::load(conn).await?.effective(roles, permissions);
     let still_valid = inviter.is_some_and(|access| {
         access.allows("members.manage")
             && granted.is_subset(&access.effective)
@@ -327,10 +326,9 @@ impl Store {
                     ));
                 }
                 let Grant { roles, permissions } = &new.grant;
-                Catalog::load(conn)
-                    .await?
-                    .ensure_known("invitation", Some(roles), Some(permissions))?;
-                let granted = effective_of(conn, roles, permissions).await?;
+                let catalog = Catalog::load(conn).await?;
+                catalog.ensure_known("invitation", Some(roles), Some(permissions))?;
+                let granted = catalog.effective(roles, permissions);
                 change.ensure_can_grant_roles(roles)?;
                 change.ensure_can_grant(&granted, "this invitation")?;
                 let email = new.email.as_str();
@@ -420,7 +418,7 @@ impl Store {
                     invitation.ensure_open()?;
                 }
                 let (roles, permissions) = invitation.grant();
-                let granted = effective_of(conn, &roles, &permissions).await?;
+                let granted = Catalog::load(conn).await?.effective(&roles, &permissions);
                 change.ensure_can_grant_roles(&roles)?;
                 change.ensure_can_grant(&granted, "resending this invitation")?;
                 let secret = Secret::generate();

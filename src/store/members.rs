@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::access::{Grants, MemberAccess, access_in};
 use super::orgs::{OrgRow, lock_live_org};
-use super::schema::{membership_roles, memberships, permissions, role_permissions, roles, users};
+use super::schema::{membership_roles, memberships, users};
 use super::{Actor, Conn, Prepared, Store, audit};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
@@ -164,26 +164,60 @@ async fn members_by_id(
     }
 }
 
-/// The roles and permissions the database defines, read once per transaction.
+/// The roles and permissions the database defines, with what each role grants,
+/// read in one query once per transaction.
 pub(super) struct Catalog {
     roles: Vec<String>,
     permissions: Vec<String>,
+    role_permissions: HashMap<String, Vec<String>>,
+}
+
+/// The catalog as one row: `granting`/`granted` are `role_permissions` as two
+/// aligned arrays.
+const CATALOG_QUERY: &str = "
+    SELECT ARRAY(SELECT name FROM roles ORDER BY name) AS roles,
+           ARRAY(SELECT name FROM permissions ORDER BY name) AS permissions,
+           ARRAY(SELECT role FROM role_permissions ORDER BY role, permission) AS granting,
+           ARRAY(SELECT permission FROM role_permissions ORDER BY role, permission) AS granted";
+
+#[derive(QueryableByName)]
+struct CatalogRow {
+    #[diesel(sql_type = Array<Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    permissions: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    granting: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    granted: Vec<String>,
 }
 
 impl Catalog {
     pub async fn load(conn: &mut Conn) -> Result<Self> {
+        let row: CatalogRow = Prepared(diesel::sql_query(CATALOG_QUERY))
+            .get_result(conn)
+            .await?;
+        let mut role_permissions: HashMap<String, Vec<String>> = HashMap::new();
+        for (role, permission) in row.granting.into_iter().zip(row.granted) {
+            role_permissions.entry(role).or_default().push(permission);
+        }
         Ok(Catalog {
-            roles: roles::table
-                .select(roles::name)
-                .order(roles::name)
-                .load(conn)
-                .await?,
-            permissions: permissions::table
-                .select(permissions::name)
-                .order(permissions::name)
-                .load(conn)
-                .await?,
+            roles: row.roles,
+            permissions: row.permissions,
+            role_permissions,
         })
+    }
+
+    /// Everything `role_names` and `permission_names` allow together.
+    pub fn effective(&self, role_names: &Names, permission_names: &Names) -> BTreeSet<String> {
+        role_names
+            .0
+            .iter()
+            .filter_map(|role| self.role_permissions.get(role))
+            .flatten()
+            .chain(&permission_names.0)
+            .cloned()
+            .collect()
     }
 
     /// Refuses names the database does not define, naming the request field
@@ -217,23 +251,6 @@ impl Catalog {
         }
         Ok(())
     }
-}
-
-/// Everything `role_names` and `permission_names` allow together.
-pub(super) async fn effective_of(
-    conn: &mut Conn,
-    role_names: &Names,
-    permission_names: &Names,
-) -> Result<BTreeSet<String>> {
-    let mut effective: BTreeSet<String> = role_permissions::table
-        .filter(role_permissions::role.eq_any(&role_names.0))
-        .select(role_permissions::permission)
-        .load::<String>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    effective.extend(permission_names.0.iter().cloned());
-    Ok(effective)
 }
 
 /// A membership change in progress: the organization is locked until commit and
@@ -536,6 +553,8 @@ impl Store {
                 let current = members_by_id(conn, org_id, &ids).await?;
                 let catalog = Catalog::load(conn).await?;
                 let mut audited = Vec::new();
+                // Only taking the owner role from an owner can leave none.
+                let mut unseats_an_owner = false;
                 for update in updates {
                     let target = &current[&update.user_id];
                     if let Some(etag) = update.etag
@@ -568,8 +587,10 @@ impl Store {
                     }
                     if let Some(roles) = &update.roles {
                         change.ensure_can_grant_roles(roles)?;
+                        unseats_an_owner |= !roles.0.contains(OWNER_ROLE)
+                            && target.access.roles.iter().any(|r| r == OWNER_ROLE);
                     }
-                    let granted = effective_of(conn, &role_names, &permission_names).await?;
+                    let granted = catalog.effective(&role_names, &permission_names);
                     change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
                     replace_grant(
                         conn,
@@ -585,7 +606,9 @@ impl Store {
                         "extra_permissions": permission_names.to_vec(),
                     }));
                 }
-                change.ensure_owner_remains(conn).await?;
+                if unseats_an_owner {
+                    change.ensure_owner_remains(conn).await?;
+                }
                 let target = match updates.as_slice() {
                     [single] => current[&single.user_id].name(),
                     _ => change.org.name(),
@@ -710,7 +733,9 @@ impl Store {
                     .remove(&new_owner)
                     .expect("members_by_id checked it");
                 let owner = Names([OWNER_ROLE.to_owned()].into());
-                let owner_permissions = effective_of(conn, &owner, &Names::default()).await?;
+                let owner_permissions = Catalog::load(conn)
+                    .await?
+                    .effective(&owner, &Names::default());
                 change.ensure_can_grant(&owner_permissions, "making someone an owner")?;
                 let mut target_roles = Names(target.access.roles.iter().cloned().collect());
                 target_roles.0.insert(OWNER_ROLE.to_owned());

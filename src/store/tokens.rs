@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::members::{Catalog, begin_change, effective_of};
+use super::members::{Catalog, begin_change};
 use super::schema::api_tokens;
 use super::users::{User, UserRow};
 use super::{Actor, Prepared, Store, TokenLimit, audit};
@@ -111,13 +111,10 @@ impl Store {
                 // A token minting tokens would outlive its own revocation.
                 actor.ensure_signed_in("creating an API token")?;
                 let change = begin_change(conn, org_id, actor, Some("tokens.manage")).await?;
-                Catalog::load(conn).await?.ensure_known(
-                    "api_token",
-                    Some(&new.roles),
-                    Some(&new.permissions),
-                )?;
+                let catalog = Catalog::load(conn).await?;
+                catalog.ensure_known("api_token", Some(&new.roles), Some(&new.permissions))?;
                 change.ensure_can_grant_roles(&new.roles)?;
-                let granted = effective_of(conn, &new.roles, &new.permissions).await?;
+                let granted = catalog.effective(&new.roles, &new.permissions);
                 change.ensure_can_grant(&granted, "this token")?;
                 let secret = format!("{SECRET_PREFIX}{}", Secret::generate().token);
                 let row: ApiTokenRow = diesel::insert_into(api_tokens::table)
