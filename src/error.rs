@@ -39,6 +39,9 @@ pub enum Error {
     SerializationConflict,
     #[error("{0}")]
     Unavailable(String),
+    /// The called method does not exist on this server.
+    #[error("{0}")]
+    UnknownMethod(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -127,6 +130,7 @@ impl Error {
             Error::Aborted(_) | Error::SerializationConflict => "CONCURRENT_CHANGE",
             Error::TooLarge(_) => "REQUEST_TOO_LARGE",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::UnknownMethod(_) => "UNKNOWN_METHOD",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -159,6 +163,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Aborted(_) | Error::SerializationConflict => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::UnknownMethod(_) => Code::Unimplemented,
             Error::TooLarge(_) => Code::OutOfRange,
             Error::Internal(_) => Code::Internal,
         };

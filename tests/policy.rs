@@ -252,6 +252,12 @@ async fn unknown_methods_are_refused() {
     )
     .await;
     assert_eq!(code(&result), Code::Unimplemented);
+    let info = tonic_types::StatusExt::get_details_error_info(&result.unwrap_err())
+        .expect("an ErrorInfo detail, as on every refusal");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("UNKNOWN_METHOD", "orgd")
+    );
     let result = raw::call(&channel, "/orgd.v1.NoSuchService/Get", Vec::new(), None).await;
     assert_eq!(code(&result), Code::Unimplemented);
 }

@@ -138,14 +138,13 @@ async fn authorize(
         return Ok(request);
     }
     let Some(entry) = state.policies.get(&path) else {
-        return Err(tonic::Status::unimplemented(format!(
-            "unknown method {path}"
-        )));
+        return Err(Error::UnknownMethod(format!("unknown method {path}")).into());
     };
     let Some(policy) = &entry.policy else {
-        return Err(tonic::Status::permission_denied(format!(
+        return Err(Error::PermissionDenied(format!(
             "{path} declares no access policy, so nobody may call it"
-        )));
+        ))
+        .into());
     };
     let bearer = authenticate(state, request.headers()).await?;
     // Every orgd method is unary: read the message once, to screen it and to find
