@@ -1070,3 +1070,88 @@ async fn member_pages_carry_each_members_own_grants() {
     assert_eq!(observer.roles, ["observer"]);
     assert!(observer.effective_permissions.is_empty());
 }
+
+/// An update replaces exactly the sets its mask names, in one statement: the
+/// other set, and rows that stay, are left as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_replace_only_the_masked_sets() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("m1", &["developer"])]).await;
+    app.set_member(
+        &org.uid,
+        &ids[0],
+        &["developer", "billing"],
+        &["tokens.manage"],
+    )
+    .await;
+    let name = member_name(&org, &ids[0]);
+    let mut alice = app.members_as("alice").await;
+    let update = |roles: &[&str], extra: &[&str], paths: &[&str]| pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            name: name.clone(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            extra_permissions: extra.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    let grants = |member: &pb::Member| (member.roles.clone(), member.extra_permissions.clone());
+
+    let before = alice
+        .get_member(pb::GetMemberRequest { name: name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let member = alice
+        .update_member(update(&["billing", "viewer"], &[], &["roles"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grants(&member),
+        (
+            vec!["billing".into(), "viewer".into()],
+            vec!["tokens.manage".into()]
+        )
+    );
+    assert_ne!(member.etag, before.etag, "the revision moved");
+    assert!(
+        member
+            .effective_permissions
+            .contains(&"tokens.manage".to_owned())
+    );
+    assert!(
+        !member
+            .effective_permissions
+            .contains(&"projects.create".to_owned())
+    );
+
+    let member = alice
+        .update_member(update(&[], &["activity.read"], &["extra_permissions"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grants(&member),
+        (
+            vec!["billing".into(), "viewer".into()],
+            vec!["activity.read".into()]
+        )
+    );
+
+    let member = alice
+        .update_member(update(&["developer"], &[], &["roles", "extra_permissions"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grants(&member), (vec!["developer".into()], vec![]));
+    let listed = alice
+        .get_member(pb::GetMemberRequest { name: name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed, member, "what the update returned is what is stored");
+    assert_eq!(activity_count(&app, "member.update").await, 3);
+}

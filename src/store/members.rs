@@ -370,47 +370,31 @@ pub fn last_owner(org_name: &str) -> Error {
     )
 }
 
-/// A member's set of names: its roles or its individual permissions.
-#[derive(Clone, Copy)]
-enum GrantSet {
-    Roles,
-    Permissions,
-}
-
-impl GrantSet {
-    /// Replaces the member's set by `names`, leaving rows that stay untouched (so
-    /// the owner trigger only sees roles that really go).
-    async fn replace(
-        self,
-        conn: &mut Conn,
-        org_id: Uuid,
-        user_id: Uuid,
-        names: &Names,
-    ) -> Result<()> {
-        let (table, column) = match self {
-            GrantSet::Roles => ("membership_roles", "role"),
-            GrantSet::Permissions => ("membership_permissions", "permission"),
-        };
-        let names = names.to_vec();
-        for statement in [
-            format!(
-                "DELETE FROM {table} WHERE org_id = $1 AND user_id = $2 AND NOT ({column} = ANY($3))"
-            ),
-            format!(
-                "INSERT INTO {table} (org_id, user_id, {column}) SELECT $1, $2, unnest($3::text[])
-                 ON CONFLICT DO NOTHING"
-            ),
-        ] {
-            diesel::sql_query(statement)
-                .bind::<SqlUuid, _>(org_id)
-                .bind::<SqlUuid, _>(user_id)
-                .bind::<Array<Text>, _>(&names)
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
-    }
-}
+/// Makes member `$2` of `$1` hold exactly roles `$3` and permissions `$4` (a
+/// NULL leaves that set alone) and bumps the member's revision, in one
+/// statement. Rows that stay are left untouched, so the owner trigger only sees
+/// roles that really go; the sub-statements touch disjoint rows, so their order
+/// does not matter.
+const REPLACE_GRANT: &str = "
+    WITH dropped_roles AS (
+        DELETE FROM membership_roles
+         WHERE $3::text[] IS NOT NULL AND org_id = $1 AND user_id = $2
+           AND NOT (role = ANY($3))
+    ), added_roles AS (
+        INSERT INTO membership_roles (org_id, user_id, role)
+        SELECT $1, $2, unnest($3::text[])
+        ON CONFLICT DO NOTHING
+    ), dropped_permissions AS (
+        DELETE FROM membership_permissions
+         WHERE $4::text[] IS NOT NULL AND org_id = $1 AND user_id = $2
+           AND NOT (permission = ANY($4))
+    ), added_permissions AS (
+        INSERT INTO membership_permissions (org_id, user_id, permission)
+        SELECT $1, $2, unnest($4::text[])
+        ON CONFLICT DO NOTHING
+    )
+    UPDATE memberships SET revision = revision + 1, updated_at = CURRENT_TIMESTAMP
+     WHERE org_id = $1 AND user_id = $2";
 
 /// Makes the member hold exactly `role_names` and `permission_names` (each
 /// `None` leaves that set alone) and bumps the member's revision.
@@ -421,21 +405,15 @@ async fn replace_grant(
     role_names: Option<&Names>,
     permission_names: Option<&Names>,
 ) -> Result<()> {
-    for (set, names) in [
-        (GrantSet::Roles, role_names),
-        (GrantSet::Permissions, permission_names),
-    ] {
-        if let Some(names) = names {
-            set.replace(conn, org_id, user_id, names).await?;
-        }
-    }
-    diesel::update(memberships::table.find((org_id, user_id)))
-        .set((
-            memberships::revision.eq(memberships::revision + 1),
-            memberships::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await?;
+    Prepared(
+        diesel::sql_query(REPLACE_GRANT)
+            .bind::<SqlUuid, _>(org_id)
+            .bind::<SqlUuid, _>(user_id)
+            .bind::<Nullable<Array<Text>>, _>(role_names.map(Names::to_vec))
+            .bind::<Nullable<Array<Text>>, _>(permission_names.map(Names::to_vec)),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
