@@ -165,16 +165,17 @@ impl Store {
         let Ok(mut conn) = self.conn().await else {
             return false;
         };
-        diesel::sql_query("SELECT 1")
+        Prepared(diesel::sql_query("SELECT 1"))
             .execute(&mut conn)
             .await
             .is_ok()
     }
 }
 
-/// A raw SQL query that the connection keeps prepared. diesel never caches a
-/// `sql_query`, as its text could be built at run time, so each run would cost a
-/// round trip to prepare it first; wrap only queries whose text is a constant.
+/// A query that the connection keeps prepared. diesel never caches a
+/// `sql_query` (its text could be built at run time) nor an update of optional
+/// fields, so each run would cost a round trip to prepare it first. Wrap only
+/// queries whose text comes from a small fixed set: one cache entry each.
 pub(crate) struct Prepared<Q>(pub Q);
 
 impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<Q> {

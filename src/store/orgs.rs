@@ -16,7 +16,7 @@ use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
 };
-use super::{Actor, Conn, Store, audit, billing_profiles, outbox, subscriptions};
+use super::{Actor, Conn, Prepared, Store, audit, billing_profiles, outbox, subscriptions};
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
@@ -487,34 +487,37 @@ impl Store {
                     }
                     None => {}
                 }
-                let updated: OrgRow = diesel::update(organizations::table.find(org_id))
-                    .set((
-                        changes
-                            .display_name
-                            .as_ref()
-                            .map(|v| organizations::display_name.eq(v.as_str())),
-                        changes
-                            .description
-                            .as_ref()
-                            .map(|v| organizations::description.eq(v.as_str())),
-                        changes
-                            .slug
-                            .as_ref()
-                            .map(|v| organizations::slug.eq(v.as_str())),
-                        organizations::revision.eq(organizations::revision + 1),
-                        organizations::updated_at.eq(diesel::dsl::now),
-                    ))
-                    .returning(OrgRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .map_err(|err| match (err, &changes.slug) {
-                        // A concurrent rename took the slug after our check.
-                        (
-                            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
-                            Some(slug),
-                        ) => slug_taken(slug),
-                        (other, _) => other.into(),
-                    })?;
+                // Each set of changed fields is its own statement text, kept prepared.
+                let updated: OrgRow = Prepared(
+                    diesel::update(organizations::table.find(org_id))
+                        .set((
+                            changes
+                                .display_name
+                                .as_ref()
+                                .map(|v| organizations::display_name.eq(v.as_str())),
+                            changes
+                                .description
+                                .as_ref()
+                                .map(|v| organizations::description.eq(v.as_str())),
+                            changes
+                                .slug
+                                .as_ref()
+                                .map(|v| organizations::slug.eq(v.as_str())),
+                            organizations::revision.eq(organizations::revision + 1),
+                            organizations::updated_at.eq(diesel::dsl::now),
+                        ))
+                        .returning(OrgRow::as_returning()),
+                )
+                .get_result(conn)
+                .await
+                .map_err(|err| match (err, &changes.slug) {
+                    // A concurrent rename took the slug after our check.
+                    (
+                        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                        Some(slug),
+                    ) => slug_taken(slug),
+                    (other, _) => other.into(),
+                })?;
                 audit::record(
                     conn,
                     actor,
