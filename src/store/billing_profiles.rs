@@ -11,7 +11,7 @@ use super::orgs::{ContactVerification, OrgRow, lock_live_org, lock_org};
 use super::schema::{
     billing_email_verifications, billing_profiles, payment_methods, plans, subscriptions,
 };
-use super::{Actor, Conn, Store, audit, outbox};
+use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Etag, Secret};
 use crate::error::{Error, Result};
 
@@ -120,6 +120,7 @@ async fn touch_profile(conn: &mut Conn, org_id: Uuid) -> Result<ProfileRow> {
             billing_profiles::updated_at.eq(diesel::dsl::now),
         ))
         .returning(ProfileRow::as_returning())
+        .prepared()
         .get_result(conn)
         .await?)
 }
@@ -138,6 +139,7 @@ async fn start_billing_email_change(
     .await?;
     diesel::update(billing_profiles::table.find(org.id))
         .set(billing_profiles::pending_billing_email.eq(email.as_str()))
+        .prepared()
         .execute(conn)
         .await?;
     let secret = Secret::generate();
@@ -238,7 +240,7 @@ impl Store {
                         address.map(|a| billing_profiles::country.eq(&a.country)),
                         billing_profiles::updated_at.eq(diesel::dsl::now),
                     ))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 let updated = touch_profile(conn, org_id).await?;
                 let fields: Vec<&str> = [
@@ -305,7 +307,7 @@ impl Store {
                         billing_profiles::billing_email.eq(&email),
                         billing_profiles::pending_billing_email.eq(None::<String>),
                     ))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 let updated = touch_profile(conn, org_id).await?;
                 audit::record(
@@ -393,11 +395,13 @@ impl Store {
                 // Clear first: the partial unique index allows one default at a time.
                 diesel::update(payment_methods::table.filter(payment_methods::org_id.eq(org_id)))
                     .set(payment_methods::is_default.eq(false))
+                    .prepared()
                     .execute(conn)
                     .await?;
                 let chosen: PaymentMethodRow = diesel::update(payment_methods::table.find(id))
                     .set(payment_methods::is_default.eq(true))
                     .returning(PaymentMethodRow::as_returning())
+                    .prepared()
                     .get_result(conn)
                     .await?;
                 audit::record(
@@ -450,7 +454,7 @@ impl Store {
                 {
                     diesel::update(payment_methods::table.find(next.id))
                         .set(payment_methods::is_default.eq(true))
-                        .execute(conn)
+                        .prepared().execute(conn)
                         .await?;
                 }
                 audit::record(

@@ -20,7 +20,7 @@ use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_m
 use super::schema::{invitations, organizations, users};
 use super::subscriptions::member_limit;
 use super::users::User;
-use super::{Actor, Conn, Store, audit, outbox};
+use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
 
@@ -286,6 +286,7 @@ async fn close(
             invitations::accepted_by.eq(accepted_by),
         ))
         .returning(InvitationRow::as_returning())
+        .prepared()
         .get_result(conn)
         .await?)
 }
@@ -350,7 +351,7 @@ impl Store {
                     invitations::state.eq(InvitationState::Expired.stored()),
                     invitations::closed_at.eq(diesel::dsl::now),
                 ))
-                .execute(conn)
+                .prepared().execute(conn)
                 .await?;
                 let secret = Secret::generate();
                 let invitation: InvitationRow = diesel::insert_into(invitations::table)
@@ -430,6 +431,7 @@ impl Store {
                         invitations::send_count.eq(invitations::send_count + 1),
                     ))
                     .returning(InvitationRow::as_returning())
+                    .prepared()
                     .get_result(conn)
                     .await?;
                 send_invitation(

@@ -18,7 +18,7 @@ use super::subscriptions::{
     ENDED, credit_balance, db_now, find_plan, free_plan, lock_subscription, period_end_after,
     start_segment,
 };
-use super::{Actor, Conn, Store, audit};
+use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{ChildName, PageRequest, PageToken, prorate};
 use crate::error::{Error, Result};
 
@@ -299,6 +299,7 @@ pub(super) async fn close_period(
                 subscriptions::period_end.eq(period_end_after(end)),
                 subscriptions::cancel_at_period_end.eq(false),
             ))
+            .prepared()
             .execute(conn)
             .await?;
     } else {
@@ -309,6 +310,7 @@ pub(super) async fn close_period(
                 subscriptions::period_end.eq(period_end_after(end)),
                 subscriptions::cancel_at_period_end.eq(false),
             ))
+            .prepared()
             .execute(conn)
             .await?;
         start_segment(conn, org_id, end, &next_plan).await?;
@@ -318,6 +320,7 @@ pub(super) async fn close_period(
             subscriptions::revision.eq(subscriptions::revision + 1),
             subscriptions::updated_at.eq(diesel::dsl::now),
         ))
+        .prepared()
         .execute(conn)
         .await?;
     // One mutation, one activity: a deletion's final invoice is recorded in the
@@ -583,7 +586,7 @@ impl Store {
                 }
                 diesel::update(vouchers::table.find(code))
                     .set(vouchers::redemptions.eq(vouchers::redemptions + 1))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 diesel::insert_into(credit_entries::table)
                     .values((

@@ -198,6 +198,16 @@ impl<Q> QueryId for Prepared<Q> {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
+/// `query.prepared()` for `Prepared(query)`, at the end of a query chain. Every
+/// UPDATE needs it: diesel never caches one.
+pub(crate) trait KeepPrepared: Sized {
+    fn prepared(self) -> Prepared<Self> {
+        Prepared(self)
+    }
+}
+
+impl<Q> KeepPrepared for Q {}
+
 /// Applies pending migrations on a dedicated connection.
 pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
     let mut conn = AsyncPgConnection::establish(url)

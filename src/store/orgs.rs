@@ -16,7 +16,7 @@ use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
 };
-use super::{Actor, Conn, Prepared, Store, audit, billing_profiles, outbox, subscriptions};
+use super::{Actor, Conn, KeepPrepared, Store, audit, billing_profiles, outbox, subscriptions};
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
@@ -267,6 +267,7 @@ async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
             organizations::updated_at.eq(diesel::dsl::now),
         ))
         .returning(OrgRow::as_returning())
+        .prepared()
         .get_result(conn)
         .await?)
 }
@@ -318,6 +319,7 @@ async fn set_pending_contact_email(
     .await?;
     diesel::update(organizations::table.find(org_id))
         .set(organizations::pending_contact_email.eq(email.map(Email::as_str)))
+        .prepared()
         .execute(conn)
         .await?;
     Ok(())
@@ -488,36 +490,35 @@ impl Store {
                     None => {}
                 }
                 // Each set of changed fields is its own statement text, kept prepared.
-                let updated: OrgRow = Prepared(
-                    diesel::update(organizations::table.find(org_id))
-                        .set((
-                            changes
-                                .display_name
-                                .as_ref()
-                                .map(|v| organizations::display_name.eq(v.as_str())),
-                            changes
-                                .description
-                                .as_ref()
-                                .map(|v| organizations::description.eq(v.as_str())),
-                            changes
-                                .slug
-                                .as_ref()
-                                .map(|v| organizations::slug.eq(v.as_str())),
-                            organizations::revision.eq(organizations::revision + 1),
-                            organizations::updated_at.eq(diesel::dsl::now),
-                        ))
-                        .returning(OrgRow::as_returning()),
-                )
-                .get_result(conn)
-                .await
-                .map_err(|err| match (err, &changes.slug) {
-                    // A concurrent rename took the slug after our check.
-                    (
-                        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
-                        Some(slug),
-                    ) => slug_taken(slug),
-                    (other, _) => other.into(),
-                })?;
+                let updated: OrgRow = diesel::update(organizations::table.find(org_id))
+                    .set((
+                        changes
+                            .display_name
+                            .as_ref()
+                            .map(|v| organizations::display_name.eq(v.as_str())),
+                        changes
+                            .description
+                            .as_ref()
+                            .map(|v| organizations::description.eq(v.as_str())),
+                        changes
+                            .slug
+                            .as_ref()
+                            .map(|v| organizations::slug.eq(v.as_str())),
+                        organizations::revision.eq(organizations::revision + 1),
+                        organizations::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(OrgRow::as_returning())
+                    .prepared()
+                    .get_result(conn)
+                    .await
+                    .map_err(|err| match (err, &changes.slug) {
+                        // A concurrent rename took the slug after our check.
+                        (
+                            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                            Some(slug),
+                        ) => slug_taken(slug),
+                        (other, _) => other.into(),
+                    })?;
                 audit::record(
                     conn,
                     actor,
@@ -606,7 +607,7 @@ impl Store {
                         organizations::deleted_at.eq(diesel::dsl::now),
                         organizations::purge_at.eq(purge_at),
                     ))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 let deleted = touch(conn, org_id).await?;
                 audit::record(
@@ -670,6 +671,7 @@ impl Store {
                         organizations::deleted_at.eq(None::<DateTime<Utc>>),
                         organizations::purge_at.eq(None::<DateTime<Utc>>),
                     ))
+                    .prepared()
                     .execute(conn)
                     .await?;
                 subscriptions::reopen_subscription(conn, org_id).await?;
@@ -722,7 +724,7 @@ impl Store {
                 set_pending_contact_email(conn, org_id, None).await?;
                 diesel::update(organizations::table.find(org_id))
                     .set(organizations::contact_email.eq(&email))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 let updated = touch(conn, org_id).await?;
                 audit::record(

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::{Conn, Store, schema::outbox_messages};
+use super::{Conn, KeepPrepared, Store, schema::outbox_messages};
 use crate::error::Result;
 use crate::mail::{Mailer, Outgoing, SendError};
 
@@ -160,6 +160,7 @@ async fn record(
                     // Bodies may carry secrets (verification links): keep them no longer than needed.
                     outbox_messages::body.eq(REDACTED_BODY),
                 ))
+                .prepared()
                 .execute(conn)
                 .await?;
             return Ok(());
@@ -182,6 +183,7 @@ async fn record(
                 outbox_messages::last_error.eq(error.to_string()),
                 outbox_messages::body.eq(REDACTED_FAILED_BODY),
             ))
+            .prepared()
             .execute(conn)
             .await?;
     } else {
@@ -196,6 +198,7 @@ async fn record(
                 outbox_messages::last_error.eq(error.to_string()),
                 outbox_messages::next_attempt_at.eq(next_attempt_at),
             ))
+            .prepared()
             .execute(conn)
             .await?;
     }

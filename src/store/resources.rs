@@ -13,7 +13,7 @@ use super::access::{access_in, find_org};
 use super::members::OWNER_ROLE;
 use super::orgs::{OrgRow, lock_live_org};
 use super::schema::{org_resources, plans, subscriptions};
-use super::{Actor, Conn, Store, audit};
+use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
@@ -271,7 +271,7 @@ impl Store {
                 let moved: ResourceRow = diesel::update(org_resources::table.find(id))
                     .set(org_resources::org_id.eq(target.id))
                     .returning(ResourceRow::as_returning())
-                    .get_result(conn)
+                    .prepared().get_result(conn)
                     .await?;
                 let details = serde_json::json!({
                     "from": source.name(), "to": target.name(),

@@ -15,7 +15,7 @@ use super::schema::{
     credit_entries, memberships, org_resources, payment_methods, plans, subscription_segments,
     subscriptions,
 };
-use super::{Actor, Conn, Store, audit};
+use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::Etag;
 use crate::error::{Error, Result};
 
@@ -82,6 +82,7 @@ pub(super) async fn db_now(conn: &mut Conn) -> Result<DateTime<Utc>> {
         diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
             "clock_timestamp()",
         ))
+        .prepared()
         .get_result(conn)
         .await?,
     )
@@ -153,6 +154,7 @@ pub(super) async fn reopen_subscription(conn: &mut Conn, org_id: Uuid) -> Result
             subscriptions::revision.eq(subscriptions::revision + 1),
             subscriptions::updated_at.eq(diesel::dsl::now),
         ))
+        .prepared()
         .execute(conn)
         .await?;
     start_segment(conn, org_id, start, &sub.plan_id).await
@@ -177,6 +179,7 @@ pub(super) async fn start_segment(
         ))
         .do_update()
         .set(subscription_segments::plan_id.eq(plan_id))
+        .prepared()
         .execute(conn)
         .await?;
     Ok(())
@@ -413,7 +416,7 @@ impl Store {
                                 // Choosing a plan takes back a pending cancellation.
                                 subscriptions::cancel_at_period_end.eq(false),
                             ))
-                            .execute(conn)
+                            .prepared().execute(conn)
                             .await?;
                         (
                             "subscription.change_plan",
@@ -433,7 +436,7 @@ impl Store {
                         }
                         diesel::update(subscriptions::table.find(org_id))
                             .set(subscriptions::cancel_at_period_end.eq(true))
-                            .execute(conn)
+                            .prepared().execute(conn)
                             .await?;
                         (
                             "subscription.cancel",
@@ -450,7 +453,7 @@ impl Store {
                         }
                         diesel::update(subscriptions::table.find(org_id))
                             .set(subscriptions::cancel_at_period_end.eq(false))
-                            .execute(conn)
+                            .prepared().execute(conn)
                             .await?;
                         ("subscription.resume", serde_json::json!({ "plan": current.id }))
                     }
@@ -460,7 +463,7 @@ impl Store {
                         subscriptions::revision.eq(subscriptions::revision + 1),
                         subscriptions::updated_at.eq(diesel::dsl::now),
                     ))
-                    .execute(conn)
+                    .prepared().execute(conn)
                     .await?;
                 audit::record(conn, actor, Some(org_id), action, &name, details).await?;
                 view(conn, org_id).await

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::members::{Catalog, begin_change};
 use super::schema::api_tokens;
 use super::users::{User, UserRow};
-use super::{Actor, Prepared, Store, TokenLimit, audit};
+use super::{Actor, KeepPrepared, Prepared, Store, TokenLimit, audit};
 use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
 
@@ -215,6 +215,7 @@ impl Store {
                 let row: ApiTokenRow = diesel::update(api_tokens::table.find(id))
                     .set(api_tokens::revoked_at.eq(diesel::dsl::now))
                     .returning(ApiTokenRow::as_returning())
+                    .prepared()
                     .get_result(conn)
                     .await?;
                 audit::record(
@@ -270,6 +271,7 @@ impl Store {
                                 .or(api_tokens::last_used_at.lt(now - LAST_USE_RESOLUTION)),
                         )
                         .set(api_tokens::last_used_at.eq(diesel::dsl::now))
+                        .prepared()
                         .execute(conn)
                         .await?;
                 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::orgs::{self, NewOrg};
 use super::schema::{organizations, users};
-use super::{Actor, Conn, Store, audit};
+use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{DisplayName, Email, Slug, UserRef};
 use crate::error::Result;
 
@@ -203,6 +203,7 @@ async fn refresh_profile(conn: &mut Conn, identity: &Identity, request_id: &str)
                 users::display_name.eq(&identity.display_name),
                 users::updated_at.eq(diesel::dsl::now),
             ))
+            .prepared()
             .execute(conn)
             .await?;
         let actor = Actor {
