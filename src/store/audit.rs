@@ -75,7 +75,7 @@ fn with_token(details: serde_json::Value, actor: &Actor) -> serde_json::Value {
 }
 
 pub async fn record(
-    conn: &mut Conn,
+    conn: &Conn,
     actor: &Actor,
     org_id: Option<Uuid>,
     action: &str,
@@ -93,7 +93,7 @@ pub async fn record(
             activity::request_id.eq(&actor.request_id),
             activity::details.eq(with_token(details, actor)),
         ))
-        .execute(conn)
+        .execute(&mut &*conn)
         .await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use futures_util::future::try_join_all;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
@@ -112,7 +113,7 @@ const MEMBERS_QUERY: &str = "
      ORDER BY p.created_at, p.user_id";
 
 async fn load_members(
-    conn: &mut Conn,
+    conn: &Conn,
     org_id: Uuid,
     only: Option<&[Uuid]>,
     after: Option<PageToken>,
@@ -126,7 +127,7 @@ async fn load_members(
             .bind::<Nullable<SqlUuid>, _>(after.map(|a| a.id))
             .bind::<Int8, _>(limit),
     )
-    .load(conn)
+    .load(&mut &*conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -145,7 +146,7 @@ async fn load_members(
 
 /// The members among `user_ids`; any that is not a member is NOT_FOUND.
 async fn members_by_id(
-    conn: &mut Conn,
+    conn: &Conn,
     org_id: Uuid,
     user_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, MemberView>> {
@@ -193,9 +194,9 @@ struct CatalogRow {
 }
 
 impl Catalog {
-    pub async fn load(conn: &mut Conn) -> Result<Self> {
+    pub async fn load(conn: &Conn) -> Result<Self> {
         let row: CatalogRow = Prepared(diesel::sql_query(CATALOG_QUERY))
-            .get_result(conn)
+            .get_result(&mut &*conn)
             .await?;
         let mut role_permissions: HashMap<String, Vec<String>> = HashMap::new();
         for (role, permission) in row.granting.into_iter().zip(row.granted) {
@@ -399,7 +400,7 @@ const REPLACE_GRANT: &str = "
 /// Makes the member hold exactly `role_names` and `permission_names` (each
 /// `None` leaves that set alone) and bumps the member's revision.
 async fn replace_grant(
-    conn: &mut Conn,
+    conn: &Conn,
     org_id: Uuid,
     user_id: Uuid,
     role_names: Option<&Names>,
@@ -412,7 +413,7 @@ async fn replace_grant(
             .bind::<Nullable<Array<Text>>, _>(role_names.map(Names::to_vec))
             .bind::<Nullable<Array<Text>>, _>(permission_names.map(Names::to_vec)),
     )
-    .execute(conn)
+    .execute(&mut &*conn)
     .await?;
     Ok(())
 }
@@ -528,8 +529,10 @@ impl Store {
             async move {
                 let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let ids: Vec<Uuid> = updates.iter().map(|u| u.user_id).collect();
-                let current = members_by_id(conn, org_id, &ids).await?;
-                let catalog = Catalog::load(conn).await?;
+                // Independent reads (and below, writes to disjoint rows) go out
+                // together: one round trip instead of one each.
+                let (current, catalog) =
+                    tokio::try_join!(members_by_id(conn, org_id, &ids), Catalog::load(conn))?;
                 let mut audited = Vec::new();
                 // Only taking the owner role from an owner can leave none.
                 let mut unseats_an_owner = false;
@@ -570,6 +573,17 @@ impl Store {
                     }
                     let granted = catalog.effective(&role_names, &permission_names);
                     change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
+                    audited.push(serde_json::json!({
+                        "member": target.name(),
+                        "roles": role_names.to_vec(),
+                        "extra_permissions": permission_names.to_vec(),
+                    }));
+                }
+                let target = match updates.as_slice() {
+                    [single] => current[&single.user_id].name(),
+                    _ => change.org.name(),
+                };
+                let grants = updates.iter().map(|update| {
                     replace_grant(
                         conn,
                         org_id,
@@ -577,29 +591,15 @@ impl Store {
                         update.roles.as_ref(),
                         update.permissions.as_ref(),
                     )
-                    .await?;
-                    audited.push(serde_json::json!({
-                        "member": target.name(),
-                        "roles": role_names.to_vec(),
-                        "extra_permissions": permission_names.to_vec(),
-                    }));
-                }
+                });
+                let details = serde_json::json!({ "members": audited });
+                tokio::try_join!(
+                    try_join_all(grants),
+                    audit::record(conn, actor, Some(org_id), action, &target, details),
+                )?;
                 if unseats_an_owner {
                     change.ensure_owner_remains(conn).await?;
                 }
-                let target = match updates.as_slice() {
-                    [single] => current[&single.user_id].name(),
-                    _ => change.org.name(),
-                };
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    action,
-                    &target,
-                    serde_json::json!({ "members": audited }),
-                )
-                .await?;
                 let mut updated = members_by_id(conn, org_id, &ids).await?;
                 Ok(ids.iter().map(|id| updated.remove(id).expect("updated")).collect())
             }
