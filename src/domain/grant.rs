@@ -12,6 +12,15 @@ pub const DEFAULT_ROLE: &str = "developer";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names(pub BTreeSet<String>);
 
+impl<'a> IntoIterator for &'a Names {
+    type Item = &'a String;
+    type IntoIter = std::collections::btree_set::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl Names {
     /// Role names: lowercase letters and underscores.
     pub fn roles(field: &str, raw: &[String]) -> Result<Self> {
