@@ -1155,3 +1155,36 @@ async fn updates_replace_only_the_masked_sets() {
     assert_eq!(listed, member, "what the update returned is what is stored");
     assert_eq!(activity_count(&app, "member.update").await, 3);
 }
+
+/// UpdateMember sends its grant and its audit record together. When the first
+/// fails with a serialization failure, PostgreSQL refuses the second as part of
+/// an aborted transaction; the caller must see the retryable cause (ABORTED,
+/// after orgd's own retries), never that refusal as INTERNAL, and nothing stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflict_in_pipelined_writes_stays_retryable() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("m1", &["developer"])]).await;
+    app.db
+        .batch_execute(
+            "CREATE FUNCTION conflict() RETURNS trigger AS $$
+             BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = 'serialization_failure'; END
+             $$ LANGUAGE plpgsql;
+             CREATE TRIGGER conflict BEFORE INSERT ON membership_roles
+                 FOR EACH ROW EXECUTE FUNCTION conflict();",
+        )
+        .await
+        .unwrap();
+    let before = snapshot(&app).await;
+    let mut alice = app.members_as("alice").await;
+    for _ in 0..10 {
+        let status = expect_code(
+            alice
+                .update_member(set_roles(&member_name(&org, &ids[0]), &["viewer"]))
+                .await,
+            Code::Aborted,
+        );
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("an ErrorInfo");
+        assert_eq!(info.reason, "CONCURRENT_CHANGE", "{status:?}");
+    }
+    assert_eq!(snapshot(&app).await, before);
+}

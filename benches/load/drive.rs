@@ -148,6 +148,7 @@ impl Sends {
         let (schedule, scheduled) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+            #[cfg(target_os = "linux")]
             unsafe {
                 libc::prctl(libc::PR_SET_TIMERSLACK, 1_000u64);
             }

@@ -14,14 +14,14 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::access::{MemberAccess, access_in};
 use super::orgs::{OrgRow, lock_live_org};
 use super::schema::{membership_roles, memberships, users};
-use super::{Actor, Conn, Prepared, Store, audit};
+use super::{Actor, Conn, Prepared, Store, audit, both};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
@@ -76,64 +76,95 @@ struct MemberRow {
     extra_permissions: Vec<String>,
 }
 
-/// Members of `$1`, optionally only the users in `$2`, after the keyset position
-/// (`$3`, `$4`), oldest first, at most `$5`, with their roles and extra grants.
-/// The grants of the whole page are gathered in one pass and aggregated per
-/// member: per-member subqueries cost twice as much on a page of 50, and
-/// expanding every role into its permissions here a third more again, so the
-/// effective permissions come from the catalog instead (`Catalog::effective`).
-/// `held` is MATERIALIZED because the generic plan of this prepared statement
-/// guesses a page of one row and would otherwise rescan it for every member.
-const MEMBERS_QUERY: &str = "
-    WITH page AS (
-        SELECT m.user_id, m.created_at, m.invited_by, m.revision, m.updated_at
-          FROM memberships m
-         WHERE m.org_id = $1
-           AND ($2::uuid[] IS NULL OR m.user_id = ANY($2))
-           AND ($3::timestamptz IS NULL OR (m.created_at, m.user_id) > ($3, $4))
-         ORDER BY m.created_at, m.user_id
-         LIMIT $5
-    ), held AS MATERIALIZED (
-        SELECT r.user_id, r.role AS grant_name, TRUE AS is_role
-          FROM membership_roles r
-         WHERE r.org_id = $1 AND r.user_id IN (SELECT user_id FROM page)
-        UNION ALL
-        SELECT g.user_id, g.permission, FALSE
-          FROM membership_permissions g
-         WHERE g.org_id = $1 AND g.user_id IN (SELECT user_id FROM page)
-    )
-    SELECT p.user_id, u.email, u.display_name, p.created_at AS joined_at, p.invited_by,
-           p.revision, p.updated_at,
-           COALESCE(array_agg(h.grant_name ORDER BY h.grant_name) FILTER (WHERE h.is_role), '{}')
-               AS roles,
-           COALESCE(array_agg(h.grant_name ORDER BY h.grant_name) FILTER (WHERE NOT h.is_role), '{}')
-               AS extra_permissions
-      FROM page p
-      JOIN users u ON u.id = p.user_id
-      LEFT JOIN held h ON h.user_id = p.user_id
-     GROUP BY p.user_id, p.created_at, p.invited_by, p.revision, p.updated_at, u.email, u.display_name
-     ORDER BY p.created_at, p.user_id";
+/// The members of organization `$1` that `$filter` selects, oldest first (at
+/// most `$limit`), with their roles and extra grants. The grants of the whole
+/// page are gathered in one pass and aggregated per member: per-member
+/// subqueries cost twice as much on a page of 50, and expanding every role into
+/// its permissions here a third more again, so the effective permissions come
+/// from the catalog instead (`Catalog::effective`). `held` is MATERIALIZED so
+/// that it is computed once even when a plan guesses a page of one row. Each way
+/// of selecting members is its own statement, so that each keeps a plan that
+/// uses the index (a generic plan of one statement with optional filters would
+/// read the whole organization).
+macro_rules! members_query {
+    ($filter:literal, $limit:literal) => {
+        concat!(
+            "WITH page AS (
+                SELECT m.user_id, m.created_at, m.invited_by, m.revision, m.updated_at
+                  FROM memberships m
+                 WHERE m.org_id = $1 ",
+            $filter,
+            " ORDER BY m.created_at, m.user_id ",
+            $limit,
+            "), held AS MATERIALIZED (
+                SELECT r.user_id, r.role AS grant_name, TRUE AS is_role
+                  FROM membership_roles r
+                 WHERE r.org_id = $1 AND r.user_id IN (SELECT user_id FROM page)
+                UNION ALL
+                SELECT g.user_id, g.permission, FALSE
+                  FROM membership_permissions g
+                 WHERE g.org_id = $1 AND g.user_id IN (SELECT user_id FROM page)
+            )
+            SELECT p.user_id, u.email, u.display_name, p.created_at AS joined_at, p.invited_by,
+                   p.revision, p.updated_at,
+                   COALESCE(array_agg(h.grant_name ORDER BY h.grant_name)
+                       FILTER (WHERE h.is_role), '{}') AS roles,
+                   COALESCE(array_agg(h.grant_name ORDER BY h.grant_name)
+                       FILTER (WHERE NOT h.is_role), '{}') AS extra_permissions
+              FROM page p
+              JOIN users u ON u.id = p.user_id
+              LEFT JOIN held h ON h.user_id = p.user_id
+             GROUP BY p.user_id, p.created_at, p.invited_by, p.revision, p.updated_at,
+                      u.email, u.display_name
+             ORDER BY p.created_at, p.user_id"
+        )
+    };
+}
 
-/// The members `MEMBERS_QUERY` selects, with the catalog their effective
-/// permissions came from.
+/// The members among users `$2`.
+const MEMBERS_BY_ID: &str = members_query!("AND m.user_id = ANY($2)", "");
+/// The first `$2` members.
+const FIRST_MEMBERS: &str = members_query!("", "LIMIT $2");
+/// The `$4` members after keyset position (`$2`, `$3`).
+const MEMBERS_AFTER: &str = members_query!("AND (m.created_at, m.user_id) > ($2, $3)", "LIMIT $4");
+
+/// Which members `load_members` reads.
+enum Selection<'a> {
+    /// These users, each once.
+    Ids(&'a [Uuid]),
+    /// A page: the first, or the one after a keyset position.
+    Page {
+        after: Option<PageToken>,
+        limit: i64,
+    },
+}
+
+/// The members `selection` names, with the catalog their effective permissions
+/// came from.
 async fn load_members(
     conn: &Conn,
     org_id: Uuid,
-    only: Option<&[Uuid]>,
-    after: Option<PageToken>,
-    limit: i64,
+    selection: Selection<'_>,
 ) -> Result<(Vec<MemberView>, Catalog)> {
-    let rows = Prepared(
-        diesel::sql_query(MEMBERS_QUERY)
+    let query = |sql| {
+        diesel::sql_query(sql)
+            .into_boxed()
             .bind::<SqlUuid, _>(org_id)
-            .bind::<Nullable<Array<SqlUuid>>, _>(only)
-            .bind::<Nullable<Timestamptz>, _>(after.map(|a| a.time))
-            .bind::<Nullable<SqlUuid>, _>(after.map(|a| a.id))
+    };
+    let query = match selection {
+        Selection::Ids(ids) => query(MEMBERS_BY_ID).bind::<Array<SqlUuid>, _>(ids),
+        Selection::Page { after: None, limit } => query(FIRST_MEMBERS).bind::<Int8, _>(limit),
+        Selection::Page {
+            after: Some(after),
+            limit,
+        } => query(MEMBERS_AFTER)
+            .bind::<Timestamptz, _>(after.time)
+            .bind::<SqlUuid, _>(after.id)
             .bind::<Int8, _>(limit),
-    )
-    .load::<MemberRow>(&mut &*conn);
+    };
+    let rows = Prepared(query).load::<MemberRow>(&mut &*conn);
     // Both go out together: one round trip.
-    let (rows, catalog) = tokio::try_join!(async { Ok(rows.await?) }, Catalog::load(conn))?;
+    let (rows, catalog) = both(async { Ok(rows.await?) }, Catalog::load(conn)).await?;
     let members = rows
         .into_iter()
         .map(|row| MemberView {
@@ -170,8 +201,7 @@ async fn members_and_catalog(
     org_id: Uuid,
     user_ids: &[Uuid],
 ) -> Result<(HashMap<Uuid, MemberView>, Catalog)> {
-    let (members, catalog) =
-        load_members(conn, org_id, Some(user_ids), None, user_ids.len() as i64).await?;
+    let (members, catalog) = load_members(conn, org_id, Selection::Ids(user_ids)).await?;
     let found: HashMap<Uuid, MemberView> = members
         .into_iter()
         .map(|member| (member.user_id, member))
@@ -522,8 +552,11 @@ impl Store {
         let rows = self
             .read(|conn| {
                 async move {
-                    let (members, _) =
-                        load_members(conn, org_id, None, page.after, page.limit + 1).await?;
+                    let selection = Selection::Page {
+                        after: page.after,
+                        limit: page.limit + 1,
+                    };
+                    let (members, _) = load_members(conn, org_id, selection).await?;
                     Ok(members)
                 }
                 .scope_boxed()
@@ -621,10 +654,11 @@ impl Store {
                 });
                 let details = serde_json::json!({ "members": audited });
                 // Writes to disjoint rows go out together: one round trip.
-                tokio::try_join!(
-                    try_join_all(grants),
+                both(
+                    async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
                     audit::record(conn, actor, Some(org_id), action, &target, details),
-                )?;
+                )
+                .await?;
                 if unseats_an_owner {
                     change.ensure_owner_remains(conn).await?;
                 }

@@ -198,6 +198,19 @@ impl<Q> QueryId for Prepared<Q> {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
+/// Runs two statements on one connection at once, so that they go out together
+/// (pipelined: one round trip), and returns the first error in the order they
+/// were sent. `first` is always polled first, so it is sent first; once it
+/// fails, PostgreSQL refuses the rest of the transaction, and that refusal must
+/// not hide the cause (a serialization failure has to stay retryable).
+pub(crate) async fn both<A, B>(
+    first: impl Future<Output = Result<A>>,
+    second: impl Future<Output = Result<B>>,
+) -> Result<(A, B)> {
+    let (first, second) = futures_util::future::join(first, second).await;
+    Ok((first?, second?))
+}
+
 /// `query.prepared()` for `Prepared(query)`, at the end of a query chain. Every
 /// UPDATE needs it: diesel never caches one.
 pub(crate) trait KeepPrepared: Sized {
