@@ -36,19 +36,21 @@ impl MemberApi {
     }
 }
 
-fn member(view: &MemberView) -> pb::Member {
+/// The wire form of a member; by value, so that lists move their strings
+/// instead of copying them.
+fn member(view: MemberView) -> pb::Member {
     pb::Member {
         name: view.name(),
         user: UserRef::name_of(view.user_id),
-        email: view.email.clone(),
-        display_name: view.display_name.clone(),
-        roles: view.access.roles.clone(),
-        extra_permissions: view.access.extra_permissions.clone(),
-        effective_permissions: view.access.effective.iter().cloned().collect(),
         join_time: Some(timestamp(view.access.joined_at)),
         inviter: view.invited_by.map(UserRef::name_of).unwrap_or_default(),
         update_time: Some(timestamp(view.updated_at)),
         etag: view.etag().to_string(),
+        email: view.email,
+        display_name: view.display_name,
+        roles: view.access.roles,
+        extra_permissions: view.access.extra_permissions,
+        effective_permissions: view.access.effective.into_iter().collect(),
     }
 }
 
@@ -338,7 +340,7 @@ impl MemberService for MemberApi {
             .store
             .accept_invitation(&ctx.actor(), ctx.user()?, token, self.settings.limits)
             .await?;
-        Ok(Response::new(member(&joined)))
+        Ok(Response::new(member(joined)))
     }
 
     async fn decline_invitation(
@@ -363,7 +365,7 @@ impl MemberService for MemberApi {
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let (views, next_page_token) = self.store.list_members(access.org.id, page).await?;
         Ok(Response::new(pb::ListMembersResponse {
-            members: views.iter().map(member).collect(),
+            members: views.into_iter().map(member).collect(),
             next_page_token,
         }))
     }
@@ -375,7 +377,7 @@ impl MemberService for MemberApi {
         let access = org_access(&request)?;
         let user_id = child_id("name", &request.get_ref().name, ChildName::MEMBERS, &access)?;
         let found = self.store.get_member(access.org.id, user_id).await?;
-        Ok(Response::new(member(&found)))
+        Ok(Response::new(member(found)))
     }
 
     async fn update_member(
@@ -389,7 +391,7 @@ impl MemberService for MemberApi {
             .store
             .update_members(&ctx.actor(), access.org.id, vec![update], "member.update")
             .await?;
-        Ok(Response::new(member(&updated.remove(0))))
+        Ok(Response::new(member(updated.remove(0))))
     }
 
     async fn batch_update_members(
@@ -412,7 +414,7 @@ impl MemberService for MemberApi {
             .update_members(&ctx.actor(), access.org.id, updates, "member.batch_update")
             .await?;
         Ok(Response::new(pb::BatchUpdateMembersResponse {
-            members: updated.iter().map(member).collect(),
+            members: updated.into_iter().map(member).collect(),
         }))
     }
 
@@ -476,8 +478,8 @@ impl MemberService for MemberApi {
             .transfer_ownership(&ctx.actor(), access.org.id, new_owner)
             .await?;
         Ok(Response::new(pb::TransferOwnershipResponse {
-            new_owner: Some(member(&new_owner)),
-            previous_owner: Some(member(&previous_owner)),
+            new_owner: Some(member(new_owner)),
+            previous_owner: Some(member(previous_owner)),
         }))
     }
 }
