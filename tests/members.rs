@@ -49,6 +49,33 @@ async fn owners(app: &TestApp, org: &pb::Organization) -> i64 {
     .await
 }
 
+/// Every member of `org`, walking pages of `page_size`; no page is larger.
+async fn every_member(
+    client: &mut MemberClient,
+    org: &pb::Organization,
+    page_size: i32,
+) -> Vec<pb::Member> {
+    let mut members = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_members(pb::ListMembersRequest {
+                parent: org.name.clone(),
+                page_size,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.members.len() <= page_size as usize);
+        members.extend(page.members);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return members;
+        }
+    }
+}
+
 /// An organization of `owner` where each of `members` joined through an
 /// invitation with `roles`; returns it with the members' user ids.
 async fn team(
@@ -716,25 +743,11 @@ async fn batches_apply_all_or_nothing_and_members_page() {
     let mut alice = app.members_as("alice").await;
 
     // Pages of two, oldest first, with no member twice.
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = alice
-            .list_members(pb::ListMembersRequest {
-                parent: org.name.clone(),
-                page_size: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(page.members.len() <= 2);
-        seen.extend(page.members.into_iter().map(|m| m.email));
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
+    let seen: Vec<String> = every_member(&mut alice, &org, 2)
+        .await
+        .into_iter()
+        .map(|m| m.email)
+        .collect();
     let expected: Vec<String> = std::iter::once("alice".to_owned())
         .chain(subs.iter().map(|s| s.to_string()))
         .map(|s| format!("{s}@example.com"))
@@ -1006,24 +1019,7 @@ async fn member_pages_carry_each_members_own_grants() {
     }
 
     let mut alice = app.members_as("alice").await;
-    let mut listed = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = alice
-            .list_members(pb::ListMembersRequest {
-                parent: org.name.clone(),
-                page_size: 4,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        listed.extend(page.members);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
+    let listed = every_member(&mut alice, &org, 4).await;
     assert_eq!(listed.len(), 7, "alice and six members");
 
     let org_id: uuid::Uuid = org.uid.parse().unwrap();
