@@ -33,11 +33,14 @@ fn run(command: &mut Command, what: &str) {
     );
 }
 
-/// The Python of a venv at `target/python-client` with tests/python/requirements.txt
-/// installed, made with the machine's python3 when missing or out of date (.ci/run
-/// makes the same one up front).
+/// The Python of a venv at `python-client` in cargo's target directory
+/// (`CARGO_TARGET_DIR` when set) with tests/python/requirements.txt installed, made
+/// with the machine's python3 when missing or out of date (.ci/run makes the same
+/// one up front).
 fn python_env(project: &Path) -> PathBuf {
-    let venv = project.join("target/python-client");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
+    let venv = project.join(target).join("python-client");
     let python = venv.join("bin/python");
     let requirements = project.join("tests/python/requirements.txt");
     // The requirements the venv was last completed with.
