@@ -768,14 +768,12 @@ impl Store {
                         "name another member: you cannot transfer ownership to yourself",
                     ));
                 }
-                let target = members_by_id(conn, org_id, &[new_owner])
-                    .await?
+                let (mut found, catalog) = members_and_catalog(conn, org_id, &[new_owner]).await?;
+                let target = found
                     .remove(&new_owner)
-                    .expect("members_by_id checked it");
+                    .expect("members_and_catalog checked it");
                 let owner = Names([OWNER_ROLE.to_owned()].into());
-                let owner_permissions = Catalog::load(conn)
-                    .await?
-                    .effective(&owner, &Names::default());
+                let owner_permissions = catalog.effective(&owner, &Names::default());
                 change.ensure_can_grant(&owner_permissions, "making someone an owner")?;
                 let mut target_roles = Names(target.access.roles.iter().cloned().collect());
                 target_roles.0.insert(OWNER_ROLE.to_owned());
