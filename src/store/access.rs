@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
 use super::users::{Identity, User, UserRow};
-use super::{Conn, Prepared, Store};
+use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest};
 use crate::error::Result;
 
@@ -160,13 +160,12 @@ pub(super) async fn access_in(
     user_id: Uuid,
     org_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, MemberAccess>> {
-    let rows: Vec<AccessRow> = Prepared(
-        diesel::sql_query(ACCESS_QUERY)
-            .bind::<diesel::sql_types::Uuid, _>(user_id)
-            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids),
-    )
-    .load(conn)
-    .await?;
+    let rows: Vec<AccessRow> = diesel::sql_query(ACCESS_QUERY)
+        .bind::<diesel::sql_types::Uuid, _>(user_id)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids)
+        .prepared()
+        .load(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|row| (row.org_id, row.grants.access(row.joined_at)))
@@ -277,7 +276,7 @@ fn org_keyed<'a>(
         OrgRef::Slug(slug) => first(diesel::sql_query(sql[1]).into_boxed())
             .bind::<diesel::sql_types::Text, _>(slug.as_str().to_owned()),
     };
-    Prepared(query)
+    query.prepared()
 }
 
 impl Store {
@@ -367,9 +366,8 @@ impl Store {
     ) -> Result<PermissionCheck> {
         self.read(|conn| {
             async move {
-                Ok(Prepared(
-                    diesel::sql_query(
-                        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+                Ok(diesel::sql_query(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
                             EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
                             EXISTS (SELECT 1 FROM membership_roles r
                                         JOIN role_permissions rp ON rp.role = r.role
@@ -378,11 +376,11 @@ impl Store {
                                     SELECT 1 FROM membership_permissions g
                                     WHERE g.org_id = $1 AND g.user_id = $2 AND g.permission = $3)
                             AS allowed",
-                    )
-                    .bind::<diesel::sql_types::Uuid, _>(org_id)
-                    .bind::<diesel::sql_types::Uuid, _>(user_id)
-                    .bind::<diesel::sql_types::Text, _>(permission),
                 )
+                .bind::<diesel::sql_types::Uuid, _>(org_id)
+                .bind::<diesel::sql_types::Uuid, _>(user_id)
+                .bind::<diesel::sql_types::Text, _>(permission)
+                .prepared()
                 .get_result(conn)
                 .await?)
             }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::access::{MemberAccess, access_in};
 use super::orgs::{OrgRow, lock_live_org};
 use super::schema::{membership_roles, memberships, users};
-use super::{Actor, Conn, Prepared, Store, audit, both};
+use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
@@ -162,7 +162,7 @@ async fn load_members(
             .bind::<SqlUuid, _>(after.id)
             .bind::<Int8, _>(limit),
     };
-    let rows = Prepared(query).load::<MemberRow>(&mut &*conn);
+    let rows = query.prepared().load::<MemberRow>(&mut &*conn);
     // Both go out together: one round trip.
     let (rows, catalog) = both(async { Ok(rows.await?) }, Catalog::load(conn)).await?;
     let members = rows
@@ -245,7 +245,8 @@ struct CatalogRow {
 
 impl Catalog {
     pub async fn load(conn: &Conn) -> Result<Self> {
-        let row: CatalogRow = Prepared(diesel::sql_query(CATALOG_QUERY))
+        let row: CatalogRow = diesel::sql_query(CATALOG_QUERY)
+            .prepared()
             .get_result(&mut &*conn)
             .await?;
         let mut role_permissions: HashMap<String, Vec<String>> = HashMap::new();
@@ -459,15 +460,14 @@ async fn replace_grant(
     role_names: Option<&Names>,
     permission_names: Option<&Names>,
 ) -> Result<()> {
-    Prepared(
-        diesel::sql_query(REPLACE_GRANT)
-            .bind::<SqlUuid, _>(org_id)
-            .bind::<SqlUuid, _>(user_id)
-            .bind::<Nullable<Array<Text>>, _>(role_names.map(Names::to_vec))
-            .bind::<Nullable<Array<Text>>, _>(permission_names.map(Names::to_vec)),
-    )
-    .execute(&mut &*conn)
-    .await?;
+    diesel::sql_query(REPLACE_GRANT)
+        .bind::<SqlUuid, _>(org_id)
+        .bind::<SqlUuid, _>(user_id)
+        .bind::<Nullable<Array<Text>>, _>(role_names.map(Names::to_vec))
+        .bind::<Nullable<Array<Text>>, _>(permission_names.map(Names::to_vec))
+        .prepared()
+        .execute(&mut &*conn)
+        .await?;
     Ok(())
 }
 

@@ -165,7 +165,8 @@ impl Store {
         let Ok(mut conn) = self.conn().await else {
             return false;
         };
-        Prepared(diesel::sql_query("SELECT 1"))
+        diesel::sql_query("SELECT 1")
+            .prepared()
             .execute(&mut conn)
             .await
             .is_ok()
@@ -211,8 +212,8 @@ pub(crate) async fn both<A, B>(
     Ok((first?, second?))
 }
 
-/// `query.prepared()` for `Prepared(query)`, at the end of a query chain. Every
-/// UPDATE needs it: diesel never caches one.
+/// `query.prepared()` for `Prepared(query)`, at the end of a query chain: every
+/// raw `sql_query` with a constant text and every UPDATE needs it.
 pub(crate) trait KeepPrepared: Sized {
     fn prepared(self) -> Prepared<Self> {
         Prepared(self)

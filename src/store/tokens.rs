@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::members::{Catalog, begin_change};
 use super::schema::api_tokens;
 use super::users::{User, UserRow};
-use super::{Actor, KeepPrepared, Prepared, Store, TokenLimit, audit};
+use super::{Actor, KeepPrepared, Store, TokenLimit, audit};
 use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
 
@@ -244,14 +244,13 @@ impl Store {
         self.read(|conn| {
             async move {
                 let refused = |why: &str| Error::Unauthenticated(format!("this API token {why}"));
-                let row: TokenAuthRow = Prepared(
-                    diesel::sql_query(TOKEN_AUTH_QUERY)
-                        .bind::<diesel::sql_types::Bytea, _>(hash.as_slice()),
-                )
-                .get_result(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| refused("is not valid"))?;
+                let row: TokenAuthRow = diesel::sql_query(TOKEN_AUTH_QUERY)
+                    .bind::<diesel::sql_types::Bytea, _>(hash.as_slice())
+                    .prepared()
+                    .get_result(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| refused("is not valid"))?;
                 if row.revoked_at.is_some() {
                     return Err(refused("was revoked"));
                 }
