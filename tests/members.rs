@@ -1123,6 +1123,15 @@ async fn updates_replace_only_the_masked_sets() {
             .effective_permissions
             .contains(&"projects.create".to_owned())
     );
+    let stored = alice
+        .get_member(pb::GetMemberRequest { name: name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stored, member,
+        "what the roles update returned is what is stored"
+    );
 
     let member = alice
         .update_member(update(&[], &["activity.read"], &["extra_permissions"]))
@@ -1135,6 +1144,15 @@ async fn updates_replace_only_the_masked_sets() {
             vec!["billing".into(), "viewer".into()],
             vec!["activity.read".into()]
         )
+    );
+    let stored = alice
+        .get_member(pb::GetMemberRequest { name: name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stored, member,
+        "what the permissions update returned is what is stored"
     );
 
     let member = alice

@@ -126,7 +126,6 @@ SELECT gen_random_uuid(), m.org_id, m.user_id, 'users/' || m.user_id,
        'organizations/' || m.org_id, 'seed', now() - interval '1 minute' * (j * 97 + m.k)
 FROM bench_members m CROSS JOIN generate_series(0, {ACTIVITY_PER_MEMBER} - 1) j;
 COMMIT;
-ANALYZE;
 "#,
         users = shape.users,
         orgs = shape.orgs,
@@ -134,6 +133,13 @@ ANALYZE;
     db.batch_execute(&sql)
         .await
         .context("seeding the dataset")?;
+    // Settle the fresh rows as a long-running database would have them: their
+    // visibility hints and statistics set (else autovacuum does it in the middle
+    // of a measured run) and written out (else a checkpoint does). Each its own
+    // statement: VACUUM refuses to run in a multi-statement string.
+    for settle in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
+        db.batch_execute(settle).await.context(settle)?;
+    }
     load(db).await
 }
 

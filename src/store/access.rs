@@ -156,7 +156,7 @@ const ACCESS_QUERY: &str = concat!(
 
 /// Access of `user_id` in each of `org_ids` they belong to.
 pub(super) async fn access_in(
-    conn: &mut Conn,
+    conn: &Conn,
     user_id: Uuid,
     org_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, MemberAccess>> {
@@ -164,7 +164,7 @@ pub(super) async fn access_in(
         .bind::<diesel::sql_types::Uuid, _>(user_id)
         .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids)
         .prepared()
-        .load(conn)
+        .load(&mut &*conn)
         .await?;
     Ok(rows
         .into_iter()

@@ -320,25 +320,44 @@ pub(super) struct Change {
 /// the policy layer checked it before the transaction, and a concurrent change may
 /// have taken it away since.
 pub(super) async fn begin_change(
-    conn: &mut Conn,
+    conn: &Conn,
     org_id: Uuid,
     actor: &Actor,
     permission: Option<&str>,
 ) -> Result<Change> {
-    let org = lock_live_org(conn, org_id).await?;
+    let (change, ()) =
+        begin_change_reading(conn, org_id, actor, permission, async { Ok(()) }).await?;
+    Ok(change)
+}
+
+/// `begin_change`, with `also` (a read on the same connection) sent in the same
+/// round trip. PostgreSQL runs the statements in the order they arrive, each with
+/// a snapshot taken when it starts, so the standing and `also` are still read
+/// after the lock is held, as if sent one by one. Their results count only once
+/// the organization and the caller's standing are known good, so a caller who
+/// lost their standing learns nothing from `also`.
+pub(super) async fn begin_change_reading<T>(
+    conn: &Conn,
+    org_id: Uuid,
+    actor: &Actor,
+    permission: Option<&str>,
+    also: impl Future<Output = Result<T>>,
+) -> Result<(Change, T)> {
     let actor_id = actor
         .user_id
         .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
+    let (org, access, also) = futures_util::future::join3(
+        lock_live_org(conn, org_id),
+        access_in(conn, actor_id, &[org_id]),
+        also,
+    )
+    .await;
+    let org = org?;
+    let not_found = || Error::NotFound(format!("organization {} not found", org.name()));
     if !actor.reaches(org_id) {
-        return Err(Error::NotFound(format!(
-            "organization {} not found",
-            org.name()
-        )));
+        return Err(not_found());
     }
-    let mut access = access_in(conn, actor_id, &[org_id])
-        .await?
-        .remove(&org_id)
-        .ok_or_else(|| Error::NotFound(format!("organization {} not found", org.name())))?;
+    let mut access = access?.remove(&org_id).ok_or_else(not_found)?;
     // Through an API token, the caller holds only what the token carries.
     if let Some(limit) = &actor.token {
         access.limit_to(limit);
@@ -351,11 +370,12 @@ pub(super) async fn begin_change(
             org.name()
         )));
     }
-    Ok(Change {
+    let change = Change {
         org,
         actor_id,
         actor: access,
-    })
+    };
+    Ok((change, also?))
 }
 
 impl Change {
@@ -449,7 +469,43 @@ const REPLACE_GRANT: &str = "
         ON CONFLICT DO NOTHING
     )
     UPDATE memberships SET revision = revision + 1, updated_at = CURRENT_TIMESTAMP
-     WHERE org_id = $1 AND user_id = $2";
+     WHERE org_id = $1 AND user_id = $2
+    RETURNING revision, updated_at,
+        CASE WHEN $3::text[] IS NULL
+             THEN ARRAY(SELECT role FROM membership_roles
+                         WHERE org_id = $1 AND user_id = $2 ORDER BY role)
+             ELSE ARRAY(SELECT DISTINCT unnest($3::text[]) ORDER BY 1) END AS roles,
+        CASE WHEN $4::text[] IS NULL
+             THEN ARRAY(SELECT permission FROM membership_permissions
+                         WHERE org_id = $1 AND user_id = $2 ORDER BY permission)
+             ELSE ARRAY(SELECT DISTINCT unnest($4::text[]) ORDER BY 1) END AS extra_permissions";
+
+/// What a member holds after `REPLACE_GRANT`, each set in the order the member
+/// queries list it. The statement's snapshot predates its own changes, so the
+/// sets it replaced come from its arguments and only the ones left alone are read.
+#[derive(QueryableByName)]
+struct Regranted {
+    #[diesel(sql_type = Int8)]
+    revision: i64,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Array<Text>)]
+    roles: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    extra_permissions: Vec<String>,
+}
+
+impl Regranted {
+    /// `before`, the member as read earlier in the transaction, as it is now.
+    fn applied_to(self, mut before: MemberView, catalog: &Catalog) -> MemberView {
+        before.revision = self.revision;
+        before.updated_at = self.updated_at;
+        before.access.effective = catalog.effective(&self.roles, &self.extra_permissions);
+        before.access.roles = self.roles;
+        before.access.extra_permissions = self.extra_permissions;
+        before
+    }
+}
 
 /// Makes the member hold exactly `role_names` and `permission_names` (each
 /// `None` leaves that set alone) and bumps the member's revision.
@@ -459,16 +515,15 @@ async fn replace_grant(
     user_id: Uuid,
     role_names: Option<&Names>,
     permission_names: Option<&Names>,
-) -> Result<()> {
-    diesel::sql_query(REPLACE_GRANT)
+) -> Result<Regranted> {
+    Ok(diesel::sql_query(REPLACE_GRANT)
         .bind::<SqlUuid, _>(org_id)
         .bind::<SqlUuid, _>(user_id)
         .bind::<Nullable<Array<Text>>, _>(role_names.map(Names::to_vec))
         .bind::<Nullable<Array<Text>>, _>(permission_names.map(Names::to_vec))
         .prepared()
-        .execute(&mut &*conn)
-        .await?;
-    Ok(())
+        .get_result(&mut &*conn)
+        .await?)
 }
 
 /// Adds a member holding exactly `role_names` and `permission_names`.
@@ -590,9 +645,15 @@ impl Store {
         let updates = &updates;
         self.write(|conn| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let ids: Vec<Uuid> = updates.iter().map(|u| u.user_id).collect();
-                let (current, catalog) = members_and_catalog(conn, org_id, &ids).await?;
+                let (change, (current, catalog)) = begin_change_reading(
+                    conn,
+                    org_id,
+                    actor,
+                    Some("members.manage"),
+                    members_and_catalog(conn, org_id, &ids),
+                )
+                .await?;
                 let mut audited = Vec::new();
                 // Only taking the owner role from an owner can leave none.
                 let mut unseats_an_owner = false;
@@ -654,7 +715,7 @@ impl Store {
                 });
                 let details = serde_json::json!({ "members": audited });
                 // Writes to disjoint rows go out together: one round trip.
-                both(
+                let (regranted, ()) = both(
                     async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
                     audit::record(conn, actor, Some(org_id), action, &target, details),
                 )
@@ -662,8 +723,11 @@ impl Store {
                 if unseats_an_owner {
                     change.ensure_owner_remains(conn).await?;
                 }
-                let mut updated = members_by_id(conn, org_id, &ids).await?;
-                Ok(ids.iter().map(|id| updated.remove(id).expect("updated")).collect())
+                Ok(regranted
+                    .into_iter()
+                    .zip(&ids)
+                    .map(|(now, id)| now.applied_to(current[id].clone(), &catalog))
+                    .collect())
             }
             .scope_boxed()
         })

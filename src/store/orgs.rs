@@ -16,7 +16,9 @@ use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
 };
-use super::{Actor, Conn, KeepPrepared, Store, audit, billing_profiles, outbox, subscriptions};
+use super::{
+    Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, outbox, subscriptions,
+};
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
@@ -242,18 +244,18 @@ pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
 
 /// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
 /// under the lock because a concurrent delete may commit after the policy check.
-pub(super) async fn lock_live_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn lock_live_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
     let org = lock_org(conn, id).await?;
     org.ensure_live()?;
     Ok(org)
 }
 
-pub(super) async fn lock_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
     organizations::table
         .find(id)
         .select(OrgRow::as_select())
         .for_update()
-        .first(conn)
+        .first(&mut &*conn)
         .await
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
@@ -490,7 +492,7 @@ impl Store {
                     None => {}
                 }
                 // Each set of changed fields is its own statement text, kept prepared.
-                let updated: OrgRow = diesel::update(organizations::table.find(org_id))
+                let update = diesel::update(organizations::table.find(org_id))
                     .set((
                         changes
                             .display_name
@@ -509,23 +511,27 @@ impl Store {
                     ))
                     .returning(OrgRow::as_returning())
                     .prepared()
-                    .get_result(conn)
-                    .await
-                    .map_err(|err| match (err, &changes.slug) {
-                        // A concurrent rename took the slug after our check.
-                        (
-                            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
-                            Some(slug),
-                        ) => slug_taken(slug),
-                        (other, _) => other.into(),
-                    })?;
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    "organization.update",
-                    &updated.name(),
-                    serde_json::json!({ "fields": changes.field_names() }),
+                    .get_result::<OrgRow>(&mut &*conn);
+                // The audit record needs nothing from the update: both go out together.
+                let (updated, ()) = both(
+                    async {
+                        update.await.map_err(|err| match (err, &changes.slug) {
+                            // A concurrent rename took the slug after our check.
+                            (
+                                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                                Some(slug),
+                            ) => slug_taken(slug),
+                            (other, _) => other.into(),
+                        })
+                    },
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "organization.update",
+                        &org.name(),
+                        serde_json::json!({ "fields": changes.field_names() }),
+                    ),
                 )
                 .await?;
                 Ok(updated)
