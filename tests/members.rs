@@ -1202,3 +1202,62 @@ async fn a_conflict_in_pipelined_writes_stays_retryable() {
     }
     assert_eq!(snapshot(&app).await, before);
 }
+
+/// A write whose caller gives up while it waits for a lock is dropped in the
+/// middle of its transaction, BEGIN already sent. Its connection must not go
+/// back to the pool with that transaction open: it would keep the locks, and
+/// the next call on it would run and commit inside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_dropped_midway_leaves_no_transaction_open() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("m1", &["developer"])]).await;
+    let update = |role: &str| pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            name: member_name(&org, &ids[0]),
+            roles: vec![role.to_owned()],
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["roles".into()],
+        }),
+    };
+    let mut alice = app.members_as("alice").await;
+    let locker = lock_org_row(&app, &org).await;
+    let mut waiting = tonic::Request::new(update("viewer"));
+    waiting.set_timeout(Duration::from_millis(300));
+    let status = alice.update_member(waiting).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{status:?}"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    // The dropped call's backend gets the lock now and must find its client gone
+    // (until then it waits on the lock, which counts too).
+    let mut open = -1;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = app
+            .count(
+                "SELECT 1 FROM pg_stat_activity
+                  WHERE datname = current_database()
+                    AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')",
+                &[],
+            )
+            .await;
+        if open == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "a pooled connection kept the dropped transaction open"
+    );
+    let member = alice
+        .update_member(update("billing"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(member.roles, ["billing"]);
+    assert_eq!(activity_count(&app, "member.update").await, 1);
+}

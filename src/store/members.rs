@@ -642,95 +642,99 @@ impl Store {
         updates: Vec<MemberUpdate>,
         action: &str,
     ) -> Result<Vec<MemberView>> {
+        let ids: &Vec<Uuid> = &updates.iter().map(|u| u.user_id).collect();
         let updates = &updates;
-        self.write(|conn| {
-            async move {
-                let ids: Vec<Uuid> = updates.iter().map(|u| u.user_id).collect();
-                let (change, (current, catalog)) = begin_change_reading(
+        self.write_from(
+            |conn| {
+                begin_change_reading(
                     conn,
                     org_id,
                     actor,
                     Some("members.manage"),
-                    members_and_catalog(conn, org_id, &ids),
+                    members_and_catalog(conn, org_id, ids),
                 )
-                .await?;
-                let mut audited = Vec::new();
-                // Only taking the owner role from an owner can leave none.
-                let mut unseats_an_owner = false;
-                for update in updates {
-                    let target = &current[&update.user_id];
-                    if let Some(etag) = update.etag
-                        && etag != target.etag()
-                    {
-                        return Err(Error::Aborted(format!(
-                            "member {} changed since etag {etag} was read (it is now {}); get it again and retry",
-                            target.name(),
-                            target.etag()
-                        )));
+                .scope_boxed()
+            },
+            |conn, (change, (current, catalog))| {
+                async move {
+                    let mut audited = Vec::new();
+                    // Only taking the owner role from an owner can leave none.
+                    let mut unseats_an_owner = false;
+                    for update in updates {
+                        let target = &current[&update.user_id];
+                        if let Some(etag) = update.etag
+                            && etag != target.etag()
+                        {
+                            return Err(Error::Aborted(format!(
+                                "member {} changed since etag {etag} was read (it is now {}); get it again and retry",
+                                target.name(),
+                                target.etag()
+                            )));
+                        }
+                        change.ensure_can_manage(target)?;
+                        catalog.ensure_known(
+                            &update.field,
+                            update.roles.as_ref(),
+                            update.permissions.as_ref(),
+                        )?;
+                        let role_names = update
+                            .roles
+                            .clone()
+                            .unwrap_or_else(|| Names(target.access.roles.iter().cloned().collect()));
+                        let permission_names = update.permissions.clone().unwrap_or_else(|| {
+                            Names(target.access.extra_permissions.iter().cloned().collect())
+                        });
+                        if role_names.is_empty() && permission_names.is_empty() {
+                            return Err(Error::invalid(
+                                update.field.clone(),
+                                "a member needs at least one role or permission; to take everything away, remove the member",
+                            ));
+                        }
+                        if let Some(roles) = &update.roles {
+                            change.ensure_can_grant_roles(roles)?;
+                            unseats_an_owner |= !roles.0.contains(OWNER_ROLE)
+                                && target.access.roles.iter().any(|r| r == OWNER_ROLE);
+                        }
+                        let granted = catalog.effective(&role_names, &permission_names);
+                        change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
+                        audited.push(serde_json::json!({
+                            "member": target.name(),
+                            "roles": role_names.to_vec(),
+                            "extra_permissions": permission_names.to_vec(),
+                        }));
                     }
-                    change.ensure_can_manage(target)?;
-                    catalog.ensure_known(
-                        &update.field,
-                        update.roles.as_ref(),
-                        update.permissions.as_ref(),
-                    )?;
-                    let role_names = update
-                        .roles
-                        .clone()
-                        .unwrap_or_else(|| Names(target.access.roles.iter().cloned().collect()));
-                    let permission_names = update.permissions.clone().unwrap_or_else(|| {
-                        Names(target.access.extra_permissions.iter().cloned().collect())
+                    let target = match updates.as_slice() {
+                        [single] => current[&single.user_id].name(),
+                        _ => change.org.name(),
+                    };
+                    let grants = updates.iter().map(|update| {
+                        replace_grant(
+                            conn,
+                            org_id,
+                            update.user_id,
+                            update.roles.as_ref(),
+                            update.permissions.as_ref(),
+                        )
                     });
-                    if role_names.is_empty() && permission_names.is_empty() {
-                        return Err(Error::invalid(
-                            update.field.clone(),
-                            "a member needs at least one role or permission; to take everything away, remove the member",
-                        ));
-                    }
-                    if let Some(roles) = &update.roles {
-                        change.ensure_can_grant_roles(roles)?;
-                        unseats_an_owner |= !roles.0.contains(OWNER_ROLE)
-                            && target.access.roles.iter().any(|r| r == OWNER_ROLE);
-                    }
-                    let granted = catalog.effective(&role_names, &permission_names);
-                    change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
-                    audited.push(serde_json::json!({
-                        "member": target.name(),
-                        "roles": role_names.to_vec(),
-                        "extra_permissions": permission_names.to_vec(),
-                    }));
-                }
-                let target = match updates.as_slice() {
-                    [single] => current[&single.user_id].name(),
-                    _ => change.org.name(),
-                };
-                let grants = updates.iter().map(|update| {
-                    replace_grant(
-                        conn,
-                        org_id,
-                        update.user_id,
-                        update.roles.as_ref(),
-                        update.permissions.as_ref(),
+                    let details = serde_json::json!({ "members": audited });
+                    // Writes to disjoint rows go out together: one round trip.
+                    let (regranted, ()) = both(
+                        async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
+                        audit::record(conn, actor, Some(org_id), action, &target, details),
                     )
-                });
-                let details = serde_json::json!({ "members": audited });
-                // Writes to disjoint rows go out together: one round trip.
-                let (regranted, ()) = both(
-                    async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
-                    audit::record(conn, actor, Some(org_id), action, &target, details),
-                )
-                .await?;
-                if unseats_an_owner {
-                    change.ensure_owner_remains(conn).await?;
+                    .await?;
+                    if unseats_an_owner {
+                        change.ensure_owner_remains(conn).await?;
+                    }
+                    Ok(regranted
+                        .into_iter()
+                        .zip(ids)
+                        .map(|(now, id)| now.applied_to(current[id].clone(), &catalog))
+                        .collect())
                 }
-                Ok(regranted
-                    .into_iter()
-                    .zip(&ids)
-                    .map(|(now, id)| now.applied_to(current[id].clone(), &catalog))
-                    .collect())
-            }
-            .scope_boxed()
-        })
+                .scope_boxed()
+        },
+        )
         .await
     }
 

@@ -22,12 +22,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::QueryResult;
+use diesel::connection::TransactionDepthChange;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolableConnection, bb8};
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    SimpleAsyncConnection, TransactionManager,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use scoped_futures::ScopedBoxFuture;
+use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{Error, Result};
@@ -144,10 +148,24 @@ impl Store {
         T: Send + 'a,
         F: for<'c> FnMut(&'c mut Conn) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
     {
+        self.write_from(|_| async { Ok(()) }.scope_boxed(), move |conn, ()| op(conn))
+            .await
+    }
+
+    /// `write`, whose first statements (`first`: usually the lock the
+    /// transaction hangs on) go out together with its BEGIN, one round trip
+    /// fewer; `op` goes on from what they read.
+    pub async fn write_from<'a, L, T, F, G>(&self, mut first: F, mut op: G) -> Result<T>
+    where
+        L: Send + 'a,
+        T: Send + 'a,
+        F: for<'c> FnMut(&'c Conn) -> ScopedBoxFuture<'a, 'c, Result<L>> + Send + 'a,
+        G: for<'c> FnMut(&'c mut Conn, L) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    {
         let mut conn = self.conn().await?;
         let mut attempt = 1;
         loop {
-            match conn.transaction(async |c| op(c).await).await {
+            match transaction(&mut conn, &mut first, &mut op).await {
                 Err(Error::SerializationConflict) if attempt < MAX_TRANSACTION_ATTEMPTS => {
                     tracing::debug!(
                         attempt,
@@ -170,6 +188,41 @@ impl Store {
             .execute(&mut conn)
             .await
             .is_ok()
+    }
+}
+
+/// One attempt of a transaction: diesel-async's `transaction`, except that
+/// BEGIN is sent together with `first` (PostgreSQL runs them in order). The
+/// transaction counts as open before BEGIN is sent, so if the call is dropped
+/// midway the pool discards the connection rather than reuse an open transaction.
+async fn transaction<'a, L, T, F, G>(conn: &mut Conn, first: &mut F, op: &mut G) -> Result<T>
+where
+    F: for<'c> FnMut(&'c Conn) -> ScopedBoxFuture<'a, 'c, Result<L>>,
+    G: for<'c> FnMut(&'c mut Conn, L) -> ScopedBoxFuture<'a, 'c, Result<T>>,
+{
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_state()?
+        .change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+    let outcome = async {
+        let mut shared: &Conn = conn;
+        let ((), read) = both(
+            async { Ok(shared.batch_execute("BEGIN").await?) },
+            first(conn),
+        )
+        .await?;
+        op(conn, read).await
+    }
+    .await;
+    match outcome {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(error) => match AnsiTransactionManager::rollback_transaction(conn).await {
+            // As diesel-async does: the cause matters more than a failed cleanup.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
     }
 }
 

@@ -472,72 +472,77 @@ impl Store {
         verification: &ContactVerification,
     ) -> Result<OrgRow> {
         let changes = &changes;
-        self.write(|conn| {
-            async move {
-                let org = lock_live_org(conn, org_id).await?;
-                org.check_etag(etag)?;
-                if let Some(slug) = &changes.slug
-                    && slug.as_str() != org.slug
-                    && slug_in_use(conn, slug).await?
-                {
-                    return Err(slug_taken(slug));
-                }
-                match &changes.contact_email {
-                    Some(email) if email.as_str() == org.contact_email => {
-                        set_pending_contact_email(conn, org_id, None).await?
+        self.write_from(
+            |conn| lock_live_org(conn, org_id).scope_boxed(),
+            |conn, org| {
+                async move {
+                    org.check_etag(etag)?;
+                    if let Some(slug) = &changes.slug
+                        && slug.as_str() != org.slug
+                        && slug_in_use(conn, slug).await?
+                    {
+                        return Err(slug_taken(slug));
                     }
-                    Some(email) => {
-                        start_contact_email_change(conn, &org, email, verification).await?
+                    match &changes.contact_email {
+                        Some(email) if email.as_str() == org.contact_email => {
+                            set_pending_contact_email(conn, org_id, None).await?
+                        }
+                        Some(email) => {
+                            start_contact_email_change(conn, &org, email, verification).await?
+                        }
+                        None => {}
                     }
-                    None => {}
+                    // Each set of changed fields is its own statement text, kept prepared.
+                    let update = diesel::update(organizations::table.find(org_id))
+                        .set((
+                            changes
+                                .display_name
+                                .as_ref()
+                                .map(|v| organizations::display_name.eq(v.as_str())),
+                            changes
+                                .description
+                                .as_ref()
+                                .map(|v| organizations::description.eq(v.as_str())),
+                            changes
+                                .slug
+                                .as_ref()
+                                .map(|v| organizations::slug.eq(v.as_str())),
+                            organizations::revision.eq(organizations::revision + 1),
+                            organizations::updated_at.eq(diesel::dsl::now),
+                        ))
+                        .returning(OrgRow::as_returning())
+                        .prepared()
+                        .get_result::<OrgRow>(&mut &*conn);
+                    // The audit record needs nothing from the update: both go out together.
+                    let (updated, ()) = both(
+                        async {
+                            update.await.map_err(|err| match (err, &changes.slug) {
+                                // A concurrent rename took the slug after our check.
+                                (
+                                    DieselError::DatabaseError(
+                                        DatabaseErrorKind::UniqueViolation,
+                                        _,
+                                    ),
+                                    Some(slug),
+                                ) => slug_taken(slug),
+                                (other, _) => other.into(),
+                            })
+                        },
+                        audit::record(
+                            conn,
+                            actor,
+                            Some(org_id),
+                            "organization.update",
+                            &org.name(),
+                            serde_json::json!({ "fields": changes.field_names() }),
+                        ),
+                    )
+                    .await?;
+                    Ok(updated)
                 }
-                // Each set of changed fields is its own statement text, kept prepared.
-                let update = diesel::update(organizations::table.find(org_id))
-                    .set((
-                        changes
-                            .display_name
-                            .as_ref()
-                            .map(|v| organizations::display_name.eq(v.as_str())),
-                        changes
-                            .description
-                            .as_ref()
-                            .map(|v| organizations::description.eq(v.as_str())),
-                        changes
-                            .slug
-                            .as_ref()
-                            .map(|v| organizations::slug.eq(v.as_str())),
-                        organizations::revision.eq(organizations::revision + 1),
-                        organizations::updated_at.eq(diesel::dsl::now),
-                    ))
-                    .returning(OrgRow::as_returning())
-                    .prepared()
-                    .get_result::<OrgRow>(&mut &*conn);
-                // The audit record needs nothing from the update: both go out together.
-                let (updated, ()) = both(
-                    async {
-                        update.await.map_err(|err| match (err, &changes.slug) {
-                            // A concurrent rename took the slug after our check.
-                            (
-                                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
-                                Some(slug),
-                            ) => slug_taken(slug),
-                            (other, _) => other.into(),
-                        })
-                    },
-                    audit::record(
-                        conn,
-                        actor,
-                        Some(org_id),
-                        "organization.update",
-                        &org.name(),
-                        serde_json::json!({ "fields": changes.field_names() }),
-                    ),
-                )
-                .await?;
-                Ok(updated)
-            }
-            .scope_boxed()
-        })
+                .scope_boxed()
+            },
+        )
         .await
     }
 
