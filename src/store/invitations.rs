@@ -13,9 +13,7 @@ use uuid::Uuid;
 
 use super::access::access_in;
 use super::members::OWNER_ROLE;
-use super::members::{
-    self, Catalog, MemberView, begin_change, insert_member, is_member_by_email, member_count,
-};
+use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email, member_count};
 use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_many_orgs};
 use super::schema::{invitations, organizations, users};
 use super::subscriptions::member_limit;
@@ -315,9 +313,8 @@ impl Store {
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
         let new = &new;
-        self.write(|conn| {
+        self.change(org_id, actor, Some("members.manage"), |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let org = &change.org;
                 if org.personal_owner_id.is_some() {
                     return Err(Error::precondition(
@@ -410,9 +407,8 @@ impl Store {
         id: Uuid,
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
-        self.write(|conn| {
+        self.change(org_id, actor, Some("members.manage"), |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let invitation = lock_invitation(conn, org_id, id).await?;
                 // A lapsed invitation can be resent; a closed one cannot.
                 if invitation.closed_at.is_some() {
@@ -469,9 +465,8 @@ impl Store {
         org_id: Uuid,
         id: Uuid,
     ) -> Result<InvitationView> {
-        self.write(|conn| {
+        self.change(org_id, actor, Some("members.manage"), |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let invitation = lock_invitation(conn, org_id, id).await?;
                 if invitation.closed_at.is_some() {
                     invitation.ensure_open()?;

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use futures_util::future::join_all;
-use scoped_futures::ScopedFutureExt;
+use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use uuid::Uuid;
 
 use super::access::{MemberAccess, access_in};
@@ -319,7 +319,7 @@ pub(super) struct Change {
 /// Locks the organization (it must be live) and re-reads the caller's standing:
 /// the policy layer checked it before the transaction, and a concurrent change may
 /// have taken it away since.
-pub(super) async fn begin_change(
+async fn begin_change(
     conn: &Conn,
     org_id: Uuid,
     actor: &Actor,
@@ -336,7 +336,7 @@ pub(super) async fn begin_change(
 /// after the lock is held, as if sent one by one. Their results count only once
 /// the organization and the caller's standing are known good, so a caller who
 /// lost their standing learns nothing from `also`.
-pub(super) async fn begin_change_reading<T>(
+async fn begin_change_reading<T>(
     conn: &Conn,
     org_id: Uuid,
     actor: &Actor,
@@ -376,6 +376,28 @@ pub(super) async fn begin_change_reading<T>(
         actor: access,
     };
     Ok((change, also?))
+}
+
+impl Store {
+    /// A membership change: `op` runs in a transaction that `begin_change`
+    /// opened (its lock and reads sent together with BEGIN).
+    pub(super) async fn change<'a, T, F>(
+        &self,
+        org_id: Uuid,
+        actor: &'a Actor,
+        permission: Option<&'a str>,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'a,
+        F: for<'c> FnMut(&'c mut Conn, Change) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    {
+        self.write_from(
+            move |conn| begin_change(conn, org_id, actor, permission).scope_boxed(),
+            op,
+        )
+        .await
+    }
 }
 
 impl Change {
@@ -746,9 +768,8 @@ impl Store {
         user_ids: &[Uuid],
         action: &str,
     ) -> Result<()> {
-        self.write(|conn| {
+        self.change(org_id, actor, Some("members.manage"), |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("members.manage")).await?;
                 let current = members_by_id(conn, org_id, user_ids).await?;
                 for id in user_ids {
                     change.ensure_can_manage(&current[id])?;
@@ -784,9 +805,8 @@ impl Store {
     /// The caller leaves the organization.
     pub async fn leave_org(&self, actor: &Actor, org_id: Uuid) -> Result<()> {
         actor.ensure_signed_in("leaving an organization")?;
-        self.write(|conn| {
+        self.change(org_id, actor, None, |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, None).await?;
                 if change.org.personal_owner_id == Some(change.actor_id) {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
@@ -822,9 +842,8 @@ impl Store {
         new_owner: Uuid,
     ) -> Result<(MemberView, MemberView)> {
         actor.ensure_signed_in("transferring ownership")?;
-        self.write(|conn| {
+        self.change(org_id, actor, Some("org.transfer"), |conn, change| {
             async move {
-                let change = begin_change(conn, org_id, actor, Some("org.transfer")).await?;
                 if !change.is_owner() {
                     return Err(Error::PermissionDenied(
                         "only an owner can transfer ownership".into(),

@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::members::{Catalog, begin_change};
+use super::members::Catalog;
 use super::schema::api_tokens;
 use super::users::{User, UserRow};
 use super::{Actor, KeepPrepared, Store, TokenLimit, audit};
@@ -106,11 +106,10 @@ impl Store {
         new: NewApiToken,
     ) -> Result<(ApiTokenRow, String)> {
         let new = &new;
-        self.write(|conn| {
+        // A token minting tokens would outlive its own revocation.
+        actor.ensure_signed_in("creating an API token")?;
+        self.change(org_id, actor, Some("tokens.manage"), |conn, change| {
             async move {
-                // A token minting tokens would outlive its own revocation.
-                actor.ensure_signed_in("creating an API token")?;
-                let change = begin_change(conn, org_id, actor, Some("tokens.manage")).await?;
                 let catalog = Catalog::load(conn).await?;
                 catalog.ensure_known("api_token", Some(&new.roles), Some(&new.permissions))?;
                 change.ensure_can_grant_roles(&new.roles)?;
