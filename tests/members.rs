@@ -1123,15 +1123,7 @@ async fn updates_replace_only_the_masked_sets() {
             .effective_permissions
             .contains(&"projects.create".to_owned())
     );
-    let stored = alice
-        .get_member(pb::GetMemberRequest { name: name.clone() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        stored, member,
-        "what the roles update returned is what is stored"
-    );
+    assert_stored(&mut alice, &member, "the roles update").await;
 
     let member = alice
         .update_member(update(&[], &["activity.read"], &["extra_permissions"]))
@@ -1145,15 +1137,7 @@ async fn updates_replace_only_the_masked_sets() {
             vec!["activity.read".into()]
         )
     );
-    let stored = alice
-        .get_member(pb::GetMemberRequest { name: name.clone() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        stored, member,
-        "what the permissions update returned is what is stored"
-    );
+    assert_stored(&mut alice, &member, "the permissions update").await;
 
     let member = alice
         .update_member(update(&["developer"], &[], &["roles", "extra_permissions"]))
@@ -1161,13 +1145,20 @@ async fn updates_replace_only_the_masked_sets() {
         .unwrap()
         .into_inner();
     assert_eq!(grants(&member), (vec!["developer".into()], vec![]));
-    let listed = alice
-        .get_member(pb::GetMemberRequest { name: name.clone() })
+    assert_stored(&mut alice, &member, "the update of both").await;
+    assert_eq!(activity_count(&app, "member.update").await, 3);
+}
+
+/// What UpdateMember returned for `member` is what GetMember reads back.
+async fn assert_stored(client: &mut MemberClient, member: &pb::Member, what: &str) {
+    let stored = client
+        .get_member(pb::GetMemberRequest {
+            name: member.name.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed, member, "what the update returned is what is stored");
-    assert_eq!(activity_count(&app, "member.update").await, 3);
+    assert_eq!(&stored, member, "what {what} returned is what is stored");
 }
 
 /// UpdateMember sends its grant and its audit record together. When the first

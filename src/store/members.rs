@@ -53,7 +53,7 @@ impl MemberView {
     }
 }
 
-/// One row of `MEMBERS_QUERY`.
+/// One row of the member queries.
 #[derive(QueryableByName)]
 struct MemberRow {
     #[diesel(sql_type = SqlUuid)]
@@ -66,6 +66,15 @@ struct MemberRow {
     joined_at: DateTime<Utc>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     invited_by: Option<Uuid>,
+    #[diesel(embed)]
+    state: MemberState,
+}
+
+/// A membership's revision, when it last changed and what it holds, each set in
+/// the order the member queries list it: columns of every member query, and what
+/// `REPLACE_GRANT` returns.
+#[derive(QueryableByName)]
+struct MemberState {
     #[diesel(sql_type = Int8)]
     revision: i64,
     #[diesel(sql_type = Timestamptz)]
@@ -74,6 +83,26 @@ struct MemberRow {
     roles: Vec<String>,
     #[diesel(sql_type = Array<Text>)]
     extra_permissions: Vec<String>,
+}
+
+impl MemberState {
+    /// The member's standing in the organization, joined at `joined_at`.
+    fn access(self, joined_at: DateTime<Utc>, catalog: &Catalog) -> MemberAccess {
+        MemberAccess {
+            effective: catalog.effective(&self.roles, &self.extra_permissions),
+            roles: self.roles,
+            extra_permissions: self.extra_permissions,
+            joined_at,
+        }
+    }
+
+    /// `before`, the member as read earlier in the transaction, in this state.
+    fn applied_to(self, mut before: MemberView, catalog: &Catalog) -> MemberView {
+        before.revision = self.revision;
+        before.updated_at = self.updated_at;
+        before.access = self.access(before.access.joined_at, catalog);
+        before
+    }
 }
 
 /// The members of organization `$1` that `$filter` selects, oldest first (at
@@ -173,14 +202,9 @@ async fn load_members(
             email: row.email,
             display_name: row.display_name,
             invited_by: row.invited_by,
-            revision: row.revision,
-            updated_at: row.updated_at,
-            access: MemberAccess {
-                effective: catalog.effective(&row.roles, &row.extra_permissions),
-                roles: row.roles,
-                extra_permissions: row.extra_permissions,
-                joined_at: row.joined_at,
-            },
+            revision: row.state.revision,
+            updated_at: row.state.updated_at,
+            access: row.state.access(row.joined_at, &catalog),
         })
         .collect();
     Ok((members, catalog))
@@ -502,33 +526,6 @@ const REPLACE_GRANT: &str = "
                          WHERE org_id = $1 AND user_id = $2 ORDER BY permission)
              ELSE ARRAY(SELECT DISTINCT unnest($4::text[]) ORDER BY 1) END AS extra_permissions";
 
-/// What a member holds after `REPLACE_GRANT`, each set in the order the member
-/// queries list it. The statement's snapshot predates its own changes, so the
-/// sets it replaced come from its arguments and only the ones left alone are read.
-#[derive(QueryableByName)]
-struct Regranted {
-    #[diesel(sql_type = Int8)]
-    revision: i64,
-    #[diesel(sql_type = Timestamptz)]
-    updated_at: DateTime<Utc>,
-    #[diesel(sql_type = Array<Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    extra_permissions: Vec<String>,
-}
-
-impl Regranted {
-    /// `before`, the member as read earlier in the transaction, as it is now.
-    fn applied_to(self, mut before: MemberView, catalog: &Catalog) -> MemberView {
-        before.revision = self.revision;
-        before.updated_at = self.updated_at;
-        before.access.effective = catalog.effective(&self.roles, &self.extra_permissions);
-        before.access.roles = self.roles;
-        before.access.extra_permissions = self.extra_permissions;
-        before
-    }
-}
-
 /// Makes the member hold exactly `role_names` and `permission_names` (each
 /// `None` leaves that set alone) and bumps the member's revision.
 async fn replace_grant(
@@ -537,7 +534,7 @@ async fn replace_grant(
     user_id: Uuid,
     role_names: Option<&Names>,
     permission_names: Option<&Names>,
-) -> Result<Regranted> {
+) -> Result<MemberState> {
     Ok(diesel::sql_query(REPLACE_GRANT)
         .bind::<SqlUuid, _>(org_id)
         .bind::<SqlUuid, _>(user_id)
@@ -740,7 +737,7 @@ impl Store {
                     });
                     let details = serde_json::json!({ "members": audited });
                     // Writes to disjoint rows go out together: one round trip.
-                    let (regranted, ()) = both(
+                    let (states, ()) = both(
                         async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
                         audit::record(conn, actor, Some(org_id), action, &target, details),
                     )
@@ -748,7 +745,7 @@ impl Store {
                     if unseats_an_owner {
                         change.ensure_owner_remains(conn).await?;
                     }
-                    Ok(regranted
+                    Ok(states
                         .into_iter()
                         .zip(ids)
                         .map(|(now, id)| now.applied_to(current[id].clone(), &catalog))
