@@ -1214,34 +1214,51 @@ async fn a_write_dropped_midway_leaves_no_transaction_open() {
     };
     let mut alice = app.members_as("alice").await;
     let locker = lock_org_row(&app, &org).await;
+    let lock_waiters = "SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'";
     let mut waiting = tonic::Request::new(update("viewer"));
-    waiting.set_timeout(Duration::from_millis(300));
-    let status = alice.update_member(waiting).await.unwrap_err();
+    waiting.set_timeout(Duration::from_secs(1));
+    let mut caller = alice.clone();
+    let call = tokio::spawn(async move { caller.update_member(waiting).await });
+    let mut waiters = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiters = app.count(lock_waiters, &[]).await;
+        if waiters > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        waiters, 1,
+        "the call waits for the lock inside its transaction"
+    );
+    let status = call.await.unwrap().unwrap_err();
     assert!(
         matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
         "{status:?}"
     );
     locker.batch_execute("COMMIT").await.unwrap();
 
-    // The dropped call's backend gets the lock now and must find its client gone
-    // (until then it waits on the lock, which counts too).
-    let mut open = -1;
-    for _ in 0..50 {
+    // The dropped call's backend gets the lock now and must find its client
+    // gone; until then it waits on the lock, which counts too. Settled means
+    // nothing found several times running.
+    let unsettled = "SELECT 1 FROM pg_stat_activity
+                      WHERE datname = current_database()
+                        AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')";
+    let mut quiet = 0;
+    for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = app
-            .count(
-                "SELECT 1 FROM pg_stat_activity
-                  WHERE datname = current_database()
-                    AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')",
-                &[],
-            )
-            .await;
-        if open == 0 {
+        quiet = if app.count(unsettled, &[]).await == 0 {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == 5 {
             break;
         }
     }
     assert_eq!(
-        open, 0,
+        quiet, 5,
         "a pooled connection kept the dropped transaction open"
     );
     let member = alice
@@ -1251,4 +1268,31 @@ async fn a_write_dropped_midway_leaves_no_transaction_open() {
         .into_inner();
     assert_eq!(member.roles, ["billing"]);
     assert_eq!(activity_count(&app, "member.update").await, 1);
+}
+
+/// A manager who may not manage a member learns nothing about that member from
+/// a stale etag: the refusal is the permission, not the etag's (which would
+/// show the member's current one).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_etag_on_an_unmanageable_member_is_refused_for_permission() {
+    let app = TestApp::spawn().await;
+    let (org, _) = team(&app, "alice", &[("bob", &["admin"])]).await;
+    let alice_id = app.user_id("alice").await;
+    let mut bob = app.members_as("bob").await;
+    let status = expect_code(
+        bob.update_member(pb::UpdateMemberRequest {
+            member: Some(pb::Member {
+                name: member_name(&org, &alice_id),
+                roles: vec!["viewer".into()],
+                etag: "W/\"99\"".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["roles".into()],
+            }),
+        })
+        .await,
+        Code::PermissionDenied,
+    );
+    assert!(!status.message().contains("etag"), "{}", status.message());
 }

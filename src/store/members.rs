@@ -19,7 +19,7 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use uuid::Uuid;
 
 use super::access::{MemberAccess, access_in};
-use super::orgs::{OrgRow, lock_live_org};
+use super::orgs::{OrgRow, lock_org};
 use super::schema::{membership_roles, memberships, users};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
@@ -371,7 +371,7 @@ async fn begin_change_reading<T>(
         .user_id
         .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
     let (org, access, also) = futures_util::future::join3(
-        lock_live_org(conn, org_id),
+        lock_org(conn, org_id),
         access_in(conn, actor_id, &[org_id]),
         also,
     )
@@ -382,6 +382,8 @@ async fn begin_change_reading<T>(
         return Err(not_found());
     }
     let mut access = access?.remove(&org_id).ok_or_else(not_found)?;
+    // Only now: whether it is deleted is for its members to learn.
+    org.ensure_live()?;
     // Through an API token, the caller holds only what the token carries.
     if let Some(limit) = &actor.token {
         access.limit_to(limit);
@@ -681,6 +683,8 @@ impl Store {
                     let mut unseats_an_owner = false;
                     for update in updates {
                         let target = &current[&update.user_id];
+                        // Before the etag: its refusal shows the current one.
+                        change.ensure_can_manage(target)?;
                         if let Some(etag) = update.etag
                             && etag != target.etag()
                         {
@@ -690,7 +694,6 @@ impl Store {
                                 target.etag()
                             )));
                         }
-                        change.ensure_can_manage(target)?;
                         catalog.ensure_known(
                             &update.field,
                             update.roles.as_ref(),

@@ -200,9 +200,14 @@ where
     F: for<'c> FnMut(&'c Conn) -> ScopedBoxFuture<'a, 'c, Result<L>>,
     G: for<'c> FnMut(&'c mut Conn, L) -> ScopedBoxFuture<'a, 'c, Result<T>>,
 {
-    AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_state()?
-        .change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+    let status =
+        AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_state()?;
+    // BEGIN inside a transaction would be ignored, and the COMMIT would then
+    // release a savepoint that was never made: refuse, as diesel-async does.
+    if status.transaction_depth().is_some() {
+        return Err(diesel::result::Error::AlreadyInTransaction.into());
+    }
+    status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
     let outcome = async {
         let mut shared: &Conn = conn;
         let ((), read) = both(
