@@ -489,7 +489,9 @@ pub fn last_owner(org_name: &str) -> Error {
 /// NULL leaves that set alone) and bumps the member's revision, in one
 /// statement. Rows that stay are left untouched, so the owner trigger only sees
 /// roles that really go; the sub-statements touch disjoint rows, so their order
-/// does not matter.
+/// does not matter. Returns the member's new `MemberState`: the statement's
+/// snapshot predates its own changes, so the sets it replaced come from its
+/// arguments, and only the ones it left alone are read.
 const REPLACE_GRANT: &str = "
     WITH dropped_roles AS (
         DELETE FROM membership_roles
