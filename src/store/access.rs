@@ -106,20 +106,33 @@ struct AccessRow {
     grants: Grants,
 }
 
-/// The roles, individual grants and effective permissions of the membership `m`,
-/// as three text-array columns. A macro so that queries can `concat!` it.
-macro_rules! grant_columns {
+/// The roles and individual grants of the membership `m`, each in name order,
+/// as two text-array columns read through the primary keys. A macro so that
+/// queries can `concat!` it.
+macro_rules! held_columns {
     () => {
         "ARRAY(SELECT r.role FROM membership_roles r
                WHERE r.org_id = m.org_id AND r.user_id = m.user_id ORDER BY 1) AS roles,
          ARRAY(SELECT g.permission FROM membership_permissions g
-               WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions,
+               WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions"
+    };
+}
+pub(super) use held_columns;
+
+/// `held_columns!()` and the effective permissions they add up to, as three
+/// text-array columns of the membership `m`.
+macro_rules! grant_columns {
+    () => {
+        concat!(
+            held_columns!(),
+            ",
          ARRAY(SELECT rp.permission FROM membership_roles r
                    JOIN role_permissions rp ON rp.role = r.role
                    WHERE r.org_id = m.org_id AND r.user_id = m.user_id
                UNION
                SELECT g.permission FROM membership_permissions g
                    WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective"
+        )
     };
 }
 
