@@ -327,26 +327,14 @@ pub(super) struct Change {
     pub actor: MemberAccess,
 }
 
-/// Locks the organization (it must be live) and re-reads the caller's standing:
-/// the policy layer checked it before the transaction, and a concurrent change may
-/// have taken it away since.
-async fn begin_change(
-    conn: &Conn,
-    org_id: Uuid,
-    actor: &Actor,
-    permission: Option<&str>,
-) -> Result<Change> {
-    let (change, ()) =
-        begin_change_reading(conn, org_id, actor, permission, async { Ok(()) }).await?;
-    Ok(change)
-}
-
-/// `begin_change`, with `also` (a read on the same connection) sent in the same
-/// round trip. PostgreSQL runs the statements in the order they arrive, each with
-/// a snapshot taken when it starts, so the standing and `also` are still read
-/// after the lock is held, as if sent one by one. Their results count only once
-/// the organization and the caller's standing are known good, so a caller who
-/// lost their standing learns nothing from `also`.
+/// Locks the organization (it must be live) and re-reads the caller's standing
+/// (the policy layer checked it before the transaction, and a concurrent change
+/// may have taken it away since), with `also` (a read on the same connection)
+/// sent in the same round trip. PostgreSQL runs the statements in the order they
+/// arrive, each with a snapshot taken when it starts, so the standing and `also`
+/// are still read after the lock is held, as if sent one by one. Their results
+/// count only once the organization and the caller's standing are known good,
+/// so a caller who lost their standing learns nothing from `also`.
 async fn begin_change_reading<T>(
     conn: &Conn,
     org_id: Uuid,
@@ -392,22 +380,52 @@ async fn begin_change_reading<T>(
 }
 
 impl Store {
-    /// A membership change: `op` runs in a transaction that `begin_change`
-    /// opened (its lock and reads sent together with BEGIN).
+    /// A membership change: `op` runs in a transaction that `begin_change_reading`
+    /// opened (the lock, the caller's standing and `also`'s read sent together
+    /// with BEGIN), and goes on from the change and what `also` read.
+    pub(super) async fn change_reading<'a, R, T, A, F>(
+        &self,
+        org_id: Uuid,
+        actor: &'a Actor,
+        permission: Option<&'a str>,
+        mut also: A,
+        op: F,
+    ) -> Result<T>
+    where
+        R: Send + 'a,
+        T: Send + 'a,
+        A: for<'c> FnMut(&'c Conn) -> ScopedBoxFuture<'a, 'c, Result<R>> + Send + 'a,
+        F: for<'c> FnMut(&'c mut Conn, (Change, R)) -> ScopedBoxFuture<'a, 'c, Result<T>>
+            + Send
+            + 'a,
+    {
+        self.write_from(
+            move |conn| {
+                begin_change_reading(conn, org_id, actor, permission, also(conn)).scope_boxed()
+            },
+            op,
+        )
+        .await
+    }
+
+    /// `change_reading` with nothing more to read.
     pub(super) async fn change<'a, T, F>(
         &self,
         org_id: Uuid,
         actor: &'a Actor,
         permission: Option<&'a str>,
-        op: F,
+        mut op: F,
     ) -> Result<T>
     where
         T: Send + 'a,
         F: for<'c> FnMut(&'c mut Conn, Change) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
     {
-        self.write_from(
-            move |conn| begin_change(conn, org_id, actor, permission).scope_boxed(),
-            op,
+        self.change_reading(
+            org_id,
+            actor,
+            permission,
+            |_| async { Ok(()) }.scope_boxed(),
+            move |conn, (change, ())| op(conn, change),
         )
         .await
     }
@@ -654,17 +672,11 @@ impl Store {
     ) -> Result<Vec<MemberView>> {
         let ids: &Vec<Uuid> = &updates.iter().map(|u| u.user_id).collect();
         let updates = &updates;
-        self.write_from(
-            |conn| {
-                begin_change_reading(
-                    conn,
-                    org_id,
-                    actor,
-                    Some("members.manage"),
-                    members_and_catalog(conn, org_id, ids),
-                )
-                .scope_boxed()
-            },
+        self.change_reading(
+            org_id,
+            actor,
+            Some("members.manage"),
+            |conn| members_and_catalog(conn, org_id, ids).scope_boxed(),
             |conn, (change, (current, catalog))| {
                 async move {
                     let mut audited = Vec::new();

@@ -108,45 +108,50 @@ impl Store {
         let new = &new;
         // A token minting tokens would outlive its own revocation.
         actor.ensure_signed_in("creating an API token")?;
-        self.change(org_id, actor, Some("tokens.manage"), |conn, change| {
-            async move {
-                let catalog = Catalog::load(conn).await?;
-                catalog.ensure_known("api_token", Some(&new.roles), Some(&new.permissions))?;
-                change.ensure_can_grant_roles(&new.roles)?;
-                let granted = catalog.effective(&new.roles, &new.permissions);
-                change.ensure_can_grant(&granted, "this token")?;
-                let secret = format!("{SECRET_PREFIX}{}", Secret::generate().token);
-                let row: ApiTokenRow = diesel::insert_into(api_tokens::table)
-                    .values((
-                        api_tokens::id.eq(Uuid::now_v7()),
-                        api_tokens::org_id.eq(org_id),
-                        api_tokens::creator_id.eq(change.actor_id),
-                        api_tokens::display_name.eq(&new.display_name),
-                        api_tokens::prefix.eq(&secret[..SHOWN_PREFIX_LEN]),
-                        api_tokens::secret_hash.eq(Secret::hash(&secret)),
-                        api_tokens::roles.eq(new.roles.to_vec()),
-                        api_tokens::extra_permissions.eq(new.permissions.to_vec()),
-                        api_tokens::expires_at.eq(new.expires_at),
-                    ))
-                    .returning(ApiTokenRow::as_returning())
-                    .get_result(conn)
+        self.change_reading(
+            org_id,
+            actor,
+            Some("tokens.manage"),
+            |conn| Catalog::load(conn).scope_boxed(),
+            |conn, (change, catalog)| {
+                async move {
+                    catalog.ensure_known("api_token", Some(&new.roles), Some(&new.permissions))?;
+                    change.ensure_can_grant_roles(&new.roles)?;
+                    let granted = catalog.effective(&new.roles, &new.permissions);
+                    change.ensure_can_grant(&granted, "this token")?;
+                    let secret = format!("{SECRET_PREFIX}{}", Secret::generate().token);
+                    let row: ApiTokenRow = diesel::insert_into(api_tokens::table)
+                        .values((
+                            api_tokens::id.eq(Uuid::now_v7()),
+                            api_tokens::org_id.eq(org_id),
+                            api_tokens::creator_id.eq(change.actor_id),
+                            api_tokens::display_name.eq(&new.display_name),
+                            api_tokens::prefix.eq(&secret[..SHOWN_PREFIX_LEN]),
+                            api_tokens::secret_hash.eq(Secret::hash(&secret)),
+                            api_tokens::roles.eq(new.roles.to_vec()),
+                            api_tokens::extra_permissions.eq(new.permissions.to_vec()),
+                            api_tokens::expires_at.eq(new.expires_at),
+                        ))
+                        .returning(ApiTokenRow::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "api_token.create",
+                        &row.name(),
+                        serde_json::json!({
+                            "display_name": row.display_name, "roles": row.roles,
+                            "extra_permissions": row.extra_permissions,
+                        }),
+                    )
                     .await?;
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    "api_token.create",
-                    &row.name(),
-                    serde_json::json!({
-                        "display_name": row.display_name, "roles": row.roles,
-                        "extra_permissions": row.extra_permissions,
-                    }),
-                )
-                .await?;
-                Ok((row, secret))
-            }
-            .scope_boxed()
-        })
+                    Ok((row, secret))
+                }
+                .scope_boxed()
+            },
+        )
         .await
     }
 
