@@ -1100,11 +1100,12 @@ async fn updates_replace_only_the_masked_sets() {
         .await
         .unwrap()
         .into_inner();
-    let member = alice
-        .update_member(update(&["billing", "viewer"], &[], &["roles"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let member = update_stored(
+        &mut alice,
+        update(&["billing", "viewer"], &[], &["roles"]),
+        "the roles update",
+    )
+    .await;
     assert_eq!(
         grants(&member),
         (
@@ -1123,13 +1124,13 @@ async fn updates_replace_only_the_masked_sets() {
             .effective_permissions
             .contains(&"projects.create".to_owned())
     );
-    assert_stored(&mut alice, &member, "the roles update").await;
 
-    let member = alice
-        .update_member(update(&[], &["activity.read"], &["extra_permissions"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let member = update_stored(
+        &mut alice,
+        update(&[], &["activity.read"], &["extra_permissions"]),
+        "the permissions update",
+    )
+    .await;
     assert_eq!(
         grants(&member),
         (
@@ -1137,20 +1138,25 @@ async fn updates_replace_only_the_masked_sets() {
             vec!["activity.read".into()]
         )
     );
-    assert_stored(&mut alice, &member, "the permissions update").await;
 
-    let member = alice
-        .update_member(update(&["developer"], &[], &["roles", "extra_permissions"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let member = update_stored(
+        &mut alice,
+        update(&["developer"], &[], &["roles", "extra_permissions"]),
+        "the update of both",
+    )
+    .await;
     assert_eq!(grants(&member), (vec!["developer".into()], vec![]));
-    assert_stored(&mut alice, &member, "the update of both").await;
     assert_eq!(activity_count(&app, "member.update").await, 3);
 }
 
-/// What UpdateMember returned for `member` is what GetMember reads back.
-async fn assert_stored(client: &mut MemberClient, member: &pb::Member, what: &str) {
+/// UpdateMember's answer to `request`, checked to be what GetMember reads back
+/// after `what`.
+async fn update_stored(
+    client: &mut MemberClient,
+    request: pb::UpdateMemberRequest,
+    what: &str,
+) -> pb::Member {
+    let member = client.update_member(request).await.unwrap().into_inner();
     let stored = client
         .get_member(pb::GetMemberRequest {
             name: member.name.clone(),
@@ -1158,7 +1164,8 @@ async fn assert_stored(client: &mut MemberClient, member: &pb::Member, what: &st
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(&stored, member, "what {what} returned is what is stored");
+    assert_eq!(stored, member, "what {what} returned is what is stored");
+    member
 }
 
 /// UpdateMember sends its grant and its audit record together. When the first

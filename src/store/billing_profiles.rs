@@ -240,7 +240,8 @@ impl Store {
                         address.map(|a| billing_profiles::country.eq(&a.country)),
                         billing_profiles::updated_at.eq(diesel::dsl::now),
                     ))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 let updated = touch_profile(conn, org_id).await?;
                 let fields: Vec<&str> = [
@@ -307,7 +308,8 @@ impl Store {
                         billing_profiles::billing_email.eq(&email),
                         billing_profiles::pending_billing_email.eq(None::<String>),
                     ))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 let updated = touch_profile(conn, org_id).await?;
                 audit::record(
@@ -454,7 +456,8 @@ impl Store {
                 {
                     diesel::update(payment_methods::table.find(next.id))
                         .set(payment_methods::is_default.eq(true))
-                        .prepared().execute(conn)
+                        .prepared()
+                        .execute(conn)
                         .await?;
                 }
                 audit::record(

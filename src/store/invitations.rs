@@ -348,7 +348,8 @@ impl Store {
                     invitations::state.eq(InvitationState::Expired.stored()),
                     invitations::closed_at.eq(diesel::dsl::now),
                 ))
-                .prepared().execute(conn)
+                .prepared()
+                .execute(conn)
                 .await?;
                 let secret = Secret::generate();
                 let invitation: InvitationRow = diesel::insert_into(invitations::table)

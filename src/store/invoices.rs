@@ -586,7 +586,8 @@ impl Store {
                 }
                 diesel::update(vouchers::table.find(code))
                     .set(vouchers::redemptions.eq(vouchers::redemptions + 1))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 diesel::insert_into(credit_entries::table)
                     .values((

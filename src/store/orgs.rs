@@ -618,7 +618,8 @@ impl Store {
                         organizations::deleted_at.eq(diesel::dsl::now),
                         organizations::purge_at.eq(purge_at),
                     ))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 let deleted = touch(conn, org_id).await?;
                 audit::record(
@@ -735,7 +736,8 @@ impl Store {
                 set_pending_contact_email(conn, org_id, None).await?;
                 diesel::update(organizations::table.find(org_id))
                     .set(organizations::contact_email.eq(&email))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 let updated = touch(conn, org_id).await?;
                 audit::record(

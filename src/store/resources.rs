@@ -271,7 +271,8 @@ impl Store {
                 let moved: ResourceRow = diesel::update(org_resources::table.find(id))
                     .set(org_resources::org_id.eq(target.id))
                     .returning(ResourceRow::as_returning())
-                    .prepared().get_result(conn)
+                    .prepared()
+                    .get_result(conn)
                     .await?;
                 let details = serde_json::json!({
                     "from": source.name(), "to": target.name(),

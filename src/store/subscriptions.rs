@@ -416,7 +416,8 @@ impl Store {
                                 // Choosing a plan takes back a pending cancellation.
                                 subscriptions::cancel_at_period_end.eq(false),
                             ))
-                            .prepared().execute(conn)
+                            .prepared()
+                            .execute(conn)
                             .await?;
                         (
                             "subscription.change_plan",
@@ -436,7 +437,8 @@ impl Store {
                         }
                         diesel::update(subscriptions::table.find(org_id))
                             .set(subscriptions::cancel_at_period_end.eq(true))
-                            .prepared().execute(conn)
+                            .prepared()
+                            .execute(conn)
                             .await?;
                         (
                             "subscription.cancel",
@@ -453,7 +455,8 @@ impl Store {
                         }
                         diesel::update(subscriptions::table.find(org_id))
                             .set(subscriptions::cancel_at_period_end.eq(false))
-                            .prepared().execute(conn)
+                            .prepared()
+                            .execute(conn)
                             .await?;
                         ("subscription.resume", serde_json::json!({ "plan": current.id }))
                     }
@@ -463,7 +466,8 @@ impl Store {
                         subscriptions::revision.eq(subscriptions::revision + 1),
                         subscriptions::updated_at.eq(diesel::dsl::now),
                     ))
-                    .prepared().execute(conn)
+                    .prepared()
+                    .execute(conn)
                     .await?;
                 audit::record(conn, actor, Some(org_id), action, &name, details).await?;
                 view(conn, org_id).await
