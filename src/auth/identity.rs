@@ -1,10 +1,13 @@
 //! Bearer tokens: verification of identity-provider JWTs, and minting of
 //! development tokens for `orgd token` and the tests.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::{JwtAlgorithm, JwtKey};
 use crate::error::{Error, Result};
@@ -55,11 +58,80 @@ fn algorithm(key: &JwtKey) -> Algorithm {
 }
 
 /// Checks signature, `exp`, `iss` and `aud` of caller tokens.
-#[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    verified: VerifiedTokens,
 }
+
+/// Tokens verified before, so that a caller's every call does not check the same
+/// signature again: an HMAC costs microseconds, an RS256 or ES256 check tens of
+/// them, and a caller sends one token until it expires. The key and the rules are
+/// fixed for the process, so a token verified once stays valid until its `exp`,
+/// which is checked on every hit. Entries are keyed by the token's SHA-256, so the
+/// cache holds no usable token; it never holds a token that failed.
+struct VerifiedTokens {
+    capacity: usize,
+    leeway: u64,
+    entries: Mutex<HashMap<[u8; 32], Claims>>,
+}
+
+/// Tokens remembered at most; about half a kilobyte each.
+const VERIFIED_TOKENS: usize = 4096;
+
+/// What the cache knows of a token.
+enum Remembered {
+    Valid(Claims),
+    Expired,
+    Unknown,
+}
+
+impl VerifiedTokens {
+    fn new(capacity: usize, leeway: u64) -> Self {
+        VerifiedTokens {
+            capacity,
+            leeway,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lookup(&self, digest: &[u8; 32], now: u64) -> Remembered {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(digest) {
+            None => Remembered::Unknown,
+            Some(claims) if self.is_live(claims, now) => Remembered::Valid(claims.clone()),
+            Some(_) => {
+                entries.remove(digest);
+                Remembered::Expired
+            }
+        }
+    }
+
+    /// Remembers `claims`; a full cache first drops the expired tokens, then, if
+    /// still full, everything (verifying again is only slower).
+    fn remember(&self, digest: [u8; 32], claims: &Claims, now: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, claims| self.is_live(claims, now));
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, claims.clone());
+    }
+
+    /// The rule jsonwebtoken applies to `exp`.
+    fn is_live(&self, claims: &Claims, now: u64) -> bool {
+        claims.exp.saturating_add(self.leeway) >= now
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+const EXPIRED: &str = "the token has expired; get a new one";
 
 impl JwtVerifier {
     pub fn new(key: &JwtKey, issuer: &str, audience: &str) -> anyhow::Result<Self> {
@@ -78,17 +150,38 @@ impl JwtVerifier {
         validation.leeway = 30;
         Ok(JwtVerifier {
             key: decoding,
+            verified: VerifiedTokens::new(VERIFIED_TOKENS, validation.leeway),
             validation,
         })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.verify_at(token, now)
+    }
+
+    /// `verify` with the cache's clock at `now` (seconds since the epoch).
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self.verified.lookup(&digest, now) {
+            Remembered::Valid(claims) => return Ok(claims),
+            Remembered::Expired => return Err(Error::Unauthenticated(EXPIRED.into())),
+            Remembered::Unknown => {}
+        }
+        let claims = self.check_signature_and_claims(token)?;
+        self.verified.remember(digest, &claims, now);
+        Ok(claims)
+    }
+
+    fn check_signature_and_claims(&self, token: &str) -> Result<Claims> {
         use jsonwebtoken::errors::ErrorKind;
         jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| {
                 let why = match err.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired; get a new one",
+                    ErrorKind::ExpiredSignature => EXPIRED,
                     ErrorKind::InvalidIssuer => {
                         "the token was issued by an issuer this server does not trust"
                     }
@@ -156,4 +249,74 @@ pub fn mint_token(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
         claims,
         &EncodingKey::from_secret(secret),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&JwtKey::Secret(SECRET.to_vec()), "issuer", "audience").unwrap()
+    }
+
+    fn token(subject: &str, ttl: Duration) -> (String, u64) {
+        let claims = Claims::new("issuer", "audience", subject, ttl);
+        (mint_token(SECRET, &claims).unwrap(), claims.exp)
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn a_remembered_token_expires_on_time() {
+        let verifier = verifier();
+        let (token, exp) = token("alice", Duration::from_secs(600));
+        assert_eq!(verifier.verify_at(&token, now()).unwrap().sub, "alice");
+        assert_eq!(verifier.verified.len(), 1);
+        // Within the leeway jsonwebtoken allows, still valid; past it, expired,
+        // although the signature check alone (by the real clock) would pass.
+        assert_eq!(verifier.verify_at(&token, exp + 30).unwrap().sub, "alice");
+        let err = verifier.verify_at(&token, exp + 31).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unauthenticated(why) if why == EXPIRED),
+            "{err:?}"
+        );
+        assert_eq!(verifier.verified.len(), 0);
+    }
+
+    #[test]
+    fn a_tampered_token_is_checked_not_remembered() {
+        let verifier = verifier();
+        let (token, _) = token("alice", Duration::from_secs(600));
+        verifier.verify(&token).unwrap();
+        let mut tampered = token.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        let err = verifier.verify(&tampered).unwrap_err();
+        assert!(matches!(err, Error::Unauthenticated(_)), "{err:?}");
+        assert_eq!(verifier.verified.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let mut verifier = verifier();
+        verifier.verified = VerifiedTokens::new(3, 30);
+        let tokens: Vec<String> = (0..4)
+            .map(|i| token(&format!("user-{i}"), Duration::from_secs(600)).0)
+            .collect();
+        for token in &tokens[..3] {
+            verifier.verify(token).unwrap();
+        }
+        assert_eq!(verifier.verified.len(), 3);
+        verifier.verify(&tokens[3]).unwrap();
+        assert_eq!(verifier.verified.len(), 1);
+        // Forgotten tokens are verified again, and still pass.
+        assert_eq!(verifier.verify(&tokens[0]).unwrap().sub, "user-0");
+    }
 }
