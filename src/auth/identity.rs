@@ -107,17 +107,19 @@ impl VerifiedTokens {
         }
     }
 
-    /// Remembers `claims`; a full cache first drops the expired tokens, then, if
-    /// still full, everything (verifying again is only slower).
-    fn remember(&self, digest: [u8; 32], claims: &Claims, now: u64) {
+    /// Remembers `claims`. A full cache starts over: expired tokens go with the
+    /// rest, and a forgotten one is only verified again. The entries are freed
+    /// after the lock is released, so that other calls do not wait for that.
+    fn remember(&self, digest: [u8; 32], claims: &Claims) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity {
-            entries.retain(|_, claims| self.is_live(claims, now));
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
+        let forgotten = if entries.len() >= self.capacity {
+            std::mem::take(&mut *entries)
+        } else {
+            HashMap::new()
+        };
         entries.insert(digest, claims.clone());
+        drop(entries);
+        drop(forgotten);
     }
 
     /// The rule jsonwebtoken applies to `exp`.
@@ -171,7 +173,7 @@ impl JwtVerifier {
             Remembered::Unknown => {}
         }
         let claims = self.check_signature_and_claims(token)?;
-        self.verified.remember(digest, &claims, now);
+        self.verified.remember(digest, &claims);
         Ok(claims)
     }
 
