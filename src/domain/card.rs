@@ -25,9 +25,14 @@ const PAN_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
 /// rules it errs towards refusing, because a person can reword a refused text
 /// while a stored card number cannot be taken back out of backups and logs.
 pub fn find_card_number(text: &str) -> bool {
-    let text = mask_uuids(text);
+    // Every request's every text field comes here: most (names, ids, slugs) have
+    // too few digits to hold a card number, and are let through without more ado.
+    let digits = outside_uuids(text).filter(char::is_ascii_digit).count();
+    if digits < *PAN_LENGTHS.start() {
+        return false;
+    }
     let mut run = Run::default();
-    for c in text.chars() {
+    for c in outside_uuids(text) {
         if c.is_ascii_digit() {
             run.digits.push(c as u8 - b'0');
             run.separators = 0;
@@ -41,7 +46,7 @@ pub fn find_card_number(text: &str) -> bool {
             if run.has_card_number() {
                 return true;
             }
-            run = Run::default();
+            run.clear();
         }
     }
     run.has_card_number()
@@ -60,45 +65,59 @@ struct Run {
 /// How many separator characters may stand between two groups of a number.
 const MAX_SEPARATORS: usize = 2;
 
-/// `text` with every UUID (8-4-4-4-12 hex digits) replaced by letters, so that
-/// an id that happens to be mostly digits is not read as a card number.
-fn mask_uuids(text: &str) -> String {
-    const SHAPE: [usize; 5] = [8, 4, 4, 4, 12];
-    let bytes = text.as_bytes();
-    let is_uuid_at = |at: usize| {
-        let mut i = at;
-        for (n, len) in SHAPE.iter().enumerate() {
-            if n > 0 {
-                if bytes.get(i) != Some(&b'-') {
-                    return false;
-                }
-                i += 1;
-            }
-            for _ in 0..*len {
-                if !bytes.get(i).is_some_and(u8::is_ascii_hexdigit) {
-                    return false;
-                }
-                i += 1;
-            }
+/// The characters of `text`, with every UUID (8-4-4-4-12 hex digits) read as
+/// letters, so that an id that happens to be mostly digits is not read as a
+/// card number.
+fn outside_uuids(text: &str) -> impl Iterator<Item = char> + '_ {
+    const UUID_LEN: usize = 36;
+    let mut at = 0;
+    let mut masked = 0;
+    std::iter::from_fn(move || {
+        if masked > 0 {
+            masked -= 1;
+            return Some('u');
         }
-        true
-    };
-    let mut masked = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if text.is_char_boundary(i) && is_uuid_at(i) {
-            masked.push_str(&"u".repeat(36));
-            i += 36;
-        } else {
-            let c = text[i..].chars().next().expect("a char at a boundary");
-            masked.push(c);
-            i += c.len_utf8();
+        if is_uuid_at(text.as_bytes(), at) {
+            at += UUID_LEN;
+            masked = UUID_LEN - 1;
+            return Some('u');
+        }
+        // `at` only ever moves by whole characters or whole (ASCII) UUIDs.
+        let c = text[at..].chars().next()?;
+        at += c.len_utf8();
+        Some(c)
+    })
+}
+
+/// Whether a UUID starts at byte `at` of `bytes`.
+fn is_uuid_at(bytes: &[u8], at: usize) -> bool {
+    const SHAPE: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut i = at;
+    for (n, len) in SHAPE.iter().enumerate() {
+        if n > 0 {
+            if bytes.get(i) != Some(&b'-') {
+                return false;
+            }
+            i += 1;
+        }
+        for _ in 0..*len {
+            if !bytes.get(i).is_some_and(u8::is_ascii_hexdigit) {
+                return false;
+            }
+            i += 1;
         }
     }
-    masked
+    true
 }
 
 impl Run {
+    /// Starts a new run, keeping the buffers.
+    fn clear(&mut self) {
+        self.digits.clear();
+        self.group_starts.clear();
+        self.separators = 0;
+    }
+
     fn has_card_number(&self) -> bool {
         let digits = &self.digits[..];
         if digits.len() > *PAN_LENGTHS.end() {
@@ -187,6 +206,10 @@ mod tests {
             "4242_4242_4242_4242",
             "4242\u{a0}4242\u{a0}4242\u{a0}4242", // no-break spaces
             "4242/4242/4242/4242",
+            // Beside an id, which is skipped, and after multi-byte characters.
+            "members/01234567-1234-7234-8234-424242424242 4242 4242 4242 4242",
+            "01234567-1234-7234-8234-4242424242424242424242424242",
+            "café № 4242424242424242",
         ] {
             assert!(find_card_number(text), "{text:?} should be found");
         }
