@@ -9,6 +9,8 @@ pub mod org;
 pub mod resource;
 pub mod token;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use tonic::Request;
 
@@ -16,20 +18,22 @@ use crate::auth::{CallContext, OrgAccess};
 use crate::domain::ChildName;
 use crate::error::{Error, Result};
 
-/// The caller of a call that passed the policy layer.
-fn call_context<T>(request: &Request<T>) -> Result<CallContext> {
+/// The caller of a call that passed the policy layer. Shared, not copied: a
+/// copy would cost an allocation per string of the caller's profile, every call.
+fn call_context<T>(request: &Request<T>) -> Result<Arc<CallContext>> {
     request
         .extensions()
-        .get::<CallContext>()
+        .get::<Arc<CallContext>>()
         .cloned()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the auth layer did not run for this call")))
 }
 
-/// The organization an org-scoped call targets, with the caller's verified access.
-fn org_access<T>(request: &Request<T>) -> Result<OrgAccess> {
+/// The organization an org-scoped call targets, with the caller's verified access
+/// (shared, as `call_context`).
+fn org_access<T>(request: &Request<T>) -> Result<Arc<OrgAccess>> {
     request
         .extensions()
-        .get::<OrgAccess>()
+        .get::<Arc<OrgAccess>>()
         .cloned()
         .ok_or_else(|| {
             Error::Internal(anyhow::anyhow!(

@@ -193,7 +193,7 @@ async fn authorize(
                 }
             };
             let access = authorize_in_org(&org_ref, found, None, scope)?;
-            request.extensions_mut().insert(access);
+            request.extensions_mut().insert(Arc::new(access));
             Principal::User(user)
         }
         (Policy::Org(scope), Bearer::ApiToken(caller)) => {
@@ -203,14 +203,14 @@ async fn authorize(
                 .org_and_access(&org_ref, caller.user.row.id)
                 .await?;
             let access = authorize_in_org(&org_ref, found, Some(&caller), scope)?;
-            request.extensions_mut().insert(access);
+            request.extensions_mut().insert(Arc::new(access));
             Principal::ApiToken(caller)
         }
     };
-    request.extensions_mut().insert(CallContext {
+    request.extensions_mut().insert(Arc::new(CallContext {
         request_id: request_id.to_owned(),
         principal,
-    });
+    }));
     Ok(request)
 }
 

@@ -2,7 +2,8 @@
 //! call: it authenticates the bearer token (`identity`), looks the method up in
 //! the policy table built from the proto's `(orgd.v1.policy)` options (`policy`),
 //! and either refuses the call or hands the handler a `CallContext` — plus an
-//! `OrgAccess` for organization-scoped methods — in the request extensions.
+//! `OrgAccess` for organization-scoped methods — in the request extensions,
+//! each in an `Arc`.
 
 mod identity;
 mod layer;
