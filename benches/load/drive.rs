@@ -42,6 +42,27 @@ impl Run {
         self.latencies_us.len() as f64 / self.measured.as_secs_f64()
     }
 
+    /// Several runs of the same kind as one: their requests and measured times
+    /// added up.
+    pub fn pooled(runs: Vec<Run>) -> Run {
+        let mut pooled = Run {
+            requests: 0,
+            latencies_us: Vec::new(),
+            measured: Duration::ZERO,
+            errors: 0,
+            first_error: None,
+        };
+        for run in runs {
+            pooled.requests += run.requests;
+            pooled.latencies_us.extend(run.latencies_us);
+            pooled.measured += run.measured;
+            pooled.errors += run.errors;
+            pooled.first_error = pooled.first_error.or(run.first_error);
+        }
+        pooled.latencies_us.sort_unstable();
+        pooled
+    }
+
     /// The `q` quantile of the latencies, in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         if self.latencies_us.is_empty() {

@@ -32,8 +32,14 @@ use workload::{Caller, Fixture, ServiceToken, Workload};
 #[command(about = "Load benchmark of orgd against the direct-SQL ceiling")]
 struct Args {
     /// Measured time of each run.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Saturation runs per workload. For a read, each is followed by its
+    /// direct-SQL run, so that both meet the same moments of a shared machine;
+    /// the ratio is the median of the rounds'. The half-rate run lasts as long
+    /// as all rounds together.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Unmeasured time before each run.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
@@ -73,6 +79,8 @@ struct Row {
     saturated: Run,
     half_rate: Run,
     direct: Option<Run>,
+    /// The median over the rounds of orgd's throughput over direct SQL's.
+    ratio: Option<f64>,
     statements: Option<(f64, f64)>,
 }
 
@@ -183,66 +191,106 @@ async fn measure(
             })
             .collect()
     };
-    let run = |path, pace, salt| {
+    let run = |path, pace, salt, duration| {
         drive::run(
             callers(args.callers, salt),
             workload,
             path,
             pace,
             args.warmup,
-            args.duration,
+            duration,
         )
     };
-    eprintln!("bench: {} through orgd", workload.label());
-    reset_statements(db).await?;
-    let saturated = run(Path::Rpc, Pace::Closed, 1).await;
-    let rpc_statements = statements(db, saturated.requests).await?;
-    progress(&saturated, &rpc_statements);
-    check_errors(workload, "orgd", &saturated)?;
-
-    let (direct, statements) = if workload == Workload::Mixed {
-        (None, None)
-    } else {
-        eprintln!("bench: {} as direct SQL", workload.label());
+    let mut saturated = Vec::new();
+    let mut direct = Vec::new();
+    let mut ratios = Vec::new();
+    let mut statements_per_call = None;
+    for round in 1..=args.rounds {
+        let salt = 10 * u64::from(round);
+        eprintln!(
+            "bench: {} through orgd, round {round} of {}",
+            workload.label(),
+            args.rounds
+        );
         reset_statements(db).await?;
-        let direct = run(Path::Direct, Pace::Closed, 2).await;
-        let direct_statements = statements(db, direct.requests).await?;
-        progress(&direct, &direct_statements);
-        check_errors(workload, "direct SQL", &direct)?;
-        // The same statements, each as often per request (within noise: the
-        // server's background workers run a few of their own).
-        let same = rpc_statements.len() == direct_statements.len()
-            && rpc_statements
-                .iter()
-                .zip(&direct_statements)
-                .all(|((a, a_calls), (b, b_calls))| a == b && (a_calls - b_calls).abs() < 0.05);
-        if !same {
-            bail!(
-                "{}: orgd and the direct path ran different SQL:\norgd: {rpc_statements:#?}\ndirect: {direct_statements:#?}",
-                workload.label()
-            );
-        }
-        let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
-        (
-            Some(direct),
-            Some((
+        let rpc = run(Path::Rpc, Pace::Closed, salt + 1, args.duration).await;
+        let rpc_statements = statements(db, rpc.requests).await?;
+        progress(&rpc, &rpc_statements);
+        check_errors(workload, "orgd", &rpc)?;
+        if workload != Workload::Mixed {
+            eprintln!("bench: {} as direct SQL", workload.label());
+            reset_statements(db).await?;
+            let sql = run(Path::Direct, Pace::Closed, salt + 2, args.duration).await;
+            let direct_statements = statements(db, sql.requests).await?;
+            progress(&sql, &direct_statements);
+            check_errors(workload, "direct SQL", &sql)?;
+            check_same_sql(workload, &rpc_statements, &direct_statements)?;
+            let ratio = rpc.rps() / sql.rps();
+            eprintln!("bench:   orgd / direct SQL: {:.0}%", 100.0 * ratio);
+            ratios.push(ratio);
+            let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
+            statements_per_call = Some((
                 per_request(&rpc_statements),
                 per_request(&direct_statements),
-            )),
-        )
-    };
+            ));
+            direct.push(sql);
+        }
+        saturated.push(rpc);
+    }
+    let saturated = Run::pooled(saturated);
+    let direct = (!direct.is_empty()).then(|| Run::pooled(direct));
 
     let rate = saturated.rps() / 2.0;
     eprintln!("bench: {} at {rate:.0} requests/s", workload.label());
-    let half_rate = run(Path::Rpc, Pace::Open { rate }, 3).await;
+    let half_rate = run(
+        Path::Rpc,
+        Pace::Open { rate },
+        3,
+        args.duration * args.rounds,
+    )
+    .await;
     check_errors(workload, "orgd at half rate", &half_rate)?;
     Ok(Row {
         workload,
         saturated,
         half_rate,
         direct,
-        statements,
+        ratio: median(ratios),
+        statements: statements_per_call,
     })
+}
+
+/// Fails unless orgd and the direct path ran the same statements, each as often
+/// per request (within noise: the server's background workers run a few of
+/// their own).
+fn check_same_sql(
+    workload: Workload,
+    rpc: &BTreeMap<String, f64>,
+    direct: &BTreeMap<String, f64>,
+) -> anyhow::Result<()> {
+    let same = rpc.len() == direct.len()
+        && rpc
+            .iter()
+            .zip(direct)
+            .all(|((a, a_calls), (b, b_calls))| a == b && (a_calls - b_calls).abs() < 0.05);
+    if !same {
+        bail!(
+            "{}: orgd and the direct path ran different SQL:\norgd: {rpc:#?}\ndirect: {direct:#?}",
+            workload.label()
+        );
+    }
+    Ok(())
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
 }
 
 /// One run's numbers and SQL, on stderr while the benchmark goes on.
@@ -429,12 +477,14 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
         .collect();
     println!("Dataset: {}.", dataset.join(", "));
     println!(
-        "Load: {} callers on {} HTTP/2 connections, {}s measured after {}s warm-up per run; pool of {} connections.",
+        "Load: {} callers on {} HTTP/2 connections; pool of {} connections. Saturated: {} rounds of {}s (each after {}s of warm-up) through orgd, each followed by one as direct SQL; orgd / direct is the median of the rounds' ratios. Half rate: {}s.",
         args.callers,
         args.connections,
+        args.pool_size,
+        args.rounds,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
-        args.pool_size
+        (args.duration * args.rounds).as_secs_f64(),
     );
     println!();
     println!(
@@ -442,13 +492,13 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
-        let (direct, ratio) = match &row.direct {
-            Some(direct) => (
-                format!("{:.0}", direct.rps()),
-                format!("{:.0}%", 100.0 * row.saturated.rps() / direct.rps()),
-            ),
-            None => ("—".into(), "—".into()),
-        };
+        let direct = row
+            .direct
+            .as_ref()
+            .map_or("—".into(), |direct| format!("{:.0}", direct.rps()));
+        let ratio = row
+            .ratio
+            .map_or("—".into(), |ratio| format!("{:.0}%", 100.0 * ratio));
         let statements = row.statements.map_or("—".into(), |(rpc, direct)| {
             format!("{rpc:.2} / {direct:.2}")
         });
