@@ -1,14 +1,13 @@
 //! Bearer tokens: verification of identity-provider JWTs, and minting of
 //! development tokens for `orgd token` and the tests.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::verified_tokens::{self, GENERATION_SIZE, MAX_REMEMBERED_TOKEN_BYTES, VerifiedTokens};
 use crate::config::{JwtAlgorithm, JwtKey};
 use crate::error::{Error, Result};
 use crate::store::users::Identity;
@@ -64,75 +63,7 @@ pub struct JwtVerifier {
     verified: VerifiedTokens,
 }
 
-/// Tokens verified before, so that a caller's every call does not check the same
-/// signature again: an HMAC costs microseconds, an RS256 or ES256 check tens of
-/// them, and a caller sends one token until it expires. The key and the rules are
-/// fixed for the process, so a token verified once stays valid until its `exp`,
-/// which is checked on every hit. Entries are keyed by the token's SHA-256, so the
-/// cache holds no usable token; it never holds a token that failed.
-struct VerifiedTokens {
-    capacity: usize,
-    leeway: u64,
-    entries: Mutex<HashMap<[u8; 32], Claims>>,
-}
-
-/// Tokens remembered at most; about half a kilobyte each.
-const VERIFIED_TOKENS: usize = 4096;
-
-/// What the cache knows of a token.
-enum Remembered {
-    Valid(Claims),
-    Expired,
-    Unknown,
-}
-
-impl VerifiedTokens {
-    fn new(capacity: usize, leeway: u64) -> Self {
-        VerifiedTokens {
-            capacity,
-            leeway,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn lookup(&self, digest: &[u8; 32], now: u64) -> Remembered {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(digest) {
-            None => Remembered::Unknown,
-            Some(claims) if self.is_live(claims, now) => Remembered::Valid(claims.clone()),
-            Some(_) => {
-                entries.remove(digest);
-                Remembered::Expired
-            }
-        }
-    }
-
-    /// Remembers `claims`. A full cache starts over: expired tokens go with the
-    /// rest, and a forgotten one is only verified again. The entries are freed
-    /// after the lock is released, so that other calls do not wait for that.
-    fn remember(&self, digest: [u8; 32], claims: &Claims) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let forgotten = if entries.len() >= self.capacity {
-            std::mem::take(&mut *entries)
-        } else {
-            HashMap::new()
-        };
-        entries.insert(digest, claims.clone());
-        drop(entries);
-        drop(forgotten);
-    }
-
-    /// The rule jsonwebtoken applies to `exp`.
-    fn is_live(&self, claims: &Claims, now: u64) -> bool {
-        claims.exp.saturating_add(self.leeway) >= now
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
-    }
-}
-
+/// Why an expired token is refused.
 const EXPIRED: &str = "the token has expired; get a new one";
 
 impl JwtVerifier {
@@ -152,29 +83,47 @@ impl JwtVerifier {
         validation.leeway = 30;
         Ok(JwtVerifier {
             key: decoding,
-            verified: VerifiedTokens::new(VERIFIED_TOKENS, validation.leeway),
             validation,
+            verified: VerifiedTokens::new(GENERATION_SIZE),
         })
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims> {
+    /// The token's claims, if its signature and claims are valid now; a token
+    /// verified before is not checked again until it expires.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .expect("the system clock is set after 1970")
+            .as_secs();
         self.verify_at(token, now)
     }
 
-    /// `verify` with the cache's clock at `now` (seconds since the epoch).
-    fn verify_at(&self, token: &str, now: u64) -> Result<Claims> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        match self.verified.lookup(&digest, now) {
-            Remembered::Valid(claims) => return Ok(claims),
-            Remembered::Expired => return Err(Error::Unauthenticated(EXPIRED.into())),
-            Remembered::Unknown => {}
+    /// `verify` with the clock of remembered tokens at `now` (seconds since the
+    /// epoch); a token checked afresh is checked by jsonwebtoken's own clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>> {
+        if token.len() > MAX_REMEMBERED_TOKEN_BYTES {
+            return self.check_signature_and_claims(token).map(Arc::new);
         }
-        let claims = self.check_signature_and_claims(token)?;
-        self.verified.remember(digest, &claims);
+        let digest = verified_tokens::digest(token);
+        if let Some(claims) = self.verified.get(&digest) {
+            return if self.is_unexpired(&claims, now) {
+                Ok(claims)
+            } else {
+                Err(Error::Unauthenticated(EXPIRED.into()))
+            };
+        }
+        let claims = Arc::new(self.check_signature_and_claims(token)?);
+        self.verified.insert(digest, claims.clone());
         Ok(claims)
+    }
+
+    /// jsonwebtoken's rule for `exp`, with the same settings.
+    fn is_unexpired(&self, claims: &Claims, now: u64) -> bool {
+        claims
+            .exp
+            .saturating_sub(self.validation.reject_tokens_expiring_in_less_than)
+            .saturating_add(self.validation.leeway)
+            >= now
     }
 
     fn check_signature_and_claims(&self, token: &str) -> Result<Claims> {
@@ -204,14 +153,15 @@ impl JwtVerifier {
 impl Claims {
     /// The identity these claims describe, cleaned for storage: control
     /// characters (NUL included) in the subject are refused, elsewhere dropped.
-    pub fn into_identity(self) -> Result<Identity> {
+    pub fn to_identity(&self) -> Result<Identity> {
         if self.sub.is_empty() || self.sub.len() > 255 || self.sub.chars().any(char::is_control) {
             return Err(Error::Unauthenticated(
                 "the token's subject is empty, too long or contains control characters".into(),
             ));
         }
-        let clean = |text: Option<String>| -> String {
-            text.unwrap_or_default()
+        let clean = |text: &Option<String>| -> String {
+            text.as_deref()
+                .unwrap_or_default()
                 .chars()
                 .filter(|c| !c.is_control())
                 .collect::<String>()
@@ -219,10 +169,10 @@ impl Claims {
                 .to_owned()
         };
         Ok(Identity {
-            email: clean(self.email).to_lowercase(),
+            email: clean(&self.email).to_lowercase(),
             email_verified: self.email_verified,
-            display_name: clean(self.name).chars().take(200).collect(),
-            subject: self.sub,
+            display_name: clean(&self.name).chars().take(200).collect(),
+            subject: self.sub.clone(),
         })
     }
 
@@ -255,6 +205,9 @@ pub fn mint_token(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
@@ -263,9 +216,12 @@ mod tests {
         JwtVerifier::new(&JwtKey::Secret(SECRET.to_vec()), "issuer", "audience").unwrap()
     }
 
-    fn token(subject: &str, ttl: Duration) -> (String, u64) {
-        let claims = Claims::new("issuer", "audience", subject, ttl);
-        (mint_token(SECRET, &claims).unwrap(), claims.exp)
+    fn claims(subject: &str) -> Claims {
+        Claims::new("issuer", "audience", subject, Duration::from_secs(600))
+    }
+
+    fn token(claims: &Claims) -> String {
+        mint_token(SECRET, claims).unwrap()
     }
 
     fn now() -> u64 {
@@ -275,50 +231,79 @@ mod tests {
             .as_secs()
     }
 
+    fn assert_refused(result: Result<Arc<Claims>>, why: &str) {
+        match result {
+            Err(Error::Unauthenticated(message)) => assert_eq!(message, why),
+            other => panic!("expected UNAUTHENTICATED ({why}), got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_remembered_token_expires_on_time() {
         let verifier = verifier();
-        let (token, exp) = token("alice", Duration::from_secs(600));
+        let claims = claims("alice");
+        let token = token(&claims);
         assert_eq!(verifier.verify_at(&token, now()).unwrap().sub, "alice");
-        assert_eq!(verifier.verified.len(), 1);
+        assert!(verifier.verified.contains(&token));
         // Within the leeway jsonwebtoken allows, still valid; past it, expired,
-        // although the signature check alone (by the real clock) would pass.
-        assert_eq!(verifier.verify_at(&token, exp + 30).unwrap().sub, "alice");
-        let err = verifier.verify_at(&token, exp + 31).unwrap_err();
-        assert!(
-            matches!(&err, Error::Unauthenticated(why) if why == EXPIRED),
-            "{err:?}"
+        // although a fresh check (by the real clock) would pass.
+        assert_eq!(
+            verifier.verify_at(&token, claims.exp + 30).unwrap().sub,
+            "alice"
         );
-        assert_eq!(verifier.verified.len(), 0);
+        assert_refused(verifier.verify_at(&token, claims.exp + 31), EXPIRED);
     }
 
     #[test]
-    fn a_tampered_token_is_checked_not_remembered() {
-        let verifier = verifier();
-        let (token, _) = token("alice", Duration::from_secs(600));
-        verifier.verify(&token).unwrap();
-        let mut tampered = token.clone();
-        let last = tampered.pop().unwrap();
-        tampered.push(if last == 'A' { 'B' } else { 'A' });
-        let err = verifier.verify(&tampered).unwrap_err();
-        assert!(matches!(err, Error::Unauthenticated(_)), "{err:?}");
-        assert_eq!(verifier.verified.len(), 1);
-    }
-
-    #[test]
-    fn the_cache_stays_within_its_capacity() {
+    fn a_remembered_token_is_not_checked_again() {
         let mut verifier = verifier();
-        verifier.verified = VerifiedTokens::new(3, 30);
-        let tokens: Vec<String> = (0..4)
-            .map(|i| token(&format!("user-{i}"), Duration::from_secs(600)).0)
-            .collect();
-        for token in &tokens[..3] {
-            verifier.verify(token).unwrap();
+        let first = token(&claims("alice"));
+        verifier.verify(&first).unwrap();
+        // With another key, only a remembered token still passes.
+        verifier.key = DecodingKey::from_secret(b"another secret, thirty-two bytes long");
+        assert_eq!(verifier.verify(&first).unwrap().sub, "alice");
+        assert_refused(
+            verifier.verify(&token(&claims("bob"))),
+            "the token's signature is not valid",
+        );
+    }
+
+    #[test]
+    fn a_changed_token_is_checked_afresh() {
+        let verifier = verifier();
+        let token = token(&claims("alice"));
+        verifier.verify(&token).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let (header, payload, signature) = (parts[0], parts[1], parts[2]);
+        let reencoded = |part: &str, edit: &dyn Fn(String) -> String| {
+            let json = String::from_utf8(URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap();
+            URL_SAFE_NO_PAD.encode(edit(json))
+        };
+        // Another subject under the remembered token's signature.
+        let payload_of_mallory = reencoded(payload, &|json| json.replace("alice", "mallory"));
+        // Another algorithm named in the header.
+        let header_hs384 = reencoded(header, &|json| json.replace("HS256", "HS384"));
+        // One character of the signature changed, away from its padding bits.
+        let mut changed = signature.to_owned().into_bytes();
+        changed[5] = if changed[5] == b'A' { b'B' } else { b'A' };
+        let signature_changed = String::from_utf8(changed).unwrap();
+        for forged in [
+            format!("{header}.{payload_of_mallory}.{signature}"),
+            format!("{header_hs384}.{payload}.{signature}"),
+            format!("{header}.{payload}.{signature_changed}"),
+        ] {
+            assert!(verifier.verify(&forged).is_err(), "{forged} passed");
+            assert!(!verifier.verified.contains(&forged));
         }
-        assert_eq!(verifier.verified.len(), 3);
-        verifier.verify(&tokens[3]).unwrap();
-        assert_eq!(verifier.verified.len(), 1);
-        // Forgotten tokens are verified again, and still pass.
-        assert_eq!(verifier.verify(&tokens[0]).unwrap().sub, "user-0");
+    }
+
+    #[test]
+    fn long_tokens_are_checked_every_time() {
+        let verifier = verifier();
+        let mut claims = claims("alice");
+        claims.name = Some("a".repeat(MAX_REMEMBERED_TOKEN_BYTES));
+        let token = token(&claims);
+        assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+        assert!(!verifier.verified.contains(&token));
     }
 }

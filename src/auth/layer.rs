@@ -245,9 +245,9 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Be
     }
     let claims = state.verifier.verify(token)?;
     if state.service_subjects.contains(&claims.sub) {
-        return Ok(Bearer::Service(claims.sub));
+        return Ok(Bearer::Service(claims.sub.clone()));
     }
-    Ok(Bearer::User(claims.into_identity()?))
+    Ok(Bearer::User(claims.to_identity()?))
 }
 
 /// Buffers the (unary) request and decodes it against the method's input type;

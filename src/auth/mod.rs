@@ -8,6 +8,7 @@
 mod identity;
 mod layer;
 mod policy;
+mod verified_tokens;
 
 pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState};
