@@ -27,8 +27,10 @@ const PAN_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
 pub fn find_card_number(text: &str) -> bool {
     // Every request's every text field comes here: most (names, ids, slugs) have
     // too few digits to hold a card number, and are let through without more ado.
-    let digits = outside_uuids(text).filter(char::is_ascii_digit).count();
-    if digits < *PAN_LENGTHS.start() {
+    let too_few = |digits: usize| digits < *PAN_LENGTHS.start();
+    if too_few(text.bytes().filter(u8::is_ascii_digit).count())
+        || too_few(outside_uuids(text).filter(char::is_ascii_digit).count())
+    {
         return false;
     }
     let mut run = Run::default();
@@ -120,6 +122,9 @@ impl Run {
 
     fn has_card_number(&self) -> bool {
         let digits = &self.digits[..];
+        if digits.len() < *PAN_LENGTHS.start() {
+            return false;
+        }
         if digits.len() > *PAN_LENGTHS.end() {
             return PAN_LENGTHS
                 .into_iter()
@@ -231,6 +236,7 @@ mod tests {
             "2024-01-15 - 2024-02-15", // " - " is more than two separators
             // A resource id that is mostly digits is an id, not a card number.
             "organizations/01234567-1234-7234-8234-424242424242/invoices/12345678-4242-7424-8242-424242424242",
+            "members/01234567-1234-7234-8234-424242424242 and 42", // few digits outside the id
         ] {
             assert!(!find_card_number(text), "{text:?} should not be found");
         }
