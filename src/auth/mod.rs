@@ -34,7 +34,7 @@ pub enum Principal {
 }
 
 /// Identity and request id of a call that passed the policy check.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CallContext {
     pub request_id: String,
     pub principal: Principal,
@@ -78,7 +78,7 @@ impl CallContext {
 
 /// Proof that the caller is a member of `org` holding the method's permission.
 /// Only the policy layer creates it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OrgAccess {
     pub org: OrgRow,
     pub member: MemberAccess,
