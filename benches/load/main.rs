@@ -201,51 +201,68 @@ async fn measure(
             duration,
         )
     };
+    // One saturated run, with the statements it ran per request.
+    let saturate = async |path: Path, salt: u64| -> anyhow::Result<(Run, BTreeMap<String, f64>)> {
+        let (label, name) = match path {
+            Path::Rpc => ("through orgd", "orgd"),
+            Path::Direct => ("as direct SQL", "direct SQL"),
+        };
+        eprintln!("bench: {} {label}", workload.label());
+        reset_statements(db).await?;
+        let measured = run(path, Pace::Closed, salt, args.duration).await;
+        let ran = statements(db, measured.requests).await?;
+        progress(&measured, &ran);
+        check_errors(workload, name, &measured)?;
+        Ok((measured, ran))
+    };
+    let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
     let mut saturated = Vec::new();
     let mut direct = Vec::new();
     let mut ratios = Vec::new();
-    let mut statements_per_call = None;
+    let mut statement_sums = (0.0, 0.0);
     for round in 1..=args.rounds {
-        let salt = 10 * u64::from(round);
         eprintln!(
-            "bench: {} through orgd, round {round} of {}",
+            "bench: {}, round {round} of {}",
             workload.label(),
             args.rounds
         );
-        reset_statements(db).await?;
-        let rpc = run(Path::Rpc, Pace::Closed, salt + 1, args.duration).await;
-        let rpc_statements = statements(db, rpc.requests).await?;
-        progress(&rpc, &rpc_statements);
-        check_errors(workload, "orgd", &rpc)?;
-        if workload != Workload::Mixed {
-            eprintln!("bench: {} as direct SQL", workload.label());
-            reset_statements(db).await?;
-            let sql = run(Path::Direct, Pace::Closed, salt + 2, args.duration).await;
-            let direct_statements = statements(db, sql.requests).await?;
-            progress(&sql, &direct_statements);
-            check_errors(workload, "direct SQL", &sql)?;
-            check_same_sql(workload, &rpc_statements, &direct_statements)?;
-            let ratio = rpc.rps() / sql.rps();
-            eprintln!("bench:   orgd / direct SQL: {:.0}%", 100.0 * ratio);
-            ratios.push(ratio);
-            let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
-            statements_per_call = Some((
-                per_request(&rpc_statements),
-                per_request(&direct_statements),
-            ));
-            direct.push(sql);
+        // Both paths of a round send the same sequence of requests (same salt).
+        let salt = u64::from(round);
+        if workload == Workload::Mixed {
+            saturated.push(saturate(Path::Rpc, salt).await?.0);
+            continue;
         }
+        // Every other round measures direct SQL first, so that a drift of the
+        // machine during the rounds does not always favour the same path.
+        let ((rpc, rpc_statements), (sql, sql_statements)) = if round % 2 == 1 {
+            let rpc = saturate(Path::Rpc, salt).await?;
+            (rpc, saturate(Path::Direct, salt).await?)
+        } else {
+            let sql = saturate(Path::Direct, salt).await?;
+            (saturate(Path::Rpc, salt).await?, sql)
+        };
+        check_same_sql(workload, &rpc_statements, &sql_statements)?;
+        let ratio = rpc.rps() / sql.rps();
+        eprintln!("bench:   orgd / direct SQL: {:.0}%", 100.0 * ratio);
+        ratios.push(ratio);
+        statement_sums.0 += per_request(&rpc_statements);
+        statement_sums.1 += per_request(&sql_statements);
         saturated.push(rpc);
+        direct.push(sql);
     }
+    let rounds = f64::from(args.rounds);
+    let statements_per_call =
+        (!direct.is_empty()).then_some((statement_sums.0 / rounds, statement_sums.1 / rounds));
     let saturated = Run::pooled(saturated);
     let direct = (!direct.is_empty()).then(|| Run::pooled(direct));
 
     let rate = saturated.rps() / 2.0;
     eprintln!("bench: {} at {rate:.0} requests/s", workload.label());
+    // Salt 0: a request sequence of its own, not one of the rounds'.
     let half_rate = run(
         Path::Rpc,
         Pace::Open { rate },
-        3,
+        0,
         args.duration * args.rounds,
     )
     .await;
@@ -477,7 +494,7 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
         .collect();
     println!("Dataset: {}.", dataset.join(", "));
     println!(
-        "Load: {} callers on {} HTTP/2 connections; pool of {} connections. Saturated: {} rounds of {}s (each after {}s of warm-up) through orgd, each followed by one as direct SQL; orgd / direct is the median of the rounds' ratios. Half rate: {}s.",
+        "Load: {} callers on {} HTTP/2 connections; pool of {} connections. Saturated: {} rounds of {}s (each after {}s of warm-up) through orgd, each paired with one as direct SQL for the reads; the rps columns pool the rounds, \"orgd / direct\" is the median of the rounds' ratios. Half rate: {}s.",
         args.callers,
         args.connections,
         args.pool_size,
