@@ -536,6 +536,74 @@ async fn payment_methods_keep_a_default_while_a_paid_plan_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_organization_holds_at_most_twenty_payment_methods() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let mut billing = app.billing_as("alice").await;
+    for i in 0..20 {
+        billing
+            .add_payment_method(card(&org, &format!("pm_card_{i}")))
+            .await
+            .unwrap();
+    }
+    let list = async |billing: &mut BillingClient| {
+        billing
+            .list_payment_methods(pb::ListPaymentMethodsRequest {
+                parent: org.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .payment_methods
+    };
+    let added = activity_count(&app, "payment_method.add").await;
+    let status = expect_code(
+        billing.add_payment_method(card(&org, "pm_card_20")).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&status), "PAYMENT_METHOD_LIMIT");
+    assert!(status.message().contains("at most 20"), "{status:?}");
+    assert_eq!(list(&mut billing).await.len(), 20);
+    assert_eq!(activity_count(&app, "payment_method.add").await, added);
+
+    // Room made, one more fits.
+    let last = list(&mut billing).await.pop().unwrap();
+    billing
+        .remove_payment_method(pb::RemovePaymentMethodRequest { name: last.name })
+        .await
+        .unwrap();
+    billing
+        .add_payment_method(card(&org, "pm_card_20"))
+        .await
+        .unwrap();
+    assert_eq!(list(&mut billing).await.len(), 20);
+
+    // Racing for the last place, through separate connections: one wins.
+    let last = list(&mut billing).await.pop().unwrap();
+    billing
+        .remove_payment_method(pb::RemovePaymentMethodRequest { name: last.name })
+        .await
+        .unwrap();
+    let mut racers = Vec::new();
+    for i in 0..4 {
+        let mut racer = app.billing_as("alice").await;
+        let request = card(&org, &format!("pm_racer_{i}"));
+        racers.push(tokio::spawn(async move {
+            racer.add_payment_method(request).await
+        }));
+    }
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => assert_eq!(precondition_type(&status), "PAYMENT_METHOD_LIMIT"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(list(&mut billing).await.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_developer_reads_the_subscription_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;

@@ -86,6 +86,10 @@ impl PaymentMethodRow {
     }
 }
 
+/// Payment methods an organization may hold: more than people keep on file, few
+/// enough that listing them needs no pages.
+pub const MAX_PAYMENT_METHODS: usize = 20;
+
 pub struct NewPaymentMethod {
     pub processor_token: String,
     pub brand: String,
@@ -337,8 +341,19 @@ impl Store {
         let new = &new;
         self.write(|conn| {
             async move {
-                lock_live_org(conn, org_id).await?;
-                let first = payment_methods_of(conn, org_id).await?.is_empty();
+                // Under the organization's lock, the count holds until commit on
+                // every replica.
+                let org = lock_live_org(conn, org_id).await?;
+                let held = payment_methods_of(conn, org_id).await?.len();
+                if held >= MAX_PAYMENT_METHODS {
+                    return Err(Error::precondition(
+                        "PAYMENT_METHOD_LIMIT",
+                        org.name(),
+                        format!(
+                            "an organization holds at most {MAX_PAYMENT_METHODS} payment methods; remove one first"
+                        ),
+                    ));
+                }
                 let added: PaymentMethodRow = diesel::insert_into(payment_methods::table)
                     .values((
                         payment_methods::id.eq(Uuid::now_v7()),
@@ -348,7 +363,7 @@ impl Store {
                         payment_methods::last4.eq(&new.last4),
                         payment_methods::exp_month.eq(new.exp_month),
                         payment_methods::exp_year.eq(new.exp_year),
-                        payment_methods::is_default.eq(first),
+                        payment_methods::is_default.eq(held == 0),
                     ))
                     .on_conflict_do_nothing()
                     .returning(PaymentMethodRow::as_returning())
