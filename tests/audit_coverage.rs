@@ -150,6 +150,7 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
         .await
         .unwrap()
         .into_inner();
+    let_resend_interval_pass(&app).await;
     audit
         .once(
             "ResendInvitation",

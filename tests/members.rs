@@ -132,14 +132,28 @@ async fn invitations_are_single_use_expire_and_belong_to_their_address() {
     );
     assert_eq!(snapshot(&app).await, before);
 
-    // Resending replaces the link: the old token is dead.
+    // Resending at once is refused: one send a minute, so no inbox is flooded.
     let old_token = latest_token(&app, "bob@example.com").await;
-    alice
-        .resend_invitation(pb::ResendInvitationRequest {
-            name: sent.name.clone(),
-        })
-        .await
-        .unwrap();
+    let resend = pb::ResendInvitationRequest {
+        name: sent.name.clone(),
+    };
+    let before = snapshot(&app).await;
+    let too_soon = expect_code(
+        alice.resend_invitation(resend.clone()).await,
+        Code::FailedPrecondition,
+    );
+    let details = tonic_types::StatusExt::get_details_precondition_failure(&too_soon).unwrap();
+    assert_eq!(details.violations[0].r#type, "RESEND_TOO_SOON");
+    assert!(
+        too_soon.message().contains("can be sent again in"),
+        "{too_soon:?}"
+    );
+    assert_eq!(snapshot(&app).await, before);
+    assert_eq!(latest_token(&app, "bob@example.com").await, old_token);
+
+    // A minute later, resending replaces the link: the old token is dead.
+    let_resend_interval_pass(&app).await;
+    alice.resend_invitation(resend).await.unwrap();
     let token = latest_token(&app, "bob@example.com").await;
     assert_ne!(token, old_token);
     let resent = alice

@@ -22,6 +22,9 @@ use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
 
+/// The least time between two sends of one invitation.
+const RESEND_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// Settings for invitation messages.
 #[derive(Debug, Clone)]
 pub struct InvitationSettings {
@@ -78,6 +81,23 @@ pub struct InvitationRow {
 }
 
 impl InvitationRow {
+    /// Refuses a resend within `RESEND_INTERVAL` of the last send.
+    fn ensure_resendable(&self, now: DateTime<Utc>) -> Result<()> {
+        let next = self.sent_at + RESEND_INTERVAL;
+        if now >= next {
+            return Ok(());
+        }
+        let wait = (next - now).num_seconds() + 1;
+        Err(Error::precondition(
+            "RESEND_TOO_SOON",
+            self.name(),
+            format!(
+                "this invitation was sent less than {} seconds ago; it can be sent again in {wait} s",
+                RESEND_INTERVAL.num_seconds()
+            ),
+        ))
+    }
+
     pub fn name(&self) -> String {
         ChildName::name_of(self.org_id, ChildName::INVITATIONS, self.id)
     }
@@ -400,6 +420,8 @@ impl Store {
     }
 
     /// Sends an invitation again with a new token and expiry; the old link dies.
+    /// At most once a `RESEND_INTERVAL`, so that nobody's inbox can be flooded
+    /// through orgd.
     pub async fn resend_invitation(
         &self,
         actor: &Actor,
@@ -415,6 +437,9 @@ impl Store {
                 if invitation.closed_at.is_some() {
                     invitation.ensure_open()?;
                 }
+                // Under the invitation's row lock: concurrent resends wait, then
+                // see the first one's `sent_at`.
+                invitation.ensure_resendable(Utc::now())?;
                 let (roles, permissions) = invitation.grant();
                 let granted = Catalog::load(conn).await?.effective(&roles, &permissions);
                 change.ensure_can_grant_roles(&roles)?;

@@ -257,6 +257,18 @@ pub async fn activity_count(app: &TestApp, action: &str) -> i64 {
         .await
 }
 
+/// Moves the last send of every invitation two minutes back, past the least time
+/// between two sends, as if the tests had waited.
+pub async fn let_resend_interval_pass(app: &TestApp) {
+    app.db
+        .execute(
+            "UPDATE invitations SET sent_at = sent_at - interval '2 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
 /// Holds a row lock on `org` from SQL, so a call that changes it waits in flight.
 pub async fn lock_org_row(app: &TestApp, org: &pb::Organization) -> tokio_postgres::Client {
     let locker = sql_client(&app.db_url).await;
