@@ -333,89 +333,101 @@ impl Store {
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
         let new = &new;
-        self.change(org_id, actor, Some("members.manage"), |conn, change| {
-            async move {
-                let org = &change.org;
-                if org.personal_owner_id.is_some() {
-                    return Err(Error::precondition(
-                        "PERSONAL_ORGANIZATION",
-                        org.name(),
-                        "a personal organization has only its owner; create a team organization and invite people there",
-                    ));
-                }
-                let Grant { roles, permissions } = &new.grant;
-                let catalog = Catalog::load(conn).await?;
-                catalog.ensure_known("invitation", Some(roles), Some(permissions))?;
-                let granted = catalog.effective(roles, permissions);
-                change.ensure_can_grant_roles(roles)?;
-                change.ensure_can_grant(&granted, "this invitation")?;
-                let email = new.email.as_str();
-                if is_member_by_email(conn, org_id, email).await? {
-                    return Err(Error::AlreadyExists(format!(
-                        "{email} is already a member of {}",
-                        org.name()
-                    )));
-                }
-                // A lapsed invitation gives way to the new one.
-                diesel::update(
-                    invitations::table
-                        .filter(invitations::org_id.eq(org_id))
-                        .filter(invitations::email.eq(email))
-                        .filter(invitations::state.eq(InvitationState::Pending.stored()))
-                        .filter(invitations::expires_at.le(diesel::dsl::now)),
-                )
-                .set((
-                    invitations::state.eq(InvitationState::Expired.stored()),
-                    invitations::closed_at.eq(diesel::dsl::now),
-                ))
-                .prepared()
-                .execute(conn)
-                .await?;
-                let secret = Secret::generate();
-                let invitation: InvitationRow = diesel::insert_into(invitations::table)
-                    .values((
-                        invitations::id.eq(Uuid::now_v7()),
-                        invitations::org_id.eq(org_id),
-                        invitations::email.eq(email),
-                        invitations::roles.eq(roles.to_vec()),
-                        invitations::extra_permissions.eq(permissions.to_vec()),
-                        invitations::token_hash.eq(&secret.hash),
-                        invitations::inviter_id.eq(change.actor_id),
-                        invitations::expires_at.eq(Utc::now() + settings.ttl),
-                    ))
-                    .on_conflict_do_nothing()
-                    .returning(InvitationRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .optional()?
-                    .ok_or_else(|| {
-                        Error::AlreadyExists(format!(
-                            "{email} already has a pending invitation to {}; resend or revoke it instead",
+        self.change_reading(
+            org_id,
+            actor,
+            Some("members.manage"),
+            |conn| Catalog::load(conn).scope_boxed(),
+            |conn, (change, catalog)| {
+                async move {
+                    let org = &change.org;
+                    if org.personal_owner_id.is_some() {
+                        return Err(Error::precondition(
+                            "PERSONAL_ORGANIZATION",
+                            org.name(),
+                            "a personal organization has only its owner; create a team organization and invite people there",
+                        ));
+                    }
+                    let Grant { roles, permissions } = &new.grant;
+                    catalog.ensure_known("invitation", Some(roles), Some(permissions))?;
+                    let granted = catalog.effective(roles, permissions);
+                    change.ensure_can_grant_roles(roles)?;
+                    change.ensure_can_grant(&granted, "this invitation")?;
+                    let email = new.email.as_str();
+                    if is_member_by_email(conn, org_id, email).await? {
+                        return Err(Error::AlreadyExists(format!(
+                            "{email} is already a member of {}",
                             org.name()
-                        ))
-                    })?;
-                send_invitation(conn, org, &person(inviter), &invitation, &secret.token, settings)
+                        )));
+                    }
+                    // A lapsed invitation gives way to the new one.
+                    diesel::update(
+                        invitations::table
+                            .filter(invitations::org_id.eq(org_id))
+                            .filter(invitations::email.eq(email))
+                            .filter(invitations::state.eq(InvitationState::Pending.stored()))
+                            .filter(invitations::expires_at.le(diesel::dsl::now)),
+                    )
+                    .set((
+                        invitations::state.eq(InvitationState::Expired.stored()),
+                        invitations::closed_at.eq(diesel::dsl::now),
+                    ))
+                    .prepared()
+                    .execute(conn)
                     .await?;
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    "invitation.create",
-                    &invitation.name(),
-                    serde_json::json!({
-                        "email": email,
-                        "roles": invitation.roles,
-                        "extra_permissions": invitation.extra_permissions,
-                    }),
-                )
-                .await?;
-                Ok(InvitationView {
-                    row: invitation,
-                    org_display_name: org.display_name.clone(),
-                })
-            }
-            .scope_boxed()
-        })
+                    let secret = Secret::generate();
+                    let invitation: InvitationRow = diesel::insert_into(invitations::table)
+                        .values((
+                            invitations::id.eq(Uuid::now_v7()),
+                            invitations::org_id.eq(org_id),
+                            invitations::email.eq(email),
+                            invitations::roles.eq(roles.to_vec()),
+                            invitations::extra_permissions.eq(permissions.to_vec()),
+                            invitations::token_hash.eq(&secret.hash),
+                            invitations::inviter_id.eq(change.actor_id),
+                            invitations::expires_at.eq(Utc::now() + settings.ttl),
+                        ))
+                        .on_conflict_do_nothing()
+                        .returning(InvitationRow::as_returning())
+                        .get_result(conn)
+                        .await
+                        .optional()?
+                        .ok_or_else(|| {
+                            Error::AlreadyExists(format!(
+                                "{email} already has a pending invitation to {}; resend or revoke it instead",
+                                org.name()
+                            ))
+                        })?;
+                    send_invitation(
+                        conn,
+                        org,
+                        &person(inviter),
+                        &invitation,
+                        &secret.token,
+                        settings,
+                    )
+                    .await?;
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "invitation.create",
+                        &invitation.name(),
+                        serde_json::json!({
+                            "email": email,
+                            "roles": invitation.roles,
+                            "extra_permissions": invitation.extra_permissions,
+                        }),
+                    )
+                    .await?;
+                    Ok(InvitationView {
+                        row: invitation,
+                        org_display_name: org.display_name.clone(),
+                    })
+                }
+                .scope_boxed()
+            },
+        )
         .await
     }
 
@@ -430,57 +442,63 @@ impl Store {
         id: Uuid,
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
-        self.change(org_id, actor, Some("members.manage"), |conn, change| {
-            async move {
-                let invitation = lock_invitation(conn, org_id, id).await?;
-                // A lapsed invitation can be resent; a closed one cannot.
-                if invitation.closed_at.is_some() {
-                    invitation.ensure_open()?;
-                }
-                // Under the invitation's row lock: concurrent resends wait, then
-                // see the first one's `sent_at`.
-                invitation.ensure_resendable(Utc::now())?;
-                let (roles, permissions) = invitation.grant();
-                let granted = Catalog::load(conn).await?.effective(&roles, &permissions);
-                change.ensure_can_grant_roles(&roles)?;
-                change.ensure_can_grant(&granted, "resending this invitation")?;
-                let secret = Secret::generate();
-                let resent: InvitationRow = diesel::update(invitations::table.find(id))
-                    .set((
-                        invitations::token_hash.eq(&secret.hash),
-                        invitations::sent_at.eq(diesel::dsl::now),
-                        invitations::expires_at.eq(Utc::now() + settings.ttl),
-                        invitations::send_count.eq(invitations::send_count + 1),
-                    ))
-                    .returning(InvitationRow::as_returning())
-                    .prepared()
-                    .get_result(conn)
+        self.change_reading(
+            org_id,
+            actor,
+            Some("members.manage"),
+            |conn| Catalog::load(conn).scope_boxed(),
+            |conn, (change, catalog)| {
+                async move {
+                    let invitation = lock_invitation(conn, org_id, id).await?;
+                    // A lapsed invitation can be resent; a closed one cannot.
+                    if invitation.closed_at.is_some() {
+                        invitation.ensure_open()?;
+                    }
+                    // Under the invitation's row lock: concurrent resends wait, then
+                    // see the first one's `sent_at`.
+                    invitation.ensure_resendable(Utc::now())?;
+                    let (roles, permissions) = invitation.grant();
+                    let granted = catalog.effective(&roles, &permissions);
+                    change.ensure_can_grant_roles(&roles)?;
+                    change.ensure_can_grant(&granted, "resending this invitation")?;
+                    let secret = Secret::generate();
+                    let resent: InvitationRow = diesel::update(invitations::table.find(id))
+                        .set((
+                            invitations::token_hash.eq(&secret.hash),
+                            invitations::sent_at.eq(diesel::dsl::now),
+                            invitations::expires_at.eq(Utc::now() + settings.ttl),
+                            invitations::send_count.eq(invitations::send_count + 1),
+                        ))
+                        .returning(InvitationRow::as_returning())
+                        .prepared()
+                        .get_result(conn)
+                        .await?;
+                    send_invitation(
+                        conn,
+                        &change.org,
+                        &person(inviter),
+                        &resent,
+                        &secret.token,
+                        settings,
+                    )
                     .await?;
-                send_invitation(
-                    conn,
-                    &change.org,
-                    &person(inviter),
-                    &resent,
-                    &secret.token,
-                    settings,
-                )
-                .await?;
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    "invitation.resend",
-                    &resent.name(),
-                    serde_json::json!({ "email": resent.email }),
-                )
-                .await?;
-                Ok(InvitationView {
-                    row: resent,
-                    org_display_name: change.org.display_name.clone(),
-                })
-            }
-            .scope_boxed()
-        })
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "invitation.resend",
+                        &resent.name(),
+                        serde_json::json!({ "email": resent.email }),
+                    )
+                    .await?;
+                    Ok(InvitationView {
+                        row: resent,
+                        org_display_name: change.org.display_name.clone(),
+                    })
+                }
+                .scope_boxed()
+            },
+        )
         .await
     }
 
