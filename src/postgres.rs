@@ -222,6 +222,11 @@ impl EmbeddedPostgres {
         }
     }
 
+    /// The postmaster's process id; every backend is its child.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// URL of `database` on this cluster, as its superuser.
     pub fn url(&self, database: &str) -> String {
         format!(

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
 
+use crate::cpu::{CpuMeter, CpuTime};
 use crate::workload::{Caller, Workload};
 
 /// Through orgd over gRPC, or the same SQL straight against PostgreSQL.
@@ -33,6 +34,8 @@ pub struct Run {
     /// Latencies of the requests answered after the warm-up, in microseconds.
     latencies_us: Vec<u32>,
     measured: Duration,
+    /// CPU time the processes used while the latencies were measured.
+    cpu: CpuTime,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -42,6 +45,23 @@ impl Run {
         self.latencies_us.len() as f64 / self.measured.as_secs_f64()
     }
 
+    /// CPU time per answered request, in microseconds: orgd, PostgreSQL and
+    /// the load generator.
+    pub fn cpu_per_call_us(&self) -> [f64; 3] {
+        let calls = self.latencies_us.len().max(1) as f64;
+        let us = |time: Duration| time.as_secs_f64() * 1e6 / calls;
+        [
+            us(self.cpu.orgd),
+            us(self.cpu.postgres),
+            us(self.cpu.generator),
+        ]
+    }
+
+    /// How many cores the three processes kept busy, on average.
+    pub fn cores_busy(&self) -> f64 {
+        self.cpu.total().as_secs_f64() / self.measured.as_secs_f64()
+    }
+
     /// Several runs of the same kind as one: their requests and measured times
     /// added up.
     pub fn pooled(runs: Vec<Run>) -> Run {
@@ -49,6 +69,7 @@ impl Run {
             requests: 0,
             latencies_us: Vec::new(),
             measured: Duration::ZERO,
+            cpu: CpuTime::default(),
             errors: 0,
             first_error: None,
         };
@@ -56,6 +77,7 @@ impl Run {
             pooled.requests += run.requests;
             pooled.latencies_us.extend(run.latencies_us);
             pooled.measured += run.measured;
+            pooled.cpu = pooled.cpu + run.cpu;
             pooled.errors += run.errors;
             pooled.first_error = pooled.first_error.or(run.first_error);
         }
@@ -80,19 +102,24 @@ struct CallerResult {
     first_error: Option<String>,
 }
 
-/// Runs `callers` on `workload` for `warmup + duration`, measuring the last `duration`.
+/// Runs `callers` on `workload` for `warmup + duration`, measuring the last
+/// `duration` (latencies, and with `meter` the CPU time used).
 pub async fn run(
     callers: Vec<Caller>,
     workload: Workload,
     path: Path,
     pace: Pace,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
+    meter: CpuMeter,
 ) -> Run {
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let sends = Sends::new(pace, start, end);
+    let cpu_before = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        meter.sample()
+    });
     let tasks: Vec<_> = callers
         .into_iter()
         .map(|mut caller| {
@@ -128,6 +155,7 @@ pub async fn run(
         requests: 0,
         latencies_us: Vec::new(),
         measured: duration,
+        cpu: CpuTime::default(),
         errors: 0,
         first_error: None,
     };
@@ -142,6 +170,7 @@ pub async fn run(
     }
     // Requests in flight at the end are counted, so is the time they took.
     run.measured = Instant::now().saturating_duration_since(measure_from);
+    run.cpu = meter.sample() - cpu_before.await.expect("sampling CPU time does not panic");
     run.latencies_us.sort_unstable();
     run
 }

@@ -7,6 +7,7 @@
 //! straight against PostgreSQL, and prints throughput, latency quantiles, the
 //! ratio orgd / direct SQL and the server's peak RSS as a Markdown table.
 
+mod cpu;
 mod dataset;
 mod drive;
 mod workload;
@@ -24,6 +25,7 @@ use orgd::postgres::EmbeddedPostgres;
 use orgd::store::Store;
 use tonic::transport::Channel;
 
+use cpu::CpuMeter;
 use dataset::Shape;
 use drive::{Pace, Path, Run};
 use workload::{Caller, Fixture, ServiceToken, Workload};
@@ -148,11 +150,12 @@ async fn bench_on(
         let mut fixture = Fixture::new(data, store)?;
         fixture.tokens = service_tokens(&channels[0], &fixture, args.service_tokens).await?;
         let fixture = Arc::new(fixture);
+        let meter = CpuMeter::new(server.child.id(), u32::try_from(pg.pid())?);
 
         let mut rows = Vec::new();
         for workload in Workload::ALL {
             if args.only.is_empty() || args.only.contains(&workload) {
-                rows.push(measure(args, &db, &channels, &fixture, workload).await?);
+                rows.push(measure(args, &db, &channels, &fixture, meter, workload).await?);
             }
         }
         let peak_rss = server.peak_rss_kib()?;
@@ -178,6 +181,7 @@ async fn measure(
     db: &tokio_postgres::Client,
     channels: &[Channel],
     fixture: &Arc<Fixture>,
+    meter: CpuMeter,
     workload: Workload,
 ) -> anyhow::Result<Row> {
     let callers = |count: usize, salt: u64| -> Vec<Caller> {
@@ -197,8 +201,8 @@ async fn measure(
             workload,
             path,
             pace,
-            args.warmup,
-            duration,
+            (args.warmup, duration),
+            meter,
         )
     };
     // One saturated run, with the statements it ran per request.
@@ -536,7 +540,33 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
     }
     println!();
     println!(
+        "CPU time per call in µs, orgd + PostgreSQL + load generator = total, and the cores the three kept busy (of {cores}):"
+    );
+    println!();
+    println!("| RPC | saturated through orgd | direct SQL | at half rate |");
+    println!("|---|---:|---:|---:|");
+    for row in rows {
+        let direct = row.direct.as_ref().map_or("—".into(), cpu_use);
+        println!(
+            "| {} | {} | {direct} | {} |",
+            row.workload.label(),
+            cpu_use(&row.saturated),
+            cpu_use(&row.half_rate),
+        );
+    }
+    println!();
+    println!(
         "orgd peak RSS (VmHWM): {:.1} MiB",
         peak_rss_kib as f64 / 1024.0
     );
+}
+
+/// "84 + 116 + 40 = 240 µs, 1.98 cores": where a run's calls spent CPU time.
+fn cpu_use(run: &Run) -> String {
+    let [orgd, postgres, generator] = run.cpu_per_call_us();
+    format!(
+        "{orgd:.0} + {postgres:.0} + {generator:.0} = {:.0} µs, {:.2} cores",
+        orgd + postgres + generator,
+        run.cores_busy()
+    )
 }
