@@ -55,7 +55,11 @@ pub struct CpuMeter {
 impl CpuMeter {
     pub fn new(orgd: u32, postmaster: u32) -> Self {
         // SAFETY: sysconf only reads a configuration value.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            ticks if ticks > 0 => ticks as f64,
+            // Linux's USER_HZ everywhere it runs today.
+            _ => 100.0,
+        };
         CpuMeter {
             orgd,
             postmaster,
@@ -64,8 +68,10 @@ impl CpuMeter {
         }
     }
 
-    /// The CPU time each group has used so far. A backend that exited since an
-    /// earlier sample takes its time with it; the pools keep theirs open.
+    /// The CPU time each group has used so far. PostgreSQL's includes the
+    /// processes the postmaster forked and already reaped (an autovacuum worker
+    /// that came and went), so its total never goes back. Scanning /proc takes
+    /// about a millisecond: call it off the runtime that drives the callers.
     pub fn sample(&self) -> CpuTime {
         let mut postgres = 0.0;
         if let Ok(processes) = std::fs::read_dir("/proc") {
@@ -73,15 +79,17 @@ impl CpuMeter {
                 let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                     continue;
                 };
-                if let Some((parent, ticks)) = stat(pid)
-                    && (pid == self.postmaster || parent == self.postmaster)
-                {
-                    postgres += ticks;
+                match stat(pid) {
+                    Some(stat) if pid == self.postmaster => {
+                        postgres += stat.ticks + stat.reaped_children_ticks;
+                    }
+                    Some(stat) if stat.parent == self.postmaster => postgres += stat.ticks,
+                    _ => {}
                 }
             }
         }
         let seconds = |ticks: f64| Duration::from_secs_f64(ticks / self.ticks);
-        let own = |pid| stat(pid).map_or(0.0, |(_, ticks)| ticks);
+        let own = |pid| stat(pid).map_or(0.0, |stat| stat.ticks);
         CpuTime {
             orgd: seconds(own(self.orgd)),
             postgres: seconds(postgres),
@@ -90,15 +98,25 @@ impl CpuMeter {
     }
 }
 
-/// A process's parent and its user + system time in clock ticks, with the time
-/// of all its threads.
-fn stat(pid: u32) -> Option<(u32, f64)> {
+/// What /proc/<pid>/stat says of a process's CPU time, in clock ticks.
+struct Stat {
+    parent: u32,
+    /// User + system time of all its threads.
+    ticks: f64,
+    /// User + system time of its children that exited and were waited for.
+    reaped_children_ticks: f64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: count fields after it.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the name: state, ppid, ... utime is field 14 of the line, stime 15.
-    let parent = fields.get(1)?.parse().ok()?;
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((parent, user + system))
+    // fields[0] is field 3 of the line (state): ppid is field 4, utime and
+    // stime 14 and 15, cutime and cstime 16 and 17.
+    let field = |number: usize| -> Option<f64> { fields.get(number - 3)?.parse().ok() };
+    Some(Stat {
+        parent: fields.get(1)?.parse().ok()?,
+        ticks: field(14)? + field(15)?,
+        reaped_children_ticks: field(16)? + field(17)?,
+    })
 }

@@ -62,8 +62,8 @@ impl Run {
         self.cpu.total().as_secs_f64() / self.measured.as_secs_f64()
     }
 
-    /// Several runs of the same kind as one: their requests and measured times
-    /// added up.
+    /// Several runs of the same kind as one: their requests, measured times and
+    /// CPU times added up.
     pub fn pooled(runs: Vec<Run>) -> Run {
         let mut pooled = Run {
             requests: 0,
@@ -103,13 +103,14 @@ struct CallerResult {
 }
 
 /// Runs `callers` on `workload` for `warmup + duration`, measuring the last
-/// `duration` (latencies, and with `meter` the CPU time used).
+/// `duration`: latencies, and with `meter` the CPU time used.
 pub async fn run(
     callers: Vec<Caller>,
     workload: Workload,
     path: Path,
     pace: Pace,
-    (warmup, duration): (Duration, Duration),
+    warmup: Duration,
+    duration: Duration,
     meter: CpuMeter,
 ) -> Run {
     let start = Instant::now();
@@ -118,7 +119,7 @@ pub async fn run(
     let sends = Sends::new(pace, start, end);
     let cpu_before = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        meter.sample()
+        sample(meter).await
     });
     let tasks: Vec<_> = callers
         .into_iter()
@@ -170,9 +171,17 @@ pub async fn run(
     }
     // Requests in flight at the end are counted, so is the time they took.
     run.measured = Instant::now().saturating_duration_since(measure_from);
-    run.cpu = meter.sample() - cpu_before.await.expect("sampling CPU time does not panic");
+    run.cpu = sample(meter).await - cpu_before.await.expect("sampling CPU time does not panic");
     run.latencies_us.sort_unstable();
     run
+}
+
+/// `meter.sample()` on a blocking thread: the callers' runtime must not stall
+/// while /proc is scanned.
+async fn sample(meter: CpuMeter) -> CpuTime {
+    tokio::task::spawn_blocking(move || meter.sample())
+        .await
+        .expect("sampling CPU time does not panic")
 }
 
 /// When the callers send, and the instant each request's latency counts from.

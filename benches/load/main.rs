@@ -5,7 +5,8 @@
 //! concurrent callers over several HTTP/2 connections. For each read RPC it then
 //! runs the same SQL (the same store calls, checked with pg_stat_statements)
 //! straight against PostgreSQL, and prints throughput, latency quantiles, the
-//! ratio orgd / direct SQL and the server's peak RSS as a Markdown table.
+//! ratio orgd / direct SQL and the server's peak RSS as a Markdown table, then
+//! the CPU time per call of orgd, PostgreSQL and itself as a second one.
 
 mod cpu;
 mod dataset;
@@ -159,7 +160,8 @@ async fn bench_on(
                     measure(
                         args,
                         &db,
-                        (&server.addr, &channels),
+                        &server.addr,
+                        &channels,
                         &fixture,
                         meter,
                         workload,
@@ -189,7 +191,8 @@ async fn bench_on(
 async fn measure(
     args: &Args,
     db: &tokio_postgres::Client,
-    (server_addr, channels): (&str, &[Channel]),
+    server_addr: &str,
+    channels: &[Channel],
     fixture: &Arc<Fixture>,
     meter: CpuMeter,
     workload: Workload,
@@ -200,7 +203,8 @@ async fn measure(
             workload,
             path,
             pace,
-            (args.warmup, duration),
+            args.warmup,
+            duration,
             meter,
         )
     };
@@ -274,12 +278,10 @@ async fn measure(
 }
 
 /// The half-rate run, driven from a single-threaded runtime of its own, on
-/// connections of its own. With the two workers of the saturated runs, the load
-/// generator's threads went to sleep 3.8 times per request at this rate (the
-/// pacer once, the workers waking each other for the rest), 2 to 2.5 times with
-/// one thread; that CPU time is taken from the cores orgd and PostgreSQL share.
-/// Latency still counts from each request's scheduled instant, so the runtime's
-/// own lateness is not hidden.
+/// connections of its own: at this rate the two workers of the saturated runs
+/// mostly woke each other, on the cores orgd and PostgreSQL share (BENCHMARKS.md,
+/// item 21). Latency still counts from each request's scheduled instant, so the
+/// runtime's own lateness is not hidden.
 async fn open_loop(
     args: &Args,
     server_addr: &str,
@@ -290,24 +292,29 @@ async fn open_loop(
 ) -> anyhow::Result<Run> {
     let (addr, fixture) = (server_addr.to_owned(), fixture.clone());
     let (connections, count) = (args.connections, args.callers);
-    let timing = (args.warmup, args.duration * args.rounds);
+    let (warmup, duration) = (args.warmup, args.duration * args.rounds);
     let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let run = async {
-            let channels = connect(&addr, connections).await?;
-            // Salt 0: a request sequence of its own, not one of the rounds'.
-            let callers = callers(&channels, &fixture, count, 0);
-            let pace = Pace::Open { rate };
-            Ok(drive::run(callers, workload, Path::Rpc, pace, timing, meter).await)
-        };
-        let outcome = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(run));
-        let _ = done.send(outcome);
-    });
-    result.await?
+    std::thread::Builder::new()
+        .name("half-rate".into())
+        .spawn(move || {
+            let run = async {
+                let channels = connect(&addr, connections).await?;
+                // Salt 0: a request sequence of its own, not one of the rounds'.
+                let callers = callers(&channels, &fixture, count, 0);
+                let pace = Pace::Open { rate };
+                let run = drive::run(callers, workload, Path::Rpc, pace, warmup, duration, meter);
+                Ok(run.await)
+            };
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(run));
+            let _ = done.send(outcome);
+        })?;
+    result
+        .await
+        .context("the half-rate thread ended without a result: it panicked, see above")?
 }
 
 /// `count` callers on `channels` in turn; `salt` picks their request sequence.
