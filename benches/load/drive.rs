@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::cpu::{CpuMeter, CpuTime};
-use crate::workload::{Caller, Workload};
+use crate::workload::{Caller, Rpc, Workload};
 
 /// Through orgd over gRPC, or the same SQL straight against PostgreSQL.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,9 @@ pub enum Pace {
 pub struct Run {
     /// Every answered request, warm-up included (for statements per request).
     pub requests: u64,
-    /// Latencies of the requests answered after the warm-up, in microseconds.
-    latencies_us: Vec<u32>,
+    /// Latencies of the requests answered after the warm-up, in microseconds,
+    /// each with its RPC; sorted by latency.
+    latencies_us: Vec<(u32, Rpc)>,
     measured: Duration,
     /// CPU time the processes used while the latencies were measured.
     cpu: CpuTime,
@@ -81,23 +82,42 @@ impl Run {
             pooled.errors += run.errors;
             pooled.first_error = pooled.first_error.or(run.first_error);
         }
-        pooled.latencies_us.sort_unstable();
+        pooled.latencies_us.sort_unstable_by_key(|&(us, _)| us);
         pooled
     }
 
     /// The `q` quantile of the latencies, in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((self.latencies_us.len() as f64 * q).ceil() as usize).max(1) - 1;
-        f64::from(self.latencies_us[rank.min(self.latencies_us.len() - 1)]) / 1000.0
+        quantile_ms(&self.latencies_us, q)
     }
+
+    /// The share of the answered requests that were `rpc`'s, and the `qs`
+    /// quantiles of their latencies in milliseconds.
+    pub fn of_rpc(&self, rpc: Rpc, qs: [f64; 3]) -> (f64, [f64; 3]) {
+        // Filtering keeps the order: these are sorted too.
+        let own: Vec<(u32, Rpc)> = self
+            .latencies_us
+            .iter()
+            .copied()
+            .filter(|&(_, of)| of == rpc)
+            .collect();
+        let share = own.len() as f64 / self.latencies_us.len().max(1) as f64;
+        (share, qs.map(|q| quantile_ms(&own, q)))
+    }
+}
+
+/// The `q` quantile of latencies sorted in microseconds, in milliseconds.
+fn quantile_ms(sorted: &[(u32, Rpc)], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).max(1) - 1;
+    f64::from(sorted[rank.min(sorted.len() - 1)].0) / 1000.0
 }
 
 struct CallerResult {
     requests: u64,
-    latencies_us: Vec<u32>,
+    latencies_us: Vec<(u32, Rpc)>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -138,14 +158,16 @@ pub async fn run(
                         Path::Direct => caller.direct(workload).await.map_err(|e| e.to_string()),
                     };
                     result.requests += 1;
-                    if let Err(error) = outcome {
-                        result.errors += 1;
-                        result.first_error.get_or_insert(error);
-                    } else if sent >= measure_from {
-                        let elapsed = sent.elapsed();
-                        result
-                            .latencies_us
-                            .push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
+                    match outcome {
+                        Err(error) => {
+                            result.errors += 1;
+                            result.first_error.get_or_insert(error);
+                        }
+                        Ok(rpc) if sent >= measure_from => {
+                            let us = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                            result.latencies_us.push((us, rpc));
+                        }
+                        Ok(_) => {}
                     }
                 }
                 result
@@ -172,7 +194,7 @@ pub async fn run(
     // Requests in flight at the end are counted, so is the time they took.
     run.measured = Instant::now().saturating_duration_since(measure_from);
     run.cpu = sample(meter).await - cpu_before.await.expect("sampling CPU time does not panic");
-    run.latencies_us.sort_unstable();
+    run.latencies_us.sort_unstable_by_key(|&(us, _)| us);
     run
 }
 

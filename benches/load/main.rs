@@ -29,7 +29,7 @@ use tonic::transport::Channel;
 use cpu::CpuMeter;
 use dataset::Shape;
 use drive::{Pace, Path, Run};
-use workload::{Caller, Fixture, ServiceToken, Workload};
+use workload::{Caller, Fixture, Rpc, ServiceToken, Workload};
 
 #[derive(Parser)]
 #[command(about = "Load benchmark of orgd against the direct-SQL ceiling")]
@@ -603,11 +603,35 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
             cpu_use(&row.half_rate),
         );
     }
+    if let Some(mixed) = rows.iter().find(|row| row.workload == Workload::Mixed) {
+        print_by_rpc(mixed);
+    }
     println!();
     println!(
         "orgd peak RSS (VmHWM): {:.1} MiB",
         peak_rss_kib as f64 / 1024.0
     );
+}
+
+/// The mixed load's latencies by RPC: which of them make its tail.
+fn print_by_rpc(mixed: &Row) {
+    const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
+    println!();
+    println!("The mixed load by RPC (share of the calls; p50 / p95 / p99 in ms):");
+    println!();
+    println!("| RPC | share | saturated | at half rate |");
+    println!("|---|---:|---:|---:|");
+    for rpc in Rpc::ALL {
+        let (share, saturated) = mixed.saturated.of_rpc(rpc, QUANTILES);
+        let (_, half_rate) = mixed.half_rate.of_rpc(rpc, QUANTILES);
+        let ms = |[p50, p95, p99]: [f64; 3]| format!("{p50:.2} / {p95:.2} / {p99:.2}");
+        println!(
+            "| {rpc:?} | {:.0}% | {} | {} |",
+            100.0 * share,
+            ms(saturated),
+            ms(half_rate)
+        );
+    }
 }
 
 /// "84 + 116 + 40 = 240 µs, 1.98 cores": where a run's calls spent CPU time.

@@ -55,6 +55,26 @@ impl Workload {
     }
 }
 
+/// The RPC a call made, for latencies by RPC in the mixed load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    CheckPermission,
+    GetOrganization,
+    ListMembers,
+    UpdateOrganization,
+    UpdateMember,
+}
+
+impl Rpc {
+    pub const ALL: [Rpc; 5] = [
+        Rpc::CheckPermission,
+        Rpc::GetOrganization,
+        Rpc::ListMembers,
+        Rpc::UpdateOrganization,
+        Rpc::UpdateMember,
+    ];
+}
+
 /// An API token holding `permissions.check` in one team organization.
 pub struct ServiceToken {
     pub team: usize,
@@ -113,22 +133,33 @@ impl Fixture {
     }
 }
 
-/// A small deterministic generator, one per caller.
+/// A small deterministic generator, one per caller (SplitMix64).
 pub struct Picker(u64);
 
+/// SplitMix64's increment, an odd constant.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Picker {
+    /// Seeds are mixed before use: SplitMix64 steps through one sequence by
+    /// `GOLDEN_GAMMA`, so states of `seed × GOLDEN_GAMMA` would put caller
+    /// `i + 2` exactly two steps behind caller `i`, and all callers would replay
+    /// a few hundred requests between them.
     pub fn new(seed: u64) -> Self {
-        Picker(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Picker(mix(seed))
     }
 
-    /// Uniform in `0..n` (SplitMix64).
+    /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n as u64) as usize
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
+        (mix(self.0) % n as u64) as usize
     }
+}
+
+/// SplitMix64's output function: nearby inputs give unrelated outputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// `message` with the caller's bearer token.
@@ -179,6 +210,18 @@ enum Call {
         member: usize,
         role: &'static str,
     },
+}
+
+impl Call {
+    fn rpc(&self) -> Rpc {
+        match self {
+            Call::Check { .. } => Rpc::CheckPermission,
+            Call::Get { .. } => Rpc::GetOrganization,
+            Call::List { .. } => Rpc::ListMembers,
+            Call::UpdateOrg { .. } => Rpc::UpdateOrganization,
+            Call::UpdateMember { .. } => Rpc::UpdateMember,
+        }
+    }
 }
 
 impl Caller {
@@ -257,9 +300,10 @@ impl Caller {
         }
     }
 
-    /// One RPC through orgd.
-    pub async fn rpc(&mut self, workload: Workload) -> Result<(), tonic::Status> {
+    /// One RPC through orgd; says which.
+    pub async fn rpc(&mut self, workload: Workload) -> Result<Rpc, tonic::Status> {
         let call = self.draw(workload);
+        let rpc = call.rpc();
         let fixture = self.fixture.clone();
         let slug = |team: usize| &fixture.data.teams[team].slug;
         match call {
@@ -332,13 +376,15 @@ impl Caller {
                     .await?;
             }
         }
-        Ok(())
+        Ok(rpc)
     }
 
     /// The store calls the same read RPC makes — authentication, the policy
-    /// layer's access check, then the handler's query — without gRPC.
-    pub async fn direct(&mut self, workload: Workload) -> orgd::error::Result<()> {
+    /// layer's access check, then the handler's query — without gRPC; says
+    /// which RPC it stood for.
+    pub async fn direct(&mut self, workload: Workload) -> orgd::error::Result<Rpc> {
         let call = self.draw(workload);
+        let rpc = call.rpc();
         let fixture = self.fixture.clone();
         let store = &fixture.store;
         let org_ref = |team: usize| {
@@ -383,6 +429,6 @@ impl Caller {
                 unreachable!("only read workloads run directly")
             }
         }
-        Ok(())
+        Ok(rpc)
     }
 }
