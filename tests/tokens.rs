@@ -202,3 +202,81 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         1
     );
 }
+
+/// A token is checked together with the organization its call names, after the
+/// request is read; a caller with a bad token still hears about the token first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_token_is_refused_before_its_request_is_judged() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let other = create_org(&mut app.orgs_as("alice").await, "Other").await;
+    let created = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    )
+    .create_api_token(new_token(&org, &["admin"], &[]))
+    .await
+    .unwrap()
+    .into_inner();
+    let secret = created.secret;
+    let mut orgs = app.orgs(Some(&secret)).await;
+    let with_card = |org: &pb::Organization| {
+        let mut org = org.clone();
+        org.description = "card 4111 1111 1111 1111".into();
+        update(org, &["description"])
+    };
+
+    // A valid token: the request's own faults, and nothing outside its organization.
+    expect_code(
+        orgs.get_organization(get("organizations/")).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        orgs.update_organization(with_card(&org)).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        orgs.get_organization(get(&other.name)).await,
+        Code::NotFound,
+    );
+    expect_code(
+        orgs.get_organization(get("organizations/no-such-org"))
+            .await,
+        Code::NotFound,
+    );
+    let found = orgs.get_organization(get(&org.name)).await.unwrap();
+    assert_eq!(found.into_inner().name, org.name);
+
+    // An unknown token: whatever the request, the token is what is wrong.
+    let mut unknown = app.orgs(Some("orgd_not-a-real-token")).await;
+    for refused in [
+        unknown.get_organization(get("organizations/")).await,
+        unknown.get_organization(get(&org.name)).await,
+        unknown.get_organization(get(&other.name)).await,
+    ] {
+        let status = expect_code(refused, Code::Unauthenticated);
+        assert!(status.message().contains("not valid"), "{status:?}");
+    }
+    let status = expect_code(
+        unknown.update_organization(with_card(&org)).await,
+        Code::Unauthenticated,
+    );
+    assert!(!status.message().contains("card"), "{status:?}");
+
+    // Expired, in its own organization and outside it.
+    let db = sql_client(&app.db_url).await;
+    db.execute(
+        "UPDATE api_tokens SET expires_at = now() - interval '1 minute'",
+        &[],
+    )
+    .await
+    .unwrap();
+    for refused in [
+        orgs.get_organization(get(&org.name)).await,
+        orgs.get_organization(get(&other.name)).await,
+        orgs.get_organization(get("organizations/")).await,
+    ] {
+        let status = expect_code(refused, Code::Unauthenticated);
+        assert!(status.message().contains("expired"), "{status:?}");
+    }
+}

@@ -401,11 +401,10 @@ impl Caller {
                 permission,
             } => {
                 let token = &fixture.tokens[token];
-                let caller = store.authenticate_api_token(&token.secret).await?;
-                let (org, _) = store
-                    .member_access(&org_ref(token.team)?, caller.user.row.id)
-                    .await?
-                    .ok_or_else(not_found)?;
+                let (_, found) = store
+                    .token_access(&token.secret, &org_ref(token.team)?)
+                    .await?;
+                let (org, _) = found.ok_or_else(not_found)?;
                 store
                     .check_permission(org.id, fixture.data.users[user].id, permission)
                     .await?;

@@ -146,21 +146,28 @@ async fn authorize(
         ))
         .into());
     };
-    let bearer = authenticate(state, request.headers()).await?;
+    let bearer = authenticate(state, request.headers())?;
     // Every orgd method is unary: read the message once, to screen it and to find
     // the organization it targets.
     let (parts, body) = request.into_parts();
-    let (bytes, message) = decode_request(state, entry, body).await?;
+    let screened = decode_request(state, entry, body)
+        .await
+        .and_then(|(bytes, message)| match card_number_field(&message, "") {
+            Some(field) => Err(card_number_refusal(&field)),
+            None => Ok((bytes, message)),
+        });
+    let (bytes, message) = match screened {
+        Ok(screened) => screened,
+        Err(refusal) => return Err(unauthenticated_first(state, &bearer, refusal).await),
+    };
     request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
-    if let Some(field) = card_number_field(&message, "") {
-        return Err(card_number_refusal(&field).into());
-    }
-    let principal = match (policy, bearer) {
-        (Policy::Service, Bearer::Service(subject)) => Principal::Service { subject },
+    let principal = match (policy, &bearer) {
+        (Policy::Service, Bearer::Service(subject)) => Principal::Service {
+            subject: subject.clone(),
+        },
         (Policy::Service, _) => {
-            return Err(
-                Error::PermissionDenied(format!("{path} is for backend services only")).into(),
-            );
+            let refusal = Error::PermissionDenied(format!("{path} is for backend services only"));
+            return Err(unauthenticated_first(state, &bearer, refusal).await);
         }
         (_, Bearer::Service(subject)) => {
             return Err(Error::PermissionDenied(format!(
@@ -169,25 +176,25 @@ async fn authorize(
             .into());
         }
         (Policy::Authenticated { .. }, Bearer::User(identity)) => {
-            Principal::User(state.store.ensure_user(&identity, request_id).await?)
+            Principal::User(state.store.ensure_user(identity, request_id).await?)
         }
-        (Policy::Authenticated { api_tokens: true }, Bearer::ApiToken(caller)) => {
-            Principal::ApiToken(caller)
+        (Policy::Authenticated { api_tokens: true }, Bearer::ApiToken(secret)) => {
+            Principal::ApiToken(state.store.authenticate_api_token(secret).await?)
         }
         (Policy::Authenticated { api_tokens: false }, Bearer::ApiToken(_)) => {
-            return Err(Error::PermissionDenied(format!(
+            let refusal = Error::PermissionDenied(format!(
                 "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
-            ))
-            .into());
+            ));
+            return Err(unauthenticated_first(state, &bearer, refusal).await);
         }
         (Policy::Org(scope), Bearer::User(identity)) => {
             let org_ref = target_org(&message, scope)?;
             // Usually one query answers who the caller is and what they may do
             // there; a new user or a changed profile takes the longer way.
-            let (user, found) = match state.store.signed_in_access(&identity, &org_ref).await? {
+            let (user, found) = match state.store.signed_in_access(identity, &org_ref).await? {
                 Some((user, org, access)) => (user, Some((org, access))),
                 None => {
-                    let user = state.store.ensure_user(&identity, request_id).await?;
+                    let user = state.store.ensure_user(identity, request_id).await?;
                     let found = state.store.org_and_access(&org_ref, user.row.id).await?;
                     (user, found)
                 }
@@ -196,12 +203,13 @@ async fn authorize(
             request.extensions_mut().insert(Arc::new(access));
             Principal::User(user)
         }
-        (Policy::Org(scope), Bearer::ApiToken(caller)) => {
-            let org_ref = target_org(&message, scope)?;
-            let found = state
-                .store
-                .org_and_access(&org_ref, caller.user.row.id)
-                .await?;
+        (Policy::Org(scope), Bearer::ApiToken(secret)) => {
+            let org_ref = match target_org(&message, scope) {
+                Ok(org_ref) => org_ref,
+                Err(refusal) => return Err(unauthenticated_first(state, &bearer, refusal).await),
+            };
+            // One query checks the token and reads its creator's access.
+            let (caller, found) = state.store.token_access(secret, &org_ref).await?;
             let access = authorize_in_org(&org_ref, found, Some(&caller), scope)?;
             request.extensions_mut().insert(Arc::new(access));
             Principal::ApiToken(caller)
@@ -214,15 +222,17 @@ async fn authorize(
     Ok(request)
 }
 
-/// Who the bearer token stands for. Signatures and API tokens are checked before
-/// the request is read; a signed-in user is looked up with their target, later.
+/// Who the bearer token stands for. Signatures are checked before the request
+/// is read; a signed-in user is looked up with their target, later. An API
+/// token is checked later too, with the organization its call names, in the
+/// same query: until then it is only the secret the caller sent.
 enum Bearer {
     User(Identity),
-    ApiToken(TokenCaller),
+    ApiToken(String),
     Service(String),
 }
 
-async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
+fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
     let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing 'authorization: Bearer <token>' metadata".into())
     })?;
@@ -239,15 +249,29 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Be
             Error::Unauthenticated("the authorization metadata must be 'Bearer <token>'".into())
         })?;
     if token.starts_with(SECRET_PREFIX) {
-        return Ok(Bearer::ApiToken(
-            state.store.authenticate_api_token(token).await?,
-        ));
+        return Ok(Bearer::ApiToken(token.to_owned()));
     }
     let claims = state.verifier.verify(token)?;
     if state.service_subjects.contains(&claims.sub) {
         return Ok(Bearer::Service(claims.sub.clone()));
     }
     Ok(Bearer::User(claims.to_identity()?))
+}
+
+/// `refusal`, unless the call came with an API token that is not valid: a
+/// caller refused before their token was checked is told about the token
+/// first, as one with a bad signature is, and learns nothing of the rest.
+async fn unauthenticated_first(
+    state: &AuthState,
+    bearer: &Bearer,
+    refusal: Error,
+) -> tonic::Status {
+    if let Bearer::ApiToken(secret) = bearer
+        && let Err(unauthenticated) = state.store.authenticate_api_token(secret).await
+    {
+        return unauthenticated.into();
+    }
+    refusal.into()
 }
 
 /// Buffers the (unary) request and decodes it against the method's input type;

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
-use super::users::{Identity, User, UserRow};
+use super::tokens::{TokenCaller, TokenColumns, admit_token, authenticate_token, token_columns};
+use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
-use crate::domain::{OrgRef, PageRequest};
+use crate::domain::{OrgRef, PageRequest, Secret};
 use crate::error::Result;
 
 /// A member's standing in one organization.
@@ -223,14 +224,32 @@ const ORG_ACCESS: [&str; 2] = by_org_key!(concat!(
 const SIGNED_IN_ACCESS: [&str; 2] = by_org_key!(concat!(
     "SELECT ",
     org_access_columns!(),
-    ", u.id AS user_id, u.subject AS user_subject, u.email AS user_email,
-       u.email_verified AS user_email_verified, u.display_name AS user_display_name,
-       u.created_at AS user_created_at, p.id AS personal_org_id
-     FROM users u
+    ", ",
+    prefixed_user_columns!(),
+    " FROM users u
      JOIN organizations p ON p.personal_owner_id = u.id
      CROSS JOIN organizations o
      LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = u.id
      WHERE u.subject = $1 AND "
+));
+
+/// The same for the API token whose secret hashes to `$1`, with the token and
+/// its creator: authentication and authorization of a token's call in one
+/// round trip. A token acts in its own organization only, so there is no row
+/// when the token is unknown or `$2` names any other organization.
+const TOKEN_ACCESS: [&str; 2] = by_org_key!(concat!(
+    "SELECT ",
+    org_access_columns!(),
+    ", ",
+    token_columns!(),
+    ", ",
+    prefixed_user_columns!(),
+    " FROM api_tokens t
+     JOIN users u ON u.id = t.creator_id
+     JOIN organizations p ON p.personal_owner_id = u.id
+     JOIN organizations o ON o.id = t.org_id
+     LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = u.id
+     WHERE t.secret_hash = $1 AND "
 ));
 
 /// One row of `ORG_ACCESS`.
@@ -259,20 +278,19 @@ impl OrgAccessRow {
 struct SignedInAccessRow {
     #[diesel(embed)]
     access: OrgAccessRow,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    user_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    user_subject: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    user_email: String,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    user_email_verified: bool,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    user_display_name: String,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
-    user_created_at: DateTime<Utc>,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    personal_org_id: Uuid,
+    #[diesel(embed)]
+    user: PrefixedUser,
+}
+
+/// One row of `TOKEN_ACCESS`.
+#[derive(QueryableByName)]
+struct TokenAccessRow {
+    #[diesel(embed)]
+    access: OrgAccessRow,
+    #[diesel(embed)]
+    token: TokenColumns,
+    #[diesel(embed)]
+    creator: PrefixedUser,
 }
 
 /// `sql` (one of a `by_org_key!` pair) with `first` as `$1` and the key of
@@ -293,18 +311,6 @@ fn org_keyed<'a>(
 }
 
 impl Store {
-    /// The organization `org_ref` names, with `user_id`'s access to it — or `None`
-    /// when it does not exist *or* the user is not a member: callers must not be
-    /// able to tell those apart.
-    pub async fn member_access(
-        &self,
-        org_ref: &OrgRef,
-        user_id: Uuid,
-    ) -> Result<Option<(OrgRow, MemberAccess)>> {
-        let found = self.org_and_access(org_ref, user_id).await?;
-        Ok(found.and_then(|(org, access)| access.map(|access| (org, access))))
-    }
-
     /// The organization `org_ref` names, with `user_id`'s access if a member, in
     /// one query; for trusted callers only, as it tells a missing organization
     /// from a foreign one.
@@ -348,20 +354,42 @@ impl Store {
             })
             .await?;
         Ok(row.and_then(|row| {
-            let user = User {
-                row: UserRow {
-                    id: row.user_id,
-                    subject: row.user_subject,
-                    email: row.user_email,
-                    email_verified: row.user_email_verified,
-                    display_name: row.user_display_name,
-                    created_at: row.user_created_at,
-                },
-                personal_org_id: row.personal_org_id,
-            };
+            let user = User::from(row.user);
             let (org, access) = row.access.split();
             user.matches(identity).then_some((user, org, access))
         }))
+    }
+
+    /// The caller behind an API token's `secret` with the organization `org_ref`
+    /// names and the token creator's access to it, in one query — every call a
+    /// token makes in an organization. UNAUTHENTICATED for an unknown, revoked
+    /// or expired token; `None` for an organization the token does not act in.
+    pub async fn token_access(
+        &self,
+        secret: &str,
+        org_ref: &OrgRef,
+    ) -> Result<(TokenCaller, Option<(OrgRow, Option<MemberAccess>)>)> {
+        let hash = Secret::hash(secret);
+        let hash = &hash;
+        self.read(|conn| {
+            async move {
+                let query = org_keyed(TOKEN_ACCESS, org_ref, |q| {
+                    q.bind::<diesel::sql_types::Bytea, _>(hash.as_slice())
+                });
+                let row: Option<TokenAccessRow> = query.get_result(conn).await.optional()?;
+                match row {
+                    Some(row) => {
+                        let caller = admit_token(conn, row.token, row.creator.into()).await?;
+                        Ok((caller, Some(row.access.split())))
+                    }
+                    // The token's own organization is not the one asked for, or
+                    // the token is unknown: which one decides the status.
+                    None => Ok((authenticate_token(conn, hash).await?, None)),
+                }
+            }
+            .scope_boxed()
+        })
+        .await
     }
 
     /// The organization `org_ref` names; for trusted callers only.

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::members::Catalog;
 use super::schema::api_tokens;
-use super::users::{User, UserRow};
-use super::{Actor, KeepPrepared, Store, TokenLimit, audit};
+use super::users::{PrefixedUser, User, prefixed_user_columns};
+use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
 use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
 
@@ -61,22 +61,22 @@ pub struct TokenCaller {
 /// How precisely a token's last use is recorded.
 const LAST_USE_RESOLUTION: chrono::Duration = chrono::Duration::minutes(1);
 
-/// A token by its secret's hash, with its creator (and their personal
-/// organization) and the permissions its roles and extra grants add up to.
-const TOKEN_AUTH_QUERY: &str = "
-    SELECT t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
-           ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
-                 UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
-           t.expires_at, t.last_used_at, t.revoked_at,
-           u.id, u.subject, u.email, u.email_verified, u.display_name, u.created_at,
-           p.id AS personal_org_id
-    FROM api_tokens t
-    JOIN users u ON u.id = t.creator_id
-    JOIN organizations p ON p.personal_owner_id = u.id
-    WHERE t.secret_hash = $1";
+/// The columns of a token `t` that decide whether it may be used, and the
+/// permissions its roles and extra grants add up to. A macro so that queries
+/// can `concat!` it.
+macro_rules! token_columns {
+    () => {
+        "t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
+         ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
+               UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
+         t.expires_at, t.last_used_at, t.revoked_at"
+    };
+}
+pub(super) use token_columns;
 
+/// A row's `token_columns!()`.
 #[derive(QueryableByName)]
-struct TokenAuthRow {
+pub(super) struct TokenColumns {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     token_id: Uuid,
     #[diesel(sql_type = diesel::sql_types::Uuid)]
@@ -91,10 +91,87 @@ struct TokenAuthRow {
     last_used_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
     revoked_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    personal_org_id: Uuid,
+}
+
+/// A token by its secret's hash `$1`, with its creator (and their personal
+/// organization).
+const TOKEN_AUTH_QUERY: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    ", ",
+    prefixed_user_columns!(),
+    " FROM api_tokens t
+      JOIN users u ON u.id = t.creator_id
+      JOIN organizations p ON p.personal_owner_id = u.id
+      WHERE t.secret_hash = $1"
+);
+
+/// One row of `TOKEN_AUTH_QUERY`.
+#[derive(QueryableByName)]
+struct TokenAuthRow {
     #[diesel(embed)]
-    user: UserRow,
+    token: TokenColumns,
+    #[diesel(embed)]
+    creator: PrefixedUser,
+}
+
+/// The caller behind the token whose secret hashes to `hash`: UNAUTHENTICATED
+/// for an unknown, revoked or expired one.
+pub(super) async fn authenticate_token(conn: &mut Conn, hash: &[u8]) -> Result<TokenCaller> {
+    let row: TokenAuthRow = diesel::sql_query(TOKEN_AUTH_QUERY)
+        .bind::<diesel::sql_types::Bytea, _>(hash)
+        .prepared()
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| refused("is not valid"))?;
+    admit_token(conn, row.token, row.creator.into()).await
+}
+
+fn refused(why: &str) -> Error {
+    Error::Unauthenticated(format!("this API token {why}"))
+}
+
+/// The caller a token found by its secret stands for, unless it was revoked or
+/// has expired; records its use (at most once a minute).
+pub(super) async fn admit_token(
+    conn: &mut Conn,
+    token: TokenColumns,
+    creator: User,
+) -> Result<TokenCaller> {
+    if token.revoked_at.is_some() {
+        return Err(refused("was revoked"));
+    }
+    let now = Utc::now();
+    if token.expires_at.is_some_and(|at| at <= now) {
+        return Err(refused("has expired"));
+    }
+    // Last use to the minute is enough, and saves a write per call.
+    if token
+        .last_used_at
+        .is_none_or(|at| at < now - LAST_USE_RESOLUTION)
+    {
+        diesel::update(api_tokens::table.find(token.token_id))
+            .filter(
+                api_tokens::last_used_at
+                    .is_null()
+                    .or(api_tokens::last_used_at.lt(now - LAST_USE_RESOLUTION)),
+            )
+            .set(api_tokens::last_used_at.eq(diesel::dsl::now))
+            .prepared()
+            .execute(conn)
+            .await?;
+    }
+    Ok(TokenCaller {
+        user: creator,
+        org_id: token.token_org_id,
+        limit: TokenLimit {
+            token_id: token.token_id,
+            org_id: token.token_org_id,
+            roles: token.token_roles.into_iter().collect(),
+            permissions: token.token_permissions.into_iter().collect(),
+        },
+    })
 }
 
 impl Store {
@@ -239,61 +316,12 @@ impl Store {
     }
 
     /// The caller behind an API token's secret; UNAUTHENTICATED for an unknown,
-    /// revoked or expired one. Records its use (at most once a minute).
-    /// The caller a token secret stands for, in one prepared query: the token,
-    /// its creator and its grant's permissions. This runs on every token call.
+    /// revoked or expired one. One prepared query (and, once a minute, the
+    /// record of its use); `token_access` also reads the organization.
     pub async fn authenticate_api_token(&self, secret: &str) -> Result<TokenCaller> {
         let hash = Secret::hash(secret);
         let hash = &hash;
-        self.read(|conn| {
-            async move {
-                let refused = |why: &str| Error::Unauthenticated(format!("this API token {why}"));
-                let row: TokenAuthRow = diesel::sql_query(TOKEN_AUTH_QUERY)
-                    .bind::<diesel::sql_types::Bytea, _>(hash.as_slice())
-                    .prepared()
-                    .get_result(conn)
-                    .await
-                    .optional()?
-                    .ok_or_else(|| refused("is not valid"))?;
-                if row.revoked_at.is_some() {
-                    return Err(refused("was revoked"));
-                }
-                let now = Utc::now();
-                if row.expires_at.is_some_and(|at| at <= now) {
-                    return Err(refused("has expired"));
-                }
-                // Last use to the minute is enough, and saves a write per call.
-                if row
-                    .last_used_at
-                    .is_none_or(|at| at < now - LAST_USE_RESOLUTION)
-                {
-                    diesel::update(api_tokens::table.find(row.token_id))
-                        .filter(
-                            api_tokens::last_used_at
-                                .is_null()
-                                .or(api_tokens::last_used_at.lt(now - LAST_USE_RESOLUTION)),
-                        )
-                        .set(api_tokens::last_used_at.eq(diesel::dsl::now))
-                        .prepared()
-                        .execute(conn)
-                        .await?;
-                }
-                Ok(TokenCaller {
-                    user: User {
-                        row: row.user,
-                        personal_org_id: row.personal_org_id,
-                    },
-                    org_id: row.token_org_id,
-                    limit: TokenLimit {
-                        token_id: row.token_id,
-                        org_id: row.token_org_id,
-                        roles: row.token_roles.into_iter().collect(),
-                        permissions: row.token_permissions.into_iter().collect(),
-                    },
-                })
-            }
-            .scope_boxed()
-        })
-        .await
+        self.read(|conn| authenticate_token(conn, hash).scope_boxed())
+            .await
     }
 }

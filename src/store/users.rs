@@ -66,6 +66,53 @@ impl User {
     }
 }
 
+/// The columns of a user `u` and their personal organization `p`, named
+/// `user_*` so that a query can read them beside another table's `id`. A macro
+/// so that queries can `concat!` it.
+macro_rules! prefixed_user_columns {
+    () => {
+        "u.id AS user_id, u.subject AS user_subject, u.email AS user_email,
+         u.email_verified AS user_email_verified, u.display_name AS user_display_name,
+         u.created_at AS user_created_at, p.id AS personal_org_id"
+    };
+}
+pub(super) use prefixed_user_columns;
+
+/// A row's `prefixed_user_columns!()`.
+#[derive(QueryableByName)]
+pub(super) struct PrefixedUser {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    user_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_subject: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_email: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    user_email_verified: bool,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_display_name: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    user_created_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    personal_org_id: Uuid,
+}
+
+impl From<PrefixedUser> for User {
+    fn from(user: PrefixedUser) -> Self {
+        User {
+            row: UserRow {
+                id: user.user_id,
+                subject: user.user_subject,
+                email: user.user_email,
+                email_verified: user.user_email_verified,
+                display_name: user.user_display_name,
+                created_at: user.user_created_at,
+            },
+            personal_org_id: user.personal_org_id,
+        }
+    }
+}
+
 /// How a user is looked up.
 pub(super) enum UserKey<'a> {
     Subject(&'a str),
