@@ -60,19 +60,6 @@ fn invite(org: &pb::Organization, who: &str) -> pb::CreateInvitationRequest {
     invitation(org, &format!("{who}@example.com"), &["developer"])
 }
 
-fn set_roles(member: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
-    pb::UpdateMemberRequest {
-        member: Some(pb::Member {
-            name: member.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        }),
-        update_mask: Some(FieldMask {
-            paths: vec!["roles".into()],
-        }),
-    }
-}
-
 fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
     pb::AddPaymentMethodRequest {
         parent: org.name.clone(),

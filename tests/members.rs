@@ -15,19 +15,6 @@ fn member_name(org: &pb::Organization, user_id: &str) -> String {
     format!("{}/members/{user_id}", org.name)
 }
 
-fn set_roles(name: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
-    pb::UpdateMemberRequest {
-        member: Some(pb::Member {
-            name: name.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        }),
-        update_mask: Some(FieldMask {
-            paths: vec!["roles".into()],
-        }),
-    }
-}
-
 /// Row counts that a refused call must leave unchanged.
 async fn snapshot(app: &TestApp) -> [i64; 5] {
     [

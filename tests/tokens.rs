@@ -137,7 +137,20 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         .unwrap();
     expect_code(orgs.get_organization(get(&org.name)).await, Code::NotFound);
     // Bob rejoins: it works again.
-    join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    orgs.get_organization(get(&org.name)).await.unwrap();
+    // Bob is made a viewer: the token's members.manage goes with his, at once.
+    app.members_as("alice")
+        .await
+        .update_member(set_roles(&bob.name, &["viewer"]))
+        .await
+        .unwrap();
+    expect_code(
+        members
+            .create_invitation(invitation(&org, "erin@example.com", &["viewer"]))
+            .await,
+        Code::PermissionDenied,
+    );
     orgs.get_organization(get(&org.name)).await.unwrap();
 
     // Listed without its secret, with its last use; revoked, refused.
@@ -247,21 +260,35 @@ async fn a_bad_token_is_refused_before_its_request_is_judged() {
     let found = orgs.get_organization(get(&org.name)).await.unwrap();
     assert_eq!(found.into_inner().name, org.name);
 
-    // An unknown token: whatever the request, the token is what is wrong.
-    let mut unknown = app.orgs(Some("orgd_not-a-real-token")).await;
-    for refused in [
-        unknown.get_organization(get("organizations/")).await,
-        unknown.get_organization(get(&org.name)).await,
-        unknown.get_organization(get(&other.name)).await,
-    ] {
-        let status = expect_code(refused, Code::Unauthenticated);
-        assert!(status.message().contains("not valid"), "{status:?}");
+    // Its own organization by slug too.
+    let by_slug = orgs
+        .get_organization(get(&format!("organizations/{}", org.slug)))
+        .await
+        .unwrap();
+    assert_eq!(by_slug.into_inner().name, org.name);
+
+    // An unknown token, of the right shape (looked up) or not (refused at once):
+    // whatever the request, the token is what is wrong.
+    let well_formed = format!("orgd_{}", "A".repeat(43));
+    for token in [well_formed.as_str(), "orgd_not-a-real-token"] {
+        let mut unknown = app.orgs(Some(token)).await;
+        for refused in [
+            unknown.get_organization(get("organizations/")).await,
+            unknown.get_organization(get(&org.name)).await,
+            unknown.get_organization(get(&other.name)).await,
+        ] {
+            let status = expect_code(refused, Code::Unauthenticated);
+            assert!(
+                status.message().contains("not valid"),
+                "{token}: {status:?}"
+            );
+        }
+        let status = expect_code(
+            unknown.update_organization(with_card(&org)).await,
+            Code::Unauthenticated,
+        );
+        assert!(!status.message().contains("card"), "{token}: {status:?}");
     }
-    let status = expect_code(
-        unknown.update_organization(with_card(&org)).await,
-        Code::Unauthenticated,
-    );
-    assert!(!status.message().contains("card"), "{status:?}");
 
     // Expired, in its own organization and outside it.
     let db = sql_client(&app.db_url).await;

@@ -393,6 +393,7 @@ impl Caller {
                 &format!("organizations/{}", fixture.data.teams[team].slug),
             )
         };
+        // orgd answers NOT_FOUND to a non-member, so the direct path fails too.
         let not_found = || orgd::error::Error::NotFound("organization".into());
         match call {
             Call::Check {
@@ -404,22 +405,28 @@ impl Caller {
                 let (_, found) = store
                     .token_access(&token.secret, &org_ref(token.team)?)
                     .await?;
-                let (org, _) = found.ok_or_else(not_found)?;
+                let Some((org, Some(_))) = found else {
+                    return Err(not_found());
+                };
                 store
                     .check_permission(org.id, fixture.data.users[user].id, permission)
                     .await?;
             }
             Call::Get { team, user } => {
-                store
+                let Some((_, _, Some(_))) = store
                     .signed_in_access(&fixture.identity(user), &org_ref(team)?)
                     .await?
-                    .ok_or_else(not_found)?;
+                else {
+                    return Err(not_found());
+                };
             }
             Call::List { team, user } => {
-                let (_, org, _) = store
+                let Some((_, org, Some(_))) = store
                     .signed_in_access(&fixture.identity(user), &org_ref(team)?)
                     .await?
-                    .ok_or_else(not_found)?;
+                else {
+                    return Err(not_found());
+                };
                 store
                     .list_members(org.id, PageRequest::parse(50, "")?)
                     .await?;

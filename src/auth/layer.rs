@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::access::MemberAccess;
 use crate::store::orgs::OrgRow;
-use crate::store::tokens::{SECRET_PREFIX, TokenCaller};
+use crate::store::tokens::{SECRET_PREFIX, TokenCaller, check_secret_shape};
 use crate::store::users::Identity;
 
 /// Methods of the gRPC infrastructure services, open to everybody.
@@ -249,6 +249,7 @@ fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> 
             Error::Unauthenticated("the authorization metadata must be 'Bearer <token>'".into())
         })?;
     if token.starts_with(SECRET_PREFIX) {
+        check_secret_shape(token)?;
         return Ok(Bearer::ApiToken(token.to_owned()));
     }
     let claims = state.verifier.verify(token)?;
@@ -258,9 +259,10 @@ fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> 
     Ok(Bearer::User(claims.to_identity()?))
 }
 
-/// `refusal`, unless the call came with an API token that is not valid: a
-/// caller refused before their token was checked is told about the token
-/// first, as one with a bad signature is, and learns nothing of the rest.
+/// `refusal`, unless the call came with an API token that does not pass (or
+/// could not be checked: that error wins too): a caller refused before their
+/// token was checked is told about the token first, as one with a bad
+/// signature is, and learns nothing of the rest.
 async fn unauthenticated_first(
     state: &AuthState,
     bearer: &Bearer,

@@ -19,6 +19,15 @@ impl Secret {
         Secret { token, hash }
     }
 
+    /// Whether `token` has the shape of one `generate` makes (32 bytes in
+    /// unpadded base64url), so that a malformed one costs no lookup.
+    pub fn is_well_formed(token: &str) -> bool {
+        token.len() == 43
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
     pub fn hash(token: &str) -> Vec<u8> {
         Sha256::digest(token.as_bytes()).to_vec()
     }
@@ -34,5 +43,8 @@ mod tests {
         assert_ne!(a.token, b.token);
         assert_eq!(a.hash, Secret::hash(&a.token));
         assert_eq!(a.token.len(), 43);
+        assert!(Secret::is_well_formed(&a.token));
+        assert!(!Secret::is_well_formed(&a.token[1..]));
+        assert!(!Secret::is_well_formed(&format!("{}=", &a.token[1..])));
     }
 }

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
-use super::tokens::{TokenCaller, TokenColumns, admit_token, authenticate_token, token_columns};
+use super::tokens::{
+    TokenCaller, TokenWithCreator, admit_token, authenticate_token, token_with_creator,
+};
 use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest, Secret};
@@ -241,13 +243,10 @@ const TOKEN_ACCESS: [&str; 2] = by_org_key!(concat!(
     "SELECT ",
     org_access_columns!(),
     ", ",
-    token_columns!(),
-    ", ",
-    prefixed_user_columns!(),
-    " FROM api_tokens t
-     JOIN users u ON u.id = t.creator_id
-     JOIN organizations p ON p.personal_owner_id = u.id
-     JOIN organizations o ON o.id = t.org_id
+    token_with_creator!(columns),
+    " FROM ",
+    token_with_creator!(tables),
+    " JOIN organizations o ON o.id = t.org_id
      LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = u.id
      WHERE t.secret_hash = $1 AND "
 ));
@@ -288,9 +287,7 @@ struct TokenAccessRow {
     #[diesel(embed)]
     access: OrgAccessRow,
     #[diesel(embed)]
-    token: TokenColumns,
-    #[diesel(embed)]
-    creator: PrefixedUser,
+    token: TokenWithCreator,
 }
 
 /// `sql` (one of a `by_org_key!` pair) with `first` as `$1` and the key of
@@ -336,7 +333,7 @@ impl Store {
     /// their access to it, in one query — the common case of every call a
     /// signed-in user makes in an organization. `None` when the user is new,
     /// their profile changed or the organization is unknown: then
-    /// `ensure_user` and `member_access` take over.
+    /// `ensure_user` and `org_and_access` take over.
     pub async fn signed_in_access(
         &self,
         identity: &Identity,
@@ -379,7 +376,7 @@ impl Store {
                 let row: Option<TokenAccessRow> = query.get_result(conn).await.optional()?;
                 match row {
                     Some(row) => {
-                        let caller = admit_token(conn, row.token, row.creator.into()).await?;
+                        let caller = admit_token(conn, row.token).await?;
                         Ok((caller, Some(row.access.split())))
                     }
                     // The token's own organization is not the one asked for, or

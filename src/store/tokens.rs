@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::members::Catalog;
 use super::schema::api_tokens;
-use super::users::{PrefixedUser, User, prefixed_user_columns};
+use super::users::{PrefixedUser, User};
 use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
 use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
 use crate::error::{Error, Result};
@@ -61,54 +61,61 @@ pub struct TokenCaller {
 /// How precisely a token's last use is recorded.
 const LAST_USE_RESOLUTION: chrono::Duration = chrono::Duration::minutes(1);
 
-/// The columns of a token `t` that decide whether it may be used, and the
-/// permissions its roles and extra grants add up to. A macro so that queries
-/// can `concat!` it.
-macro_rules! token_columns {
-    () => {
-        "t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
-         ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
-               UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
-         t.expires_at, t.last_used_at, t.revoked_at"
+/// A token `t` with its creator `u` (and their personal organization `p`):
+/// `(columns)` are what decide whether the token may be used, the permissions
+/// its roles and extra grants add up to, and the creator; `(tables)` joins them.
+/// A macro so that queries can `concat!` it.
+macro_rules! token_with_creator {
+    (columns) => {
+        concat!(
+            "t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
+             ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
+                   UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
+             t.expires_at AS token_expires_at, t.last_used_at AS token_last_used_at,
+             t.revoked_at AS token_revoked_at, ",
+            $crate::store::users::prefixed_user_columns!()
+        )
+    };
+    (tables) => {
+        "api_tokens t
+         JOIN users u ON u.id = t.creator_id
+         JOIN organizations p ON p.personal_owner_id = u.id"
     };
 }
-pub(super) use token_columns;
+pub(super) use token_with_creator;
 
-/// A row's `token_columns!()`.
+/// The token part of a row's `token_with_creator!(columns)`. Its columns are
+/// prefixed `token_`, as they share their rows with organizations' and users'.
 #[derive(QueryableByName)]
-pub(super) struct TokenColumns {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    token_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    token_org_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    token_roles: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    token_permissions: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+struct TokenColumns {
+    #[diesel(sql_type = diesel::sql_types::Uuid, column_name = token_id)]
+    id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Uuid, column_name = token_org_id)]
+    org_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>, column_name = token_roles)]
+    roles: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>, column_name = token_permissions)]
+    permissions: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>, column_name = token_expires_at)]
     expires_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>, column_name = token_last_used_at)]
     last_used_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>, column_name = token_revoked_at)]
     revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A token by its secret's hash `$1`, with its creator (and their personal
-/// organization).
+/// A token by its secret's hash `$1`, with its creator.
 const TOKEN_AUTH_QUERY: &str = concat!(
     "SELECT ",
-    token_columns!(),
-    ", ",
-    prefixed_user_columns!(),
-    " FROM api_tokens t
-      JOIN users u ON u.id = t.creator_id
-      JOIN organizations p ON p.personal_owner_id = u.id
-      WHERE t.secret_hash = $1"
+    token_with_creator!(columns),
+    " FROM ",
+    token_with_creator!(tables),
+    " WHERE t.secret_hash = $1"
 );
 
-/// One row of `TOKEN_AUTH_QUERY`.
+/// A row's `token_with_creator!(columns)`.
 #[derive(QueryableByName)]
-struct TokenAuthRow {
+pub(super) struct TokenWithCreator {
     #[diesel(embed)]
     token: TokenColumns,
     #[diesel(embed)]
@@ -118,14 +125,23 @@ struct TokenAuthRow {
 /// The caller behind the token whose secret hashes to `hash`: UNAUTHENTICATED
 /// for an unknown, revoked or expired one.
 pub(super) async fn authenticate_token(conn: &mut Conn, hash: &[u8]) -> Result<TokenCaller> {
-    let row: TokenAuthRow = diesel::sql_query(TOKEN_AUTH_QUERY)
+    let found: TokenWithCreator = diesel::sql_query(TOKEN_AUTH_QUERY)
         .bind::<diesel::sql_types::Bytea, _>(hash)
         .prepared()
         .get_result(conn)
         .await
         .optional()?
         .ok_or_else(|| refused("is not valid"))?;
-    admit_token(conn, row.token, row.creator.into()).await
+    admit_token(conn, found).await
+}
+
+/// Refuses at once, before any query, a bearer with the API token prefix whose
+/// rest cannot be a secret orgd generated.
+pub fn check_secret_shape(secret: &str) -> Result<()> {
+    match secret.strip_prefix(SECRET_PREFIX) {
+        Some(random) if Secret::is_well_formed(random) => Ok(()),
+        _ => Err(refused("is not valid")),
+    }
 }
 
 fn refused(why: &str) -> Error {
@@ -134,11 +150,8 @@ fn refused(why: &str) -> Error {
 
 /// The caller a token found by its secret stands for, unless it was revoked or
 /// has expired; records its use (at most once a minute).
-pub(super) async fn admit_token(
-    conn: &mut Conn,
-    token: TokenColumns,
-    creator: User,
-) -> Result<TokenCaller> {
+pub(super) async fn admit_token(conn: &mut Conn, found: TokenWithCreator) -> Result<TokenCaller> {
+    let TokenWithCreator { token, creator } = found;
     if token.revoked_at.is_some() {
         return Err(refused("was revoked"));
     }
@@ -151,7 +164,7 @@ pub(super) async fn admit_token(
         .last_used_at
         .is_none_or(|at| at < now - LAST_USE_RESOLUTION)
     {
-        diesel::update(api_tokens::table.find(token.token_id))
+        diesel::update(api_tokens::table.find(token.id))
             .filter(
                 api_tokens::last_used_at
                     .is_null()
@@ -163,13 +176,13 @@ pub(super) async fn admit_token(
             .await?;
     }
     Ok(TokenCaller {
-        user: creator,
-        org_id: token.token_org_id,
+        user: creator.into(),
+        org_id: token.org_id,
         limit: TokenLimit {
-            token_id: token.token_id,
-            org_id: token.token_org_id,
-            roles: token.token_roles.into_iter().collect(),
-            permissions: token.token_permissions.into_iter().collect(),
+            token_id: token.id,
+            org_id: token.org_id,
+            roles: token.roles.into_iter().collect(),
+            permissions: token.permissions.into_iter().collect(),
         },
     })
 }

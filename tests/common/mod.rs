@@ -244,6 +244,20 @@ pub fn update(org: pb::Organization, paths: &[&str]) -> pb::UpdateOrganizationRe
     }
 }
 
+/// An UpdateMember request that replaces `member`'s roles.
+pub fn set_roles(member: &str, roles: &[&str]) -> pb::UpdateMemberRequest {
+    pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            name: member.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["roles".into()],
+        }),
+    }
+}
+
 pub fn delete(org: &pb::Organization) -> pb::DeleteOrganizationRequest {
     pb::DeleteOrganizationRequest {
         name: org.name.clone(),
