@@ -174,9 +174,14 @@ pub struct ServeArgs {
     /// PostgreSQL URL. Without it, orgd runs a private cluster in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Maximum database connections.
+    /// Database connections for calls, shared out among the event loops (each
+    /// has at least one). Background work has two more of its own.
     #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: u32,
+    /// Event loops serving calls, each a thread with its own connections
+    /// [default: one per core]. A client connection is served by one loop.
+    #[arg(long, env = "ORGD_EVENT_LOOPS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub event_loops: Option<u16>,
     /// How long a call waits for a database connection before UNAVAILABLE.
     #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub db_acquire_timeout: Duration,

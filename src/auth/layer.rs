@@ -37,7 +37,8 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Everything the layer needs to decide.
 pub struct AuthState {
     pub store: Store,
-    pub verifier: JwtVerifier,
+    /// Shared by every event loop, with the tokens it remembers.
+    pub verifier: Arc<JwtVerifier>,
     pub policies: PolicyTable,
     pub service_subjects: HashSet<String>,
     pub max_request_bytes: usize,

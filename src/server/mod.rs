@@ -1,16 +1,21 @@
 //! Assembles orgd: database, migrations, auth layer, health, reflection, services,
 //! background workers; serves until the shutdown signal, then drains.
 
+mod event_loops;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tower::layer::util::{Identity, Stack};
 
 use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
@@ -33,6 +38,7 @@ use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
 use crate::store::{self, Store};
 use crate::workers;
+use event_loops::{EventLoops, LoopPools};
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
@@ -46,9 +52,17 @@ const HEALTH_SERVICES: [&str; 7] = [
     "orgd.v1.ResourceService",
 ];
 
+/// What the background work (the health probe, purging, billing, the outbox)
+/// uses; calls have the event loops' pools.
+const BACKGROUND_POOL_SIZE: u32 = 2;
+
+/// What one event loop serves: orgd's services behind the auth layer.
+pub type OrgdRouter = Router<Stack<AuthLayer, Identity>>;
+
 /// A bound, ready-to-run orgd.
 pub struct App {
     args: ServeArgs,
+    database_url: String,
     listener: TcpListener,
     store: Store,
     policies: PolicyTable,
@@ -61,7 +75,8 @@ impl App {
     /// mailer, and binds the listener.
     pub async fn build(args: ServeArgs, database_url: &str) -> anyhow::Result<Self> {
         store::run_migrations(database_url).await?;
-        let store = Store::connect(database_url, args.pool_size, args.db_acquire_timeout).await?;
+        let store =
+            Store::connect(database_url, BACKGROUND_POOL_SIZE, args.db_acquire_timeout).await?;
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
             if let Some(Policy::Org(OrgPolicy {
@@ -90,6 +105,7 @@ impl App {
             .with_context(|| format!("listening on {}", args.listen))?;
         Ok(App {
             args,
+            database_url: database_url.to_owned(),
             listener,
             store,
             policies,
@@ -112,13 +128,15 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             args,
+            database_url,
             listener,
             store,
             policies,
             verifier,
             mailer,
         } = self;
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         let (stop_tx, stop) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
         let workers = [
@@ -150,53 +168,22 @@ impl App {
             ),
         }
 
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-        let verification = ContactVerification {
-            ttl: args.contact_verification_ttl,
-            link_prefix: args.verify_link_prefix.clone(),
-        };
-        let limits = OrgLimits {
-            max_orgs_per_user: args.max_orgs_per_user,
-        };
-        let member_api = MemberApi::new(
-            store.clone(),
-            MemberSettings {
-                invitations: InvitationSettings {
-                    ttl: args.invitation_ttl,
-                    link_prefix: args.invite_link_prefix.clone(),
-                },
-                limits,
-            },
+        let services = Services::new(&args, policies, verifier, health_service);
+        let pools = LoopPools::split(
+            &database_url,
+            args.pool_size,
+            args.event_loops.map_or_else(available_cores, usize::from),
+            args.db_acquire_timeout,
         );
-        let org_api = OrgApi::new(
-            store.clone(),
-            OrgSettings {
-                limits,
-                deleted_retention: args.deleted_retention,
-                verification: verification.clone(),
-                default_plan: args.default_plan.clone(),
-            },
-        );
-        let billing_api = BillingApi::new(store.clone(), verification);
-        let auth = AuthLayer::new(AuthState {
-            store: store.clone(),
-            verifier,
-            policies,
-            service_subjects: args
-                .service_subjects
-                .iter()
-                .cloned()
-                .collect::<HashSet<_>>(),
-            max_request_bytes: args.max_request_bytes,
-        });
-
-        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let (drain_tx, drain) = watch::channel(false);
+        let loops = EventLoops::start(
+            pools,
+            Arc::new(move |store| services.router(store)),
+            drain.clone(),
+            args.shutdown_grace,
+        )
+        .await?;
+        tracing::info!(addr = %listener.local_addr()?, event_loops = loops.count(), "orgd serving");
         let mut draining_health = health.clone();
         let signal = async move {
             shutdown.await;
@@ -212,57 +199,121 @@ impl App {
                 // graceful shutdown waits for every open stream.
                 draining_health.clear_service_status(service).await;
             }
-            let _ = signalled_tx.send(());
+            let _ = drain_tx.send(true);
         };
-        tracing::info!(addr = %listener.local_addr()?, "orgd serving");
-        let serve = tonic::transport::Server::builder()
-            .layer(auth)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                OrgServiceServer::new(org_api).max_decoding_message_size(args.max_request_bytes),
-            )
-            .add_service(
-                MemberServiceServer::new(member_api)
-                    .max_decoding_message_size(args.max_request_bytes),
-            )
-            .add_service(
-                BillingServiceServer::new(billing_api)
-                    .max_decoding_message_size(args.max_request_bytes),
-            )
-            .add_service(
-                ActivityServiceServer::new(ActivityApi::new(store.clone()))
-                    .max_decoding_message_size(args.max_request_bytes),
-            )
-            .add_service(
-                TokenServiceServer::new(TokenApi::new(store.clone()))
-                    .max_decoding_message_size(args.max_request_bytes),
-            )
-            .add_service(
-                ResourceServiceServer::new(ResourceApi::new(store.clone()))
-                    .max_decoding_message_size(args.max_request_bytes),
-            )
-            // Without TCP_NODELAY, a response that spans several segments waits
-            // for the client's delayed ACK: ~40 ms per call (tonic sets it only
-            // on listeners it binds itself).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                signal,
-            );
-        let grace = args.shutdown_grace;
-        tokio::select! {
-            served = serve => served?,
-            _ = async { if signalled.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
-                tracing::warn!(?grace, "in-flight calls outlived the shutdown grace period; dropping them");
-            }
-        }
-        // Background work stopped at the signal (or its sender is gone): join it.
+        tokio::join!(signal, loops.accept(listener, drain));
+        let served = loops.finished().await;
+        // Background work stopped at the signal: join it.
         for task in workers {
             let _ = task.await;
         }
         tracing::info!("orgd stopped");
-        Ok(())
+        served
+    }
+}
+
+/// The cores orgd may use: one event loop each.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Everything the event loops' routers share; each loop adds its own pool.
+struct Services {
+    org: OrgSettings,
+    member: MemberSettings,
+    verification: ContactVerification,
+    policies: PolicyTable,
+    verifier: Arc<JwtVerifier>,
+    service_subjects: HashSet<String>,
+    max_request_bytes: usize,
+    health: HealthServer<HealthService>,
+}
+
+impl Services {
+    fn new(
+        args: &ServeArgs,
+        policies: PolicyTable,
+        verifier: JwtVerifier,
+        health: HealthServer<HealthService>,
+    ) -> Self {
+        let verification = ContactVerification {
+            ttl: args.contact_verification_ttl,
+            link_prefix: args.verify_link_prefix.clone(),
+        };
+        let limits = OrgLimits {
+            max_orgs_per_user: args.max_orgs_per_user,
+        };
+        Services {
+            org: OrgSettings {
+                limits,
+                deleted_retention: args.deleted_retention,
+                verification: verification.clone(),
+                default_plan: args.default_plan.clone(),
+            },
+            member: MemberSettings {
+                invitations: InvitationSettings {
+                    ttl: args.invitation_ttl,
+                    link_prefix: args.invite_link_prefix.clone(),
+                },
+                limits,
+            },
+            verification,
+            policies,
+            verifier: Arc::new(verifier),
+            service_subjects: args.service_subjects.iter().cloned().collect(),
+            max_request_bytes: args.max_request_bytes,
+            health,
+        }
+    }
+
+    /// orgd's services on `store`, behind the auth layer, with health and
+    /// reflection.
+    fn router(&self, store: Store) -> anyhow::Result<OrgdRouter> {
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let max_bytes = self.max_request_bytes;
+        let auth = AuthLayer::new(AuthState {
+            store: store.clone(),
+            verifier: self.verifier.clone(),
+            policies: self.policies.clone(),
+            service_subjects: self.service_subjects.clone(),
+            max_request_bytes: max_bytes,
+        });
+        Ok(tonic::transport::Server::builder()
+            .layer(auth)
+            .add_service(self.health.clone())
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(
+                OrgServiceServer::new(OrgApi::new(store.clone(), self.org.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                MemberServiceServer::new(MemberApi::new(store.clone(), self.member.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                BillingServiceServer::new(BillingApi::new(
+                    store.clone(),
+                    self.verification.clone(),
+                ))
+                .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                ActivityServiceServer::new(ActivityApi::new(store.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                TokenServiceServer::new(TokenApi::new(store.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                ResourceServiceServer::new(ResourceApi::new(store))
+                    .max_decoding_message_size(max_bytes),
+            ))
     }
 }
 
