@@ -174,12 +174,13 @@ pub struct ServeArgs {
     /// PostgreSQL URL. Without it, orgd runs a private cluster in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Database connections for calls, shared out among the event loops (each
-    /// has at least one). Background work has two more of its own.
+    /// Database connections for calls, shared out among the event loops.
+    /// Background work has four more of its own.
     #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: u32,
-    /// Event loops serving calls, each a thread with its own connections
-    /// [default: one per core]. A client connection is served by one loop.
+    /// Event loops serving calls, each a thread with its share of the pool
+    /// [default: one per core, but no fewer than 4 connections each]. A client
+    /// connection is served by one loop; never more loops than connections.
     #[arg(long, env = "ORGD_EVENT_LOOPS", value_parser = clap::value_parser!(u16).range(1..))]
     pub event_loops: Option<u16>,
     /// How long a call waits for a database connection before UNAVAILABLE.
@@ -296,6 +297,7 @@ mod tests {
     fn zero_sizes_and_intervals_are_refused() {
         for bad in [
             ["--pool-size", "0"],
+            ["--event-loops", "0"],
             ["--purge-interval", "0s"],
             ["--outbox-interval", "0s"],
             ["--outbox-max-attempts", "0"],

@@ -52,9 +52,10 @@ const HEALTH_SERVICES: [&str; 7] = [
     "orgd.v1.ResourceService",
 ];
 
-/// What the background work (the health probe, purging, billing, the outbox)
-/// uses; calls have the event loops' pools.
-const BACKGROUND_POOL_SIZE: u32 = 2;
+/// What the background work uses (calls have the event loops' pools): one
+/// connection each for the health probe, purging, billing and the outbox, so
+/// that a slow SMTP server holding the outbox's cannot starve the probe.
+const BACKGROUND_POOL_SIZE: u32 = 4;
 
 /// What one event loop serves: orgd's services behind the auth layer.
 pub type OrgdRouter = Router<Stack<AuthLayer, Identity>>;
@@ -75,8 +76,12 @@ impl App {
     /// mailer, and binds the listener.
     pub async fn build(args: ServeArgs, database_url: &str) -> anyhow::Result<Self> {
         store::run_migrations(database_url).await?;
-        let store =
-            Store::connect(database_url, BACKGROUND_POOL_SIZE, args.db_acquire_timeout).await?;
+        let store = Store::connect(
+            &event_loops::application_name(database_url, "orgd-background"),
+            BACKGROUND_POOL_SIZE,
+            args.db_acquire_timeout,
+        )
+        .await?;
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
             if let Some(Policy::Org(OrgPolicy {
@@ -172,11 +177,11 @@ impl App {
         let pools = LoopPools::split(
             &database_url,
             args.pool_size,
-            args.event_loops.map_or_else(available_cores, usize::from),
+            args.event_loops,
             args.db_acquire_timeout,
         );
         let (drain_tx, drain) = watch::channel(false);
-        let loops = EventLoops::start(
+        let (loops, mut loop_ends) = EventLoops::start(
             pools,
             Arc::new(move |store| services.router(store)),
             drain.clone(),
@@ -186,8 +191,16 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, event_loops = loops.count(), "orgd serving");
         let mut draining_health = health.clone();
         let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: refusing new calls, draining in-flight ones");
+            let outcome = tokio::select! {
+                () = shutdown => Ok(()),
+                Some(index) = loop_ends.recv() => Err(anyhow::anyhow!("event loop {index} stopped serving")),
+            };
+            match &outcome {
+                Ok(()) => {
+                    tracing::info!("shutting down: refusing new calls, draining in-flight ones")
+                }
+                Err(err) => tracing::error!(%err, "shutting down: draining the other event loops"),
+            }
             // Stop the probe first, so it cannot report SERVING again while draining.
             let _ = stop_tx.send(true);
             let _ = probe.await;
@@ -200,21 +213,17 @@ impl App {
                 draining_health.clear_service_status(service).await;
             }
             let _ = drain_tx.send(true);
+            outcome
         };
-        tokio::join!(signal, loops.accept(listener, drain));
+        let (outcome, ()) = tokio::join!(signal, loops.accept(listener, drain));
         let served = loops.finished().await;
         // Background work stopped at the signal: join it.
         for task in workers {
             let _ = task.await;
         }
         tracing::info!("orgd stopped");
-        served
+        outcome.and(served)
     }
-}
-
-/// The cores orgd may use: one event loop each.
-fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Everything the event loops' routers share; each loop adds its own pool.
