@@ -142,6 +142,23 @@ impl App {
         } = self;
         let health = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+        let services = Services::new(&args, policies, verifier, health_service);
+        let pools = LoopPools::split(
+            &database_url,
+            args.pool_size,
+            args.event_loops,
+            args.db_acquire_timeout,
+        );
+        let (drain_tx, drain) = watch::channel(false);
+        let (loops, mut loop_ends) = EventLoops::start(
+            pools,
+            Arc::new(move |store| services.router(store)),
+            drain.clone(),
+            args.shutdown_grace,
+        )
+        .await?;
+        // Started after the loops, so that a loop that cannot start leaves
+        // nothing behind.
         let (stop_tx, stop) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
         let workers = [
@@ -173,21 +190,6 @@ impl App {
             ),
         }
 
-        let services = Services::new(&args, policies, verifier, health_service);
-        let pools = LoopPools::split(
-            &database_url,
-            args.pool_size,
-            args.event_loops,
-            args.db_acquire_timeout,
-        );
-        let (drain_tx, drain) = watch::channel(false);
-        let (loops, mut loop_ends) = EventLoops::start(
-            pools,
-            Arc::new(move |store| services.router(store)),
-            drain.clone(),
-            args.shutdown_grace,
-        )
-        .await?;
         tracing::info!(addr = %listener.local_addr()?, event_loops = loops.count(), "orgd serving");
         let mut draining_health = health.clone();
         let signal = async move {
