@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, create_org, join, set_roles, update};
-use orgd::pb;
+use common::{TestApp, create_org, get, join, set_roles, update};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -65,11 +64,9 @@ async fn every_event_loop_serves_and_sees_a_role_change_at_once() {
             Code::PermissionDenied,
             "connection {i}: {refused:?}"
         );
-        let read = within_seconds(client.get_organization(pb::GetOrganizationRequest {
-            name: org.name.clone(),
-        }))
-        .await
-        .unwrap();
+        let read = within_seconds(client.get_organization(get(&org.name)))
+            .await
+            .unwrap();
         assert_eq!(
             read.into_inner().description,
             format!("edited through connection {}", LOOPS - 1)

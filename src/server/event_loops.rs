@@ -153,12 +153,14 @@ impl EventLoops {
     /// Accepts connections and hands them to the loops in turn, until `drain`
     /// turns true (or its sender goes); then closes the listening socket, so
     /// that new clients are refused at once instead of left waiting.
-    pub async fn accept(&self, listener: TcpListener, mut drain: watch::Receiver<bool>) {
+    pub async fn accept(&self, listener: TcpListener, drain: watch::Receiver<bool>) {
+        let drained = drained(drain);
+        tokio::pin!(drained);
         let mut next = 0;
         loop {
             let accepted = tokio::select! {
                 biased;
-                _ = drain.wait_for(|draining| *draining) => return,
+                () = &mut drained => return,
                 accepted = listener.accept() => accepted,
             };
             let stream = match accepted {
@@ -218,6 +220,12 @@ impl EventLoops {
         }
         outcome
     }
+}
+
+/// Completes when `drain` turns true, or when its sender goes: the server is
+/// going away then too.
+async fn drained(mut drain: watch::Receiver<bool>) {
+    let _ = drain.wait_for(|draining| *draining).await;
 }
 
 /// `url` with the `application_name` PostgreSQL shows for its sessions
@@ -295,16 +303,11 @@ impl EventLoop {
                     .poll_recv(cx)
                     .map(|stream| stream.map(tokio::net::TcpStream::from_std))
             });
-            let draining = |mut drain: watch::Receiver<bool>| async move {
-                // A dropped sender means the server is going away: drain too.
-                let _ = drain.wait_for(|draining| *draining).await;
-            };
-            let serve =
-                router.serve_with_incoming_shutdown(connections, draining(self.drain.clone()));
+            let serve = router.serve_with_incoming_shutdown(connections, drained(self.drain.clone()));
             let grace = self.grace;
             tokio::select! {
                 served = serve => served.context("serving"),
-                () = async { draining(self.drain).await; tokio::time::sleep(grace).await } => {
+                () = async { drained(self.drain).await; tokio::time::sleep(grace).await } => {
                     tracing::warn!(event_loop = index, ?grace, "in-flight calls outlived the shutdown grace period; dropping them");
                     Ok(())
                 }
