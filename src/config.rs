@@ -174,18 +174,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL. Without it, orgd runs a private cluster in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Database connections for calls, shared out among the event loops.
-    /// Background work has four more of its own.
-    #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    pub pool_size: u32,
-    /// Event loops serving calls, each a thread with its share of the pool
-    /// [default: one per core, but no fewer than 4 connections each]. A client
-    /// connection is served by one loop; never more loops than connections.
-    #[arg(long, env = "ORGD_EVENT_LOOPS", value_parser = clap::value_parser!(u16).range(1..))]
-    pub event_loops: Option<u16>,
-    /// How long a call waits for a database connection before UNAVAILABLE.
-    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
-    pub db_acquire_timeout: Duration,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub limits: ServingLimits,
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,
@@ -248,6 +240,55 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// The database pool and the limits of each of its sessions.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database connections for calls. Background work has four more of its own.
+    #[arg(long, env = "ORGD_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_size: u32,
+    /// How long a call waits for a database connection before UNAVAILABLE.
+    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub db_acquire_timeout: Duration,
+    /// Longest a statement may run (PostgreSQL's statement_timeout) before the
+    /// call fails UNAVAILABLE.
+    #[arg(long, env = "ORGD_DB_STATEMENT_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
+    pub db_statement_timeout: Duration,
+    /// Longest a statement may wait for a row lock another change holds
+    /// (PostgreSQL's lock_timeout) before the call fails ABORTED.
+    #[arg(long, env = "ORGD_DB_LOCK_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub db_lock_timeout: Duration,
+}
+
+/// What one client may hold of the server, and how long.
+#[derive(Debug, Clone, Args)]
+pub struct ServingLimits {
+    /// Longest a call may run (a shorter grpc-timeout from the client wins);
+    /// then it ends DEADLINE_EXCEEDED / CANCELLED.
+    #[arg(long, env = "ORGD_CALL_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub call_timeout: Duration,
+    /// Calls one connection may have in flight (HTTP/2 max concurrent
+    /// streams); beyond it a call is refused UNAVAILABLE at once.
+    #[arg(long, env = "ORGD_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Client connections open at once; more wait to be accepted.
+    #[arg(long, env = "ORGD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a new connection has to make its first call before it is closed.
+    #[arg(long, env = "ORGD_FIRST_CALL_DEADLINE", default_value = "10s", value_parser = positive_duration)]
+    pub first_call_deadline: Duration,
+    /// Age at which a connection is asked to go away (HTTP/2 GOAWAY), so that
+    /// clients spread again over replicas; its calls in flight finish, each
+    /// within --call-timeout.
+    #[arg(long, env = "ORGD_MAX_CONNECTION_AGE", default_value = "30m", value_parser = positive_duration)]
+    pub max_connection_age: Duration,
+    /// How often an idle connection is pinged (HTTP/2 keepalive).
+    #[arg(long, env = "ORGD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "ORGD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http2_keepalive_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     #[command(flatten)]
@@ -297,7 +338,9 @@ mod tests {
     fn zero_sizes_and_intervals_are_refused() {
         for bad in [
             ["--pool-size", "0"],
-            ["--event-loops", "0"],
+            ["--max-connections", "0"],
+            ["--db-lock-timeout", "0s"],
+            ["--call-timeout", "0s"],
             ["--purge-interval", "0s"],
             ["--outbox-interval", "0s"],
             ["--outbox-max-attempts", "0"],

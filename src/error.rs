@@ -81,6 +81,22 @@ impl From<DieselError> for Error {
             {
                 Error::SerializationConflict
             }
+            // SQLSTATE 55P03 and 57014: the session's lock_timeout and
+            // statement_timeout, which diesel reports only by message.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("due to lock timeout") =>
+            {
+                Error::Aborted(
+                    "another change to the same data held it longer than the database lock timeout; retry".into(),
+                )
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("due to statement timeout") =>
+            {
+                Error::Unavailable(
+                    "the database did not answer within the statement timeout; retry later".into(),
+                )
+            }
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 Error::AlreadyExists(format!(
                     "already exists ({})",

@@ -4,10 +4,9 @@ use clap::Parser;
 use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command, JwtKey, LogFormat, TokenArgs};
 
-// Calls are served on orgd's event loops, each a thread of its own; this
-// runtime starts them and runs the background work. (Multi-threaded because
-// diesel-async's migrations block in place.)
-#[tokio::main(worker_threads = 1)]
+// One work-stealing runtime with a worker per core serves every call and the
+// background work (diesel-async's migrations also need it: they block in place).
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -23,7 +23,7 @@ use clap::Parser;
 use orgd::pb;
 use orgd::pb::token_service_client::TokenServiceClient;
 use orgd::postgres::EmbeddedPostgres;
-use orgd::store::Store;
+use orgd::store::{DbConfig, Store};
 use tonic::transport::Channel;
 
 use cpu::CpuMeter;
@@ -147,7 +147,12 @@ async fn bench_on(
     let mut server = Server::start(&url, work, args.pool_size)?;
     let result = async {
         let channels = connect(&server.addr, args.connections).await?;
-        let store = Store::connect(&url, args.pool_size, Duration::from_secs(5)).await?;
+        let store = Store::connect(
+            &DbConfig::unlimited(&url, "orgd-bench"),
+            args.pool_size,
+            Duration::from_secs(5),
+        )
+        .await?;
         let mut fixture = Fixture::new(data, store)?;
         fixture.tokens = service_tokens(&channels[0], &fixture, args.service_tokens).await?;
         let fixture = Arc::new(fixture);

@@ -19,6 +19,7 @@ use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_fie
 use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
+use crate::server::ConnectionInfo;
 use crate::store::Store;
 use crate::store::access::MemberAccess;
 use crate::store::orgs::OrgRow;
@@ -88,6 +89,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if let Some(connection) = request.extensions().get::<ConnectionInfo>() {
+            connection.first_call.arrived();
+        }
         // The ready service handles this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

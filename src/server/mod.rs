@@ -1,7 +1,7 @@
 //! Assembles orgd: database, migrations, auth layer, health, reflection, services,
 //! background workers; serves until the shutdown signal, then drains.
 
-mod event_loops;
+mod connections;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -24,7 +23,7 @@ use crate::api::org::{OrgApi, OrgSettings};
 use crate::api::resource::ResourceApi;
 use crate::api::token::TokenApi;
 use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTable};
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, ServingLimits};
 use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
@@ -36,9 +35,10 @@ use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
-use crate::store::{self, Store};
+use crate::store::{self, DbConfig, Store};
 use crate::workers;
-use event_loops::{EventLoops, LoopPools};
+pub use connections::ConnectionInfo;
+use connections::ConnectionLimits;
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
@@ -52,18 +52,12 @@ const HEALTH_SERVICES: [&str; 7] = [
     "orgd.v1.ResourceService",
 ];
 
-/// What the background work uses (calls have the event loops' pools): one
-/// connection each for the health probe, purging, billing and the outbox, so
-/// that a slow SMTP server holding the outbox's cannot starve the probe.
-const BACKGROUND_POOL_SIZE: u32 = 4;
-
-/// What one event loop serves: orgd's services behind the auth layer.
-pub type OrgdRouter = Router<Stack<AuthLayer, Identity>>;
+/// orgd's services behind the auth layer.
+type OrgdRouter = tonic::transport::server::Router<Stack<AuthLayer, Identity>>;
 
 /// A bound, ready-to-run orgd.
 pub struct App {
     args: ServeArgs,
-    database_url: String,
     listener: TcpListener,
     store: Store,
     policies: PolicyTable,
@@ -75,13 +69,14 @@ impl App {
     /// Migrates the database, checks the policy table against it, sets up the
     /// mailer, and binds the listener.
     pub async fn build(args: ServeArgs, database_url: &str) -> anyhow::Result<Self> {
+        let db = DbConfig {
+            url: database_url.to_owned(),
+            application_name: "orgd".to_owned(),
+            statement_timeout: args.db.db_statement_timeout,
+            lock_timeout: args.db.db_lock_timeout,
+        };
         store::run_migrations(database_url).await?;
-        let store = Store::connect(
-            &event_loops::application_name(database_url, "orgd-background"),
-            BACKGROUND_POOL_SIZE,
-            args.db_acquire_timeout,
-        )
-        .await?;
+        let store = Store::connect(&db, args.db.pool_size, args.db.db_acquire_timeout).await?;
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
             if let Some(Policy::Org(OrgPolicy {
@@ -110,7 +105,6 @@ impl App {
             .with_context(|| format!("listening on {}", args.listen))?;
         Ok(App {
             args,
-            database_url: database_url.to_owned(),
             listener,
             store,
             policies,
@@ -133,7 +127,6 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             args,
-            database_url,
             listener,
             store,
             policies,
@@ -143,22 +136,6 @@ impl App {
         let health = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         let services = Services::new(&args, policies, verifier, health_service);
-        let pools = LoopPools::split(
-            &database_url,
-            args.pool_size,
-            args.event_loops,
-            args.db_acquire_timeout,
-        );
-        let (drain_tx, drain) = watch::channel(false);
-        let (loops, mut loop_ends) = EventLoops::start(
-            pools,
-            Arc::new(move |store| services.router(store)),
-            drain.clone(),
-            args.shutdown_grace,
-        )
-        .await?;
-        // Started after the loops, so that a loop that cannot start leaves
-        // nothing behind.
         let (stop_tx, stop) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
         let workers = [
@@ -190,19 +167,12 @@ impl App {
             ),
         }
 
-        tracing::info!(addr = %listener.local_addr()?, event_loops = loops.count(), "orgd serving");
+        tracing::info!(addr = %listener.local_addr()?, "orgd serving");
+        let (drain_tx, mut drain) = watch::channel(false);
         let mut draining_health = health.clone();
         let signal = async move {
-            let outcome = tokio::select! {
-                () = shutdown => Ok(()),
-                Some(index) = loop_ends.recv() => Err(anyhow::anyhow!("event loop {index} stopped serving")),
-            };
-            match &outcome {
-                Ok(()) => {
-                    tracing::info!("shutting down: refusing new calls, draining in-flight ones")
-                }
-                Err(err) => tracing::error!(%err, "shutting down: draining the other event loops"),
-            }
+            shutdown.await;
+            tracing::info!("shutting down: refusing new calls, draining in-flight ones");
             // Stop the probe first, so it cannot report SERVING again while draining.
             let _ = stop_tx.send(true);
             let _ = probe.await;
@@ -215,20 +185,41 @@ impl App {
                 draining_health.clear_service_status(service).await;
             }
             let _ = drain_tx.send(true);
-            outcome
         };
-        let (outcome, ()) = tokio::join!(signal, loops.accept(listener, drain));
-        let served = loops.finished().await;
+        let limits = &args.limits;
+        let incoming = connections::accept(
+            listener,
+            ConnectionLimits {
+                max_connections: limits.max_connections as usize,
+                first_call_deadline: limits.first_call_deadline,
+            },
+        );
+        let served = services
+            .router(store.clone(), limits)?
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(served);
+        // Serving ends once every connection has closed after the drain began;
+        // connections still busy when the grace period is over are cut.
+        let outcome = tokio::select! {
+            outcome = &mut served => outcome.context("serving gRPC"),
+            () = async {
+                let _ = drain.wait_for(|draining| *draining).await;
+                tokio::time::sleep(args.shutdown_grace).await;
+            } => {
+                tracing::warn!(grace = ?args.shutdown_grace, "calls still in flight after the grace period were cut off");
+                Ok(())
+            }
+        };
         // Background work stopped at the signal: join it.
         for task in workers {
             let _ = task.await;
         }
         tracing::info!("orgd stopped");
-        outcome.and(served)
+        outcome
     }
 }
 
-/// Everything the event loops' routers share; each loop adds its own pool.
+/// What the router is built from.
 struct Services {
     org: OrgSettings,
     member: MemberSettings,
@@ -278,8 +269,8 @@ impl Services {
     }
 
     /// orgd's services on `store`, behind the auth layer, with health and
-    /// reflection.
-    fn router(&self, store: Store) -> anyhow::Result<OrgdRouter> {
+    /// reflection, under the serving limits.
+    fn router(&self, store: Store, limits: &ServingLimits) -> anyhow::Result<OrgdRouter> {
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -294,6 +285,17 @@ impl Services {
             max_request_bytes: max_bytes,
         });
         Ok(tonic::transport::Server::builder()
+            .timeout(limits.call_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            // The client was told the stream limit; a call beyond it is refused
+            // at once rather than queued behind the connection's others.
+            .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+            .load_shed(true)
+            // tonic's max_connection_age_grace cuts the connection at age +
+            // grace without the GOAWAY first: the grace here is --call-timeout.
+            .max_connection_age(limits.max_connection_age)
+            .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
             .layer(auth)
             .add_service(self.health.clone())
             .add_service(reflection().build_v1()?)

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod audit;
 pub mod billing_profiles;
+mod connect;
 pub mod invitations;
 pub mod invoices;
 pub mod members;
@@ -16,8 +17,6 @@ pub mod subscriptions;
 pub mod tokens;
 pub mod users;
 
-use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,18 +24,21 @@ use diesel::QueryResult;
 use diesel::connection::TransactionDepthChange;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolableConnection, bb8};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    AnsiTransactionManager, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection, TransactionManager,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{Error, Result};
 
 pub use audit::{Actor, TokenLimit};
+pub use connect::DbConfig;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -47,89 +49,61 @@ const MIGRATION_LOCK: i64 = 0x6f72_6764;
 const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
 
 pub type Conn = AsyncPgConnection;
-type Pool = bb8::Pool<AsyncPgConnection>;
 
 /// Handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
-    /// One permit per pooled connection, handed out first come, first served.
-    /// bb8 alone lets a newcomer take a freed connection before a caller that
-    /// has been waiting, so under load some calls waited until they timed out.
-    turns: Arc<Semaphore>,
+    /// deadpool hands freed connections to waiting callers first come, first
+    /// served (its waiters queue on a fair semaphore).
+    pool: Pool<AsyncPgConnection>,
     acquire_timeout: Duration,
 }
 
-/// A pooled connection, held together with its turn.
-struct Checkout<'a> {
-    conn: bb8::PooledConnection<'a, AsyncPgConnection>,
-    _turn: SemaphorePermit<'a>,
-}
-
-impl Deref for Checkout<'_> {
-    type Target = AsyncPgConnection;
-
-    fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for Checkout<'_> {
-    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
-    }
-}
-
 impl Store {
+    /// A pool of up to `pool_size` connections made as `db` says; the first is
+    /// opened now, so that a database orgd cannot reach fails start-up at once,
+    /// saying where and why.
     pub async fn connect(
-        url: &str,
+        db: &DbConfig,
         pool_size: u32,
         acquire_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-        let pool = Pool::builder()
-            .max_size(pool_size)
-            // A ping on every checkout would be one more round trip per query
-            // (several per call); a broken connection fails its query instead,
-            // and bb8 drops it.
-            .test_on_check_out(false)
-            .connection_timeout(acquire_timeout)
-            .build(manager)
-            .await
+        let mut manager_config = ManagerConfig::default();
+        let setup = db.clone();
+        manager_config.custom_setup = Box::new(move |_url| {
+            let setup = setup.clone();
+            Box::pin(async move { setup.establish().await })
+        });
+        // A ping on every checkout would be one more round trip per query
+        // (several per call); a broken connection fails its query instead,
+        // and is dropped when it comes back.
+        manager_config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            &db.url,
+            manager_config,
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size as usize)
+            .build()
             .context("creating the database pool")?;
+        drop(pool.get().await.map_err(|err| anyhow::anyhow!("{err}"))?);
         Ok(Store {
             pool,
-            turns: Arc::new(Semaphore::new(pool_size as usize)),
             acquire_timeout,
         })
     }
 
-    async fn conn(&self) -> Result<Checkout<'_>> {
-        let checkout = async {
-            let turn = self
-                .turns
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            loop {
-                let mut conn = self.pool.get().await.map_err(|err| {
-                    Error::Unavailable(format!("the database is unavailable: {err}"))
-                })?;
-                // A connection the server closed (restart, failover, idle kill)
-                // is known locally: bb8 drops it when it comes back.
-                if !conn.is_broken() {
-                    return Ok(Checkout { conn, _turn: turn });
-                }
-            }
-        };
-        tokio::time::timeout(self.acquire_timeout, checkout)
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "the database is busy: no connection came free within {:?}",
-                    self.acquire_timeout
-                ))
-            })?
+    async fn conn(&self) -> Result<Object<AsyncPgConnection>> {
+        match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(err)) => Err(Error::Unavailable(format!(
+                "the database is unavailable: {err}"
+            ))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "the database is busy: no connection came free within {:?}",
+                self.acquire_timeout
+            ))),
+        }
     }
 
     /// Runs a read-only query on a pooled connection.
@@ -280,9 +254,11 @@ pub(crate) trait KeepPrepared: Sized {
 
 impl<Q> KeepPrepared for Q {}
 
-/// Applies pending migrations on a dedicated connection.
+/// Applies pending migrations on a dedicated connection, with no statement or
+/// lock timeout (a migration may rewrite a large table).
 pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
-    let mut conn = AsyncPgConnection::establish(url)
+    let mut conn = DbConfig::unlimited(url, "orgd-migrations")
+        .establish()
         .await
         .context("connecting to the database to run migrations")?;
     // Replicas starting together take turns; the lock ends with the connection.

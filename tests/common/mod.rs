@@ -332,10 +332,6 @@ impl TestApp {
             SERVICE_SUBJECT,
             "--pool-size",
             "4",
-            // Two loops of two connections, so that every test also crosses
-            // loops (by default a pool of 4 would get one loop).
-            "--event-loops",
-            "2",
             "--shutdown-grace",
             "1s",
             // Tests read queued messages before delivery redacts them.

@@ -1,0 +1,132 @@
+//! How orgd opens a PostgreSQL connection: the URL, the session's name in
+//! `pg_stat_activity`, and the per-session limits that keep one slow statement
+//! or lock wait from holding a pooled connection indefinitely.
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::AsyncPgConnection;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    /// Shown in `pg_stat_activity`, unless the URL names one itself.
+    pub application_name: String,
+    /// Longest a statement may run before PostgreSQL cancels it (0: no limit).
+    pub statement_timeout: Duration,
+    /// Longest a statement may wait for a row or table lock (0: no limit).
+    pub lock_timeout: Duration,
+}
+
+impl DbConfig {
+    /// `url` with no limits: for one-off sessions such as migrations.
+    pub fn unlimited(url: &str, application_name: &str) -> Self {
+        DbConfig {
+            url: url.to_owned(),
+            application_name: application_name.to_owned(),
+            statement_timeout: Duration::ZERO,
+            lock_timeout: Duration::ZERO,
+        }
+    }
+
+    /// The URL parsed, with the session settings orgd adds. The settings travel
+    /// in the startup packet, so they cost no round trip.
+    fn postgres_config(&self) -> Result<tokio_postgres::Config, ConnectionError> {
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|err| {
+            ConnectionError::InvalidConnectionUrl(format!("DATABASE_URL does not parse: {err}"))
+        })?;
+        if config.get_application_name().is_none() {
+            config.application_name(&self.application_name);
+        }
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, limit) in [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+        ] {
+            options.push_str(&format!(" -c {name}={}", limit.as_millis()));
+        }
+        config.options(options.trim_start());
+        Ok(config)
+    }
+
+    /// `host:port` of the server(s) the URL names, for error messages.
+    pub fn target(&self) -> String {
+        let Ok(config) = self.url.parse::<tokio_postgres::Config>() else {
+            return "(unparsable DATABASE_URL)".to_owned();
+        };
+        let ports = config.get_ports();
+        config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                };
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                format!("{host}:{port}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Opens one connection.
+    pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectionError> {
+        let config = self.postgres_config()?;
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|err| self.connect_error(&err))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+
+    /// The cause of a failed connection with where orgd tried to connect.
+    fn connect_error(&self, err: &tokio_postgres::Error) -> ConnectionError {
+        let mut cause = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(inner) = source {
+            cause.push_str(": ");
+            cause.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        ConnectionError::BadConnection(format!(
+            "connecting to PostgreSQL at {}: {cause}",
+            self.target()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_name_go_in_the_startup_options() {
+        let config = DbConfig {
+            url: "postgres://u:p@db.internal:6432/orgd?options=-c%20search_path%3Dx".into(),
+            application_name: "orgd".into(),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_millis(2500),
+        };
+        let parsed = config.postgres_config().unwrap();
+        assert_eq!(parsed.get_application_name(), Some("orgd"));
+        assert_eq!(
+            parsed.get_options(),
+            Some("-c search_path=x -c statement_timeout=10000 -c lock_timeout=2500")
+        );
+        assert_eq!(config.target(), "db.internal:6432");
+    }
+
+    #[test]
+    fn a_name_in_the_url_wins() {
+        let config = DbConfig::unlimited("postgres://h/db?application_name=mine", "orgd");
+        let parsed = config.postgres_config().unwrap();
+        assert_eq!(parsed.get_application_name(), Some("mine"));
+        assert_eq!(
+            parsed.get_options(),
+            Some("-c statement_timeout=0 -c lock_timeout=0")
+        );
+    }
+}
