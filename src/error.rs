@@ -42,6 +42,9 @@ pub enum Error {
     /// The called method does not exist on this server.
     #[error("{0}")]
     UnknownMethod(String),
+    /// The request is compressed in a way this server does not read.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -147,6 +150,7 @@ impl Error {
             Error::TooLarge(_) => "REQUEST_TOO_LARGE",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::UnknownMethod(_) => "UNKNOWN_METHOD",
+            Error::UnsupportedEncoding(_) => "UNSUPPORTED_ENCODING",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -179,7 +183,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Aborted(_) | Error::SerializationConflict => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::UnknownMethod(_) => Code::Unimplemented,
+            Error::UnknownMethod(_) | Error::UnsupportedEncoding(_) => Code::Unimplemented,
             Error::TooLarge(_) => Code::OutOfRange,
             Error::Internal(_) => Code::Internal,
         };

@@ -402,12 +402,10 @@ impl Caller {
                 permission,
             } => {
                 let token = &fixture.tokens[token];
-                let (_, found) = store
-                    .token_access(&token.secret, &org_ref(token.team)?)
-                    .await?;
-                let Some((org, Some(_))) = found else {
+                let (_, org, access) = store.token_session(&token.secret).await?;
+                if access.is_none() || !org_ref(token.team)?.names(org.id, &org.slug) {
                     return Err(not_found());
-                };
+                }
                 store
                     .check_permission(org.id, fixture.data.users[user].id, permission)
                     .await?;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use std::io::Read;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use prost_reflect::{DynamicMessage, Value};
@@ -95,6 +97,9 @@ where
         // The ready service handles this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !is_grpc(&request) {
+            return Box::pin(async { Ok(unsupported_media_type()) });
+        }
         let state = self.state.clone();
         let request_id = request_id(&request);
         let method = request.uri().path().to_owned();
@@ -120,6 +125,22 @@ where
     }
 }
 
+/// Whether the request is a gRPC call (`application/grpc`, `application/grpc+proto`…).
+fn is_grpc(request: &http::Request<Body>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC spec's answer to a request that is not gRPC: HTTP 415, before
+/// anything else is read.
+fn unsupported_media_type() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::empty());
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response
+}
+
 /// The caller's `x-request-id` if it is sane, else a new one.
 fn request_id(request: &http::Request<Body>) -> String {
     request
@@ -130,9 +151,13 @@ fn request_id(request: &http::Request<Body>) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
+/// The steps every orgd call passes, in order: what it calls, who calls
+/// (headers only), whether that kind of caller may call it, the request read
+/// (bounded) and its text screened, then the caller's standing in the
+/// organization it targets. Nothing reads the body before the caller is known.
 async fn authorize(
     state: &AuthState,
-    mut request: http::Request<Body>,
+    request: http::Request<Body>,
     request_id: &str,
 ) -> Result<http::Request<Body>, tonic::Status> {
     let path = request.uri().path().to_owned();
@@ -151,75 +176,28 @@ async fn authorize(
         ))
         .into());
     };
-    let bearer = authenticate(state, request.headers())?;
-    // Every orgd method is unary: read the message once, to screen it and to find
-    // the organization it targets.
-    let (parts, body) = request.into_parts();
-    let screened = decode_request(state, entry, body)
-        .await
-        .and_then(|(bytes, message)| match card_number_field(&message, "") {
-            Some(field) => Err(card_number_refusal(&field)),
-            None => Ok((bytes, message)),
-        });
-    let (bytes, message) = match screened {
-        Ok(screened) => screened,
-        Err(refusal) => return Err(unauthenticated_first(state, &bearer, refusal).await),
-    };
-    request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
-    let principal = match (policy, &bearer) {
-        (Policy::Service, Bearer::Service(subject)) => Principal::Service {
-            subject: subject.clone(),
-        },
-        (Policy::Service, _) => {
-            let refusal = Error::PermissionDenied(format!("{path} is for backend services only"));
-            return Err(unauthenticated_first(state, &bearer, refusal).await);
-        }
-        (_, Bearer::Service(subject)) => {
-            return Err(Error::PermissionDenied(format!(
-                "{path} needs a user token; services/{subject} is a service"
-            ))
-            .into());
-        }
-        (Policy::Authenticated { .. }, Bearer::User(identity)) => {
-            Principal::User(state.store.ensure_user(identity, request_id).await?)
-        }
-        (Policy::Authenticated { api_tokens: true }, Bearer::ApiToken(secret)) => {
-            Principal::ApiToken(state.store.authenticate_api_token(secret).await?)
-        }
-        (Policy::Authenticated { api_tokens: false }, Bearer::ApiToken(_)) => {
-            let refusal = Error::PermissionDenied(format!(
-                "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
-            ));
-            return Err(unauthenticated_first(state, &bearer, refusal).await);
-        }
-        (Policy::Org(scope), Bearer::User(identity)) => {
+    let caller = authenticate(state, request.headers()).await?;
+    let admitted = admit(state, &path, policy, caller, request_id).await?;
+    let (mut parts, body) = request.into_parts();
+    let (frame, message) = read_request(state, entry, &mut parts.headers, body).await?;
+    // Before anything parses (and might echo) a value, the organization's
+    // name included.
+    if let Some(field) = card_number_field(&message, "") {
+        return Err(card_number_refusal(&field).into());
+    }
+    let (principal, access) = match admitted {
+        Admitted::Caller(principal) => (principal, None),
+        Admitted::InOrg(scope, caller) => {
             let org_ref = target_org(&message, scope)?;
-            // Usually one query answers who the caller is and what they may do
-            // there; a new user or a changed profile takes the longer way.
-            let (user, found) = match state.store.signed_in_access(identity, &org_ref).await? {
-                Some((user, org, access)) => (user, Some((org, access))),
-                None => {
-                    let user = state.store.ensure_user(identity, request_id).await?;
-                    let found = state.store.org_and_access(&org_ref, user.row.id).await?;
-                    (user, found)
-                }
-            };
-            let access = authorize_in_org(&org_ref, found, None, scope)?;
-            request.extensions_mut().insert(Arc::new(access));
-            Principal::User(user)
-        }
-        (Policy::Org(scope), Bearer::ApiToken(secret)) => {
-            let org_ref = match target_org(&message, scope) {
-                Ok(org_ref) => org_ref,
-                Err(refusal) => return Err(unauthenticated_first(state, &bearer, refusal).await),
-            };
-            // One query checks the token and reads its creator's access.
-            let (caller, found) = state.store.token_access(secret, &org_ref).await?;
-            let access = authorize_in_org(&org_ref, found, Some(&caller), scope)?;
-            request.extensions_mut().insert(Arc::new(access));
-            Principal::ApiToken(caller)
+            let (principal, access) =
+                authorize_in_target(state, &org_ref, scope, caller, request_id).await?;
+            (principal, Some(access))
         }
     };
+    let mut request = http::Request::from_parts(parts, Body::new(Full::new(frame)));
+    if let Some(access) = access {
+        request.extensions_mut().insert(Arc::new(access));
+    }
     request.extensions_mut().insert(Arc::new(CallContext {
         request_id: request_id.to_owned(),
         principal,
@@ -227,20 +205,34 @@ async fn authorize(
     Ok(request)
 }
 
-/// Who the bearer token stands for. Signatures are checked before the request
-/// is read; a signed-in user is looked up with their target, later. An API
-/// token is checked later too, with the organization its call names, in the
-/// same query: until then it is only the secret the caller sent.
-enum Bearer {
+/// Who the bearer token stands for, from the headers alone: a signed-in
+/// user's token by its signature, a service's likewise, an API token by one
+/// query that also reads its organization and its creator's standing there.
+enum Caller {
     User(Identity),
-    ApiToken(String),
+    ApiToken {
+        caller: TokenCaller,
+        org: OrgRow,
+        member: Option<MemberAccess>,
+    },
     Service(String),
 }
 
-fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
+/// The longest bearer token read. Real identity-provider tokens are a few
+/// kilobytes; the server's header limit is well above this, so that a longer
+/// one is refused here, as a gRPC status, rather than by HTTP/2.
+pub const MAX_BEARER_BYTES: usize = 16 * 1024;
+
+async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Caller> {
     let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing 'authorization: Bearer <token>' metadata".into())
     })?;
+    if header.len() > MAX_BEARER_BYTES {
+        return Err(Error::Unauthenticated(format!(
+            "the bearer token is {} bytes; orgd accepts tokens of up to {MAX_BEARER_BYTES} bytes",
+            header.len()
+        )));
+    }
     let token = header
         .to_str()
         .ok()
@@ -255,57 +247,137 @@ fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> 
         })?;
     if token.starts_with(SECRET_PREFIX) {
         check_secret_shape(token)?;
-        return Ok(Bearer::ApiToken(token.to_owned()));
+        let (caller, org, member) = state.store.token_session(token).await?;
+        return Ok(Caller::ApiToken {
+            caller,
+            org,
+            member,
+        });
     }
     let claims = state.verifier.verify(token)?;
     if state.service_subjects.contains(&claims.sub) {
-        return Ok(Bearer::Service(claims.sub.clone()));
+        return Ok(Caller::Service(claims.sub.clone()));
     }
-    Ok(Bearer::User(claims.to_identity()?))
+    Ok(Caller::User(claims.to_identity()?))
 }
 
-/// `refusal`, unless the call came with an API token that does not pass (or
-/// could not be checked: that error wins too): a caller refused before their
-/// token was checked is told about the token first, as one with a bad
-/// signature is, and learns nothing of the rest.
-async fn unauthenticated_first(
+/// A caller the method's policy takes: done, or to be authorized in the
+/// organization the request names.
+enum Admitted<'p> {
+    Caller(Principal),
+    InOrg(&'p OrgPolicy, Caller),
+}
+
+/// Whether the method takes this kind of caller; decided before the request
+/// is read.
+async fn admit<'p>(
     state: &AuthState,
-    bearer: &Bearer,
-    refusal: Error,
-) -> tonic::Status {
-    if let Bearer::ApiToken(secret) = bearer
-        && let Err(unauthenticated) = state.store.authenticate_api_token(secret).await
-    {
-        return unauthenticated.into();
-    }
-    refusal.into()
+    path: &str,
+    policy: &'p Policy,
+    caller: Caller,
+    request_id: &str,
+) -> Result<Admitted<'p>> {
+    Ok(match (policy, caller) {
+        (Policy::Service, Caller::Service(subject)) => {
+            Admitted::Caller(Principal::Service { subject })
+        }
+        (Policy::Service, _) => {
+            return Err(Error::PermissionDenied(format!(
+                "{path} is for backend services only"
+            )));
+        }
+        (_, Caller::Service(subject)) => {
+            return Err(Error::PermissionDenied(format!(
+                "{path} needs a user token; services/{subject} is a service"
+            )));
+        }
+        (Policy::Authenticated { .. }, Caller::User(identity)) => Admitted::Caller(
+            Principal::User(state.store.ensure_user(&identity, request_id).await?),
+        ),
+        (Policy::Authenticated { api_tokens: true }, Caller::ApiToken { caller, .. }) => {
+            Admitted::Caller(Principal::ApiToken(caller))
+        }
+        (Policy::Authenticated { api_tokens: false }, Caller::ApiToken { .. }) => {
+            return Err(Error::PermissionDenied(format!(
+                "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
+            )));
+        }
+        (Policy::Org(scope), caller) => Admitted::InOrg(scope, caller),
+    })
 }
 
-/// Buffers the (unary) request and decodes it against the method's input type;
-/// returns the raw frame, to pass on, with the decoded message.
-async fn decode_request(
+/// The caller's standing in the organization `org_ref` names, checked against
+/// the method's policy.
+async fn authorize_in_target(
+    state: &AuthState,
+    org_ref: &OrgRef,
+    scope: &OrgPolicy,
+    caller: Caller,
+    request_id: &str,
+) -> Result<(Principal, OrgAccess)> {
+    match caller {
+        Caller::User(identity) => {
+            // Usually one query answers who the caller is and what they may do
+            // there; a new user or a changed profile takes the longer way.
+            let (user, found) = match state.store.signed_in_access(&identity, org_ref).await? {
+                Some((user, org, access)) => (user, Some((org, access))),
+                None => {
+                    let user = state.store.ensure_user(&identity, request_id).await?;
+                    let found = state.store.org_and_access(org_ref, user.row.id).await?;
+                    (user, found)
+                }
+            };
+            let access = authorize_in_org(org_ref, found, None, scope)?;
+            Ok((Principal::User(user), access))
+        }
+        Caller::ApiToken {
+            caller,
+            org,
+            member,
+        } => {
+            // A token acts in its own organization only.
+            let found = org_ref.names(org.id, &org.slug).then_some((org, member));
+            let access = authorize_in_org(org_ref, found, Some(&caller), scope)?;
+            Ok((Principal::ApiToken(caller), access))
+        }
+        Caller::Service(_) => unreachable!("admit refuses services in organization methods"),
+    }
+}
+
+/// Reads the (unary) request, at most `max_request_bytes`, and decodes it
+/// against the method's input type; returns the uncompressed frame, to pass
+/// on, with the decoded message. A gzip-compressed request is passed on
+/// decompressed.
+async fn read_request(
     state: &AuthState,
     entry: &MethodEntry,
+    headers: &mut http::HeaderMap,
     body: Body,
 ) -> Result<(Bytes, DynamicMessage)> {
-    let bytes = Limited::new(body, state.max_request_bytes + 5)
+    let too_large = || {
+        Error::TooLarge(format!(
+            "the request is larger than {} bytes or was cut off",
+            state.max_request_bytes
+        ))
+    };
+    let frame = Limited::new(body, state.max_request_bytes + 5)
         .collect()
         .await
-        .map_err(|_| {
-            Error::TooLarge(format!(
-                "the request is larger than {} bytes or was cut off",
-                state.max_request_bytes
-            ))
-        })?
+        .map_err(|_| too_large())?
         .to_bytes();
-    let message = grpc_message(&bytes)?;
-    let decoded = DynamicMessage::decode(entry.input.clone(), message).map_err(|err| {
+    let encoding = headers.remove(GRPC_ENCODING);
+    let message = grpc_message(&frame, encoding.as_ref(), state.max_request_bytes)?;
+    let decoded = DynamicMessage::decode(entry.input.clone(), message.clone()).map_err(|err| {
         Error::invalid(
             "request",
             format!("the request message does not decode: {err}"),
         )
     })?;
-    Ok((bytes, decoded))
+    let mut uncompressed = BytesMut::with_capacity(message.len() + 5);
+    uncompressed.put_u8(0);
+    uncompressed.put_u32(message.len() as u32);
+    uncompressed.put(message);
+    Ok((uncompressed.freeze(), decoded))
 }
 
 /// The path of the first text field of `message` (nested messages and lists
@@ -337,8 +409,15 @@ fn card_number_field(message: &DynamicMessage, prefix: &str) -> Option<String> {
     })
 }
 
-/// The message of a single uncompressed gRPC frame.
-fn grpc_message(frame: &Bytes) -> Result<Bytes> {
+const GRPC_ENCODING: &str = "grpc-encoding";
+
+/// The message of a single gRPC frame, inflated when the client compressed it
+/// with gzip (up to `max_bytes`).
+fn grpc_message(
+    frame: &Bytes,
+    encoding: Option<&http::HeaderValue>,
+    max_bytes: usize,
+) -> Result<Bytes> {
     let mut header = frame.clone();
     if header.remaining() < 5 {
         return Err(Error::invalid(
@@ -348,19 +427,38 @@ fn grpc_message(frame: &Bytes) -> Result<Bytes> {
     }
     let compressed = header.get_u8();
     let length = header.get_u32() as usize;
-    if compressed != 0 {
-        return Err(Error::invalid(
-            "request",
-            "compressed requests are not supported",
-        ));
-    }
     if header.remaining() != length {
         return Err(Error::invalid(
             "request",
             "expected exactly one gRPC message in the request",
         ));
     }
-    Ok(header)
+    if compressed == 0 {
+        return Ok(header);
+    }
+    match encoding.map(http::HeaderValue::as_bytes) {
+        Some(b"gzip") => {
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(header.as_ref())
+                .take(max_bytes as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|err| {
+                    Error::invalid(
+                        "request",
+                        format!("the gzip request does not inflate: {err}"),
+                    )
+                })?;
+            if inflated.len() > max_bytes {
+                return Err(Error::TooLarge(format!(
+                    "the request inflates to more than {max_bytes} bytes"
+                )));
+            }
+            Ok(inflated.into())
+        }
+        _ => Err(Error::UnsupportedEncoding(
+            "compressed requests must use gzip (grpc-encoding: gzip)".into(),
+        )),
+    }
 }
 
 /// The organization the request targets, read from the policy's field.

@@ -22,7 +22,9 @@ use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
 use crate::api::resource::ResourceApi;
 use crate::api::token::TokenApi;
-use crate::auth::{AuthLayer, AuthState, JwtVerifier, OrgPolicy, Policy, PolicyTable};
+use crate::auth::{
+    AuthLayer, AuthState, JwtVerifier, MAX_BEARER_BYTES, OrgPolicy, Policy, PolicyTable,
+};
 use crate::config::{ServeArgs, ServingLimits};
 use crate::mail::Mailer;
 use crate::pb::{
@@ -296,6 +298,9 @@ impl Services {
             .max_connection_age(limits.max_connection_age)
             .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+            // Room for a bearer token too long for the auth layer, so that it
+            // is refused with a gRPC status rather than HTTP/2's 431.
+            .http2_max_header_list_size(4 * MAX_BEARER_BYTES as u32)
             .layer(auth)
             .add_service(self.health.clone())
             .add_service(reflection().build_v1()?)

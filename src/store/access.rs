@@ -14,9 +14,7 @@ use uuid::Uuid;
 
 use super::orgs::{ListedOrg, OrgRow};
 use super::schema::{organizations, permissions};
-use super::tokens::{
-    TokenCaller, TokenWithCreator, admit_token, authenticate_token, token_with_creator,
-};
+use super::tokens::{TokenCaller, TokenWithCreator, admit_token, refused, token_with_creator};
 use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest, Secret};
@@ -235,11 +233,11 @@ const SIGNED_IN_ACCESS: [&str; 2] = by_org_key!(concat!(
      WHERE u.subject = $1 AND "
 ));
 
-/// The same for the API token whose secret hashes to `$1`, with the token and
-/// its creator: authentication and authorization of a token's call in one
-/// round trip. A token acts in its own organization only, so there is no row
-/// when the token is unknown or `$2` names any other organization.
-const TOKEN_ACCESS: [&str; 2] = by_org_key!(concat!(
+/// The API token whose secret hashes to `$1` with its creator, its
+/// organization and the creator's membership there: everything a token's call
+/// needs, read from the call's headers alone (a token acts in its own
+/// organization only), before its request is read.
+const TOKEN_SESSION: &str = concat!(
     "SELECT ",
     org_access_columns!(),
     ", ",
@@ -248,8 +246,8 @@ const TOKEN_ACCESS: [&str; 2] = by_org_key!(concat!(
     token_with_creator!(tables),
     " JOIN organizations o ON o.id = t.org_id
      LEFT JOIN memberships m ON m.org_id = o.id AND m.user_id = u.id
-     WHERE t.secret_hash = $1 AND "
-));
+     WHERE t.secret_hash = $1"
+);
 
 /// One row of `ORG_ACCESS`.
 #[derive(QueryableByName)]
@@ -281,7 +279,7 @@ struct SignedInAccessRow {
     user: PrefixedUser,
 }
 
-/// One row of `TOKEN_ACCESS`.
+/// One row of `TOKEN_SESSION`.
 #[derive(QueryableByName)]
 struct TokenAccessRow {
     #[diesel(embed)]
@@ -357,32 +355,27 @@ impl Store {
         }))
     }
 
-    /// The caller behind an API token's `secret` with the organization `org_ref`
-    /// names and the token creator's access to it, in one query — every call a
-    /// token makes in an organization. UNAUTHENTICATED for an unknown, revoked
-    /// or expired token; `None` for an organization the token does not act in.
-    pub async fn token_access(
+    /// The caller behind an API token's `secret`, with the token's organization
+    /// and its creator's access there, in one query. UNAUTHENTICATED for an
+    /// unknown, revoked or expired token.
+    pub async fn token_session(
         &self,
         secret: &str,
-        org_ref: &OrgRef,
-    ) -> Result<(TokenCaller, Option<(OrgRow, Option<MemberAccess>)>)> {
+    ) -> Result<(TokenCaller, OrgRow, Option<MemberAccess>)> {
         let hash = Secret::hash(secret);
         let hash = &hash;
         self.read(|conn| {
             async move {
-                let query = org_keyed(TOKEN_ACCESS, org_ref, |q| {
-                    q.bind::<diesel::sql_types::Bytea, _>(hash.as_slice())
-                });
-                let row: Option<TokenAccessRow> = query.get_result(conn).await.optional()?;
-                match row {
-                    Some(row) => {
-                        let caller = admit_token(conn, row.token).await?;
-                        Ok((caller, Some(row.access.split())))
-                    }
-                    // The token's own organization is not the one asked for, or
-                    // the token is unknown: which one decides the status.
-                    None => Ok((authenticate_token(conn, hash).await?, None)),
-                }
+                let row: TokenAccessRow = diesel::sql_query(TOKEN_SESSION)
+                    .bind::<diesel::sql_types::Bytea, _>(hash.as_slice())
+                    .prepared()
+                    .get_result(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| refused("is not valid"))?;
+                let caller = admit_token(conn, row.token).await?;
+                let (org, access) = row.access.split();
+                Ok((caller, org, access))
             }
             .scope_boxed()
         })

@@ -17,6 +17,7 @@ pub mod subscriptions;
 pub mod tokens;
 pub mod users;
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,7 +27,7 @@ use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{
     AnsiTransactionManager, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
@@ -49,6 +50,36 @@ const MIGRATION_LOCK: i64 = 0x6f72_6764;
 const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
 
 pub type Conn = AsyncPgConnection;
+
+/// A pooled connection. One given back in the middle of a transaction (its
+/// call was dropped: the client went away or its deadline passed) is closed
+/// rather than pooled, so that PostgreSQL rolls the transaction back and
+/// releases its locks now, not when the connection is next taken.
+struct Checkout(Option<Object<AsyncPgConnection>>);
+
+impl Deref for Checkout {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take()
+            && conn.is_broken()
+        {
+            drop(Object::take(conn));
+        }
+    }
+}
 
 /// Handle to the database, cheap to clone.
 #[derive(Clone)]
@@ -93,9 +124,9 @@ impl Store {
         })
     }
 
-    async fn conn(&self) -> Result<Object<AsyncPgConnection>> {
+    async fn conn(&self) -> Result<Checkout> {
         match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => Ok(Checkout(Some(conn))),
             Ok(Err(err)) => Err(Error::Unavailable(format!(
                 "the database is unavailable: {err}"
             ))),

@@ -104,15 +104,6 @@ struct TokenColumns {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A token by its secret's hash `$1`, with its creator.
-const TOKEN_AUTH_QUERY: &str = concat!(
-    "SELECT ",
-    token_with_creator!(columns),
-    " FROM ",
-    token_with_creator!(tables),
-    " WHERE t.secret_hash = $1"
-);
-
 /// A row's `token_with_creator!(columns)`.
 #[derive(QueryableByName)]
 pub(super) struct TokenWithCreator {
@@ -120,19 +111,6 @@ pub(super) struct TokenWithCreator {
     token: TokenColumns,
     #[diesel(embed)]
     creator: PrefixedUser,
-}
-
-/// The caller behind the token whose secret hashes to `hash`: UNAUTHENTICATED
-/// for an unknown, revoked or expired one.
-pub(super) async fn authenticate_token(conn: &mut Conn, hash: &[u8]) -> Result<TokenCaller> {
-    let found: TokenWithCreator = diesel::sql_query(TOKEN_AUTH_QUERY)
-        .bind::<diesel::sql_types::Bytea, _>(hash)
-        .prepared()
-        .get_result(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| refused("is not valid"))?;
-    admit_token(conn, found).await
 }
 
 /// Refuses at once, before any query, a bearer with the API token prefix whose
@@ -144,7 +122,7 @@ pub fn check_secret_shape(secret: &str) -> Result<()> {
     }
 }
 
-fn refused(why: &str) -> Error {
+pub(super) fn refused(why: &str) -> Error {
     Error::Unauthenticated(format!("this API token {why}"))
 }
 
@@ -326,15 +304,5 @@ impl Store {
             .scope_boxed()
         })
         .await
-    }
-
-    /// The caller behind an API token's secret; UNAUTHENTICATED for an unknown,
-    /// revoked or expired one. One prepared query (and, once a minute, the
-    /// record of its use); `token_access` also reads the organization.
-    pub async fn authenticate_api_token(&self, secret: &str) -> Result<TokenCaller> {
-        let hash = Secret::hash(secret);
-        let hash = &hash;
-        self.read(|conn| authenticate_token(conn, hash).scope_boxed())
-            .await
     }
 }
