@@ -215,6 +215,12 @@ pub struct ServeArgs {
     /// Longest wait between retries of an email.
     #[arg(long, env = "ORGD_OUTBOX_RETRY_MAX", default_value = "1h", value_parser = positive_duration)]
     pub outbox_retry_max: Duration,
+    /// How long a delivery round holds the emails it claimed. A send still going
+    /// when the lease ends is cut off (the server counts as unavailable), so keep
+    /// it well above --smtp-timeout × 20 (a round's batch). An email whose round
+    /// stopped before recording its outcome is sent again once the lease ends.
+    #[arg(long, env = "ORGD_OUTBOX_LEASE", default_value = "5m", value_parser = positive_duration)]
+    pub outbox_lease: Duration,
     /// How long a contact-email verification link stays valid.
     #[arg(long, env = "ORGD_CONTACT_VERIFICATION_TTL", default_value = "24h", value_parser = positive_duration)]
     pub contact_verification_ttl: Duration,
@@ -346,6 +352,7 @@ mod tests {
             ["--outbox-max-attempts", "0"],
             ["--outbox-retry-base", "0s"],
             ["--outbox-retry-max", "0s"],
+            ["--outbox-lease", "0s"],
             ["--smtp-timeout", "0s"],
             ["--smtp-port", "0"],
         ] {

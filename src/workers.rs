@@ -58,8 +58,9 @@ pub fn spawn_purger(
     })
 }
 
-/// Messages one delivery round claims. Small, because their rows stay locked
-/// while they are sent; a tick runs more rounds while messages keep going out.
+/// Messages one delivery round claims. Small, because they must all be sent
+/// within the round's lease; a tick runs more rounds while messages keep going
+/// out.
 const OUTBOX_BATCH: i64 = 20;
 /// Bounds a tick, so that shutdown (checked between ticks) is not held up.
 const OUTBOX_ROUNDS_PER_TICK: usize = 10;
@@ -86,11 +87,13 @@ pub fn spawn_billing(
     })
 }
 
-/// Delivers queued email through `mailer`, retrying failures as `retry` says.
+/// Delivers queued email through `mailer`, retrying failures as `retry` says;
+/// each round holds what it claimed for `lease`.
 pub fn spawn_outbox(
     store: Store,
     mailer: Mailer,
     retry: RetryPolicy,
+    lease: Duration,
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -99,7 +102,10 @@ pub fn spawn_outbox(
         let (store, mailer) = (store.clone(), mailer.clone());
         async move {
             for _ in 0..OUTBOX_ROUNDS_PER_TICK {
-                match store.deliver_outbox(&mailer, &retry, OUTBOX_BATCH).await {
+                match store
+                    .deliver_outbox(&mailer, &retry, lease, OUTBOX_BATCH)
+                    .await
+                {
                     // A full round that sent something: more may be due right now.
                     Ok(round) if round.claimed() as i64 == OUTBOX_BATCH && round.sent > 0 => {}
                     Ok(_) => return,

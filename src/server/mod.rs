@@ -151,6 +151,7 @@ impl App {
                     base: args.outbox_retry_base,
                     max: args.outbox_retry_max,
                 },
+                args.outbox_lease,
                 args.outbox_interval,
                 stop,
             ),

@@ -110,6 +110,8 @@ diesel::table! {
         next_attempt_at -> Timestamptz,
         last_error -> Nullable<Text>,
         failed_at -> Nullable<Timestamptz>,
+        lease_id -> Nullable<Uuid>,
+        leased_until -> Nullable<Timestamptz>,
     }
 }
 

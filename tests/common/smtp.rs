@@ -3,7 +3,8 @@
 //! It speaks plain SMTP (no TLS, no AUTH): EHLO/HELO, MAIL FROM, RCPT TO,
 //! DATA (with dot-unstuffing), RSET, NOOP and QUIT; anything else gets 502. It
 //! accepts every message, except for recipients it was told to refuse (550 or 451),
-//! and keeps what it received until it is dropped (which closes its port).
+//! and keeps what it received until it is dropped (which closes its port). It can
+//! be told to hold its answer to each message, as a slow server does.
 //!
 //! ```ignore
 //! let sink = SmtpSink::start().await;
@@ -19,12 +20,14 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// One message as the sink received it.
@@ -116,6 +119,16 @@ struct State {
     mails: Mutex<Vec<Mail>>,
     /// Recipients refused at `RCPT TO`, with the reply they get.
     refused: Mutex<HashMap<String, &'static str>>,
+    /// Write-locked while messages are held: a session takes it for reading
+    /// before it accepts a message.
+    hold: Arc<RwLock<()>>,
+    /// Sessions waiting for `hold` with a message.
+    held: AtomicUsize,
+}
+
+/// Holds the sink's answers to messages until dropped.
+pub struct Hold {
+    _writing: OwnedRwLockWriteGuard<()>,
 }
 
 /// The SMTP server; it stops (and its port closes) when dropped.
@@ -179,6 +192,26 @@ impl SmtpSink {
             .lock()
             .unwrap()
             .insert(address.to_ascii_lowercase(), reply);
+    }
+
+    /// Until the returned `Hold` is dropped, a message is neither accepted nor
+    /// answered once its data arrived: the client waits, as with a slow server.
+    pub async fn hold_messages(&self) -> Hold {
+        Hold {
+            _writing: self.state.hold.clone().write_owned().await,
+        }
+    }
+
+    /// Waits up to `timeout` until `count` messages are held.
+    pub async fn wait_for_held(&self, count: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.state.held.load(Ordering::SeqCst) < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} held messages expected within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Everything received so far, in order of arrival.
@@ -279,6 +312,9 @@ async fn session(stream: TcpStream, state: Arc<State>) {
                 let Some(data) = read_data(&mut lines).await else {
                     return;
                 };
+                state.held.fetch_add(1, Ordering::SeqCst);
+                drop(state.hold.read().await);
+                state.held.fetch_sub(1, Ordering::SeqCst);
                 let mut mails = state.mails.lock().unwrap();
                 mails.push(Mail {
                     from: from.take().unwrap_or_default(),
