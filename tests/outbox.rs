@@ -373,9 +373,13 @@ async fn outbox_database() -> (String, tokio_postgres::Client, Store) {
 }
 
 async fn store_on(url: &str) -> Store {
-    Store::connect(url, 2, Duration::from_secs(10))
-        .await
-        .unwrap()
+    Store::connect(
+        &orgd::store::DbConfig::unlimited(url, "outbox-test"),
+        2,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
 }
 
 /// A mailer for the sink on `port`, configured as `orgd serve` would configure it.

@@ -208,6 +208,7 @@ async fn authorize(
 /// Who the bearer token stands for, from the headers alone: a signed-in
 /// user's token by its signature, a service's likewise, an API token by one
 /// query that also reads its organization and its creator's standing there.
+#[allow(clippy::large_enum_variant)] // one per call, on its way to the handler
 enum Caller {
     User(Identity),
     ApiToken {
@@ -263,6 +264,7 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
 
 /// A caller the method's policy takes: done, or to be authorized in the
 /// organization the request names.
+#[allow(clippy::large_enum_variant)] // one per call, on its way to the handler
 enum Admitted<'p> {
     Caller(Principal),
     InOrg(&'p OrgPolicy, Caller),
