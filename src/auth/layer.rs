@@ -147,7 +147,7 @@ async fn authorize(
         ))
         .into());
     };
-    let bearer = authenticate(state, request.headers())?;
+    let bearer = authenticate(state, request.headers()).await?;
     // Every orgd method is unary: read the message once, to screen it and to find
     // the organization it targets.
     let (parts, body) = request.into_parts();
@@ -233,7 +233,7 @@ enum Bearer {
     Service(String),
 }
 
-fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
+async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> {
     let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing 'authorization: Bearer <token>' metadata".into())
     })?;
@@ -253,7 +253,7 @@ fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Bearer> 
         check_secret_shape(token)?;
         return Ok(Bearer::ApiToken(token.to_owned()));
     }
-    let claims = state.verifier.verify(token)?;
+    let claims = state.verifier.verify(token).await?;
     if state.service_subjects.contains(&claims.sub) {
         return Ok(Bearer::Service(claims.sub.clone()));
     }
