@@ -362,6 +362,40 @@ mod tests {
     }
 
     #[test]
+    fn a_jwks_replaces_the_configured_keys() {
+        let serve = |flags: &[&str]| {
+            let argv = ["orgd", "serve"].into_iter().chain(flags.iter().copied());
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Serve(args)) => Ok(args),
+                Ok(_) => unreachable!("argv starts with serve"),
+                Err(err) => Err(err),
+            }
+        };
+        let url = "https://idp.example/.well-known/jwks.json";
+        for other in [
+            &["--jwt-secret", "a secret of more than thirty-two bytes"][..],
+            &["--jwt-public-key-file", "key.pem"],
+            &["--jwt-algorithm", "RS256"],
+        ] {
+            let flags = [&["--jwt-jwks-url", url][..], other].concat();
+            assert!(serve(&flags).is_err(), "{other:?} accepted with a JWKS");
+        }
+        assert!(serve(&["--jwt-jwks-url", "file:///etc/jwks.json"]).is_err());
+        let args = serve(&["--jwt-jwks-url", url]).unwrap();
+        let Ok(super::JwtKey::Jwks(source)) = args.jwt.key() else {
+            panic!("expected the JWKS as the key source")
+        };
+        assert_eq!(source.url.as_str(), url);
+        assert_eq!(source.refresh, std::time::Duration::from_secs(300));
+        assert_eq!(source.min_refresh, std::time::Duration::from_secs(30));
+        let args = serve(&["--jwt-jwks-url", url, "--jwt-jwks-min-refresh", "10m"]).unwrap();
+        assert!(
+            args.jwt.key().is_err(),
+            "a minimum above the refresh interval"
+        );
+    }
+
+    #[test]
     fn mail_settings_are_checked_at_start_up() {
         for bad in [
             &["--mail-from", "not an address"][..],
