@@ -59,6 +59,26 @@ pub struct JwtArgs {
     /// Signature algorithm of caller tokens.
     #[arg(long, env = "ORGD_JWT_ALGORITHM", value_enum, default_value = "HS256")]
     pub jwt_algorithm: JwtAlgorithm,
+    /// The identity provider's key set (JWKS) URL, e.g.
+    /// `https://idp.example.com/.well-known/jwks.json`: each token is verified with
+    /// the key its `kid` names (RS256, ES256 or EdDSA, as the key says), and the
+    /// set is fetched again as the provider rotates its keys. Fetched at start-up:
+    /// orgd does not start without it.
+    #[arg(
+        long,
+        env = "ORGD_JWT_JWKS_URL",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key_file", "jwt_algorithm"],
+        value_parser = jwks_url
+    )]
+    pub jwt_jwks_url: Option<reqwest::Url>,
+    /// How often the JWKS is fetched again (sooner if its Cache-Control max-age
+    /// says so, but never more often than --jwt-jwks-min-refresh).
+    #[arg(long, env = "ORGD_JWT_JWKS_REFRESH", default_value = "5m", value_parser = positive_duration)]
+    pub jwt_jwks_refresh: Duration,
+    /// Shortest time between two fetches of the JWKS: a token naming an unknown
+    /// `kid` makes orgd fetch it again, at most this often.
+    #[arg(long, env = "ORGD_JWT_JWKS_MIN_REFRESH", default_value = "30s", value_parser = positive_duration)]
+    pub jwt_jwks_min_refresh: Duration,
     /// Required `iss` claim.
     #[arg(long, env = "ORGD_JWT_ISSUER", default_value = "orgd-dev")]
     pub jwt_issuer: String,
@@ -78,10 +98,30 @@ pub enum JwtKey {
         algorithm: JwtAlgorithm,
         pem: Vec<u8>,
     },
+    /// Keys fetched from the identity provider, and fetched again as they rotate.
+    Jwks(JwksSource),
+}
+
+/// Where and how often the JWKS is fetched.
+#[derive(Debug, Clone)]
+pub struct JwksSource {
+    pub url: reqwest::Url,
+    pub refresh: Duration,
+    pub min_refresh: Duration,
 }
 
 impl JwtArgs {
     pub fn key(&self) -> anyhow::Result<JwtKey> {
+        if let Some(url) = &self.jwt_jwks_url {
+            if self.jwt_jwks_min_refresh > self.jwt_jwks_refresh {
+                bail!("--jwt-jwks-min-refresh must not be longer than --jwt-jwks-refresh");
+            }
+            return Ok(JwtKey::Jwks(JwksSource {
+                url: url.clone(),
+                refresh: self.jwt_jwks_refresh,
+                min_refresh: self.jwt_jwks_min_refresh,
+            }));
+        }
         match (
             &self.jwt_secret,
             &self.jwt_public_key_file,
@@ -328,6 +368,15 @@ fn positive_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// An http(s) URL (plain http is for a provider on the same host or network).
+fn jwks_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|err| format!("{err}"))?;
+    match url.scheme() {
+        "https" | "http" => Ok(url),
+        other => Err(format!("expected an https URL, not {other}:")),
+    }
+}
+
 /// An address with an optional display name, e.g. `orgd <no-reply@example.com>`.
 fn mailbox(raw: &str) -> Result<Mailbox, String> {
     raw.parse()
@@ -360,6 +409,40 @@ mod tests {
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
         }
         assert!(Cli::try_parse_from(["orgd", "serve", "--purge-interval", "2m"]).is_ok());
+    }
+
+    #[test]
+    fn a_jwks_replaces_the_configured_keys() {
+        let serve = |flags: &[&str]| {
+            let argv = ["orgd", "serve"].into_iter().chain(flags.iter().copied());
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Serve(args)) => Ok(args),
+                Ok(_) => unreachable!("argv starts with serve"),
+                Err(err) => Err(err),
+            }
+        };
+        let url = "https://idp.example/.well-known/jwks.json";
+        for other in [
+            &["--jwt-secret", "a secret of more than thirty-two bytes"][..],
+            &["--jwt-public-key-file", "key.pem"],
+            &["--jwt-algorithm", "RS256"],
+        ] {
+            let flags = [&["--jwt-jwks-url", url][..], other].concat();
+            assert!(serve(&flags).is_err(), "{other:?} accepted with a JWKS");
+        }
+        assert!(serve(&["--jwt-jwks-url", "file:///etc/jwks.json"]).is_err());
+        let args = serve(&["--jwt-jwks-url", url]).unwrap();
+        let Ok(super::JwtKey::Jwks(source)) = args.jwt.key() else {
+            panic!("expected the JWKS as the key source")
+        };
+        assert_eq!(source.url.as_str(), url);
+        assert_eq!(source.refresh, std::time::Duration::from_secs(300));
+        assert_eq!(source.min_refresh, std::time::Duration::from_secs(30));
+        let args = serve(&["--jwt-jwks-url", url, "--jwt-jwks-min-refresh", "10m"]).unwrap();
+        assert!(
+            args.jwt.key().is_err(),
+            "a minimum above the refresh interval"
+        );
     }
 
     #[test]

@@ -6,8 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::verified_tokens::{self, GENERATION_SIZE, MAX_REMEMBERED_TOKEN_BYTES, VerifiedTokens};
+use super::jwks::{self, Jwks, VerifyingKey};
+use super::verified_tokens::{
+    self, GENERATION_SIZE, KeyGeneration, MAX_REMEMBERED_TOKEN_BYTES, VerifiedTokens,
+};
 use crate::config::{JwtAlgorithm, JwtKey};
 use crate::error::{Error, Result};
 use crate::store::users::Identity;
@@ -20,6 +25,9 @@ pub struct Claims {
     /// One audience or several; jsonwebtoken checks ours is among them.
     pub aud: Audience,
     pub exp: u64,
+    /// Not valid before (seconds since the epoch), if the issuer says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,28 +46,49 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
-fn algorithm(key: &JwtKey) -> Algorithm {
-    match key {
-        JwtKey::Secret(_) => Algorithm::HS256,
-        JwtKey::PublicKeyPem {
-            algorithm: JwtAlgorithm::Rs256,
-            ..
-        } => Algorithm::RS256,
+/// A key from the configuration, with the algorithm it is configured for.
+fn fixed_key(key: &JwtKey, rules: &Validation) -> anyhow::Result<VerifyingKey> {
+    let (decoding, algorithm) = match key {
+        JwtKey::Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
         JwtKey::PublicKeyPem {
             algorithm: JwtAlgorithm::Es256,
-            ..
-        } => Algorithm::ES256,
+            pem,
+        } => (DecodingKey::from_ec_pem(pem)?, Algorithm::ES256),
+        JwtKey::PublicKeyPem {
+            algorithm: JwtAlgorithm::Rs256,
+            pem,
+        } => (DecodingKey::from_rsa_pem(pem)?, Algorithm::RS256),
         JwtKey::PublicKeyPem {
             algorithm: JwtAlgorithm::Hs256,
             ..
-        } => Algorithm::HS256,
+        } => anyhow::bail!("a public key file is for RS256 or ES256, not HS256"),
+        JwtKey::Jwks(_) => unreachable!("JWKS keys are fetched, not configured"),
+    };
+    Ok(VerifyingKey::new(decoding, algorithm, rules))
+}
+
+/// The keys tokens are checked with.
+enum Keys {
+    /// One key from the configuration, for the life of the process.
+    Fixed(Box<VerifyingKey>),
+    /// The identity provider's keys, chosen by each token's `kid`.
+    Jwks(Arc<Jwks>),
+}
+
+impl Keys {
+    fn generation(&self) -> KeyGeneration {
+        match self {
+            Keys::Fixed(_) => 0,
+            Keys::Jwks(jwks) => jwks.generation(),
+        }
     }
 }
 
-/// Checks signature, `exp`, `iss` and `aud` of caller tokens.
+/// Checks signature, `exp`, `nbf`, `iss` and `aud` of caller tokens.
 pub struct JwtVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Keys,
+    /// The rules of every token; each key adds its algorithm.
+    rules: Validation,
     verified: VerifiedTokens,
 }
 
@@ -67,87 +96,151 @@ pub struct JwtVerifier {
 const EXPIRED: &str = "the token has expired; get a new one";
 
 impl JwtVerifier {
-    pub fn new(key: &JwtKey, issuer: &str, audience: &str) -> anyhow::Result<Self> {
-        let decoding = match key {
-            JwtKey::Secret(secret) => DecodingKey::from_secret(secret),
-            JwtKey::PublicKeyPem {
-                algorithm: JwtAlgorithm::Es256,
-                pem,
-            } => DecodingKey::from_ec_pem(pem)?,
-            JwtKey::PublicKeyPem { pem, .. } => DecodingKey::from_rsa_pem(pem)?,
+    /// A verifier for tokens of `issuer` meant for `audience`; with a JWKS, once
+    /// its keys are fetched.
+    pub async fn new(key: &JwtKey, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        // The algorithm is each key's own.
+        let mut rules = Validation::new(Algorithm::HS256);
+        rules.set_issuer(&[issuer]);
+        rules.set_audience(&[audience]);
+        rules.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        rules.leeway = 30;
+        rules.validate_nbf = true;
+        let keys = match key {
+            JwtKey::Jwks(source) => {
+                Keys::Jwks(Jwks::fetch_first(source.clone(), rules.clone()).await?)
+            }
+            fixed => Keys::Fixed(Box::new(fixed_key(fixed, &rules)?)),
         };
-        let mut validation = Validation::new(algorithm(key));
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
         Ok(JwtVerifier {
-            key: decoding,
-            validation,
+            keys,
+            rules,
             verified: VerifiedTokens::new(GENERATION_SIZE),
         })
     }
 
+    /// With a JWKS, starts the task that keeps its keys current until `stop`
+    /// changes.
+    pub fn spawn_key_refresher(&self, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        match &self.keys {
+            Keys::Fixed(_) => None,
+            Keys::Jwks(jwks) => Some(jwks.clone().spawn_refresher(stop)),
+        }
+    }
+
     /// The token's claims, if its signature and claims are valid now; a token
-    /// verified before is not checked again until it expires.
-    pub fn verify(&self, token: &str) -> Result<Arc<Claims>> {
+    /// verified before is not checked again until it expires or the keys change.
+    /// A token naming a key not yet known may wait for the JWKS to be fetched.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("the system clock is set after 1970")
             .as_secs();
-        self.verify_at(token, now)
+        self.verify_at(token, now).await
     }
 
     /// `verify` with the clock of remembered tokens at `now` (seconds since the
     /// epoch); a token checked afresh is checked by jsonwebtoken's own clock.
-    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>> {
-        if token.len() > MAX_REMEMBERED_TOKEN_BYTES {
-            return self.check_signature_and_claims(token).map(Arc::new);
+    async fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>> {
+        let digest =
+            (token.len() <= MAX_REMEMBERED_TOKEN_BYTES).then(|| verified_tokens::digest(token));
+        if let Some(digest) = &digest
+            && let Some(claims) = self.verified.get(digest, self.keys.generation())
+        {
+            self.check_times(&claims, now)?;
+            return Ok(claims);
         }
-        let digest = verified_tokens::digest(token);
-        if let Some(claims) = self.verified.get(&digest) {
-            return if self.is_unexpired(&claims, now) {
-                Ok(claims)
-            } else {
-                Err(Error::Unauthenticated(EXPIRED.into()))
-            };
+        let (claims, generation) = match &self.keys {
+            Keys::Fixed(key) => (check_signature_and_claims(token, key)?, 0),
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
+                let kid = header.kid.ok_or_else(|| {
+                    Error::Unauthenticated("the token does not name its signing key (kid)".into())
+                })?;
+                let keys = jwks.keys_with(&kid).await?;
+                let key = keys.get(&kid).ok_or_else(|| jwks::unknown_key(&kid))?;
+                if header.alg != key.algorithm() {
+                    return Err(Error::Unauthenticated(format!(
+                        "the token is signed with {:?}, but its key is for {:?}",
+                        header.alg,
+                        key.algorithm()
+                    )));
+                }
+                (check_signature_and_claims(token, key)?, keys.generation)
+            }
+        };
+        let claims = Arc::new(claims);
+        if let Some(digest) = digest {
+            self.verified.insert(digest, claims.clone(), generation);
         }
-        let claims = Arc::new(self.check_signature_and_claims(token)?);
-        self.verified.insert(digest, claims.clone());
         Ok(claims)
     }
 
-    /// jsonwebtoken's rule for `exp`, with the same settings.
-    fn is_unexpired(&self, claims: &Claims, now: u64) -> bool {
-        claims
+    /// jsonwebtoken's rules for `exp` and `nbf`, with the same settings, for
+    /// remembered tokens.
+    fn check_times(&self, claims: &Claims, now: u64) -> Result<()> {
+        let rules = &self.rules;
+        let expires = claims
             .exp
-            .saturating_sub(self.validation.reject_tokens_expiring_in_less_than)
-            .saturating_add(self.validation.leeway)
-            >= now
+            .saturating_sub(rules.reject_tokens_expiring_in_less_than)
+            .saturating_add(rules.leeway);
+        if expires < now {
+            return Err(Error::Unauthenticated(EXPIRED.into()));
+        }
+        match claims.nbf {
+            Some(nbf) if nbf > now.saturating_add(rules.leeway) => Err(not_yet_valid(Some(nbf))),
+            _ => Ok(()),
+        }
     }
+}
 
-    fn check_signature_and_claims(&self, token: &str) -> Result<Claims> {
-        use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|err| {
-                let why = match err.kind() {
-                    ErrorKind::ExpiredSignature => EXPIRED,
-                    ErrorKind::InvalidIssuer => {
-                        "the token was issued by an issuer this server does not trust"
-                    }
-                    ErrorKind::InvalidAudience => "the token is meant for another audience",
-                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                        "the token's signature is not valid"
-                    }
-                    ErrorKind::MissingRequiredClaim(_) => {
-                        "the token lacks a required claim (sub, exp, iss, aud)"
-                    }
-                    _ => "the bearer token is malformed",
-                };
-                Error::Unauthenticated(why.into())
-            })
-    }
+fn check_signature_and_claims(token: &str, key: &VerifyingKey) -> Result<Claims> {
+    use jsonwebtoken::errors::ErrorKind;
+    jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
+        .map(|data| data.claims)
+        .map_err(|err| {
+            let why = match err.kind() {
+                ErrorKind::ExpiredSignature => EXPIRED,
+                ErrorKind::ImmatureSignature => {
+                    // Reported after the signature passed, so the claims are the issuer's.
+                    let nbf = jsonwebtoken::dangerous::insecure_decode_claims::<Claims>(token)
+                        .ok()
+                        .and_then(|claims| claims.nbf);
+                    return not_yet_valid(nbf);
+                }
+                ErrorKind::InvalidIssuer => {
+                    "the token was issued by an issuer this server does not trust"
+                }
+                ErrorKind::InvalidAudience => "the token is meant for another audience",
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                    "the token's signature is not valid"
+                }
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "the token lacks a required claim (sub, exp, iss, aud)"
+                }
+                _ => return malformed(),
+            };
+            Error::Unauthenticated(why.into())
+        })
+}
+
+fn malformed() -> Error {
+    Error::Unauthenticated("the bearer token is malformed".into())
+}
+
+/// Why a token whose `nbf` is still ahead is refused.
+fn not_yet_valid(nbf: Option<u64>) -> Error {
+    let when = nbf
+        .and_then(|nbf| i64::try_from(nbf).ok())
+        .and_then(|nbf| chrono::DateTime::from_timestamp(nbf, 0))
+        .map_or_else(
+            || "a later time".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    Error::Unauthenticated(format!(
+        "the token is not valid before {when}; if it was just issued, check the clocks of the \
+         identity provider and of this server"
+    ))
 }
 
 impl Claims {
@@ -186,6 +279,7 @@ impl Claims {
             iss: issuer.to_owned(),
             aud: Audience::One(audience.to_owned()),
             iat: Some(now),
+            nbf: None,
             exp: now + ttl.as_secs(),
             email: None,
             email_verified: false,
@@ -212,8 +306,10 @@ mod tests {
 
     const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
 
-    fn verifier() -> JwtVerifier {
-        JwtVerifier::new(&JwtKey::Secret(SECRET.to_vec()), "issuer", "audience").unwrap()
+    async fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&JwtKey::Secret(SECRET.to_vec()), "issuer", "audience")
+            .await
+            .unwrap()
     }
 
     fn claims(subject: &str) -> Claims {
@@ -238,41 +334,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_remembered_token_expires_on_time() {
-        let verifier = verifier();
+    #[tokio::test]
+    async fn a_remembered_token_expires_on_time() {
+        let verifier = verifier().await;
         let claims = claims("alice");
         let token = token(&claims);
-        assert_eq!(verifier.verify_at(&token, now()).unwrap().sub, "alice");
+        assert_eq!(
+            verifier.verify_at(&token, now()).await.unwrap().sub,
+            "alice"
+        );
         assert!(verifier.verified.contains(&token));
         // Within the leeway jsonwebtoken allows, still valid; past it, expired,
         // although a fresh check (by the real clock) would pass.
         assert_eq!(
-            verifier.verify_at(&token, claims.exp + 30).unwrap().sub,
+            verifier
+                .verify_at(&token, claims.exp + 30)
+                .await
+                .unwrap()
+                .sub,
             "alice"
         );
-        assert_refused(verifier.verify_at(&token, claims.exp + 31), EXPIRED);
+        assert_refused(verifier.verify_at(&token, claims.exp + 31).await, EXPIRED);
     }
 
-    #[test]
-    fn a_remembered_token_is_not_checked_again() {
-        let mut verifier = verifier();
+    #[tokio::test]
+    async fn a_remembered_token_is_not_checked_again() {
+        let mut verifier = verifier().await;
         let first = token(&claims("alice"));
-        verifier.verify(&first).unwrap();
+        verifier.verify(&first).await.unwrap();
         // With another key, only a remembered token still passes.
-        verifier.key = DecodingKey::from_secret(b"another secret, thirty-two bytes long");
-        assert_eq!(verifier.verify(&first).unwrap().sub, "alice");
+        verifier.keys = Keys::Fixed(Box::new(VerifyingKey::new(
+            DecodingKey::from_secret(b"another secret, thirty-two bytes long"),
+            Algorithm::HS256,
+            &verifier.rules,
+        )));
+        assert_eq!(verifier.verify(&first).await.unwrap().sub, "alice");
         assert_refused(
-            verifier.verify(&token(&claims("bob"))),
+            verifier.verify(&token(&claims("bob"))).await,
             "the token's signature is not valid",
         );
     }
 
-    #[test]
-    fn a_changed_token_is_checked_afresh() {
-        let verifier = verifier();
+    #[tokio::test]
+    async fn a_changed_token_is_checked_afresh() {
+        let verifier = verifier().await;
         let token = token(&claims("alice"));
-        verifier.verify(&token).unwrap();
+        verifier.verify(&token).await.unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let (header, payload, signature) = (parts[0], parts[1], parts[2]);
         let reencoded = |part: &str, edit: &dyn Fn(String) -> String| {
@@ -292,18 +399,63 @@ mod tests {
             format!("{header_hs384}.{payload}.{signature}"),
             format!("{header}.{payload}.{signature_changed}"),
         ] {
-            assert!(verifier.verify(&forged).is_err(), "{forged} passed");
+            assert!(verifier.verify(&forged).await.is_err(), "{forged} passed");
             assert!(!verifier.verified.contains(&forged));
         }
     }
 
-    #[test]
-    fn long_tokens_are_checked_every_time() {
-        let verifier = verifier();
+    #[tokio::test]
+    async fn long_tokens_are_checked_every_time() {
+        let verifier = verifier().await;
         let mut claims = claims("alice");
         claims.name = Some("a".repeat(MAX_REMEMBERED_TOKEN_BYTES));
         let token = token(&claims);
-        assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, "alice");
         assert!(!verifier.verified.contains(&token));
+    }
+
+    #[tokio::test]
+    async fn a_token_is_refused_before_its_nbf() {
+        let verifier = verifier().await;
+        let mut claims = claims("alice");
+        // Beyond the 30 s leeway.
+        claims.nbf = Some(now() + 120);
+        let early = token(&claims);
+        match verifier.verify(&early).await {
+            Err(Error::Unauthenticated(message)) => {
+                assert!(
+                    message.starts_with("the token is not valid before 20"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+        }
+        assert!(!verifier.verified.contains(&early));
+        // Within the leeway, a token of a clock slightly ahead passes.
+        claims.nbf = Some(now() + 20);
+        assert_eq!(verifier.verify(&token(&claims)).await.unwrap().sub, "alice");
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_held_to_its_nbf() {
+        let verifier = verifier().await;
+        let mut claims = claims("alice");
+        claims.nbf = Some(now());
+        let token = token(&claims);
+        verifier.verify(&token).await.unwrap();
+        assert!(verifier.verified.contains(&token));
+        // Checked against an earlier clock (as after the clock was set back),
+        // the remembered token passes within the leeway and is refused past it.
+        let nbf = claims.nbf.unwrap();
+        assert_eq!(
+            verifier.verify_at(&token, nbf - 30).await.unwrap().sub,
+            "alice"
+        );
+        match verifier.verify_at(&token, nbf - 31).await {
+            Err(Error::Unauthenticated(message)) => {
+                assert!(message.contains("not valid before"), "{message}")
+            }
+            other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+        }
     }
 }

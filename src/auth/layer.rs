@@ -255,7 +255,7 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
             member,
         });
     }
-    let claims = state.verifier.verify(token)?;
+    let claims = state.verifier.verify(token).await?;
     if state.service_subjects.contains(&claims.sub) {
         return Ok(Caller::Service(claims.sub.clone()));
     }

@@ -6,6 +6,7 @@
 //! each in an `Arc`.
 
 mod identity;
+mod jwks;
 mod layer;
 mod policy;
 mod verified_tokens;

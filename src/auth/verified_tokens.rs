@@ -2,10 +2,14 @@
 //! same signature again: an HMAC costs microseconds, an RS256 or ES256 check tens
 //! of them, and a caller sends one token until it expires.
 //!
-//! The verifier's key and rules are fixed for the process, so a token that passed
-//! once passes until its `exp`, which the verifier checks again on every hit.
-//! Entries are keyed by the token's SHA-256, so the cache holds no usable token,
-//! and only tokens that passed are entered.
+//! The verifier's rules are fixed for the process, and its keys change only with
+//! the identity provider's key set (JWKS): each entry carries the generation of
+//! the keys that verified it, and counts only while that generation is current,
+//! so a token of a key since removed is checked afresh (and refused). Within a
+//! generation a token that passed once passes while its `exp` and `nbf` allow,
+//! which the verifier checks again on every hit. Entries are keyed by the token's
+//! SHA-256, so the cache holds no usable token, and only tokens that passed are
+//! entered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,10 +36,16 @@ pub(super) struct VerifiedTokens {
     generations: Mutex<Generations>,
 }
 
+/// Changes whenever the verifier's keys do.
+pub(super) type KeyGeneration = u64;
+
+/// A verified token's claims, and the keys' generation that verified it.
+type Entry = (Arc<Claims>, KeyGeneration);
+
 #[derive(Default)]
 struct Generations {
-    young: HashMap<TokenDigest, Arc<Claims>>,
-    old: HashMap<TokenDigest, Arc<Claims>>,
+    young: HashMap<TokenDigest, Entry>,
+    old: HashMap<TokenDigest, Entry>,
 }
 
 /// Tokens per generation. An entry holds the token's claims, about half a
@@ -55,21 +65,29 @@ impl VerifiedTokens {
         }
     }
 
-    /// The claims of a token verified before, if it is still remembered.
-    pub(super) fn get(&self, digest: &TokenDigest) -> Option<Arc<Claims>> {
+    /// The claims of a token verified before with the keys of generation `keys`,
+    /// if it is still remembered.
+    pub(super) fn get(&self, digest: &TokenDigest, keys: KeyGeneration) -> Option<Arc<Claims>> {
         let mut generations = self.lock();
-        if let Some(claims) = generations.young.get(digest) {
-            return Some(claims.clone());
+        if let Some((claims, verified_by)) = generations.young.get(digest) {
+            return (*verified_by == keys).then(|| claims.clone());
         }
-        let claims = generations.old.remove(digest)?;
-        let forgotten = generations.admit(*digest, claims.clone(), self.generation_size);
+        let entry = generations.old.remove(digest)?;
+        if entry.1 != keys {
+            return None;
+        }
+        let claims = entry.0.clone();
+        let forgotten = generations.admit(*digest, entry, self.generation_size);
         drop(generations);
         drop(forgotten);
         Some(claims)
     }
 
-    pub(super) fn insert(&self, digest: TokenDigest, claims: Arc<Claims>) {
-        let forgotten = self.lock().admit(digest, claims, self.generation_size);
+    /// Remembers a token verified with the keys of generation `keys`.
+    pub(super) fn insert(&self, digest: TokenDigest, claims: Arc<Claims>, keys: KeyGeneration) {
+        let forgotten = self
+            .lock()
+            .admit(digest, (claims, keys), self.generation_size);
         // Freed here, after the lock is released: other calls need not wait for it.
         drop(forgotten);
     }
@@ -101,15 +119,15 @@ impl Generations {
     fn admit(
         &mut self,
         digest: TokenDigest,
-        claims: Arc<Claims>,
+        entry: Entry,
         generation_size: usize,
-    ) -> HashMap<TokenDigest, Arc<Claims>> {
+    ) -> HashMap<TokenDigest, Entry> {
         let mut forgotten = HashMap::new();
         if self.young.len() >= generation_size {
             let young = std::mem::replace(&mut self.young, HashMap::with_capacity(generation_size));
             forgotten = std::mem::replace(&mut self.old, young);
         }
-        self.young.insert(digest, claims);
+        self.young.insert(digest, entry);
         forgotten
     }
 }
@@ -131,22 +149,35 @@ mod tests {
     fn tokens_in_use_stay_and_the_others_go() {
         let cache = VerifiedTokens::new(2);
         for token in ["a", "b"] {
-            cache.insert(digest(token), claims(token));
+            cache.insert(digest(token), claims(token), 0);
         }
         // The young generation is full: "c" turns it old.
-        cache.insert(digest("c"), claims("c"));
+        cache.insert(digest("c"), claims("c"), 0);
         // "a" is used again and moves back into the young generation.
-        assert_eq!(cache.get(&digest("a")).unwrap().sub, "a");
+        assert_eq!(cache.get(&digest("a"), 0).unwrap().sub, "a");
         // The young generation ("c", "a") is full: the old one ("b") is forgotten.
-        cache.insert(digest("d"), claims("d"));
+        cache.insert(digest("d"), claims("d"), 0);
         assert!(!cache.contains("b"));
         for token in ["a", "c", "d"] {
             assert!(cache.contains(token), "{token} should be remembered");
         }
         assert_eq!(cache.len(), 3);
         for token in ["e", "f", "g", "h", "i"] {
-            cache.insert(digest(token), claims(token));
+            cache.insert(digest(token), claims(token), 0);
             assert!(cache.len() <= 4);
+        }
+    }
+
+    #[test]
+    fn tokens_count_only_for_the_keys_that_verified_them() {
+        let cache = VerifiedTokens::new(2);
+        for token in ["a", "b", "c"] {
+            cache.insert(digest(token), claims(token), 1);
+        }
+        // "a" and "b" are in the old generation, "c" in the young one.
+        assert_eq!(cache.get(&digest("b"), 1).unwrap().sub, "b");
+        for token in ["a", "c"] {
+            assert!(cache.get(&digest(token), 2).is_none(), "{token} passed");
         }
     }
 }

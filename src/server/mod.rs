@@ -100,7 +100,8 @@ impl App {
             &args.jwt.key()?,
             &args.jwt.jwt_issuer,
             &args.jwt.jwt_audience,
-        )?;
+        )
+        .await?;
         let mailer = Mailer::from_config(&args.mail)?;
         let listener = TcpListener::bind(args.listen)
             .await
@@ -137,10 +138,11 @@ impl App {
         } = self;
         let health = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
-        let services = Services::new(&args, policies, verifier, health_service);
+        let verifier = Arc::new(verifier);
+        let services = Services::new(&args, policies, verifier.clone(), health_service);
         let (stop_tx, stop) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
-        let workers = [
+        let mut workers = vec![
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
             workers::spawn_billing(store.clone(), args.billing_interval, stop.clone()),
             workers::spawn_outbox(
@@ -153,9 +155,10 @@ impl App {
                 },
                 args.outbox_lease,
                 args.outbox_interval,
-                stop,
+                stop.clone(),
             ),
         ];
+        workers.extend(verifier.spawn_key_refresher(stop));
         report_health(&store, &health).await;
         match &args.mail.smtp_host {
             Some(host) => tracing::info!(
@@ -238,7 +241,7 @@ impl Services {
     fn new(
         args: &ServeArgs,
         policies: PolicyTable,
-        verifier: JwtVerifier,
+        verifier: Arc<JwtVerifier>,
         health: HealthServer<HealthService>,
     ) -> Self {
         let verification = ContactVerification {
@@ -264,7 +267,7 @@ impl Services {
             },
             verification,
             policies,
-            verifier: Arc::new(verifier),
+            verifier,
             service_subjects: args.service_subjects.iter().cloned().collect(),
             max_request_bytes: args.max_request_bytes,
             health,

@@ -338,7 +338,8 @@ impl TestApp {
             "--outbox-interval",
             "1h",
         ];
-        if !extra.contains(&"--jwt-public-key-file") {
+        let own_keys = ["--jwt-public-key-file", "--jwt-jwks-url"];
+        if !extra.iter().any(|flag| own_keys.contains(flag)) {
             argv.extend(["--jwt-secret", SECRET]);
         }
         argv.extend_from_slice(extra);
