@@ -37,8 +37,10 @@ pub struct EmbeddedPostgres {
     exited: Mutex<mpsc::Receiver<std::io::Result<ExitStatus>>>,
 }
 
-/// The uid and gid to run PostgreSQL as: `postgres` when we are root, else ourselves.
-fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
+/// The uid and gid to run PostgreSQL as: `postgres` when we are root, else
+/// ourselves (None). Files the server reads that must be its own, such as a TLS
+/// key (`ssl_key_file`), belong to this user.
+pub fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -225,6 +227,11 @@ impl EmbeddedPostgres {
     /// The postmaster's process id; every backend is its child.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The TCP port it listens on (127.0.0.1 only).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// URL of `database` on this cluster, as its superuser.

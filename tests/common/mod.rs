@@ -42,24 +42,9 @@ static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            // Under /tmp, which the unprivileged PostgreSQL user can always reach.
-            let root = std::env::temp_dir();
-            remove_stale_clusters(&root);
-            let dir = root.join(format!("orgd-pg-{}", std::process::id()));
-            let server = tokio::task::spawn_blocking(move || {
-                EmbeddedPostgres::start(
-                    &dir,
-                    &[
-                        ("fsync", "off"),
-                        ("synchronous_commit", "off"),
-                        ("full_page_writes", "off"),
-                        ("max_connections", "400"),
-                    ],
-                )
-            })
-            .await
-            .unwrap()
-            .expect("starting the test PostgreSQL cluster");
+            let server = tokio::task::spawn_blocking(|| start_cluster("", &[]))
+                .await
+                .unwrap();
             server.ensure_database(TEMPLATE).await.unwrap();
             orgd::store::run_migrations(&server.url(TEMPLATE))
                 .await
@@ -69,6 +54,27 @@ async fn cluster() -> &'static Cluster {
         .await
 }
 
+/// A path of this test process under /tmp, which the unprivileged PostgreSQL
+/// user can always reach; removed by a later test process once this one is gone.
+pub fn scratch_path(suffix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("orgd-pg-{}{suffix}", std::process::id()))
+}
+
+/// Starts a throwaway cluster in `scratch_path(suffix)`, with the settings that
+/// make tests fast and `extra` ones (blocking).
+pub fn start_cluster(suffix: &str, extra: &[(&str, &str)]) -> EmbeddedPostgres {
+    remove_stale_clusters(&std::env::temp_dir());
+    let mut settings = vec![
+        ("fsync", "off"),
+        ("synchronous_commit", "off"),
+        ("full_page_writes", "off"),
+        ("max_connections", "400"),
+    ];
+    settings.extend_from_slice(extra);
+    EmbeddedPostgres::start(&scratch_path(suffix), &settings)
+        .expect("starting the test PostgreSQL cluster")
+}
+
 /// Clusters of earlier test processes that are gone (their PostgreSQL died with them).
 fn remove_stale_clusters(root: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -76,10 +82,12 @@ fn remove_stale_clusters(root: &std::path::Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("orgd-pg-")
-            .map(|rest| rest.split('.').next().unwrap_or_default())
-        else {
+        // The process id is the digits after the prefix (`orgd-pg-123-tls.log`).
+        let Some(pid) = name.strip_prefix("orgd-pg-").map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or_default()
+        }) else {
             continue;
         };
         if !PathBuf::from(format!("/proc/{pid}")).exists() {
