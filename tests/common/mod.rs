@@ -83,14 +83,18 @@ fn remove_stale_clusters(root: &std::path::Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // The process id is the digits after the prefix (`orgd-pg-123-tls.log`).
-        let Some(pid) = name.strip_prefix("orgd-pg-").map(|rest| {
+        let Some(pid) = name.strip_prefix("orgd-pg-").and_then(|rest| {
             rest.split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap_or_default()
+                .next()?
+                .parse::<i32>()
+                .ok()
         }) else {
             continue;
         };
-        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+        // SAFETY: signal 0 only asks whether the process exists (EPERM: it does).
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
             let path = entry.path();
             let _ = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
