@@ -28,6 +28,8 @@ struct Tls {
     ca: PathBuf,
     /// A CA that signed nothing the server shows.
     other_ca: PathBuf,
+    /// A client certificate (CN `orgd-client`) from `ca`, and its key.
+    client: (PathBuf, PathBuf),
 }
 
 static TLS: OnceCell<Tls> = OnceCell::const_new();
@@ -55,9 +57,7 @@ fn write_file(path: &Path, contents: &str, mode: u32) {
 async fn tls() -> &'static Tls {
     TLS.get_or_init(|| async {
         tokio::task::spawn_blocking(|| {
-            let dir = common::scratch_path("-tls-certs");
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
+            let dir = common::scratch_dir("tls");
             let ca = CertifiedIssuer::self_signed(
                 ca_params("orgd test CA"),
                 KeyPair::generate().unwrap(),
@@ -71,7 +71,15 @@ async fn tls() -> &'static Tls {
                 .unwrap()
                 .signed_by(&key, &ca)
                 .unwrap();
+            let client_key = KeyPair::generate().unwrap();
+            let mut client = CertificateParams::new(Vec::new()).unwrap();
+            client
+                .distinguished_name
+                .push(DnType::CommonName, "orgd-client");
+            let client = client.signed_by(&client_key, &ca).unwrap();
             let path = |name: &str| dir.join(name);
+            write_file(&path("client.pem"), &client.pem(), 0o644);
+            write_file(&path("client.key"), &client_key.serialize_pem(), 0o600);
             write_file(&path("ca.pem"), &ca.pem(), 0o644);
             write_file(&path("other-ca.pem"), &other_ca.pem(), 0o644);
             write_file(&path("server.pem"), &cert.pem(), 0o644);
@@ -82,17 +90,21 @@ async fn tls() -> &'static Tls {
             }
             let (cert_file, key_file) = (path("server.pem"), path("server.key"));
             let server = common::start_cluster(
-                "-tls",
+                &dir.join("data"),
                 &[
                     ("ssl", "on"),
                     ("ssl_cert_file", cert_file.to_str().unwrap()),
                     ("ssl_key_file", key_file.to_str().unwrap()),
+                    // Client certificates from `ca` are asked for, and checked
+                    // when presented (pg_hba.conf does not require them).
+                    ("ssl_ca_file", path("ca.pem").to_str().unwrap()),
                 ],
             );
             Tls {
                 server,
                 ca: path("ca.pem"),
                 other_ca: path("other-ca.pem"),
+                client: (path("client.pem"), path("client.key")),
             }
         })
         .await
@@ -301,7 +313,10 @@ async fn orgd_serve_says_where_and_why_it_cannot_connect() {
         .args(["serve", "--listen", &common::free_local_addr()])
         .args(["--jwt-secret", common::SECRET])
         .env("DATABASE_URL", &url)
-        .env("ORGD_DATA_DIR", common::scratch_path("-tls-data"))
+        .env(
+            "ORGD_DATA_DIR",
+            common::scratch_dir("tls").join("orgd-data"),
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -310,4 +325,30 @@ async fn orgd_serve_says_where_and_why_it_cannot_connect() {
         stderr.contains(&tls.at("localhost")) && stderr.contains("UnknownIssuer"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslcert_and_sslkey_present_a_client_certificate() {
+    let tls = tls().await;
+    let (cert, key) = &tls.client;
+    let url = tls.url(
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            tls.ca(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    #[derive(QueryableByName)]
+    struct ClientDn {
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        client_dn: Option<String>,
+    }
+    let mut conn = connect(&url).await.unwrap();
+    let row = diesel::sql_query("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .get_result::<ClientDn>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.client_dn.as_deref(), Some("/CN=orgd-client"));
 }

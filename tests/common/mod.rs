@@ -42,7 +42,8 @@ static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            let server = tokio::task::spawn_blocking(|| start_cluster("", &[]))
+            let dir = std::env::temp_dir().join(format!("orgd-pg-{}", std::process::id()));
+            let server = tokio::task::spawn_blocking(move || start_cluster(&dir, &[]))
                 .await
                 .unwrap();
             server.ensure_database(TEMPLATE).await.unwrap();
@@ -54,15 +55,19 @@ async fn cluster() -> &'static Cluster {
         .await
 }
 
-/// A path of this test process under /tmp, which the unprivileged PostgreSQL
-/// user can always reach; removed by a later test process once this one is gone.
-pub fn scratch_path(suffix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("orgd-pg-{}{suffix}", std::process::id()))
+/// A directory of this test process under /tmp (which the unprivileged
+/// PostgreSQL user can always reach), `orgd-pg-{pid}.{name}`: the form in which
+/// every test process, on any branch, recognises another's files and removes
+/// them only once that process is gone.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("orgd-pg-{}.{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
-/// Starts a throwaway cluster in `scratch_path(suffix)`, with the settings that
-/// make tests fast and `extra` ones (blocking).
-pub fn start_cluster(suffix: &str, extra: &[(&str, &str)]) -> EmbeddedPostgres {
+/// Starts a throwaway cluster in `data_dir`, with the settings that make tests
+/// fast and `extra` ones (blocking).
+pub fn start_cluster(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> EmbeddedPostgres {
     remove_stale_clusters(&std::env::temp_dir());
     let mut settings = vec![
         ("fsync", "off"),
@@ -71,8 +76,7 @@ pub fn start_cluster(suffix: &str, extra: &[(&str, &str)]) -> EmbeddedPostgres {
         ("max_connections", "400"),
     ];
     settings.extend_from_slice(extra);
-    EmbeddedPostgres::start(&scratch_path(suffix), &settings)
-        .expect("starting the test PostgreSQL cluster")
+    EmbeddedPostgres::start(data_dir, &settings).expect("starting the test PostgreSQL cluster")
 }
 
 /// Clusters of earlier test processes that are gone (their PostgreSQL died with them).
@@ -82,13 +86,10 @@ fn remove_stale_clusters(root: &std::path::Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // The process id is the digits after the prefix (`orgd-pg-123-tls.log`).
-        let Some(pid) = name.strip_prefix("orgd-pg-").and_then(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<i32>()
-                .ok()
-        }) else {
+        let Some(pid) = name
+            .strip_prefix("orgd-pg-")
+            .and_then(|rest| rest.split('.').next()?.parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: signal 0 only asks whether the process exists (EPERM: it does).
