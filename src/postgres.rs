@@ -35,10 +35,14 @@ pub struct EmbeddedPostgres {
     stop: mpsc::Sender<()>,
     /// Reports PostgreSQL's exit (a Mutex makes the handle shareable between threads).
     exited: Mutex<mpsc::Receiver<std::io::Result<ExitStatus>>>,
+    /// Held while we use the data directory (see `lock_data_dir`).
+    _lock: File,
 }
 
-/// The uid and gid to run PostgreSQL as: `postgres` when we are root, else ourselves.
-fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
+/// The uid and gid to run PostgreSQL as: `postgres` when we are root, else
+/// ourselves (None). Files the server reads that must be its own, such as a TLS
+/// key (`ssl_key_file`), belong to this user.
+pub fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -57,7 +61,7 @@ fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
 }
 
 /// Finds a PostgreSQL program on PATH or under /usr/lib/postgresql/*/bin (newest first).
-fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+pub fn find_program(name: &str) -> anyhow::Result<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
@@ -107,7 +111,10 @@ impl EmbeddedPostgres {
         // The superuser's password, kept beside (not inside) the data directory,
         // readable only by us: nobody else on this machine may connect.
         let password = secret_file::read_or_create(&data_dir.with_extension("password"))?;
-        if !data_dir.join("PG_VERSION").exists() {
+        let lock = lock_data_dir(&data_dir)?;
+        if data_dir.join("PG_VERSION").exists() {
+            stop_leftover(&data_dir, user)?;
+        } else {
             init_cluster(&data_dir, user, &password)?;
         }
         let log_path = data_dir.with_extension("log");
@@ -135,8 +142,11 @@ impl EmbeddedPostgres {
         for (key, value) in settings {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
-        // If we die without stopping it, the kernel asks PostgreSQL for a fast shutdown.
+        // If we die without stopping it, the kernel asks PostgreSQL for a fast
+        // shutdown. Other systems (macOS) have no such signal: a PostgreSQL that
+        // outlives a killed orgd runs on until the next start stops it (`stop_leftover`).
         // SAFETY: prctl is async-signal-safe; this runs after setuid, just before exec.
+        #[cfg(target_os = "linux")]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
@@ -188,6 +198,7 @@ impl EmbeddedPostgres {
             password,
             stop,
             exited: Mutex::new(exited),
+            _lock: lock,
         };
         server.wait_until_ready(&log_path)?;
         Ok(server)
@@ -227,6 +238,11 @@ impl EmbeddedPostgres {
         self.pid
     }
 
+    /// The TCP port it listens on (127.0.0.1 only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// URL of `database` on this cluster, as its superuser.
     pub fn url(&self, database: &str) -> String {
         format!(
@@ -263,6 +279,45 @@ impl EmbeddedPostgres {
             .expect("not poisoned")
             .recv_timeout(Duration::from_secs(30));
     }
+}
+
+/// Locks `data_dir` for this process (the kernel releases the lock when the
+/// process dies, however it dies), so that a PostgreSQL found running in it
+/// cannot be another live orgd's.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.with_extension("lock");
+    let lock = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    lock.try_lock().map_err(|err| match err {
+        fs::TryLockError::WouldBlock => anyhow::anyhow!(
+            "another orgd is using {}; give each its own --data-dir",
+            data_dir.display()
+        ),
+        fs::TryLockError::Error(err) => {
+            anyhow::Error::new(err).context(format!("locking {}", path.display()))
+        }
+    })?;
+    Ok(lock)
+}
+
+/// Stops a PostgreSQL still running in `data_dir` although no orgd holds it:
+/// one still shutting down after its orgd died, or, where no death signal
+/// stops it (not Linux), one that outlived an orgd killed with SIGKILL.
+/// pg_ctl signals the pid in postmaster.pid, as the cluster's user, who can
+/// signal no one else's processes; a file whose process is gone is left to
+/// PostgreSQL, which replaces it.
+fn stop_leftover(data_dir: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {
+    if !data_dir.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    let output = command(&find_program("pg_ctl")?, user)
+        .args(["stop", "--mode=fast", "--wait", "--timeout=30", "-D"])
+        .arg(data_dir)
+        .output()
+        .context("running pg_ctl stop")?;
+    if output.status.success() {
+        tracing::warn!(dir = %data_dir.display(), "stopped a PostgreSQL that an earlier orgd left running");
+    }
+    Ok(())
 }
 
 /// As root we run PostgreSQL as another user, who must be able to reach the data

@@ -250,3 +250,55 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
     orgd.terminate();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// Where no death signal stops PostgreSQL with orgd (not Linux), an orgd killed
+/// with SIGKILL leaves it running: the next start stops it. While one orgd uses a
+/// data directory, another is refused rather than stopping its database.
+#[test]
+fn a_leftover_postgres_is_stopped_and_a_second_orgd_is_refused() {
+    use std::os::unix::process::CommandExt;
+
+    use orgd::postgres::{EmbeddedPostgres, find_program, run_as};
+
+    let data_dir = fresh_data_dir("leftover").join("postgres");
+    let cluster = EmbeddedPostgres::start(&data_dir, &[]).unwrap();
+    let Err(refused) = EmbeddedPostgres::start(&data_dir, &[]) else {
+        panic!("a second start used the same data directory");
+    };
+    assert!(
+        refused.to_string().contains("another orgd is using"),
+        "{refused:#}"
+    );
+    cluster.stop();
+
+    // What a killed orgd leaves behind: a PostgreSQL nobody will stop.
+    let mut pg_ctl = Command::new(find_program("pg_ctl").unwrap());
+    if let Some((uid, gid)) = run_as().unwrap() {
+        pg_ctl.uid(uid).gid(gid);
+    }
+    let port = common::free_local_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let started = pg_ctl
+        .args(["start", "--wait", "--silent", "-l", "/dev/null", "-D"])
+        .arg(&data_dir)
+        .arg(format!(
+            "-o -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
+        ))
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let leftover = postmaster_pid(data_dir.parent().unwrap()).expect("it runs");
+
+    let cluster = EmbeddedPostgres::start(&data_dir, &[]).unwrap();
+    assert_ne!(cluster.pid(), leftover);
+    // Its process may linger as a zombie of whoever adopted it; it serves no more.
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the leftover stopped"
+    );
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}

@@ -1,11 +1,13 @@
-//! How orgd opens a PostgreSQL connection: the URL, the session's name in
-//! `pg_stat_activity`, and the per-session limits that keep one slow statement
-//! or lock wait from holding a pooled connection indefinitely.
+//! How orgd opens a PostgreSQL connection: the URL, TLS (see `tls.rs`), the
+//! session's name in `pg_stat_activity`, and the per-session limits that keep
+//! one slow statement or lock wait from holding a pooled connection indefinitely.
 
 use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
+
+use super::tls::{self, TlsParams};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -30,12 +32,16 @@ impl DbConfig {
         }
     }
 
-    /// The URL parsed, with the session settings orgd adds. The settings travel
-    /// in the startup packet, so they cost no round trip.
-    fn postgres_config(&self) -> Result<tokio_postgres::Config, ConnectionError> {
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(|err| {
+    /// The URL parsed, with the session settings orgd adds, and its TLS
+    /// settings. The session settings travel in the startup packet, so they
+    /// cost no round trip.
+    fn postgres_config(&self) -> Result<(tokio_postgres::Config, TlsParams), ConnectionError> {
+        let invalid = |err: &dyn std::fmt::Display| {
             ConnectionError::InvalidConnectionUrl(format!("DATABASE_URL does not parse: {err}"))
-        })?;
+        };
+        let (url, tls) = tls::split_url(&self.url).map_err(|err| invalid(&err))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|err| invalid(&err))?;
+        config.ssl_mode(tls.postgres_mode());
         if config.get_application_name().is_none() {
             config.application_name(&self.application_name);
         }
@@ -47,12 +53,15 @@ impl DbConfig {
             options.push_str(&format!(" -c {name}={}", limit.as_millis()));
         }
         config.options(options.trim_start());
-        Ok(config)
+        Ok((config, tls))
     }
 
     /// `host:port` of the server(s) the URL names, for error messages.
     pub fn target(&self) -> String {
-        let Ok(config) = self.url.parse::<tokio_postgres::Config>() else {
+        let Some(config) = tls::split_url(&self.url)
+            .ok()
+            .and_then(|(url, _)| url.parse::<tokio_postgres::Config>().ok())
+        else {
             return "(unparsable DATABASE_URL)".to_owned();
         };
         let ports = config.get_ports();
@@ -74,9 +83,15 @@ impl DbConfig {
 
     /// Opens one connection.
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectionError> {
-        let config = self.postgres_config()?;
+        let (config, tls) = self.postgres_config()?;
+        let connector = tls.connector().map_err(|err| {
+            ConnectionError::BadConnection(format!(
+                "connecting to PostgreSQL at {}: {err}",
+                self.target()
+            ))
+        })?;
         let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
+            .connect(connector)
             .await
             .map_err(|err| self.connect_error(&err))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
@@ -110,7 +125,7 @@ mod tests {
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_millis(2500),
         };
-        let parsed = config.postgres_config().unwrap();
+        let (parsed, _) = config.postgres_config().unwrap();
         assert_eq!(parsed.get_application_name(), Some("orgd"));
         assert_eq!(
             parsed.get_options(),
@@ -122,11 +137,36 @@ mod tests {
     #[test]
     fn a_name_in_the_url_wins() {
         let config = DbConfig::unlimited("postgres://h/db?application_name=mine", "orgd");
-        let parsed = config.postgres_config().unwrap();
+        let (parsed, _) = config.postgres_config().unwrap();
         assert_eq!(parsed.get_application_name(), Some("mine"));
         assert_eq!(
             parsed.get_options(),
             Some("-c statement_timeout=0 -c lock_timeout=0")
         );
+    }
+
+    #[test]
+    fn tls_settings_tokio_postgres_does_not_know_are_taken_out() {
+        let config = DbConfig::unlimited(
+            "postgres://u@db.example.com:5433/orgd?sslmode=verify-full&sslrootcert=/ca.pem&application_name=mine",
+            "orgd",
+        );
+        let (parsed, tls) = config.postgres_config().unwrap();
+        assert_eq!(
+            parsed.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(parsed.get_application_name(), Some("mine"));
+        assert_eq!(tls.mode, tls::SslMode::VerifyFull);
+        assert_eq!(config.target(), "db.example.com:5433");
+    }
+
+    #[test]
+    fn an_unusable_sslmode_is_a_url_error() {
+        let config = DbConfig::unlimited("host=db sslmode=verify-full", "orgd");
+        let Err(ConnectionError::InvalidConnectionUrl(message)) = config.postgres_config() else {
+            panic!("verify-full without sslrootcert was accepted");
+        };
+        assert!(message.contains("needs sslrootcert"), "{message}");
     }
 }

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod resources;
 mod schema;
 pub mod subscriptions;
+mod tls;
 pub mod tokens;
 pub mod users;
 

@@ -42,24 +42,10 @@ static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            // Under /tmp, which the unprivileged PostgreSQL user can always reach.
-            let root = std::env::temp_dir();
-            remove_stale_clusters(&root);
-            let dir = root.join(format!("orgd-pg-{}", std::process::id()));
-            let server = tokio::task::spawn_blocking(move || {
-                EmbeddedPostgres::start(
-                    &dir,
-                    &[
-                        ("fsync", "off"),
-                        ("synchronous_commit", "off"),
-                        ("full_page_writes", "off"),
-                        ("max_connections", "400"),
-                    ],
-                )
-            })
-            .await
-            .unwrap()
-            .expect("starting the test PostgreSQL cluster");
+            let dir = std::env::temp_dir().join(format!("orgd-pg-{}", std::process::id()));
+            let server = tokio::task::spawn_blocking(move || start_cluster(&dir, &[]))
+                .await
+                .unwrap();
             server.ensure_database(TEMPLATE).await.unwrap();
             orgd::store::run_migrations(&server.url(TEMPLATE))
                 .await
@@ -67,6 +53,30 @@ async fn cluster() -> &'static Cluster {
             Cluster { server }
         })
         .await
+}
+
+/// A directory of this test process under /tmp (which the unprivileged
+/// PostgreSQL user can always reach), `orgd-pg-{pid}.{name}`: the form in which
+/// every test process, on any branch, recognises another's files and removes
+/// them only once that process is gone.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("orgd-pg-{}.{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts a throwaway cluster in `data_dir`, with the settings that make tests
+/// fast and `extra` ones (blocking).
+pub fn start_cluster(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> EmbeddedPostgres {
+    remove_stale_clusters(&std::env::temp_dir());
+    let mut settings = vec![
+        ("fsync", "off"),
+        ("synchronous_commit", "off"),
+        ("full_page_writes", "off"),
+        ("max_connections", "400"),
+    ];
+    settings.extend_from_slice(extra);
+    EmbeddedPostgres::start(data_dir, &settings).expect("starting the test PostgreSQL cluster")
 }
 
 /// Clusters of earlier test processes that are gone (their PostgreSQL died with them).
@@ -78,11 +88,14 @@ fn remove_stale_clusters(root: &std::path::Path) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix("orgd-pg-")
-            .map(|rest| rest.split('.').next().unwrap_or_default())
+            .and_then(|rest| rest.split('.').next()?.parse::<i32>().ok())
         else {
             continue;
         };
-        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+        // SAFETY: signal 0 only asks whether the process exists (EPERM: it does).
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
             let path = entry.path();
             let _ = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
