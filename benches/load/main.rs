@@ -82,6 +82,9 @@ struct Row {
     saturated: Run,
     half_rate: Run,
     direct: Option<Run>,
+    /// The same callers on one HTTP/2 connection, as one client channel holds
+    /// (GetOrganization and CheckPermission).
+    one_connection: Option<Run>,
     /// The median over the rounds of orgd's throughput over direct SQL's.
     ratio: Option<f64>,
     statements: Option<(f64, f64)>,
@@ -213,6 +216,17 @@ async fn measure(
             meter,
         )
     };
+    let run_on_one_connection = |salt| {
+        drive::run(
+            callers(&channels[..1], fixture, args.callers, salt),
+            workload,
+            path,
+            pace,
+            args.warmup,
+            duration,
+            meter,
+        )
+    };
     // One saturated run, with the statements it ran per request.
     let saturate = async |path: Path, salt: u64| -> anyhow::Result<(Run, BTreeMap<String, f64>)> {
         let (label, name) = match path {
@@ -268,6 +282,23 @@ async fn measure(
     let saturated = Run::pooled(saturated);
     let direct = (!direct.is_empty()).then(|| Run::pooled(direct));
 
+    let one_connection = if matches!(
+        workload,
+        Workload::GetOrganization | Workload::CheckPermission
+    ) {
+        eprintln!("bench: {} through orgd on one connection", workload.label());
+        let measured = run_on_one_connection(1).await;
+        check_errors(workload, "orgd on one connection", &measured)?;
+        eprintln!(
+            "bench:   one connection / {}: {:.0}%",
+            args.connections,
+            100.0 * measured.rps() / saturated.rps()
+        );
+        Some(measured)
+    } else {
+        None
+    };
+
     let rate = saturated.rps() / 2.0;
     eprintln!("bench: {} at {rate:.0} requests/s", workload.label());
     let half_rate = open_loop(args, server_addr, fixture, meter, workload, rate).await?;
@@ -277,6 +308,7 @@ async fn measure(
         saturated,
         half_rate,
         direct,
+        one_connection,
         ratio: median(ratios),
         statements: statements_per_call,
     })
@@ -563,9 +595,10 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
     );
     println!();
     println!(
-        "| RPC | saturated rps | p50 ms | p95 ms | p99 ms | direct SQL rps | orgd / direct | SQL statements per call | at half rate: rps | p50 ms | p95 ms | p99 ms |"
+        "| RPC | saturated rps | p50 ms | p95 ms | p99 ms | direct SQL rps | orgd / direct | one connection rps | one / {} connections | SQL statements per call | at half rate: rps | p50 ms | p95 ms | p99 ms |",
+        args.connections
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let direct = row
             .direct
@@ -578,9 +611,18 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
             format!("{rpc:.2} / {direct:.2}")
         });
         let s = &row.saturated;
+        let (one, one_ratio) =
+            row.one_connection
+                .as_ref()
+                .map_or(("—".into(), "—".into()), |one| {
+                    (
+                        format!("{:.0}", one.rps()),
+                        format!("{:.0}%", 100.0 * one.rps() / s.rps()),
+                    )
+                });
         let h = &row.half_rate;
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {direct} | {ratio} | {statements} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {direct} | {ratio} | {one} | {one_ratio} | {statements} | {:.0} | {:.2} | {:.2} | {:.2} |",
             row.workload.label(),
             s.rps(),
             s.quantile_ms(0.50),

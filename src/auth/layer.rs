@@ -40,7 +40,7 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Everything the layer needs to decide.
 pub struct AuthState {
     pub store: Store,
-    /// Shared by every event loop, with the tokens it remembers.
+    /// Shared by every call, with the tokens it remembers.
     pub verifier: Arc<JwtVerifier>,
     pub policies: PolicyTable,
     pub service_subjects: HashSet<String>,
