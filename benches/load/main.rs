@@ -205,25 +205,15 @@ async fn measure(
     meter: CpuMeter,
     workload: Workload,
 ) -> anyhow::Result<Row> {
-    let run = |path, pace, salt, duration| {
+    // Saturated: as many requests as `channels` carry.
+    let run = |channels: &[Channel], path, salt| {
         drive::run(
             callers(channels, fixture, args.callers, salt),
             workload,
             path,
-            pace,
+            Pace::Closed,
             args.warmup,
-            duration,
-            meter,
-        )
-    };
-    let run_on_one_connection = |salt| {
-        drive::run(
-            callers(&channels[..1], fixture, args.callers, salt),
-            workload,
-            path,
-            pace,
-            args.warmup,
-            duration,
+            args.duration,
             meter,
         )
     };
@@ -235,7 +225,7 @@ async fn measure(
         };
         eprintln!("bench: {} {label}", workload.label());
         reset_statements(db).await?;
-        let measured = run(path, Pace::Closed, salt, args.duration).await;
+        let measured = run(channels, path, salt).await;
         let ran = statements(db, measured.requests).await?;
         progress(&measured, &ran);
         check_errors(workload, name, &measured)?;
@@ -287,7 +277,7 @@ async fn measure(
         Workload::GetOrganization | Workload::CheckPermission
     ) {
         eprintln!("bench: {} through orgd on one connection", workload.label());
-        let measured = run_on_one_connection(1).await;
+        let measured = run(&channels[..1], Path::Rpc, 1).await;
         check_errors(workload, "orgd on one connection", &measured)?;
         eprintln!(
             "bench:   one connection / {}: {:.0}%",
