@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use std::io::Read;
 
@@ -15,13 +14,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use prost_reflect::{DynamicMessage, Value};
 use tonic::body::Body;
 use tower::{Layer, Service};
-use tracing::Instrument;
+use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{CallContext, JwtVerifier, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
-use crate::server::ConnectionInfo;
 use crate::store::Store;
 use crate::store::access::MemberAccess;
 use crate::store::orgs::OrgRow;
@@ -34,8 +32,6 @@ const PUBLIC_PREFIXES: &[&str] = &[
     "/grpc.reflection.v1.",
     "/grpc.reflection.v1alpha.",
 ];
-
-const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Everything the layer needs to decide.
 pub struct AuthState {
@@ -91,64 +87,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if let Some(connection) = request.extensions().get::<ConnectionInfo>() {
-            connection.first_call.arrived();
-        }
         // The ready service handles this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !is_grpc(&request) {
-            return Box::pin(async { Ok(unsupported_media_type()) });
-        }
         let state = self.state.clone();
-        let request_id = request_id(&request);
-        let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("rpc", %method, %request_id);
-        Box::pin(
-            async move {
-                let started = Instant::now();
-                let mut response = match authorize(&state, request, &request_id).await {
-                    Ok(request) => inner.call(request).await?,
-                    Err(status) => {
-                        tracing::info!(code = ?status.code(), message = status.message(), "call refused");
-                        status.into_http()
-                    }
-                };
-                if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        Box::pin(async move {
+            let request_id = request_id(&request).to_owned();
+            match authorize(&state, request, &request_id).await {
+                Ok(request) => inner.call(request).await,
+                Err(status) => {
+                    tracing::info!(code = ?status.code(), message = status.message(), "call refused");
+                    Ok(status.into_http())
                 }
-                tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
-                Ok(response)
             }
-            .instrument(span),
-        )
+        })
     }
 }
 
-/// Whether the request is a gRPC call (`application/grpc`, `application/grpc+proto`…).
-fn is_grpc(request: &http::Request<Body>) -> bool {
+/// The call's request id, which the request-id layer (server::layers) set.
+pub fn request_id<B>(request: &http::Request<B>) -> &str {
     request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// The gRPC spec's answer to a request that is not gRPC: HTTP 415, before
-/// anything else is read.
-fn unsupported_media_type() -> http::Response<Body> {
-    let mut response = http::Response::new(Body::empty());
-    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-    response
-}
-
-/// The caller's `x-request-id` if it is sane, else a new one.
-fn request_id(request: &http::Request<Body>) -> String {
-    request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-")
 }
 
 /// The steps every orgd call passes, in order: what it calls, who calls

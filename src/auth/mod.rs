@@ -12,7 +12,7 @@ mod policy;
 mod verified_tokens;
 
 pub use identity::{Audience, Claims, JwtVerifier, mint_token};
-pub use layer::{AuthLayer, AuthState, MAX_BEARER_BYTES};
+pub use layer::{AuthLayer, AuthState, MAX_BEARER_BYTES, request_id};
 pub use policy::{OrgPolicy, Policy, PolicyTable};
 
 use crate::error::{Error, Result};

@@ -2,6 +2,7 @@
 //! background workers; serves until the shutdown signal, then drains.
 
 mod connections;
+mod layers;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -9,12 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
-use tower::layer::util::{Identity, Stack};
+use tower::util::MapRequestLayer;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
@@ -40,7 +47,7 @@ use crate::store::outbox::RetryPolicy;
 use crate::store::{self, DbConfig, Store};
 use crate::workers;
 pub use connections::ConnectionInfo;
-use connections::ConnectionLimits;
+use connections::{ClientConnection, ConnectionLimits};
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
@@ -53,9 +60,6 @@ const HEALTH_SERVICES: [&str; 7] = [
     "orgd.v1.TokenService",
     "orgd.v1.ResourceService",
 ];
-
-/// orgd's services behind the auth layer.
-type OrgdRouter = tonic::transport::server::Router<Stack<AuthLayer, Identity>>;
 
 /// A bound, ready-to-run orgd.
 pub struct App {
@@ -200,9 +204,13 @@ impl App {
                 first_call_deadline: limits.first_call_deadline,
             },
         );
-        let served = services
-            .router(store.clone(), limits)?
-            .serve_with_incoming_shutdown(incoming, signal);
+        let served = serve_calls(
+            limits,
+            services.auth(store.clone()),
+            services.routes(store.clone())?,
+            incoming,
+            signal,
+        );
         tokio::pin!(served);
         // Serving ends once every connection has closed after the drain began;
         // connections still busy when the grace period is over are cut.
@@ -274,39 +282,26 @@ impl Services {
         }
     }
 
-    /// orgd's services on `store`, behind the auth layer, with health and
-    /// reflection, under the serving limits.
-    fn router(&self, store: Store, limits: &ServingLimits) -> anyhow::Result<OrgdRouter> {
+    /// The auth layer, deciding with `store`.
+    fn auth(&self, store: Store) -> AuthLayer {
+        AuthLayer::new(AuthState {
+            store,
+            verifier: self.verifier.clone(),
+            policies: self.policies.clone(),
+            service_subjects: self.service_subjects.clone(),
+            max_request_bytes: self.max_request_bytes,
+        })
+    }
+
+    /// orgd's services on `store`, with health and reflection.
+    fn routes(&self, store: Store) -> anyhow::Result<Routes> {
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         let max_bytes = self.max_request_bytes;
-        let auth = AuthLayer::new(AuthState {
-            store: store.clone(),
-            verifier: self.verifier.clone(),
-            policies: self.policies.clone(),
-            service_subjects: self.service_subjects.clone(),
-            max_request_bytes: max_bytes,
-        });
-        Ok(tonic::transport::Server::builder()
-            .timeout(limits.call_timeout)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            // The client was told the stream limit; a call beyond it is refused
-            // at once rather than queued behind the connection's others.
-            .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
-            .load_shed(true)
-            // tonic's max_connection_age_grace cuts the connection at age +
-            // grace without the GOAWAY first: the grace here is --call-timeout.
-            .max_connection_age(limits.max_connection_age)
-            .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
-            // Room for a bearer token too long for the auth layer, so that it
-            // is refused with a gRPC status rather than HTTP/2's 431.
-            .http2_max_header_list_size(4 * MAX_BEARER_BYTES as u32)
-            .layer(auth)
-            .add_service(self.health.clone())
+        Ok(Routes::new(self.health.clone())
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(
@@ -337,6 +332,52 @@ impl Services {
                     .max_decoding_message_size(max_bytes),
             ))
     }
+}
+
+/// Serves `routes` on the `incoming` connections under the serving limits,
+/// each call through the steps of `layers` (outermost first) and then `auth`,
+/// until `shutdown` completes and the connections have closed.
+async fn serve_calls(
+    limits: &ServingLimits,
+    auth: AuthLayer,
+    routes: Routes,
+    incoming: impl Stream<Item = std::io::Result<ClientConnection>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let trace = TraceLayer::new_for_grpc()
+        .make_span_with(layers::call_span)
+        .on_response(
+            DefaultOnResponse::new()
+                .level(Level::DEBUG)
+                .latency_unit(LatencyUnit::Micros),
+        )
+        // The auth layer logs refusals; a handler's error is the caller's to see.
+        .on_failure(());
+    tonic::transport::Server::builder()
+        .timeout(limits.call_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // The client was told the stream limit; a call beyond it is refused
+        // at once rather than queued behind the connection's others.
+        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+        .load_shed(true)
+        // tonic's max_connection_age_grace cuts the connection at age +
+        // grace without the GOAWAY first: the grace here is --call-timeout.
+        .max_connection_age(limits.max_connection_age)
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        // Room for a bearer token too long for the auth layer, so that it
+        // is refused with a gRPC status rather than HTTP/2's 431.
+        .http2_max_header_list_size(4 * MAX_BEARER_BYTES as u32)
+        .layer(MapRequestLayer::new(layers::mark_first_call))
+        .layer(MapRequestLayer::new(layers::drop_unusable_request_id))
+        .layer(SetRequestIdLayer::x_request_id(layers::NewRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        .layer(layers::GrpcOnlyLayer)
+        .layer(auth)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }
 
 /// SERVING only while the database answers.
