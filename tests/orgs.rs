@@ -506,9 +506,27 @@ async fn every_mutation_is_audited_with_its_request_id() {
     assert_eq!(row.get::<_, String>(0), format!("users/{alice_id}"));
     assert_eq!(row.get::<_, String>(2), "req-42");
 
-    // Without a request id, the server makes one and returns it.
+    // Without a request id, the server makes one (a UUIDv7) and returns it.
     let response = alice.get_organization(get(&org.name)).await.unwrap();
-    assert!(!response.metadata().get("x-request-id").unwrap().is_empty());
+    let made = response.metadata().get("x-request-id").unwrap();
+    let made = uuid::Uuid::parse_str(made.to_str().unwrap()).unwrap();
+    assert_eq!(made.get_version_num(), 7);
+
+    // One that would make a poor log field is replaced; a refused call has one too.
+    let mut request = tonic::Request::new(get(&org.name));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "x".repeat(200).parse().unwrap());
+    let response = alice.get_organization(request).await.unwrap();
+    let replaced = response.metadata().get("x-request-id").unwrap();
+    assert!(uuid::Uuid::parse_str(replaced.to_str().unwrap()).is_ok());
+    let refused = app
+        .orgs_as("mallory")
+        .await
+        .get_organization(get(&org.name))
+        .await
+        .unwrap_err();
+    assert!(refused.metadata().get("x-request-id").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
