@@ -236,6 +236,47 @@ async fn connections_that_make_no_call_are_closed() {
     }
 }
 
+/// Beyond `--max-connections` open at once, a new connection waits to be
+/// accepted until another closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait_for_one_to_close() {
+    let app = TestApp::spawn_with(&["--max-connections", "1"]).await;
+    let list = |sender: &mut h2::client::SendRequest<Bytes>| {
+        let request = grpc_request(
+            "/orgd.v1.OrgService/ListOrganizations",
+            &user_token("alice"),
+            "application/grpc",
+        );
+        let (response, mut body) = sender.send_request(request, false).unwrap();
+        body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        response
+    };
+    let first_tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut first, connection) = h2::client::handshake(first_tcp).await.unwrap();
+    let first_connection = tokio::spawn(connection);
+    let response = list(&mut first).await.unwrap();
+    assert_eq!(grpc_status(&response), None, "answered: {response:?}");
+
+    let second_tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut second, connection) = h2::client::handshake(second_tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut waiting = Box::pin(list(&mut second));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "the second connection was served while the first was open"
+    );
+    drop(first);
+    first_connection.abort();
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("accepted once the first connection closed")
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+}
+
 /// Only gRPC is served: another content type gets HTTP 415 before anything is
 /// read or checked.
 #[tokio::test(flavor = "multi_thread")]
