@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
 use crate::store::Store;
 use crate::store::access::MembershipView;
-use crate::store::orgs::{ContactVerification, CreateOrg, OrgChanges, OrgLimits, OrgRow};
+use crate::store::org_row::OrgRow;
+use crate::store::orgs::{ContactVerification, CreateOrg, OrgChanges, OrgLimits};
 use crate::store::users::User;
 
 /// Fields UpdateOrganization can change.

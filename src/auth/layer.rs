@@ -23,8 +23,8 @@ use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::server::ConnectionInfo;
 use crate::store::Store;
-use crate::store::access::MemberAccess;
-use crate::store::orgs::OrgRow;
+use crate::store::org_row::OrgRow;
+use crate::store::standing::MemberAccess;
 use crate::store::tokens::{SECRET_PREFIX, TokenCaller, check_secret_shape};
 use crate::store::users::Identity;
 

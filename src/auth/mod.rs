@@ -17,8 +17,8 @@ pub use policy::{OrgPolicy, Policy, PolicyTable};
 
 use crate::error::{Error, Result};
 use crate::store::Actor;
-use crate::store::access::MemberAccess;
-use crate::store::orgs::OrgRow;
+use crate::store::org_row::OrgRow;
+use crate::store::standing::MemberAccess;
 use crate::store::tokens::TokenCaller;
 use crate::store::users::User;
 

@@ -7,7 +7,8 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::{ContactVerification, OrgRow, lock_live_org, lock_org};
+use super::org_row::{OrgRow, lock_live_org, lock_org};
+use super::orgs::ContactVerification;
 use super::schema::{
     billing_email_verifications, billing_profiles, payment_methods, plans, subscriptions,
 };

@@ -11,11 +11,12 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::access_in;
 use super::members::OWNER_ROLE;
 use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email, member_count};
-use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_many_orgs};
+use super::org_row::{OrgRow, lock_org};
+use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
 use super::schema::{invitations, organizations, users};
+use super::standing::access_in;
 use super::subscriptions::member_limit;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};

@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::lock_org;
+use super::org_row::lock_org;
 use super::schema::{
     billing_profiles, credit_entries, invoice_lines, invoices, subscription_segments,
     subscriptions, voucher_redemptions, vouchers,

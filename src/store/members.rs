@@ -18,9 +18,9 @@ use futures_util::future::join_all;
 use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use uuid::Uuid;
 
-use super::access::{MemberAccess, access_in, held_columns};
-use super::orgs::{OrgRow, lock_org};
+use super::org_row::{OrgRow, lock_org};
 use super::schema::{membership_roles, memberships, users};
+use super::standing::{MemberAccess, access_in, held_columns};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};

@@ -12,6 +12,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::invoices::{self, CloseReason};
+use super::org_row::{OrgRow, lock_live_org, lock_org};
 use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
@@ -26,59 +27,6 @@ use crate::error::{Error, Result};
 
 /// How many derived-slug suffixes to try before giving up.
 const SLUG_ATTEMPTS: usize = 8;
-
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
-pub struct OrgRow {
-    pub id: Uuid,
-    pub slug: String,
-    pub display_name: String,
-    pub description: String,
-    pub contact_email: String,
-    pub pending_contact_email: Option<String>,
-    pub personal_owner_id: Option<Uuid>,
-    pub revision: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub purge_at: Option<DateTime<Utc>>,
-}
-
-impl OrgRow {
-    pub fn etag(&self) -> Etag {
-        Etag(self.revision)
-    }
-
-    pub fn name(&self) -> String {
-        OrgRef::name_of(self.id)
-    }
-
-    /// Refuses changes to a soft-deleted organization.
-    pub fn ensure_live(&self) -> Result<()> {
-        match self.deleted_at {
-            None => Ok(()),
-            Some(_) => Err(Error::precondition(
-                "ORGANIZATION_DELETED",
-                self.name(),
-                format!(
-                    "organization {} is deleted; restore it with UndeleteOrganization first",
-                    self.slug
-                ),
-            )),
-        }
-    }
-
-    fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
-        match expected {
-            Some(etag) if etag != self.etag() => Err(Error::Aborted(format!(
-                "organization {} changed since etag {etag} was read (it is now {}); get it again and retry",
-                self.slug,
-                self.etag()
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// Settings for contact-email verification messages.
 #[derive(Debug, Clone)]
@@ -240,25 +188,6 @@ pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
             limits.max_orgs_per_user
         ),
     )
-}
-
-/// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
-/// under the lock because a concurrent delete may commit after the policy check.
-pub(super) async fn lock_live_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
-    let org = lock_org(conn, id).await?;
-    org.ensure_live()?;
-    Ok(org)
-}
-
-pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
-    organizations::table
-        .find(id)
-        .select(OrgRow::as_select())
-        .for_update()
-        .first(&mut &*conn)
-        .await
-        .optional()?
-        .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
 }
 
 /// Bumps the revision (and so the etag) of a changed organization and returns it.

@@ -9,10 +9,11 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::{access_in, find_org};
+use super::access::find_org;
 use super::members::OWNER_ROLE;
-use super::orgs::{OrgRow, lock_live_org};
+use super::org_row::{OrgRow, lock_live_org};
 use super::schema::{org_resources, plans, subscriptions};
+use super::standing::access_in;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
 use crate::error::{Error, Result};

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::{OrgRow, lock_live_org};
+use super::org_row::{OrgRow, lock_live_org};
 use super::schema::{
     credit_entries, memberships, org_resources, payment_methods, plans, subscription_segments,
     subscriptions,
