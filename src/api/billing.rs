@@ -76,7 +76,7 @@ fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription
         current_period_end: Some(timestamp(view.row.period_end)),
         cancel_at_period_end: view.row.cancel_at_period_end,
         credit_balance: access
-            .member
+            .member()
             .allows("billing.read")
             .then(|| money(view.credit_balance, &view.plan.currency))
             .flatten(),
@@ -161,7 +161,7 @@ fn ensure_singleton(field: &str, raw: &str, singleton: &str, access: &OrgAccess)
             )
         })?;
     let org = OrgRef::parse(field, org)?;
-    if !org.names(access.org.id, &access.org.slug) {
+    if !org.names(access.org().id, &access.org().slug) {
         return Err(Error::invalid(
             field,
             format!("'{raw}' names another organization"),
@@ -349,7 +349,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::Subscription>, Status> {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
-        let view = self.store.get_subscription(access.org.id).await?;
+        let view = self.store.get_subscription(access.org().id).await?;
         Ok(Response::new(subscription(&view, &access)))
     }
 
@@ -365,7 +365,7 @@ impl BillingService for BillingApi {
         let etag = Etag::parse_optional("etag", &body.etag)?;
         let view = self
             .store
-            .change_plan(&ctx.actor(), access.org.id, &plan, etag)
+            .change_plan(&ctx.actor(), &access, &plan, etag)
             .await?;
         Ok(Response::new(subscription(&view, &access)))
     }
@@ -379,7 +379,7 @@ impl BillingService for BillingApi {
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self
             .store
-            .cancel_subscription(&ctx.actor(), access.org.id)
+            .cancel_subscription(&ctx.actor(), &access)
             .await?;
         Ok(Response::new(subscription(&view, &access)))
     }
@@ -393,7 +393,7 @@ impl BillingService for BillingApi {
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self
             .store
-            .resume_subscription(&ctx.actor(), access.org.id)
+            .resume_subscription(&ctx.actor(), &access)
             .await?;
         Ok(Response::new(subscription(&view, &access)))
     }
@@ -404,7 +404,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::BillingProfile>, Status> {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "billingProfile", &access)?;
-        let row = self.store.get_billing_profile(access.org.id).await?;
+        let row = self.store.get_billing_profile(access.org().id).await?;
         Ok(Response::new(profile(&row)))
     }
 
@@ -429,13 +429,7 @@ impl BillingService for BillingApi {
         let etag = Etag::parse_optional("billing_profile.etag", &given.etag)?;
         let row = self
             .store
-            .update_billing_profile(
-                &ctx.actor(),
-                access.org.id,
-                changes,
-                etag,
-                &self.verification,
-            )
+            .update_billing_profile(&ctx.actor(), &access, changes, etag, &self.verification)
             .await?;
         Ok(Response::new(profile(&row)))
     }
@@ -467,7 +461,7 @@ impl BillingService for BillingApi {
         let new = new_payment_method(given)?;
         let added = self
             .store
-            .add_payment_method(&ctx.actor(), access.org.id, new)
+            .add_payment_method(&ctx.actor(), &access, new)
             .await?;
         Ok(Response::new(payment_method(&added)))
     }
@@ -477,7 +471,7 @@ impl BillingService for BillingApi {
         request: Request<pb::ListPaymentMethodsRequest>,
     ) -> Result<Response<pb::ListPaymentMethodsResponse>, Status> {
         let access = org_access(&request)?;
-        let rows = self.store.list_payment_methods(access.org.id).await?;
+        let rows = self.store.list_payment_methods(access.org().id).await?;
         Ok(Response::new(pb::ListPaymentMethodsResponse {
             payment_methods: rows.iter().map(payment_method).collect(),
         }))
@@ -492,7 +486,7 @@ impl BillingService for BillingApi {
         let id = child_id("name", &request.get_ref().name, PAYMENT_METHODS, &access)?;
         let chosen = self
             .store
-            .set_default_payment_method(&ctx.actor(), access.org.id, id)
+            .set_default_payment_method(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(payment_method(&chosen)))
     }
@@ -506,7 +500,7 @@ impl BillingService for BillingApi {
         let id = child_id("name", &request.get_ref().name, PAYMENT_METHODS, &access)?;
         let default = self
             .store
-            .remove_payment_method(&ctx.actor(), access.org.id, id)
+            .remove_payment_method(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(pb::RemovePaymentMethodResponse {
             default_payment_method: default.as_ref().map(payment_method),
@@ -520,7 +514,7 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (views, next_page_token) = self.store.list_invoices(access.org.id, page).await?;
+        let (views, next_page_token) = self.store.list_invoices(access.org().id, page).await?;
         Ok(Response::new(pb::ListInvoicesResponse {
             invoices: views.iter().map(invoice).collect(),
             next_page_token,
@@ -533,7 +527,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::Invoice>, Status> {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, INVOICES, &access)?;
-        let view = self.store.get_invoice(access.org.id, id).await?;
+        let view = self.store.get_invoice(access.org().id, id).await?;
         Ok(Response::new(invoice(&view)))
     }
 
@@ -543,7 +537,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::DownloadInvoiceResponse>, Status> {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, INVOICES, &access)?;
-        let view = self.store.get_invoice(access.org.id, id).await?;
+        let view = self.store.get_invoice(access.org().id, id).await?;
         let html = render(&view)?;
         Ok(Response::new(pb::DownloadInvoiceResponse {
             content_type: "text/html; charset=utf-8".into(),
@@ -561,7 +555,7 @@ impl BillingService for BillingApi {
         let code = voucher_code("code", &request.get_ref().code)?;
         let (voucher, balance) = self
             .store
-            .redeem_voucher(&ctx.actor(), access.org.id, &code)
+            .redeem_voucher(&ctx.actor(), &access, &code)
             .await?;
         Ok(Response::new(pb::RedeemVoucherResponse {
             credit: money(voucher.amount_minor, &voucher.currency),

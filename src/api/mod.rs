@@ -53,12 +53,12 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 /// the call was authorized for.
 fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Result<uuid::Uuid> {
     let name = ChildName::parse(field, raw, collection)?;
-    if !name.org.names(access.org.id, &access.org.slug) {
+    if !name.org.names(access.org().id, &access.org().slug) {
         return Err(Error::invalid(
             field,
             format!(
                 "'{raw}' is not in the organization of this request ({})",
-                access.org.name()
+                access.org().name()
             ),
         ));
     }

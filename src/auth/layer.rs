@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
-use super::{CallContext, JwtVerifier, OrgAccess, Principal};
+use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::server::ConnectionInfo;
@@ -511,5 +511,11 @@ fn authorize_in_org(
             org_ref.name()
         )));
     }
-    Ok(OrgAccess { org, member })
+    Ok(OrgAccess::new(
+        Mint(()),
+        org,
+        member,
+        scope.permission.clone(),
+        scope.allow_deleted,
+    ))
 }

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod audit;
 pub mod billing_profiles;
+mod change;
 mod connect;
 pub mod invitations;
 pub mod invoices;
@@ -12,6 +13,7 @@ pub mod members;
 pub mod org_row;
 pub mod orgs;
 pub mod outbox;
+pub mod proof;
 pub mod resources;
 mod schema;
 pub mod standing;

@@ -65,14 +65,9 @@ impl OrgRow {
     }
 }
 
-/// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
-/// under the lock because a concurrent delete may commit after the policy check.
-pub(super) async fn lock_live_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
-    let org = lock_org(conn, id).await?;
-    org.ensure_live()?;
-    Ok(org)
-}
-
+/// Locks the organization, live or not: each caller says whether a deleted one
+/// will do (a caller's change, through `change::recheck`, once it knows the
+/// caller is a member).
 pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
     organizations::table
         .find(id)

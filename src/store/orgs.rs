@@ -11,8 +11,10 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::change::Change;
 use super::invoices::{self, CloseReason};
-use super::org_row::{OrgRow, lock_live_org, lock_org};
+use super::org_row::{OrgRow, lock_org};
+use super::proof::OrgAccess;
 use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
@@ -395,83 +397,78 @@ impl Store {
     pub async fn update_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         changes: OrgChanges,
         etag: Option<Etag>,
         verification: &ContactVerification,
     ) -> Result<OrgRow> {
         let changes = &changes;
-        self.write_from(
-            |conn| lock_live_org(conn, org_id).scope_boxed(),
-            |conn, org| {
-                async move {
-                    org.check_etag(etag)?;
-                    if let Some(slug) = &changes.slug
-                        && slug.as_str() != org.slug
-                        && slug_in_use(conn, slug).await?
-                    {
-                        return Err(slug_taken(slug));
-                    }
-                    match &changes.contact_email {
-                        Some(email) if email.as_str() == org.contact_email => {
-                            set_pending_contact_email(conn, org_id, None).await?
-                        }
-                        Some(email) => {
-                            start_contact_email_change(conn, &org, email, verification).await?
-                        }
-                        None => {}
-                    }
-                    // Each set of changed fields is its own statement text, kept prepared.
-                    let update = diesel::update(organizations::table.find(org_id))
-                        .set((
-                            changes
-                                .display_name
-                                .as_ref()
-                                .map(|v| organizations::display_name.eq(v.as_str())),
-                            changes
-                                .description
-                                .as_ref()
-                                .map(|v| organizations::description.eq(v.as_str())),
-                            changes
-                                .slug
-                                .as_ref()
-                                .map(|v| organizations::slug.eq(v.as_str())),
-                            organizations::revision.eq(organizations::revision + 1),
-                            organizations::updated_at.eq(diesel::dsl::now),
-                        ))
-                        .returning(OrgRow::as_returning())
-                        .prepared()
-                        .get_result::<OrgRow>(&mut &*conn);
-                    // The audit record needs nothing from the update: both go out together.
-                    let (updated, ()) = both(
-                        async {
-                            update.await.map_err(|err| match (err, &changes.slug) {
-                                // A concurrent rename took the slug after our check.
-                                (
-                                    DieselError::DatabaseError(
-                                        DatabaseErrorKind::UniqueViolation,
-                                        _,
-                                    ),
-                                    Some(slug),
-                                ) => slug_taken(slug),
-                                (other, _) => other.into(),
-                            })
-                        },
-                        audit::record(
-                            conn,
-                            actor,
-                            Some(org_id),
-                            "organization.update",
-                            &org.name(),
-                            serde_json::json!({ "fields": changes.field_names() }),
-                        ),
-                    )
-                    .await?;
-                    Ok(updated)
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, Change { org, .. }| {
+            async move {
+                org.check_etag(etag)?;
+                if let Some(slug) = &changes.slug
+                    && slug.as_str() != org.slug
+                    && slug_in_use(conn, slug).await?
+                {
+                    return Err(slug_taken(slug));
                 }
-                .scope_boxed()
-            },
-        )
+                match &changes.contact_email {
+                    Some(email) if email.as_str() == org.contact_email => {
+                        set_pending_contact_email(conn, org_id, None).await?
+                    }
+                    Some(email) => {
+                        start_contact_email_change(conn, &org, email, verification).await?
+                    }
+                    None => {}
+                }
+                // Each set of changed fields is its own statement text, kept prepared.
+                let update = diesel::update(organizations::table.find(org_id))
+                    .set((
+                        changes
+                            .display_name
+                            .as_ref()
+                            .map(|v| organizations::display_name.eq(v.as_str())),
+                        changes
+                            .description
+                            .as_ref()
+                            .map(|v| organizations::description.eq(v.as_str())),
+                        changes
+                            .slug
+                            .as_ref()
+                            .map(|v| organizations::slug.eq(v.as_str())),
+                        organizations::revision.eq(organizations::revision + 1),
+                        organizations::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(OrgRow::as_returning())
+                    .prepared()
+                    .get_result::<OrgRow>(&mut &*conn);
+                // The audit record needs nothing from the update: both go out together.
+                let (updated, ()) = both(
+                    async {
+                        update.await.map_err(|err| match (err, &changes.slug) {
+                            // A concurrent rename took the slug after our check.
+                            (
+                                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                                Some(slug),
+                            ) => slug_taken(slug),
+                            (other, _) => other.into(),
+                        })
+                    },
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "organization.update",
+                        &org.name(),
+                        serde_json::json!({ "fields": changes.field_names() }),
+                    ),
+                )
+                .await?;
+                Ok(updated)
+            }
+            .scope_boxed()
+        })
         .await
     }
 
@@ -479,14 +476,14 @@ impl Store {
     pub async fn delete_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         confirmation: &str,
         etag: Option<Etag>,
         retention: Duration,
     ) -> Result<OrgRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, Change { org, .. }| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
                 if org.personal_owner_id.is_some() {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
@@ -570,12 +567,14 @@ impl Store {
     pub async fn undelete_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         limits: OrgLimits,
     ) -> Result<OrgRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        // UndeleteOrganization's policy admits a deleted organization, and so
+        // does the re-check (`OrgAccess::allows_deleted`).
+        self.change(access, actor, |conn, Change { org, .. }| {
             async move {
-                let org = lock_org(conn, org_id).await?;
                 match org.purge_at {
                     None => {
                         return Err(Error::precondition(
