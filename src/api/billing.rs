@@ -4,10 +4,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, child_id, datetime, emailed_token, optional, org_access, timestamp};
+use super::{
+    call_context, child_id, datetime, declared_permission, emailed_token, optional, org_access,
+    timestamp,
+};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, PostalAddress, TaxId,
+    Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, Permission, PostalAddress, TaxId,
 };
 use crate::error::{Error, Result};
 use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
@@ -30,6 +33,9 @@ pub struct BillingApi {
     store: Store,
     /// Billing-email confirmation links.
     verification: ContactVerification,
+    /// What GetBillingProfile's policy demands: who holds it sees the credit
+    /// balance too.
+    reads_billing: Permission,
 }
 
 impl BillingApi {
@@ -37,6 +43,10 @@ impl BillingApi {
         BillingApi {
             store,
             verification,
+            reads_billing: declared_permission(
+                pb::billing_service_server::SERVICE_NAME,
+                "GetBillingProfile",
+            ),
         }
     }
 }
@@ -58,8 +68,13 @@ fn plan(row: &PlanRow) -> pb::Plan {
     }
 }
 
-/// The subscription as `access` may see it: the credit balance is billing data.
-fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription {
+/// The subscription as `access` may see it: the credit balance is billing data,
+/// for who holds `reads_billing`.
+fn subscription(
+    view: &SubscriptionView,
+    access: &OrgAccess,
+    reads_billing: &Permission,
+) -> pb::Subscription {
     use pb::subscription::Status;
     let status = if view.row.is_ended() {
         Status::Ended
@@ -77,7 +92,7 @@ fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription
         cancel_at_period_end: view.row.cancel_at_period_end,
         credit_balance: access
             .member()
-            .allows("billing.read")
+            .allows(reads_billing)
             .then(|| money(view.credit_balance, &view.plan.currency))
             .flatten(),
         etag: view.row.etag().to_string(),
@@ -350,7 +365,11 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self.store.get_subscription(access.org().id).await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn change_plan(
@@ -367,7 +386,11 @@ impl BillingService for BillingApi {
             .store
             .change_plan(&ctx.actor(), &access, &plan, etag)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn cancel_subscription(
@@ -381,7 +404,11 @@ impl BillingService for BillingApi {
             .store
             .cancel_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn resume_subscription(
@@ -395,7 +422,11 @@ impl BillingService for BillingApi {
             .store
             .resume_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn get_billing_profile(

@@ -2,8 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, child_id, emailed_token, org_access, timestamp};
-use crate::auth::{OrgAccess, PolicyTable};
+use super::{call_context, child_id, declared_permission, emailed_token, org_access, timestamp};
+use crate::auth::OrgAccess;
 use crate::domain::{
     ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
 };
@@ -37,18 +37,13 @@ pub struct MemberApi {
 
 impl MemberApi {
     pub fn new(store: Store, settings: MemberSettings) -> Self {
-        let create_invitation = format!(
-            "/{}/CreateInvitation",
-            pb::member_service_server::SERVICE_NAME
-        );
-        let inviting = PolicyTable::orgd()
-            .permission_of(&create_invitation)
-            .expect("CreateInvitation's policy demands a permission")
-            .clone();
         MemberApi {
             store,
             settings,
-            inviting,
+            inviting: declared_permission(
+                pb::member_service_server::SERVICE_NAME,
+                "CreateInvitation",
+            ),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tonic::Request;
 
-use crate::auth::{CallContext, OrgAccess};
-use crate::domain::ChildName;
+use crate::auth::{CallContext, OrgAccess, PolicyTable};
+use crate::domain::{ChildName, Permission};
 use crate::error::{Error, Result};
 
 /// The caller of a call that passed the policy layer. Shared, not copied: a
@@ -40,6 +40,16 @@ fn org_access<T>(request: &Request<T>) -> Result<Arc<OrgAccess>> {
                 "the auth layer did not resolve an organization for this call"
             ))
         })
+}
+
+/// The permission `method` of `service` declares in its proto policy, for a
+/// handler that needs it outside that method (the name then lives only in the
+/// proto). orgd's policies are checked when its tests build the table.
+fn declared_permission(service: &str, method: &str) -> Permission {
+    PolicyTable::orgd()
+        .permission_of(&format!("/{service}/{method}"))
+        .unwrap_or_else(|| panic!("{service}/{method} declares no permission"))
+        .clone()
 }
 
 fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
