@@ -277,6 +277,7 @@ impl Store {
     }
 
     /// Makes the address of a pending billing-email change the billing email.
+    /// No `OrgAccess`: the emailed token, not a standing, is what authorizes it.
     pub async fn verify_billing_email(&self, actor: &Actor, token: &str) -> Result<ProfileRow> {
         let hash = Secret::hash(token);
         let hash = &hash;

@@ -631,7 +631,8 @@ impl Store {
         .await
     }
 
-    /// `user` declines the invitation behind `token`; the inviter is told.
+    /// `user` declines the invitation behind `token`; the inviter is told. No
+    /// `OrgAccess`: the invitee answers for themself, and grants nothing.
     pub async fn decline_invitation(
         &self,
         actor: &Actor,

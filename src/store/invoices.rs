@@ -351,7 +351,7 @@ fn days(ms: i64) -> String {
 
 impl Store {
     /// Closes `org_id`'s period starting at `period_start` (the current one if
-    /// `None`), for an operator.
+    /// `None`), for an operator: a service, which holds no standing to re-check.
     pub async fn close_period_now(
         &self,
         actor: &Actor,

@@ -633,6 +633,7 @@ impl Store {
     }
 
     /// Makes the address of a pending contact-email change the contact email.
+    /// No `OrgAccess`: the emailed token, not a standing, is what authorizes it.
     pub async fn verify_contact_email(&self, actor: &Actor, token: &str) -> Result<OrgRow> {
         let hash = Secret::hash(token);
         let hash = &hash;
