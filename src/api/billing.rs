@@ -20,8 +20,8 @@ use crate::store::billing_profiles::{
     AddressFields, NewPaymentMethod, PAYMENT_METHODS, PaymentMethodRow, ProfileChanges, ProfileRow,
 };
 use crate::store::invoices::{INVOICES, InvoiceView, NewVoucher, VoucherRow};
-use crate::store::orgs::ContactVerification;
 use crate::store::subscriptions::{PlanRow, SubscriptionView};
+use crate::store::verification::ContactVerification;
 
 /// The largest voucher (the database checks it too): no sum of credits overflows.
 const MAX_VOUCHER_MINOR: i64 = 1_000_000_000_000;

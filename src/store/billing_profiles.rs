@@ -8,11 +8,11 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::org_row::{OrgRow, lock_org};
-use super::orgs::ContactVerification;
 use super::proof::OrgAccess;
 use super::schema::{
     billing_email_verifications, billing_profiles, payment_methods, plans, subscriptions,
 };
+use super::verification::ContactVerification;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Etag, Secret};
 use crate::error::{Error, Result};

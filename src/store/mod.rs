@@ -20,6 +20,7 @@ pub mod standing;
 pub mod subscriptions;
 pub mod tokens;
 pub mod users;
+pub mod verification;
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;

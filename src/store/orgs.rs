@@ -30,13 +30,8 @@ use crate::error::{Error, Result};
 /// How many derived-slug suffixes to try before giving up.
 const SLUG_ATTEMPTS: usize = 8;
 
-/// Settings for contact-email verification messages.
-#[derive(Debug, Clone)]
-pub struct ContactVerification {
-    pub ttl: Duration,
-    /// The link in the message is this URL followed by the token.
-    pub link_prefix: String,
-}
+/// Its home before billing profiles shared it; the server still names it here.
+pub use super::verification::ContactVerification;
 
 /// Limits that creating and restoring organizations must respect.
 #[derive(Debug, Clone, Copy)]
