@@ -920,3 +920,74 @@ async fn a_cancellation_is_kept_through_deletion_and_limits_who_joins() {
     assert_eq!(restored.status(), pb::subscription::Status::Active);
     assert!(restored.credit_balance.is_some(), "the owner sees it");
 }
+
+/// The policy layer lets the call through, then the call waits on the
+/// organization's row lock while a concurrent change takes the caller's billing
+/// role away: under the lock the change re-reads the caller's standing and is
+/// refused, changing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_billing_change_waiting_on_the_lock_is_refused_once_its_caller_is_demoted() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let bob = app.user_id("bob").await;
+    app.set_member(&org.uid, &bob, &["billing"], &[]).await;
+    let mut billing = app.billing_as("bob").await;
+    let profile_name = format!("{}/billingProfile", org.name);
+    let before = billing
+        .get_billing_profile(pb::GetBillingProfileRequest {
+            name: profile_name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The demotion commits together with the lock the call waits on.
+    let locker = lock_org_row(&app, &org).await;
+    let (org_id, bob_id): (uuid::Uuid, uuid::Uuid) =
+        (org.uid.parse().unwrap(), bob.parse().unwrap());
+    locker
+        .execute(
+            "DELETE FROM membership_roles WHERE org_id = $1 AND user_id = $2",
+            &[&org_id, &bob_id],
+        )
+        .await
+        .unwrap();
+    let request = pb::UpdateBillingProfileRequest {
+        billing_profile: Some(pb::BillingProfile {
+            name: profile_name.clone(),
+            legal_name: "Bob's Own GmbH".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["legal_name".into()],
+        }),
+    };
+    let mut caller = billing.clone();
+    let call = tokio::spawn(async move { caller.update_billing_profile(request).await });
+    let lock_waiters = "SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut waiters = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waiters = app.count(lock_waiters, &[]).await;
+        if waiters > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        waiters, 1,
+        "the call passed the policy layer and waits for the lock"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    expect_code(call.await.unwrap(), Code::PermissionDenied);
+    let after = app
+        .billing_as("alice")
+        .await
+        .get_billing_profile(pb::GetBillingProfileRequest { name: profile_name })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.legal_name, before.legal_name);
+    assert_eq!(after.etag, before.etag);
+}

@@ -154,7 +154,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                             let others: Vec<&str> = all_permissions
                                 .iter()
                                 .map(String::as_str)
-                                .filter(|p| p != permission)
+                                .filter(|p| *p != &**permission)
                                 .collect();
                             app.set_member(&org.uid, &member_id, &[], &others).await;
                             let lacking =

@@ -116,7 +116,7 @@ impl ActivityService for ActivityApi {
         }
         let (rows, next_page_token) = self
             .store
-            .list_activities(access.org.id, filter, page)
+            .list_activities(access.org().id, filter, page)
             .await?;
         Ok(Response::new(pb::ListActivitiesResponse {
             activities: rows.into_iter().map(activity).collect(),

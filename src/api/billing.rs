@@ -4,10 +4,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, child_id, datetime, emailed_token, optional, org_access, timestamp};
+use super::{
+    call_context, child_id, datetime, declared_permission, emailed_token, optional, org_access,
+    timestamp,
+};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, PostalAddress, TaxId,
+    Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, Permission, PostalAddress, TaxId,
 };
 use crate::error::{Error, Result};
 use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
@@ -17,8 +20,8 @@ use crate::store::billing_profiles::{
     AddressFields, NewPaymentMethod, PAYMENT_METHODS, PaymentMethodRow, ProfileChanges, ProfileRow,
 };
 use crate::store::invoices::{INVOICES, InvoiceView, NewVoucher, VoucherRow};
-use crate::store::orgs::ContactVerification;
 use crate::store::subscriptions::{PlanRow, SubscriptionView};
+use crate::store::verification::ContactVerification;
 
 /// The largest voucher (the database checks it too): no sum of credits overflows.
 const MAX_VOUCHER_MINOR: i64 = 1_000_000_000_000;
@@ -30,6 +33,9 @@ pub struct BillingApi {
     store: Store,
     /// Billing-email confirmation links.
     verification: ContactVerification,
+    /// What GetBillingProfile's policy demands: who holds it sees the credit
+    /// balance too.
+    reads_billing: Permission,
 }
 
 impl BillingApi {
@@ -37,6 +43,10 @@ impl BillingApi {
         BillingApi {
             store,
             verification,
+            reads_billing: declared_permission(
+                pb::billing_service_server::SERVICE_NAME,
+                "GetBillingProfile",
+            ),
         }
     }
 }
@@ -58,8 +68,13 @@ fn plan(row: &PlanRow) -> pb::Plan {
     }
 }
 
-/// The subscription as `access` may see it: the credit balance is billing data.
-fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription {
+/// The subscription as `access` may see it: the credit balance is billing data,
+/// for who holds `reads_billing`.
+fn subscription(
+    view: &SubscriptionView,
+    access: &OrgAccess,
+    reads_billing: &Permission,
+) -> pb::Subscription {
     use pb::subscription::Status;
     let status = if view.row.is_ended() {
         Status::Ended
@@ -76,8 +91,8 @@ fn subscription(view: &SubscriptionView, access: &OrgAccess) -> pb::Subscription
         current_period_end: Some(timestamp(view.row.period_end)),
         cancel_at_period_end: view.row.cancel_at_period_end,
         credit_balance: access
-            .member
-            .allows("billing.read")
+            .member()
+            .allows(reads_billing)
             .then(|| money(view.credit_balance, &view.plan.currency))
             .flatten(),
         etag: view.row.etag().to_string(),
@@ -161,7 +176,7 @@ fn ensure_singleton(field: &str, raw: &str, singleton: &str, access: &OrgAccess)
             )
         })?;
     let org = OrgRef::parse(field, org)?;
-    if !org.names(access.org.id, &access.org.slug) {
+    if !org.names(access.org().id, &access.org().slug) {
         return Err(Error::invalid(
             field,
             format!("'{raw}' names another organization"),
@@ -349,8 +364,12 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::Subscription>, Status> {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
-        let view = self.store.get_subscription(access.org.id).await?;
-        Ok(Response::new(subscription(&view, &access)))
+        let view = self.store.get_subscription(access.org().id).await?;
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn change_plan(
@@ -365,9 +384,13 @@ impl BillingService for BillingApi {
         let etag = Etag::parse_optional("etag", &body.etag)?;
         let view = self
             .store
-            .change_plan(&ctx.actor(), access.org.id, &plan, etag)
+            .change_plan(&ctx.actor(), &access, &plan, etag)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn cancel_subscription(
@@ -379,9 +402,13 @@ impl BillingService for BillingApi {
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self
             .store
-            .cancel_subscription(&ctx.actor(), access.org.id)
+            .cancel_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn resume_subscription(
@@ -393,9 +420,13 @@ impl BillingService for BillingApi {
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self
             .store
-            .resume_subscription(&ctx.actor(), access.org.id)
+            .resume_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(&view, &access)))
+        Ok(Response::new(subscription(
+            &view,
+            &access,
+            &self.reads_billing,
+        )))
     }
 
     async fn get_billing_profile(
@@ -404,7 +435,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::BillingProfile>, Status> {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "billingProfile", &access)?;
-        let row = self.store.get_billing_profile(access.org.id).await?;
+        let row = self.store.get_billing_profile(access.org().id).await?;
         Ok(Response::new(profile(&row)))
     }
 
@@ -429,13 +460,7 @@ impl BillingService for BillingApi {
         let etag = Etag::parse_optional("billing_profile.etag", &given.etag)?;
         let row = self
             .store
-            .update_billing_profile(
-                &ctx.actor(),
-                access.org.id,
-                changes,
-                etag,
-                &self.verification,
-            )
+            .update_billing_profile(&ctx.actor(), &access, changes, etag, &self.verification)
             .await?;
         Ok(Response::new(profile(&row)))
     }
@@ -467,7 +492,7 @@ impl BillingService for BillingApi {
         let new = new_payment_method(given)?;
         let added = self
             .store
-            .add_payment_method(&ctx.actor(), access.org.id, new)
+            .add_payment_method(&ctx.actor(), &access, new)
             .await?;
         Ok(Response::new(payment_method(&added)))
     }
@@ -477,7 +502,7 @@ impl BillingService for BillingApi {
         request: Request<pb::ListPaymentMethodsRequest>,
     ) -> Result<Response<pb::ListPaymentMethodsResponse>, Status> {
         let access = org_access(&request)?;
-        let rows = self.store.list_payment_methods(access.org.id).await?;
+        let rows = self.store.list_payment_methods(access.org().id).await?;
         Ok(Response::new(pb::ListPaymentMethodsResponse {
             payment_methods: rows.iter().map(payment_method).collect(),
         }))
@@ -492,7 +517,7 @@ impl BillingService for BillingApi {
         let id = child_id("name", &request.get_ref().name, PAYMENT_METHODS, &access)?;
         let chosen = self
             .store
-            .set_default_payment_method(&ctx.actor(), access.org.id, id)
+            .set_default_payment_method(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(payment_method(&chosen)))
     }
@@ -506,7 +531,7 @@ impl BillingService for BillingApi {
         let id = child_id("name", &request.get_ref().name, PAYMENT_METHODS, &access)?;
         let default = self
             .store
-            .remove_payment_method(&ctx.actor(), access.org.id, id)
+            .remove_payment_method(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(pb::RemovePaymentMethodResponse {
             default_payment_method: default.as_ref().map(payment_method),
@@ -520,7 +545,7 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (views, next_page_token) = self.store.list_invoices(access.org.id, page).await?;
+        let (views, next_page_token) = self.store.list_invoices(access.org().id, page).await?;
         Ok(Response::new(pb::ListInvoicesResponse {
             invoices: views.iter().map(invoice).collect(),
             next_page_token,
@@ -533,7 +558,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::Invoice>, Status> {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, INVOICES, &access)?;
-        let view = self.store.get_invoice(access.org.id, id).await?;
+        let view = self.store.get_invoice(access.org().id, id).await?;
         Ok(Response::new(invoice(&view)))
     }
 
@@ -543,7 +568,7 @@ impl BillingService for BillingApi {
     ) -> Result<Response<pb::DownloadInvoiceResponse>, Status> {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, INVOICES, &access)?;
-        let view = self.store.get_invoice(access.org.id, id).await?;
+        let view = self.store.get_invoice(access.org().id, id).await?;
         let html = render(&view)?;
         Ok(Response::new(pb::DownloadInvoiceResponse {
             content_type: "text/html; charset=utf-8".into(),
@@ -561,7 +586,7 @@ impl BillingService for BillingApi {
         let code = voucher_code("code", &request.get_ref().code)?;
         let (voucher, balance) = self
             .store
-            .redeem_voucher(&ctx.actor(), access.org.id, &code)
+            .redeem_voucher(&ctx.actor(), &access, &code)
             .await?;
         Ok(Response::new(pb::RedeemVoucherResponse {
             credit: money(voucher.amount_minor, &voucher.currency),

@@ -2,9 +2,11 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, child_id, emailed_token, org_access, timestamp};
+use super::{call_context, child_id, declared_permission, emailed_token, org_access, timestamp};
 use crate::auth::OrgAccess;
-use crate::domain::{ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, UserRef};
+use crate::domain::{
+    ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
+};
 use crate::error::{Error, Result};
 use crate::pb::{self, member_service_server::MemberService};
 use crate::store::Store;
@@ -28,11 +30,21 @@ pub struct MemberSettings {
 pub struct MemberApi {
     store: Store,
     settings: MemberSettings,
+    /// What CreateInvitation's policy demands; an invitation's inviter must
+    /// still hold it when the invitation is accepted.
+    inviting: Permission,
 }
 
 impl MemberApi {
     pub fn new(store: Store, settings: MemberSettings) -> Self {
-        MemberApi { store, settings }
+        MemberApi {
+            store,
+            settings,
+            inviting: declared_permission(
+                pb::member_service_server::SERVICE_NAME,
+                "CreateInvitation",
+            ),
+        }
     }
 }
 
@@ -217,7 +229,7 @@ impl MemberService for MemberApi {
             .create_invitation(
                 &ctx.actor(),
                 ctx.user()?,
-                access.org.id,
+                &access,
                 NewInvitation { email, grant },
                 &self.settings.invitations,
             )
@@ -236,7 +248,7 @@ impl MemberService for MemberApi {
             ChildName::INVITATIONS,
             &access,
         )?;
-        let found = self.store.get_invitation(access.org.id, id).await?;
+        let found = self.store.get_invitation(access.org().id, id).await?;
         Ok(Response::new(invitation(&found)))
     }
 
@@ -248,7 +260,7 @@ impl MemberService for MemberApi {
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let filter = InvitationFilter::Org {
-            org_id: access.org.id,
+            org_id: access.org().id,
             state: state_filter(body.state)?,
         };
         let (views, next_page_token) = self.store.list_invitations(filter, page).await?;
@@ -275,7 +287,7 @@ impl MemberService for MemberApi {
             .resend_invitation(
                 &ctx.actor(),
                 ctx.user()?,
-                access.org.id,
+                &access,
                 id,
                 &self.settings.invitations,
             )
@@ -297,7 +309,7 @@ impl MemberService for MemberApi {
         )?;
         let revoked = self
             .store
-            .revoke_invitation(&ctx.actor(), access.org.id, id)
+            .revoke_invitation(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(invitation(&revoked)))
     }
@@ -338,7 +350,13 @@ impl MemberService for MemberApi {
         let token = emailed_token(&request.get_ref().token, "the invitation email")?;
         let joined = self
             .store
-            .accept_invitation(&ctx.actor(), ctx.user()?, token, self.settings.limits)
+            .accept_invitation(
+                &ctx.actor(),
+                ctx.user()?,
+                token,
+                self.settings.limits,
+                &self.inviting,
+            )
             .await?;
         Ok(Response::new(member(joined)))
     }
@@ -363,7 +381,7 @@ impl MemberService for MemberApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (views, next_page_token) = self.store.list_members(access.org.id, page).await?;
+        let (views, next_page_token) = self.store.list_members(access.org().id, page).await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: views.into_iter().map(member).collect(),
             next_page_token,
@@ -376,7 +394,7 @@ impl MemberService for MemberApi {
     ) -> Result<Response<pb::Member>, Status> {
         let access = org_access(&request)?;
         let user_id = child_id("name", &request.get_ref().name, ChildName::MEMBERS, &access)?;
-        let found = self.store.get_member(access.org.id, user_id).await?;
+        let found = self.store.get_member(access.org().id, user_id).await?;
         Ok(Response::new(member(found)))
     }
 
@@ -389,7 +407,7 @@ impl MemberService for MemberApi {
         let update = member_update("", request.get_ref(), &access)?;
         let mut updated = self
             .store
-            .update_members(&ctx.actor(), access.org.id, vec![update], "member.update")
+            .update_members(&ctx.actor(), &access, vec![update], "member.update")
             .await?;
         Ok(Response::new(member(updated.remove(0))))
     }
@@ -411,7 +429,7 @@ impl MemberService for MemberApi {
         ensure_batch("requests", &ids)?;
         let updated = self
             .store
-            .update_members(&ctx.actor(), access.org.id, updates, "member.batch_update")
+            .update_members(&ctx.actor(), &access, updates, "member.batch_update")
             .await?;
         Ok(Response::new(pb::BatchUpdateMembersResponse {
             members: updated.into_iter().map(member).collect(),
@@ -426,7 +444,7 @@ impl MemberService for MemberApi {
         let access = org_access(&request)?;
         let user_id = child_id("name", &request.get_ref().name, ChildName::MEMBERS, &access)?;
         self.store
-            .remove_members(&ctx.actor(), access.org.id, &[user_id], "member.remove")
+            .remove_members(&ctx.actor(), &access, &[user_id], "member.remove")
             .await?;
         Ok(Response::new(()))
     }
@@ -446,7 +464,7 @@ impl MemberService for MemberApi {
             .collect::<Result<Vec<_>>>()?;
         ensure_batch("names", &ids)?;
         self.store
-            .remove_members(&ctx.actor(), access.org.id, &ids, "member.batch_remove")
+            .remove_members(&ctx.actor(), &access, &ids, "member.batch_remove")
             .await?;
         Ok(Response::new(()))
     }
@@ -457,7 +475,7 @@ impl MemberService for MemberApi {
     ) -> Result<Response<()>, Status> {
         let ctx = call_context(&request)?;
         let access = org_access(&request)?;
-        self.store.leave_org(&ctx.actor(), access.org.id).await?;
+        self.store.leave_org(&ctx.actor(), &access).await?;
         Ok(Response::new(()))
     }
 
@@ -475,7 +493,7 @@ impl MemberService for MemberApi {
         )?;
         let (new_owner, previous_owner) = self
             .store
-            .transfer_ownership(&ctx.actor(), access.org.id, new_owner)
+            .transfer_ownership(&ctx.actor(), &access, new_owner)
             .await?;
         Ok(Response::new(pb::TransferOwnershipResponse {
             new_owner: Some(member(new_owner)),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tonic::Request;
 
-use crate::auth::{CallContext, OrgAccess};
-use crate::domain::ChildName;
+use crate::auth::{CallContext, OrgAccess, PolicyTable};
+use crate::domain::{ChildName, Permission};
 use crate::error::{Error, Result};
 
 /// The caller of a call that passed the policy layer. Shared, not copied: a
@@ -42,6 +42,16 @@ fn org_access<T>(request: &Request<T>) -> Result<Arc<OrgAccess>> {
         })
 }
 
+/// The permission `method` of `service` declares in its proto policy, for a
+/// handler that needs it outside that method (the name then lives only in the
+/// proto). orgd's policies are checked when its tests build the table.
+fn declared_permission(service: &str, method: &str) -> Permission {
+    PolicyTable::orgd()
+        .permission_of(&format!("/{service}/{method}"))
+        .unwrap_or_else(|| panic!("{service}/{method} declares no permission"))
+        .clone()
+}
+
 fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
@@ -53,12 +63,12 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 /// the call was authorized for.
 fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Result<uuid::Uuid> {
     let name = ChildName::parse(field, raw, collection)?;
-    if !name.org.names(access.org.id, &access.org.slug) {
+    if !name.org.names(access.org().id, &access.org().slug) {
         return Err(Error::invalid(
             field,
             format!(
                 "'{raw}' is not in the organization of this request ({})",
-                access.org.name()
+                access.org().name()
             ),
         ));
     }

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
 use crate::store::Store;
 use crate::store::access::MembershipView;
-use crate::store::orgs::{ContactVerification, CreateOrg, OrgChanges, OrgLimits, OrgRow};
+use crate::store::org_row::OrgRow;
+use crate::store::orgs::{ContactVerification, CreateOrg, OrgChanges, OrgLimits};
 use crate::store::users::User;
 
 /// Fields UpdateOrganization can change.
@@ -186,7 +187,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<pb::GetOrganizationRequest>,
     ) -> Result<Response<pb::Organization>, Status> {
-        Ok(Response::new(organization(&org_access(&request)?.org)))
+        Ok(Response::new(organization(org_access(&request)?.org())))
     }
 
     async fn list_organizations(
@@ -226,7 +227,7 @@ impl OrgService for OrgApi {
             .store
             .update_org(
                 &ctx.actor(),
-                access.org.id,
+                &access,
                 changes,
                 etag,
                 &self.settings.verification,
@@ -247,7 +248,7 @@ impl OrgService for OrgApi {
             .store
             .delete_org(
                 &ctx.actor(),
-                access.org.id,
+                &access,
                 &body.confirmation,
                 etag,
                 self.settings.deleted_retention,
@@ -264,7 +265,7 @@ impl OrgService for OrgApi {
         let access = org_access(&request)?;
         let restored = self
             .store
-            .undelete_org(&ctx.actor(), access.org.id, self.settings.limits)
+            .undelete_org(&ctx.actor(), &access, self.settings.limits)
             .await?;
         Ok(Response::new(organization(&restored)))
     }
@@ -333,7 +334,7 @@ impl OrgService for OrgApi {
         }
         let check = self
             .store
-            .check_permission(access.org.id, user.0, &body.permission)
+            .check_permission(access.org().id, user.0, &body.permission)
             .await?;
         if !check.permission_exists {
             return Err(Error::invalid(
@@ -345,7 +346,7 @@ impl OrgService for OrgApi {
         // An unknown user is simply not allowed: the answer must not tell which
         // user ids exist. A soft-deleted organization grants nothing.
         Ok(Response::new(pb::CheckPermissionResponse {
-            allowed: check.user_exists && check.allowed && access.org.deleted_at.is_none(),
+            allowed: check.user_exists && check.allowed && access.org().deleted_at.is_none(),
         }))
     }
 

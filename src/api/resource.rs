@@ -82,7 +82,7 @@ impl ResourceService for ResourceApi {
             .ok_or_else(|| Error::invalid("resource", "the resource is required"))?;
         let row = self
             .store
-            .register_resource(&ctx.actor(), access.org.id, new_resource(given)?)
+            .register_resource(&ctx.actor(), &access, new_resource(given)?)
             .await?;
         Ok(Response::new(resource(&row)))
     }
@@ -95,7 +95,7 @@ impl ResourceService for ResourceApi {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, RESOURCES, &access)?;
         self.store
-            .unregister_resource(&ctx.actor(), access.org.id, id)
+            .unregister_resource(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(()))
     }
@@ -107,7 +107,7 @@ impl ResourceService for ResourceApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (rows, next_page_token) = self.store.list_resources(access.org.id, page).await?;
+        let (rows, next_page_token) = self.store.list_resources(access.org().id, page).await?;
         Ok(Response::new(pb::ListResourcesResponse {
             resources: rows.iter().map(resource).collect(),
             next_page_token,
@@ -120,7 +120,7 @@ impl ResourceService for ResourceApi {
     ) -> Result<Response<pb::Resource>, Status> {
         let access = org_access(&request)?;
         let id = child_id("name", &request.get_ref().name, RESOURCES, &access)?;
-        let row = self.store.get_resource(access.org.id, id).await?;
+        let row = self.store.get_resource(access.org().id, id).await?;
         Ok(Response::new(resource(&row)))
     }
 
@@ -135,7 +135,7 @@ impl ResourceService for ResourceApi {
         let destination = OrgRef::parse("destination", &body.destination)?;
         let moved = self
             .store
-            .transfer_resource(&ctx.actor(), access.org.id, id, &destination)
+            .transfer_resource(&ctx.actor(), &access, id, &destination)
             .await?;
         Ok(Response::new(resource(&moved)))
     }

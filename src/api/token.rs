@@ -85,7 +85,7 @@ impl TokenService for TokenApi {
         let new = new_api_token(given)?;
         let (row, secret) = self
             .store
-            .create_api_token(&ctx.actor(), access.org.id, new)
+            .create_api_token(&ctx.actor(), &access, new)
             .await?;
         Ok(Response::new(pb::CreateApiTokenResponse {
             api_token: Some(api_token(&row)),
@@ -100,7 +100,7 @@ impl TokenService for TokenApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (rows, next_page_token) = self.store.list_api_tokens(access.org.id, page).await?;
+        let (rows, next_page_token) = self.store.list_api_tokens(access.org().id, page).await?;
         Ok(Response::new(pb::ListApiTokensResponse {
             api_tokens: rows.iter().map(api_token).collect(),
             next_page_token,
@@ -116,7 +116,7 @@ impl TokenService for TokenApi {
         let id = child_id("name", &request.get_ref().name, API_TOKENS, &access)?;
         let row = self
             .store
-            .revoke_api_token(&ctx.actor(), access.org.id, id)
+            .revoke_api_token(&ctx.actor(), &access, id)
             .await?;
         Ok(Response::new(api_token(&row)))
     }

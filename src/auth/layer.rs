@@ -17,12 +17,12 @@ use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
-use super::{CallContext, JwtVerifier, OrgAccess, Principal};
+use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::access::MemberAccess;
-use crate::store::orgs::OrgRow;
+use crate::store::org_row::OrgRow;
+use crate::store::standing::MemberAccess;
 use crate::store::tokens::{SECRET_PREFIX, TokenCaller, check_secret_shape};
 use crate::store::users::Identity;
 
@@ -473,5 +473,11 @@ fn authorize_in_org(
             org_ref.name()
         )));
     }
-    Ok(OrgAccess { org, member })
+    Ok(OrgAccess::new(
+        Mint(()),
+        org,
+        member,
+        scope.permission.clone(),
+        scope.allow_deleted,
+    ))
 }

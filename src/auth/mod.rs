@@ -8,17 +8,19 @@
 mod identity;
 mod jwks;
 mod layer;
+mod mint;
 mod policy;
 mod verified_tokens;
 
+/// Defined in the store, which takes it; minted only here (see `Mint`).
+pub use crate::store::proof::OrgAccess;
 pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState, MAX_BEARER_BYTES, request_id};
+pub use mint::Mint;
 pub use policy::{OrgPolicy, Policy, PolicyTable};
 
 use crate::error::{Error, Result};
 use crate::store::Actor;
-use crate::store::access::MemberAccess;
-use crate::store::orgs::OrgRow;
 use crate::store::tokens::TokenCaller;
 use crate::store::users::User;
 
@@ -75,12 +77,4 @@ impl CallContext {
             )),
         }
     }
-}
-
-/// Proof that the caller is a member of `org` holding the method's permission.
-/// Only the policy layer creates it.
-#[derive(Debug)]
-pub struct OrgAccess {
-    pub org: OrgRow,
-    pub member: MemberAccess,
 }

@@ -2,9 +2,13 @@
 //! requires, read from the `(orgd.v1.policy)` option of its proto declaration.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use anyhow::{Context, bail};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, Value};
+
+use crate::domain::Permission;
+use crate::pb;
 
 /// What a caller needs to call a method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +25,7 @@ pub enum Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgPolicy {
     /// The permission required; `None`: membership alone suffices.
-    pub permission: Option<String>,
+    pub permission: Option<Permission>,
     /// Path of field names to the request field naming the organization.
     pub org_field: Vec<String>,
     /// Whether that field names a resource inside the organization
@@ -120,6 +124,26 @@ impl PolicyTable {
         self.methods.get(path)
     }
 
+    /// orgd's own table, built once from its compiled protos (the unit tests
+    /// below check that it builds), for code that needs to know what a method
+    /// declares outside a call to it.
+    pub fn orgd() -> &'static PolicyTable {
+        static TABLE: LazyLock<PolicyTable> = LazyLock::new(|| {
+            PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)
+                .expect("orgd's protos declare valid policies")
+        });
+        &TABLE
+    }
+
+    /// The permission the method at `path` (`/package.Service/Method`) requires,
+    /// if it is an organization method that requires one.
+    pub fn permission_of(&self, path: &str) -> Option<&Permission> {
+        match &self.get(path)?.policy {
+            Some(Policy::Org(scope)) => scope.permission.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Every method path with its entry.
     pub fn methods(&self) -> impl Iterator<Item = (&str, &MethodEntry)> {
         self.methods
@@ -160,7 +184,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
             let path: Vec<String> = org_field.split('.').map(str::to_owned).collect();
             check_string_field(input, &path)?;
             Ok(Policy::Org(OrgPolicy {
-                permission: (!permission.is_empty()).then_some(permission),
+                permission: (!permission.is_empty()).then(|| permission.into()),
                 org_field: path,
                 child_resource,
                 allow_deleted,
@@ -210,7 +234,6 @@ pub fn read_string_field(message: &prost_reflect::DynamicMessage, path: &[String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb;
 
     #[test]
     fn every_orgd_method_declares_a_policy() {
@@ -234,6 +257,23 @@ mod tests {
                 allow_deleted: false,
             }))
         );
+    }
+
+    #[test]
+    fn a_method_s_permission_is_found_by_its_path() {
+        let table = PolicyTable::orgd();
+        assert_eq!(
+            table.permission_of("/orgd.v1.MemberService/CreateInvitation"),
+            Some(&Permission::from("members.manage"))
+        );
+        // Members' methods, user methods and unknown paths demand none.
+        for path in [
+            "/orgd.v1.MemberService/LeaveOrganization",
+            "/orgd.v1.MemberService/AcceptInvitation",
+            "/orgd.v1.MemberService/Nope",
+        ] {
+            assert_eq!(table.permission_of(path), None, "{path}");
+        }
     }
 
     #[test]

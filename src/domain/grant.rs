@@ -1,6 +1,8 @@
 //! What a member holds in an organization: roles and individual permissions.
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -74,6 +76,38 @@ impl Names {
 pub struct Grant {
     pub roles: Names,
     pub permissions: Names,
+}
+
+/// The name of a permission a method requires, as its proto policy declares it.
+/// Shared, not copied: it travels with every authorized call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission(Arc<str>);
+
+/// A name, readable wherever a `&str` is.
+impl std::ops::Deref for Permission {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Permission {
+    fn from(name: String) -> Self {
+        Permission(name.into())
+    }
+}
+
+impl From<&str> for Permission {
+    fn from(name: &str) -> Self {
+        Permission(name.into())
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]

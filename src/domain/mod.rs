@@ -14,7 +14,7 @@ mod secret;
 pub use billing::{Country, LegalName, PostalAddress, TaxId};
 pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
 pub use email::Email;
-pub use grant::{DEFAULT_ROLE, Grant, Names};
+pub use grant::{DEFAULT_ROLE, Grant, Names, Permission};
 pub use money::{Currency, Money, prorate};
 pub use names::{ChildName, OrgRef, UserRef};
 pub use org::{Description, DisplayName, Etag, Slug};

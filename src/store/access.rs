@@ -2,8 +2,6 @@
 //! and the permissions they add up to. Read from the database on every call, so a
 //! role change takes effect on the very next request.
 
-use std::collections::{BTreeSet, HashMap};
-
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -12,52 +10,15 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::{ListedOrg, OrgRow};
+use super::org_row::OrgRow;
+use super::orgs::ListedOrg;
 use super::schema::{organizations, permissions};
+use super::standing::{Grants, MemberAccess, access_in, grant_columns};
 use super::tokens::{TokenCaller, TokenWithCreator, admit_token, refused, token_with_creator};
 use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest, Secret};
 use crate::error::Result;
-
-/// A member's standing in one organization.
-#[derive(Debug, Clone, Default)]
-pub struct MemberAccess {
-    pub roles: Vec<String>,
-    pub extra_permissions: Vec<String>,
-    /// Union of the roles' permissions and the extra grants.
-    pub effective: BTreeSet<String>,
-    pub joined_at: DateTime<Utc>,
-}
-
-impl MemberAccess {
-    pub fn new(
-        roles: Vec<String>,
-        extra_permissions: Vec<String>,
-        effective: Vec<String>,
-        joined_at: DateTime<Utc>,
-    ) -> Self {
-        MemberAccess {
-            roles,
-            extra_permissions,
-            effective: effective.into_iter().collect(),
-            joined_at,
-        }
-    }
-
-    pub fn allows(&self, permission: &str) -> bool {
-        self.effective.contains(permission)
-    }
-
-    /// Narrows this standing to what an API token carries.
-    pub fn limit_to(&mut self, limit: &super::TokenLimit) {
-        self.roles.retain(|role| limit.roles.contains(role));
-        self.extra_permissions
-            .retain(|permission| limit.permissions.contains(permission));
-        self.effective
-            .retain(|permission| limit.permissions.contains(permission));
-    }
-}
 
 /// The answer to "may this user do that here?".
 #[derive(Debug, QueryableByName)]
@@ -94,96 +55,6 @@ pub(super) async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option
         .first(conn)
         .await
         .optional()?)
-}
-
-/// One row of `ACCESS_QUERY`.
-#[derive(QueryableByName)]
-struct AccessRow {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    org_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
-    joined_at: DateTime<Utc>,
-    #[diesel(embed)]
-    grants: Grants,
-}
-
-/// The roles and individual grants of the membership `m`, each in name order,
-/// as two text-array columns read through the primary keys. A macro so that
-/// queries can `concat!` it.
-macro_rules! held_columns {
-    () => {
-        "ARRAY(SELECT r.role FROM membership_roles r
-               WHERE r.org_id = m.org_id AND r.user_id = m.user_id ORDER BY 1) AS roles,
-         ARRAY(SELECT g.permission FROM membership_permissions g
-               WHERE g.org_id = m.org_id AND g.user_id = m.user_id ORDER BY 1) AS extra_permissions"
-    };
-}
-pub(super) use held_columns;
-
-/// `held_columns!()` and the effective permissions they add up to, as three
-/// text-array columns of the membership `m`.
-macro_rules! grant_columns {
-    () => {
-        concat!(
-            held_columns!(),
-            ",
-         ARRAY(SELECT rp.permission FROM membership_roles r
-                   JOIN role_permissions rp ON rp.role = r.role
-                   WHERE r.org_id = m.org_id AND r.user_id = m.user_id
-               UNION
-               SELECT g.permission FROM membership_permissions g
-                   WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective"
-        )
-    };
-}
-
-/// The three `grant_columns!()` of a row.
-#[derive(QueryableByName)]
-pub(super) struct Grants {
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    extra_permissions: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    effective: Vec<String>,
-}
-
-impl Grants {
-    /// The standing of a member who joined at `joined_at` with these grants.
-    pub(super) fn access(self, joined_at: DateTime<Utc>) -> MemberAccess {
-        MemberAccess::new(
-            self.roles,
-            self.extra_permissions,
-            self.effective,
-            joined_at,
-        )
-    }
-}
-
-/// A user's memberships in a set of organizations with roles, grants and the
-/// permissions they add up to, in one round trip (this runs on every call).
-const ACCESS_QUERY: &str = concat!(
-    "SELECT m.org_id, m.created_at AS joined_at, ",
-    grant_columns!(),
-    " FROM memberships m WHERE m.user_id = $1 AND m.org_id = ANY($2)"
-);
-
-/// Access of `user_id` in each of `org_ids` they belong to.
-pub(super) async fn access_in(
-    conn: &Conn,
-    user_id: Uuid,
-    org_ids: &[Uuid],
-) -> Result<HashMap<Uuid, MemberAccess>> {
-    let rows: Vec<AccessRow> = diesel::sql_query(ACCESS_QUERY)
-        .bind::<diesel::sql_types::Uuid, _>(user_id)
-        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(org_ids)
-        .prepared()
-        .load(&mut &*conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.org_id, row.grants.access(row.joined_at)))
-        .collect())
 }
 
 /// An organization `o` with the columns of `m`, the membership of the user in

@@ -7,10 +7,12 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::{ContactVerification, OrgRow, lock_live_org, lock_org};
+use super::org_row::{OrgRow, lock_org};
+use super::proof::OrgAccess;
 use super::schema::{
     billing_email_verifications, billing_profiles, payment_methods, plans, subscriptions,
 };
+use super::verification::ContactVerification;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Etag, Secret};
 use crate::error::{Error, Result};
@@ -204,15 +206,16 @@ impl Store {
     pub async fn update_billing_profile(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         changes: ProfileChanges,
         etag: Option<Etag>,
         verification: &ContactVerification,
     ) -> Result<ProfileRow> {
         let changes = &changes;
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
+                let org = &change.org;
                 let profile = load_profile(conn, org_id, true).await?;
                 if let Some(etag) = etag
                     && etag != profile.etag()
@@ -226,7 +229,7 @@ impl Store {
                 if let Some(email) = &changes.billing_email
                     && email.as_str() != profile.billing_email
                 {
-                    start_billing_email_change(conn, &org, email, verification).await?;
+                    start_billing_email_change(conn, org, email, verification).await?;
                 }
                 let address = changes.address.as_ref();
                 // Always one column set (diesel refuses an empty changeset).
@@ -274,6 +277,7 @@ impl Store {
     }
 
     /// Makes the address of a pending billing-email change the billing email.
+    /// No `OrgAccess`: the emailed token, not a standing, is what authorizes it.
     pub async fn verify_billing_email(&self, actor: &Actor, token: &str) -> Result<ProfileRow> {
         let hash = Secret::hash(token);
         let hash = &hash;
@@ -335,15 +339,16 @@ impl Store {
     pub async fn add_payment_method(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         new: NewPaymentMethod,
     ) -> Result<PaymentMethodRow> {
         let new = &new;
-        self.write(|conn| {
+        let org_id = access.org().id;
+        // Under the organization's lock, the count holds until commit on every
+        // replica.
+        self.change(access, actor, |conn, change| {
             async move {
-                // Under the organization's lock, the count holds until commit on
-                // every replica.
-                let org = lock_live_org(conn, org_id).await?;
+                let org = &change.org;
                 let held = payment_methods_of(conn, org_id).await?.len();
                 if held >= MAX_PAYMENT_METHODS {
                     return Err(Error::precondition(
@@ -399,12 +404,12 @@ impl Store {
     pub async fn set_default_payment_method(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
     ) -> Result<PaymentMethodRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, _| {
             async move {
-                lock_live_org(conn, org_id).await?;
                 let methods = payment_methods_of(conn, org_id).await?;
                 if !methods.iter().any(|m| m.id == id) {
                     return Err(payment_method_not_found(org_id, id));
@@ -441,12 +446,13 @@ impl Store {
     pub async fn remove_payment_method(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
     ) -> Result<Option<PaymentMethodRow>> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
+                let org = &change.org;
                 let methods = payment_methods_of(conn, org_id).await?;
                 let removed = methods
                     .iter()

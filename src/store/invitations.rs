@@ -11,15 +11,17 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::access_in;
-use super::members::OWNER_ROLE;
+use super::change::OWNER_ROLE;
 use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email, member_count};
-use super::orgs::{OrgLimits, OrgRow, lock_and_count_memberships, lock_org, too_many_orgs};
+use super::org_row::{OrgRow, lock_org};
+use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
+use super::proof::OrgAccess;
 use super::schema::{invitations, organizations, users};
+use super::standing::access_in;
 use super::subscriptions::member_limit;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
-use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Secret};
+use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret};
 use crate::error::{Error, Result};
 
 /// The least time between two sends of one invitation.
@@ -262,13 +264,15 @@ async fn claim(conn: &mut Conn, user: &User, token: &str) -> Result<(OrgRow, Inv
 }
 
 /// An invitation grants what its inviter may grant *now*: one who was removed,
-/// demoted or lost `members.manage` since cannot bring anyone in through it.
+/// demoted or lost `inviting` (the permission CreateInvitation declares) since
+/// cannot bring anyone in through it.
 async fn ensure_inviter_still_grants(
     conn: &mut Conn,
     org: &OrgRow,
     invitation: &InvitationRow,
     roles: &Names,
     permissions: &Names,
+    inviting: &Permission,
 ) -> Result<()> {
     let inviter = match invitation.inviter_id {
         Some(inviter) => access_in(conn, inviter, &[org.id]).await?.remove(&org.id),
@@ -276,7 +280,7 @@ async fn ensure_inviter_still_grants(
     };
     let granted = Catalog::load(conn).await?.effective(roles, permissions);
     let still_valid = inviter.is_some_and(|access| {
-        access.allows("members.manage")
+        access.allows(inviting)
             && granted.is_subset(&access.effective)
             && (!roles.0.contains(OWNER_ROLE) || access.roles.iter().any(|r| r == OWNER_ROLE))
     });
@@ -328,15 +332,15 @@ impl Store {
         &self,
         actor: &Actor,
         inviter: &User,
-        org_id: Uuid,
+        access: &OrgAccess,
         new: NewInvitation,
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
         let new = &new;
+        let org_id = access.org().id;
         self.change_reading(
-            org_id,
+            access,
             actor,
-            Some("members.manage"),
             |conn| Catalog::load(conn).scope_boxed(),
             |conn, (change, catalog)| {
                 async move {
@@ -438,14 +442,14 @@ impl Store {
         &self,
         actor: &Actor,
         inviter: &User,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
         settings: &InvitationSettings,
     ) -> Result<InvitationView> {
+        let org_id = access.org().id;
         self.change_reading(
-            org_id,
+            access,
             actor,
-            Some("members.manage"),
             |conn| Catalog::load(conn).scope_boxed(),
             |conn, (change, catalog)| {
                 async move {
@@ -506,10 +510,11 @@ impl Store {
     pub async fn revoke_invitation(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
     ) -> Result<InvitationView> {
-        self.change(org_id, actor, Some("members.manage"), |conn, change| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
                 let invitation = lock_invitation(conn, org_id, id).await?;
                 if invitation.closed_at.is_some() {
@@ -536,13 +541,17 @@ impl Store {
     }
 
     /// `user` accepts the invitation behind `token` and becomes a member, within the
-    /// organization's member limit and their own organization limit.
+    /// organization's member limit and their own organization limit, if its
+    /// inviter still holds `inviting`. No `OrgAccess` here: the invitee is not a
+    /// member yet; the invitation's organization is locked (`claim`) and its
+    /// inviter's standing read under that lock instead.
     pub async fn accept_invitation(
         &self,
         actor: &Actor,
         user: &User,
         token: &str,
         limits: OrgLimits,
+        inviting: &Permission,
     ) -> Result<MemberView> {
         self.write(|conn| {
             async move {
@@ -570,7 +579,8 @@ impl Store {
                     return Err(too_many_orgs(user_id, limits));
                 }
                 let (roles, permissions) = invitation.grant();
-                ensure_inviter_still_grants(conn, &org, &invitation, &roles, &permissions).await?;
+                ensure_inviter_still_grants(conn, &org, &invitation, &roles, &permissions, inviting)
+                    .await?;
                 let member = insert_member(
                     conn,
                     org.id,
@@ -621,7 +631,8 @@ impl Store {
         .await
     }
 
-    /// `user` declines the invitation behind `token`; the inviter is told.
+    /// `user` declines the invitation behind `token`; the inviter is told. No
+    /// `OrgAccess`: the invitee answers for themself, and grants nothing.
     pub async fn decline_invitation(
         &self,
         actor: &Actor,

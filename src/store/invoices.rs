@@ -9,7 +9,8 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::lock_org;
+use super::org_row::lock_org;
+use super::proof::OrgAccess;
 use super::schema::{
     billing_profiles, credit_entries, invoice_lines, invoices, subscription_segments,
     subscriptions, voucher_redemptions, vouchers,
@@ -350,7 +351,7 @@ fn days(ms: i64) -> String {
 
 impl Store {
     /// Closes `org_id`'s period starting at `period_start` (the current one if
-    /// `None`), for an operator.
+    /// `None`), for an operator: a service, which holds no standing to re-check.
     pub async fn close_period_now(
         &self,
         actor: &Actor,
@@ -529,13 +530,13 @@ impl Store {
     pub async fn redeem_voucher(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         code: &str,
     ) -> Result<(VoucherRow, i64)> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
-                let org = lock_org(conn, org_id).await?;
-                org.ensure_live()?;
+                let org = &change.org;
                 let sub = lock_subscription(conn, org_id).await?;
                 let currency = find_plan(conn, &sub.plan_id).await?.currency;
                 let unknown = || Error::NotFound(format!("voucher code {code} is not valid"));

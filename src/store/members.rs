@@ -1,12 +1,12 @@
 //! Members of an organization: listing, role and permission changes, removal,
 //! leaving and ownership transfer.
 //!
-//! Every change starts with `begin_change`, which locks the organization row: the
-//! membership changes of one organization then run one at a time, on whichever
-//! replica they arrive, and each sees the outcome of the one before. Under that
-//! lock it re-reads the caller's standing, applies the grant ceiling (nobody gives
-//! or takes away more than they hold) and, before commit, checks that an owner
-//! remains. A deferred trigger in the database checks the owner invariant again.
+//! Every change starts with `Store::change` (`super::change`), which locks the
+//! organization row: the membership changes of one organization then run one at
+//! a time, on whichever replica they arrive, and each sees the outcome of the one
+//! before. Under that lock it re-reads the caller's standing; a change then
+//! applies the grant ceiling (nobody gives or takes away more than they hold)
+//! and, before commit, checks that an owner remains. A deferred trigger in the database checks the owner invariant again.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,18 +15,17 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use futures_util::future::join_all;
-use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
+use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::{MemberAccess, access_in, held_columns};
-use super::orgs::{OrgRow, lock_org};
+use super::change::{Change, OWNER_ROLE};
+use super::proof::OrgAccess;
 use super::schema::{membership_roles, memberships, users};
+use super::standing::{MemberAccess, held_columns};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
-/// The role that owns an organization; every organization keeps at least one holder.
-pub const OWNER_ROLE: &str = "owner";
 /// What a previous owner becomes after transferring ownership.
 const ADMIN_ROLE: &str = "admin";
 
@@ -319,149 +318,7 @@ impl Catalog {
     }
 }
 
-/// A membership change in progress: the organization is locked until commit and
-/// `actor` is the caller's standing, read under that lock.
-pub(super) struct Change {
-    pub org: OrgRow,
-    pub actor_id: Uuid,
-    pub actor: MemberAccess,
-}
-
-/// Locks the organization (it must be live) and re-reads the caller's standing
-/// (the policy layer checked it before the transaction, and a concurrent change
-/// may have taken it away since), with `also` (a read on the same connection)
-/// sent in the same round trip. PostgreSQL runs the statements in the order they
-/// arrive, each with a snapshot taken when it starts, so the standing and `also`
-/// are still read after the lock is held, as if sent one by one. Their results
-/// count only once the organization and the caller's standing are known good,
-/// so a caller who lost their standing learns nothing from `also`.
-async fn begin_change_reading<T>(
-    conn: &Conn,
-    org_id: Uuid,
-    actor: &Actor,
-    permission: Option<&str>,
-    also: impl Future<Output = Result<T>>,
-) -> Result<(Change, T)> {
-    let actor_id = actor
-        .user_id
-        .ok_or_else(|| Error::PermissionDenied("membership changes need a user token".into()))?;
-    let (org, access, also) = futures_util::future::join3(
-        lock_org(conn, org_id),
-        access_in(conn, actor_id, &[org_id]),
-        also,
-    )
-    .await;
-    let org = org?;
-    let not_found = || Error::NotFound(format!("organization {} not found", org.name()));
-    if !actor.reaches(org_id) {
-        return Err(not_found());
-    }
-    let mut access = access?.remove(&org_id).ok_or_else(not_found)?;
-    // Only now: whether it is deleted is for its members to learn.
-    org.ensure_live()?;
-    // Through an API token, the caller holds only what the token carries.
-    if let Some(limit) = &actor.token {
-        access.limit_to(limit);
-    }
-    if let Some(permission) = permission
-        && !access.allows(permission)
-    {
-        return Err(Error::PermissionDenied(format!(
-            "permission '{permission}' is required in organization {}",
-            org.name()
-        )));
-    }
-    let change = Change {
-        org,
-        actor_id,
-        actor: access,
-    };
-    Ok((change, also?))
-}
-
-impl Store {
-    /// A membership change: `op` runs in a transaction that `begin_change_reading`
-    /// opened (the lock, the caller's standing and `also`'s read sent together
-    /// with BEGIN), and goes on from the change and what `also` read.
-    pub(super) async fn change_reading<'a, R, T, A, F>(
-        &self,
-        org_id: Uuid,
-        actor: &'a Actor,
-        permission: Option<&'a str>,
-        mut also: A,
-        op: F,
-    ) -> Result<T>
-    where
-        R: Send + 'a,
-        T: Send + 'a,
-        A: for<'c> FnMut(&'c Conn) -> ScopedBoxFuture<'a, 'c, Result<R>> + Send + 'a,
-        F: for<'c> FnMut(&'c mut Conn, (Change, R)) -> ScopedBoxFuture<'a, 'c, Result<T>>
-            + Send
-            + 'a,
-    {
-        self.write_from(
-            move |conn| {
-                begin_change_reading(conn, org_id, actor, permission, also(conn)).scope_boxed()
-            },
-            op,
-        )
-        .await
-    }
-
-    /// `change_reading` with nothing more to read.
-    pub(super) async fn change<'a, T, F>(
-        &self,
-        org_id: Uuid,
-        actor: &'a Actor,
-        permission: Option<&'a str>,
-        mut op: F,
-    ) -> Result<T>
-    where
-        T: Send + 'a,
-        F: for<'c> FnMut(&'c mut Conn, Change) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
-    {
-        self.change_reading(
-            org_id,
-            actor,
-            permission,
-            |_| async { Ok(()) }.scope_boxed(),
-            move |conn, (change, ())| op(conn, change),
-        )
-        .await
-    }
-}
-
 impl Change {
-    /// Refuses to hand out `granted` unless the caller holds all of it.
-    pub fn ensure_can_grant(&self, granted: &BTreeSet<String>, what: &str) -> Result<()> {
-        let beyond: Vec<&str> = granted
-            .difference(&self.actor.effective)
-            .map(String::as_str)
-            .collect();
-        if beyond.is_empty() {
-            return Ok(());
-        }
-        Err(Error::PermissionDenied(format!(
-            "{what} would grant permissions you do not hold yourself: {}",
-            beyond.join(", ")
-        )))
-    }
-
-    /// Only an owner makes someone an owner (holding every permission an owner
-    /// has through extra grants is not enough).
-    pub fn ensure_can_grant_roles(&self, roles: &Names) -> Result<()> {
-        if roles.0.contains(OWNER_ROLE) && !self.is_owner() {
-            return Err(Error::PermissionDenied(
-                "only an owner can make someone an owner".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn is_owner(&self) -> bool {
-        self.actor.roles.iter().any(|r| r == OWNER_ROLE)
-    }
-
     /// Refuses to change or remove a member who holds more than the caller.
     fn ensure_can_manage(&self, target: &MemberView) -> Result<()> {
         self.ensure_can_grant(
@@ -666,16 +523,16 @@ impl Store {
     pub async fn update_members(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         updates: Vec<MemberUpdate>,
         action: &str,
     ) -> Result<Vec<MemberView>> {
+        let org_id = access.org().id;
         let ids: &Vec<Uuid> = &updates.iter().map(|u| u.user_id).collect();
         let updates = &updates;
         self.change_reading(
-            org_id,
+            access,
             actor,
-            Some("members.manage"),
             |conn| members_and_catalog(conn, org_id, ids).scope_boxed(),
             |conn, (change, (current, catalog))| {
                 async move {
@@ -765,11 +622,12 @@ impl Store {
     pub async fn remove_members(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         user_ids: &[Uuid],
         action: &str,
     ) -> Result<()> {
-        self.change(org_id, actor, Some("members.manage"), |conn, change| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
                 let current = members_by_id(conn, org_id, user_ids).await?;
                 for id in user_ids {
@@ -804,9 +662,10 @@ impl Store {
     }
 
     /// The caller leaves the organization.
-    pub async fn leave_org(&self, actor: &Actor, org_id: Uuid) -> Result<()> {
+    pub async fn leave_org(&self, actor: &Actor, access: &OrgAccess) -> Result<()> {
         actor.ensure_signed_in("leaving an organization")?;
-        self.change(org_id, actor, None, |conn, change| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
                 if change.org.personal_owner_id == Some(change.actor_id) {
                     return Err(Error::precondition(
@@ -839,11 +698,12 @@ impl Store {
     pub async fn transfer_ownership(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         new_owner: Uuid,
     ) -> Result<(MemberView, MemberView)> {
         actor.ensure_signed_in("transferring ownership")?;
-        self.change(org_id, actor, Some("org.transfer"), |conn, change| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
                 if !change.is_owner() {
                     return Err(Error::PermissionDenied(

@@ -5,18 +5,23 @@
 pub mod access;
 pub mod audit;
 pub mod billing_profiles;
+mod change;
 mod connect;
 pub mod invitations;
 pub mod invoices;
 pub mod members;
+pub mod org_row;
 pub mod orgs;
 pub mod outbox;
+pub mod proof;
 pub mod resources;
 mod schema;
+pub mod standing;
 pub mod subscriptions;
 mod tls;
 pub mod tokens;
 pub mod users;
+pub mod verification;
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;

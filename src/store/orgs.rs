@@ -11,7 +11,10 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::change::Change;
 use super::invoices::{self, CloseReason};
+use super::org_row::{OrgRow, lock_org};
+use super::proof::OrgAccess;
 use super::schema::{
     contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
     organizations, users,
@@ -27,66 +30,8 @@ use crate::error::{Error, Result};
 /// How many derived-slug suffixes to try before giving up.
 const SLUG_ATTEMPTS: usize = 8;
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
-pub struct OrgRow {
-    pub id: Uuid,
-    pub slug: String,
-    pub display_name: String,
-    pub description: String,
-    pub contact_email: String,
-    pub pending_contact_email: Option<String>,
-    pub personal_owner_id: Option<Uuid>,
-    pub revision: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub purge_at: Option<DateTime<Utc>>,
-}
-
-impl OrgRow {
-    pub fn etag(&self) -> Etag {
-        Etag(self.revision)
-    }
-
-    pub fn name(&self) -> String {
-        OrgRef::name_of(self.id)
-    }
-
-    /// Refuses changes to a soft-deleted organization.
-    pub fn ensure_live(&self) -> Result<()> {
-        match self.deleted_at {
-            None => Ok(()),
-            Some(_) => Err(Error::precondition(
-                "ORGANIZATION_DELETED",
-                self.name(),
-                format!(
-                    "organization {} is deleted; restore it with UndeleteOrganization first",
-                    self.slug
-                ),
-            )),
-        }
-    }
-
-    fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
-        match expected {
-            Some(etag) if etag != self.etag() => Err(Error::Aborted(format!(
-                "organization {} changed since etag {etag} was read (it is now {}); get it again and retry",
-                self.slug,
-                self.etag()
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Settings for contact-email verification messages.
-#[derive(Debug, Clone)]
-pub struct ContactVerification {
-    pub ttl: Duration,
-    /// The link in the message is this URL followed by the token.
-    pub link_prefix: String,
-}
+/// Its home before billing profiles shared it; the server still names it here.
+pub use super::verification::ContactVerification;
 
 /// Limits that creating and restoring organizations must respect.
 #[derive(Debug, Clone, Copy)]
@@ -240,25 +185,6 @@ pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
             limits.max_orgs_per_user
         ),
     )
-}
-
-/// Locks a live organization; soft-deleted ones are FAILED_PRECONDITION. Checked
-/// under the lock because a concurrent delete may commit after the policy check.
-pub(super) async fn lock_live_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
-    let org = lock_org(conn, id).await?;
-    org.ensure_live()?;
-    Ok(org)
-}
-
-pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
-    organizations::table
-        .find(id)
-        .select(OrgRow::as_select())
-        .for_update()
-        .first(&mut &*conn)
-        .await
-        .optional()?
-        .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
 }
 
 /// Bumps the revision (and so the etag) of a changed organization and returns it.
@@ -466,83 +392,78 @@ impl Store {
     pub async fn update_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         changes: OrgChanges,
         etag: Option<Etag>,
         verification: &ContactVerification,
     ) -> Result<OrgRow> {
         let changes = &changes;
-        self.write_from(
-            |conn| lock_live_org(conn, org_id).scope_boxed(),
-            |conn, org| {
-                async move {
-                    org.check_etag(etag)?;
-                    if let Some(slug) = &changes.slug
-                        && slug.as_str() != org.slug
-                        && slug_in_use(conn, slug).await?
-                    {
-                        return Err(slug_taken(slug));
-                    }
-                    match &changes.contact_email {
-                        Some(email) if email.as_str() == org.contact_email => {
-                            set_pending_contact_email(conn, org_id, None).await?
-                        }
-                        Some(email) => {
-                            start_contact_email_change(conn, &org, email, verification).await?
-                        }
-                        None => {}
-                    }
-                    // Each set of changed fields is its own statement text, kept prepared.
-                    let update = diesel::update(organizations::table.find(org_id))
-                        .set((
-                            changes
-                                .display_name
-                                .as_ref()
-                                .map(|v| organizations::display_name.eq(v.as_str())),
-                            changes
-                                .description
-                                .as_ref()
-                                .map(|v| organizations::description.eq(v.as_str())),
-                            changes
-                                .slug
-                                .as_ref()
-                                .map(|v| organizations::slug.eq(v.as_str())),
-                            organizations::revision.eq(organizations::revision + 1),
-                            organizations::updated_at.eq(diesel::dsl::now),
-                        ))
-                        .returning(OrgRow::as_returning())
-                        .prepared()
-                        .get_result::<OrgRow>(&mut &*conn);
-                    // The audit record needs nothing from the update: both go out together.
-                    let (updated, ()) = both(
-                        async {
-                            update.await.map_err(|err| match (err, &changes.slug) {
-                                // A concurrent rename took the slug after our check.
-                                (
-                                    DieselError::DatabaseError(
-                                        DatabaseErrorKind::UniqueViolation,
-                                        _,
-                                    ),
-                                    Some(slug),
-                                ) => slug_taken(slug),
-                                (other, _) => other.into(),
-                            })
-                        },
-                        audit::record(
-                            conn,
-                            actor,
-                            Some(org_id),
-                            "organization.update",
-                            &org.name(),
-                            serde_json::json!({ "fields": changes.field_names() }),
-                        ),
-                    )
-                    .await?;
-                    Ok(updated)
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, Change { org, .. }| {
+            async move {
+                org.check_etag(etag)?;
+                if let Some(slug) = &changes.slug
+                    && slug.as_str() != org.slug
+                    && slug_in_use(conn, slug).await?
+                {
+                    return Err(slug_taken(slug));
                 }
-                .scope_boxed()
-            },
-        )
+                match &changes.contact_email {
+                    Some(email) if email.as_str() == org.contact_email => {
+                        set_pending_contact_email(conn, org_id, None).await?
+                    }
+                    Some(email) => {
+                        start_contact_email_change(conn, &org, email, verification).await?
+                    }
+                    None => {}
+                }
+                // Each set of changed fields is its own statement text, kept prepared.
+                let update = diesel::update(organizations::table.find(org_id))
+                    .set((
+                        changes
+                            .display_name
+                            .as_ref()
+                            .map(|v| organizations::display_name.eq(v.as_str())),
+                        changes
+                            .description
+                            .as_ref()
+                            .map(|v| organizations::description.eq(v.as_str())),
+                        changes
+                            .slug
+                            .as_ref()
+                            .map(|v| organizations::slug.eq(v.as_str())),
+                        organizations::revision.eq(organizations::revision + 1),
+                        organizations::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(OrgRow::as_returning())
+                    .prepared()
+                    .get_result::<OrgRow>(&mut &*conn);
+                // The audit record needs nothing from the update: both go out together.
+                let (updated, ()) = both(
+                    async {
+                        update.await.map_err(|err| match (err, &changes.slug) {
+                            // A concurrent rename took the slug after our check.
+                            (
+                                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                                Some(slug),
+                            ) => slug_taken(slug),
+                            (other, _) => other.into(),
+                        })
+                    },
+                    audit::record(
+                        conn,
+                        actor,
+                        Some(org_id),
+                        "organization.update",
+                        &org.name(),
+                        serde_json::json!({ "fields": changes.field_names() }),
+                    ),
+                )
+                .await?;
+                Ok(updated)
+            }
+            .scope_boxed()
+        })
         .await
     }
 
@@ -550,14 +471,14 @@ impl Store {
     pub async fn delete_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         confirmation: &str,
         etag: Option<Etag>,
         retention: Duration,
     ) -> Result<OrgRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, Change { org, .. }| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
                 if org.personal_owner_id.is_some() {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
@@ -641,12 +562,14 @@ impl Store {
     pub async fn undelete_org(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         limits: OrgLimits,
     ) -> Result<OrgRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        // UndeleteOrganization's policy admits a deleted organization, and so
+        // does the re-check (`OrgAccess::allows_deleted`).
+        self.change(access, actor, |conn, Change { org, .. }| {
             async move {
-                let org = lock_org(conn, org_id).await?;
                 match org.purge_at {
                     None => {
                         return Err(Error::precondition(
@@ -705,6 +628,7 @@ impl Store {
     }
 
     /// Makes the address of a pending contact-email change the contact email.
+    /// No `OrgAccess`: the emailed token, not a standing, is what authorizes it.
     pub async fn verify_contact_email(&self, actor: &Actor, token: &str) -> Result<OrgRow> {
         let hash = Secret::hash(token);
         let hash = &hash;

@@ -9,10 +9,12 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::access::{access_in, find_org};
-use super::members::OWNER_ROLE;
-use super::orgs::{OrgRow, lock_live_org};
+use super::access::find_org;
+use super::change::{Demand, actor_id, recheck};
+use super::org_row::{OrgRow, lock_org};
+use super::proof::OrgAccess;
 use super::schema::{org_resources, plans, subscriptions};
+use super::standing::access_in;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
 use crate::error::{Error, Result};
@@ -89,33 +91,18 @@ async fn find_resource(conn: &mut Conn, org_id: Uuid, id: Uuid, lock: bool) -> R
     })
 }
 
-/// Whether `user_id` holds the owner role in `org_id` (through an API token, only
-/// if the token carries it too).
-async fn is_owner(conn: &mut Conn, actor: &Actor, user_id: Uuid, org_id: Uuid) -> Result<bool> {
-    if !actor.reaches(org_id) {
-        return Ok(false);
-    }
-    let Some(mut access) = access_in(conn, user_id, &[org_id]).await?.remove(&org_id) else {
-        return Ok(false);
-    };
-    if let Some(limit) = &actor.token {
-        access.limit_to(limit);
-    }
-    Ok(access.roles.iter().any(|r| r == OWNER_ROLE))
-}
-
 impl Store {
     pub async fn register_resource(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         new: NewResource,
     ) -> Result<ResourceRow> {
         let new = &new;
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, change| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
-                ensure_room(conn, &org).await?;
+                ensure_room(conn, &change.org).await?;
                 let row: ResourceRow = diesel::insert_into(org_resources::table)
                     .values((
                         org_resources::id.eq(Uuid::now_v7()),
@@ -152,10 +139,15 @@ impl Store {
         .await
     }
 
-    pub async fn unregister_resource(&self, actor: &Actor, org_id: Uuid, id: Uuid) -> Result<()> {
-        self.write(|conn| {
+    pub async fn unregister_resource(
+        &self,
+        actor: &Actor,
+        access: &OrgAccess,
+        id: Uuid,
+    ) -> Result<()> {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, _| {
             async move {
-                lock_live_org(conn, org_id).await?;
                 let row = find_resource(conn, org_id, id, true).await?;
                 diesel::delete(org_resources::table.find(id))
                     .execute(conn)
@@ -216,17 +208,19 @@ impl Store {
     }
 
     /// Moves a resource to `destination` when the caller owns both organizations
-    /// and the destination's plan has room; audited in both.
+    /// and the destination's plan has room; audited in both. Not `Store::change`:
+    /// it locks two organizations, in id order (two opposite transfers must not
+    /// deadlock), then re-checks the caller in both with `recheck` as every
+    /// change does.
     pub async fn transfer_resource(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
         destination: &OrgRef,
     ) -> Result<ResourceRow> {
-        let user_id = actor
-            .user_id
-            .ok_or_else(|| Error::PermissionDenied("a transfer needs a user".into()))?;
+        let org_id = access.org().id;
+        let user_id = actor_id(actor)?;
         self.write(|conn| {
             async move {
                 // A non-member must not learn whether the destination exists.
@@ -253,19 +247,28 @@ impl Store {
                 } else {
                     (target_id, org_id)
                 };
-                let mut locked = [lock_live_org(conn, first).await?, lock_live_org(conn, second).await?];
+                let mut locked = [lock_org(conn, first).await?, lock_org(conn, second).await?];
                 if locked[0].id != org_id {
                     locked.swap(0, 1);
                 }
                 let [source, target] = locked;
-                for org in [&source, &target] {
-                    if !is_owner(conn, actor, user_id, org.id).await? {
+                // Both standings in one read, under both locks: the source as the
+                // policy layer checked it, the destination as a member's.
+                let mut standings = access_in(conn, user_id, &[org_id, target_id]).await?;
+                let source = recheck(source, standings.remove(&org_id), actor, user_id, access.into())?;
+                let membership = Demand { permission: None, allows_deleted: false };
+                let target = recheck(target, standings.remove(&target_id), actor, user_id, membership)?;
+                // The owner rule is a role, which no policy option can demand:
+                // checked here, on the standings read under the locks.
+                for side in [&source, &target] {
+                    if !side.is_owner() {
                         return Err(Error::PermissionDenied(format!(
                             "moving a resource needs the owner role in both organizations, and you are not an owner of {}",
-                            org.name()
+                            side.org.name()
                         )));
                     }
                 }
+                let (source, target) = (source.org, target.org);
                 let row = find_resource(conn, org_id, id, true).await?;
                 ensure_room(conn, &target).await?;
                 let moved: ResourceRow = diesel::update(org_resources::table.find(id))

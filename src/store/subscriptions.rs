@@ -10,7 +10,8 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::orgs::{OrgRow, lock_live_org};
+use super::org_row::OrgRow;
+use super::proof::OrgAccess;
 use super::schema::{
     credit_entries, memberships, org_resources, payment_methods, plans, subscription_segments,
     subscriptions,
@@ -326,29 +327,29 @@ impl Store {
     pub async fn change_plan(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         plan_id: &str,
         etag: Option<Etag>,
     ) -> Result<SubscriptionView> {
-        self.change_subscription(actor, org_id, SubscriptionChange::Plan { plan_id, etag })
+        self.change_subscription(actor, access, SubscriptionChange::Plan { plan_id, etag })
             .await
     }
 
     pub async fn cancel_subscription(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
     ) -> Result<SubscriptionView> {
-        self.change_subscription(actor, org_id, SubscriptionChange::Cancel)
+        self.change_subscription(actor, access, SubscriptionChange::Cancel)
             .await
     }
 
     pub async fn resume_subscription(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
     ) -> Result<SubscriptionView> {
-        self.change_subscription(actor, org_id, SubscriptionChange::Resume)
+        self.change_subscription(actor, access, SubscriptionChange::Resume)
             .await
     }
 
@@ -356,13 +357,14 @@ impl Store {
     async fn change_subscription(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         change: SubscriptionChange<'_>,
     ) -> Result<SubscriptionView> {
         let change = &change;
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, locked| {
             async move {
-                let org = lock_live_org(conn, org_id).await?;
+                let org = &locked.org;
                 // A period that has ended is closed first, so a change never lands
                 // in a period that is over.
                 let sub = lock_subscription(conn, org_id).await?;
@@ -395,7 +397,7 @@ impl Store {
                                 format!("the {} plan bills in {}, this subscription in {}; contact support to change currency", plan.display_name, plan.currency, current.currency),
                             ));
                         }
-                        ensure_fits(conn, &org, &plan).await?;
+                        ensure_fits(conn, org, &plan).await?;
                         if plan.is_paid() && !has_default_payment_method(conn, org_id).await? {
                             return Err(Error::precondition(
                                 "PAYMENT_METHOD_REQUIRED",

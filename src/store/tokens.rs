@@ -8,6 +8,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::members::Catalog;
+use super::proof::OrgAccess;
 use super::schema::api_tokens;
 use super::users::{PrefixedUser, User};
 use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
@@ -170,16 +171,16 @@ impl Store {
     pub async fn create_api_token(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         new: NewApiToken,
     ) -> Result<(ApiTokenRow, String)> {
         let new = &new;
+        let org_id = access.org().id;
         // A token minting tokens would outlive its own revocation.
         actor.ensure_signed_in("creating an API token")?;
         self.change_reading(
-            org_id,
+            access,
             actor,
-            Some("tokens.manage"),
             |conn| Catalog::load(conn).scope_boxed(),
             |conn, (change, catalog)| {
                 async move {
@@ -261,10 +262,11 @@ impl Store {
     pub async fn revoke_api_token(
         &self,
         actor: &Actor,
-        org_id: Uuid,
+        access: &OrgAccess,
         id: Uuid,
     ) -> Result<ApiTokenRow> {
-        self.write(|conn| {
+        let org_id = access.org().id;
+        self.change(access, actor, |conn, _| {
             async move {
                 let existing: ApiTokenRow = api_tokens::table
                     .filter(api_tokens::id.eq(id))
