@@ -11,7 +11,10 @@ use crate::mail::Mailer;
 use crate::store::outbox::RetryPolicy;
 use crate::store::{Actor, Store};
 
-/// Runs `tick` every `interval` until `stop` changes (it only ever turns true).
+/// Runs `tick` every `interval`, the first time one interval after start, until
+/// `stop` changes (it only ever turns true). Not at once: start-up has just done
+/// the work itself (health), or it can wait a round while calls start (with a
+/// long interval, as in the tests, queued emails stay readable).
 pub fn every<F, Fut>(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -22,7 +25,7 @@ where
     Fut: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
-        let mut timer = tokio::time::interval(interval);
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

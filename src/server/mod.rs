@@ -145,7 +145,9 @@ impl App {
         let verifier = Arc::new(verifier);
         let services = Services::new(&args, policies, verifier.clone(), health_service);
         let (stop_tx, stop) = watch::channel(false);
-        let probe = spawn_health_probe(store.clone(), health.clone(), stop.clone());
+        let probe = HealthProbe::new(store.clone(), health.clone());
+        probe.report().await;
+        let probe = probe.spawn(stop.clone());
         let mut workers = vec![
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
             workers::spawn_billing(store.clone(), args.billing_interval, stop.clone()),
@@ -163,7 +165,6 @@ impl App {
             ),
         ];
         workers.extend(verifier.spawn_key_refresher(stop));
-        report_health(&store, &health).await;
         match &args.mail.smtp_host {
             Some(host) => tracing::info!(
                 %host,
@@ -380,28 +381,52 @@ async fn serve_calls(
         .await
 }
 
-/// SERVING only while the database answers.
-async fn report_health(store: &Store, health: &HealthReporter) {
-    let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, store.is_healthy()).await;
-    let status = if answered == Ok(true) {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    for service in HEALTH_SERVICES {
-        health.set_service_status(service, status).await;
-    }
-}
-
-fn spawn_health_probe(
+/// Reports SERVING only while the database answers. A Health.Watch stream
+/// gets a message whenever a status is set, so a status is set only when it
+/// changes: a watcher sees changes, not every probe.
+#[derive(Clone)]
+struct HealthProbe {
     store: Store,
     health: HealthReporter,
-    stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    workers::every(HEALTH_PROBE_INTERVAL, stop, move || {
-        let (store, health) = (store.clone(), health.clone());
-        async move { report_health(&store, &health).await }
-    })
+    last: Arc<std::sync::Mutex<Option<ServingStatus>>>,
+}
+
+impl HealthProbe {
+    fn new(store: Store, health: HealthReporter) -> Self {
+        HealthProbe {
+            store,
+            health,
+            last: Arc::default(),
+        }
+    }
+
+    async fn report(&self) {
+        let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, self.store.is_healthy()).await;
+        let status = if answered == Ok(true) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        let previous = self
+            .last
+            .lock()
+            .expect("never poisoned: nothing panics holding it")
+            .replace(status);
+        if previous == Some(status) {
+            return;
+        }
+        for service in HEALTH_SERVICES {
+            self.health.set_service_status(service, status).await;
+        }
+    }
+
+    /// Reports every `HEALTH_PROBE_INTERVAL` until `stop`.
+    fn spawn(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        workers::every(HEALTH_PROBE_INTERVAL, stop, move || {
+            let probe = self.clone();
+            async move { probe.report().await }
+        })
+    }
 }
 
 /// `orgd serve`: the embedded database unless DATABASE_URL is set, then the app
