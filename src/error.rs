@@ -28,6 +28,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// An API token whose creator is no longer a member of its organization.
+    #[error("{0}")]
+    TokenDeactivated(String),
     /// A concurrent change won (stale etag, serialization conflict): retry.
     #[error("{0}")]
     Aborted(String),
@@ -146,6 +149,7 @@ impl Error {
             Error::FailedPrecondition { kind, .. } => kind,
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::TokenDeactivated(_) => "TOKEN_DEACTIVATED",
             Error::Aborted(_) | Error::SerializationConflict => "CONCURRENT_CHANGE",
             Error::TooLarge(_) => "REQUEST_TOO_LARGE",
             Error::Unavailable(_) => "UNAVAILABLE",
@@ -180,7 +184,7 @@ impl From<Error> for Status {
                 Code::FailedPrecondition
             }
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Unauthenticated(_) | Error::TokenDeactivated(_) => Code::Unauthenticated,
             Error::Aborted(_) | Error::SerializationConflict => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::UnknownMethod(_) | Error::UnsupportedEncoding(_) => Code::Unimplemented,

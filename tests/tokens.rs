@@ -127,7 +127,7 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         Code::PermissionDenied,
     );
 
-    // The creator is removed: the token stops at once.
+    // The creator is removed: the token stops at once, and says why.
     app.members_as("alice")
         .await
         .remove_member(pb::RemoveMemberRequest {
@@ -135,7 +135,10 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         })
         .await
         .unwrap();
-    expect_code(orgs.get_organization(get(&org.name)).await, Code::NotFound);
+    expect_code(
+        orgs.get_organization(get(&org.name)).await,
+        Code::Unauthenticated,
+    );
     // Bob rejoins: it works again.
     let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
     orgs.get_organization(get(&org.name)).await.unwrap();
@@ -306,4 +309,114 @@ async fn a_bad_token_is_refused_before_its_request_is_judged() {
         let status = expect_code(refused, Code::Unauthenticated);
         assert!(status.message().contains("expired"), "{status:?}");
     }
+}
+
+/// A token whose creator left its organization does not work at all: every call
+/// is UNAUTHENTICATED (TOKEN_DEACTIVATED) saying why, until the creator rejoins.
+/// ListApiTokens shows each token's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
+    use pb::api_token::State;
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    let tokens_of = async |sub: &str| {
+        TokenServiceClient::with_interceptor(
+            app.channel().await,
+            Bearer::new(Some(&user_token(sub))),
+        )
+    };
+    let created = tokens_of("bob")
+        .await
+        .create_api_token(new_token(&org, &["viewer"], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let bobs = created.api_token.unwrap();
+    assert_eq!(bobs.state(), State::Active);
+    let secret = created.secret;
+    let mut alice_tokens = tokens_of("alice").await;
+    let mut create = async || {
+        alice_tokens
+            .create_api_token(new_token(&org, &["viewer"], &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .api_token
+            .unwrap()
+    };
+    let revoked = create().await;
+    let expired = create().await;
+    alice_tokens
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            name: revoked.name.clone(),
+        })
+        .await
+        .unwrap();
+    let expired_id: uuid::Uuid = expired.name.rsplit('/').next().unwrap().parse().unwrap();
+    app.db
+        .execute(
+            "UPDATE api_tokens SET expires_at = now() - interval '1 minute' WHERE id = $1",
+            &[&expired_id],
+        )
+        .await
+        .unwrap();
+
+    app.members_as("bob")
+        .await
+        .leave_organization(pb::LeaveOrganizationRequest {
+            organization: org.name.clone(),
+        })
+        .await
+        .unwrap();
+    let mut orgs = app.orgs(Some(&secret)).await;
+    let refusals = [
+        orgs.who_am_i(pb::WhoAmIRequest {}).await.map(|_| ()),
+        orgs.get_organization(get(&org.name)).await.map(|_| ()),
+    ];
+    for refusal in refusals {
+        let status = expect_code(refusal, Code::Unauthenticated);
+        let message = status.message();
+        assert!(
+            message.contains("no longer a member") && message.contains("rejoin"),
+            "{message}"
+        );
+        let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
+        assert_eq!(info.reason, "TOKEN_DEACTIVATED");
+    }
+    let states = async |tokens: &mut TokenServiceClient<_>| {
+        let listed = tokens
+            .list_api_tokens(pb::ListApiTokensRequest {
+                parent: org.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .api_tokens;
+        let state_of = |name: &str| {
+            listed
+                .iter()
+                .find(|token| token.name == name)
+                .map(pb::ApiToken::state)
+        };
+        [
+            state_of(&bobs.name),
+            state_of(&revoked.name),
+            state_of(&expired.name),
+        ]
+    };
+    assert_eq!(
+        states(&mut alice_tokens).await,
+        [
+            Some(State::Deactivated),
+            Some(State::Revoked),
+            Some(State::Expired)
+        ]
+    );
+
+    // Back in the organization, bob's token works again.
+    join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    orgs.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    assert_eq!(states(&mut alice_tokens).await[0], Some(State::Active));
 }

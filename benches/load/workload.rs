@@ -402,8 +402,8 @@ impl Caller {
                 permission,
             } => {
                 let token = &fixture.tokens[token];
-                let (_, org, access) = store.token_session(&token.secret).await?;
-                if access.is_none() || !org_ref(token.team)?.names(org.id, &org.slug) {
+                let (_, org, _) = store.token_session(&token.secret).await?;
+                if !org_ref(token.team)?.names(org.id, &org.slug) {
                     return Err(not_found());
                 }
                 store

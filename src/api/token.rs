@@ -19,8 +19,21 @@ impl TokenApi {
     }
 }
 
-fn api_token(row: &ApiTokenRow) -> pb::ApiToken {
+/// `row` on the wire; `creator_is_member` tells an active token from one its
+/// creator's leaving deactivated.
+fn api_token(row: &ApiTokenRow, creator_is_member: bool) -> pb::ApiToken {
+    use pb::api_token::State;
+    let state = if row.revoked_at.is_some() {
+        State::Revoked
+    } else if row.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+        State::Expired
+    } else if !creator_is_member {
+        State::Deactivated
+    } else {
+        State::Active
+    };
     pb::ApiToken {
+        state: state.into(),
         name: row.name(),
         display_name: row.display_name.clone(),
         creator: UserRef::name_of(row.creator_id),
@@ -88,7 +101,8 @@ impl TokenService for TokenApi {
             .create_api_token(&ctx.actor(), &access, new)
             .await?;
         Ok(Response::new(pb::CreateApiTokenResponse {
-            api_token: Some(api_token(&row)),
+            // Its creator is the caller, a member.
+            api_token: Some(api_token(&row, true)),
             secret,
         }))
     }
@@ -102,7 +116,10 @@ impl TokenService for TokenApi {
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let (rows, next_page_token) = self.store.list_api_tokens(access.org().id, page).await?;
         Ok(Response::new(pb::ListApiTokensResponse {
-            api_tokens: rows.iter().map(api_token).collect(),
+            api_tokens: rows
+                .iter()
+                .map(|(row, creator_is_member)| api_token(row, *creator_is_member))
+                .collect(),
             next_page_token,
         }))
     }
@@ -118,6 +135,7 @@ impl TokenService for TokenApi {
             .store
             .revoke_api_token(&ctx.actor(), &access, id)
             .await?;
-        Ok(Response::new(api_token(&row)))
+        // Revoked: whether its creator is a member no longer matters.
+        Ok(Response::new(api_token(&row, true)))
     }
 }

@@ -176,7 +176,7 @@ enum Caller {
     ApiToken {
         caller: TokenCaller,
         org: OrgRow,
-        member: Option<MemberAccess>,
+        member: MemberAccess,
     },
     Service(String),
 }
@@ -300,7 +300,9 @@ async fn authorize_in_target(
             member,
         } => {
             // A token acts in its own organization only.
-            let found = org_ref.names(org.id, &org.slug).then_some((org, member));
+            let found = org_ref
+                .names(org.id, &org.slug)
+                .then_some((org, Some(member)));
             let access = authorize_in_org(org_ref, found, Some(&caller), scope)?;
             Ok((Principal::ApiToken(caller), access))
         }

@@ -228,11 +228,8 @@ impl Store {
 
     /// The caller behind an API token's `secret`, with the token's organization
     /// and its creator's access there, in one query. UNAUTHENTICATED for an
-    /// unknown, revoked or expired token.
-    pub async fn token_session(
-        &self,
-        secret: &str,
-    ) -> Result<(TokenCaller, OrgRow, Option<MemberAccess>)> {
+    /// unknown, revoked, expired or deactivated (its creator left) token.
+    pub async fn token_session(&self, secret: &str) -> Result<(TokenCaller, OrgRow, MemberAccess)> {
         let hash = Secret::hash(secret);
         let hash = &hash;
         self.read(|conn| {
@@ -244,8 +241,8 @@ impl Store {
                     .await
                     .optional()?
                     .ok_or_else(|| refused("is not valid"))?;
-                let caller = admit_token(conn, row.token).await?;
                 let (org, access) = row.access.split();
+                let (caller, access) = admit_token(conn, row.token, &org, access).await?;
                 Ok((caller, org, access))
             }
             .scope_boxed()

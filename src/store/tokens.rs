@@ -8,11 +8,13 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::members::Catalog;
+use super::org_row::OrgRow;
 use super::proof::OrgAccess;
-use super::schema::api_tokens;
+use super::schema::{api_tokens, memberships};
+use super::standing::MemberAccess;
 use super::users::{PrefixedUser, User};
 use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
-use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret};
+use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret, UserRef};
 use crate::error::{Error, Result};
 
 pub const API_TOKENS: &str = "apiTokens";
@@ -129,8 +131,14 @@ pub(super) fn refused(why: &str) -> Error {
 
 /// The caller a token found by its secret stands for, unless it was revoked or
 /// has expired; records its use (at most once a minute).
-pub(super) async fn admit_token(conn: &mut Conn, found: TokenWithCreator) -> Result<TokenCaller> {
+pub(super) async fn admit_token(
+    conn: &mut Conn,
+    found: TokenWithCreator,
+    org: &OrgRow,
+    creator_access: Option<MemberAccess>,
+) -> Result<(TokenCaller, MemberAccess)> {
     let TokenWithCreator { token, creator } = found;
+    let creator = User::from(creator);
     if token.revoked_at.is_some() {
         return Err(refused("was revoked"));
     }
@@ -138,6 +146,14 @@ pub(super) async fn admit_token(conn: &mut Conn, found: TokenWithCreator) -> Res
     if token.expires_at.is_some_and(|at| at <= now) {
         return Err(refused("has expired"));
     }
+    // Kept, not deleted: it works again if its creator rejoins (as on Koyeb).
+    let Some(creator_access) = creator_access else {
+        return Err(Error::TokenDeactivated(format!(
+            "this API token is deactivated: its creator, {}, is no longer a member of {}; it works again if they rejoin",
+            UserRef::name_of(creator.row.id),
+            org.name()
+        )));
+    };
     // Last use to the minute is enough, and saves a write per call.
     if token
         .last_used_at
@@ -154,8 +170,8 @@ pub(super) async fn admit_token(conn: &mut Conn, found: TokenWithCreator) -> Res
             .execute(conn)
             .await?;
     }
-    Ok(TokenCaller {
-        user: creator.into(),
+    let caller = TokenCaller {
+        user: creator,
         org_id: token.org_id,
         limit: TokenLimit {
             token_id: token.id,
@@ -163,7 +179,8 @@ pub(super) async fn admit_token(conn: &mut Conn, found: TokenWithCreator) -> Res
             roles: token.roles.into_iter().collect(),
             permissions: token.permissions.into_iter().collect(),
         },
-    })
+    };
+    Ok((caller, creator_access))
 }
 
 impl Store {
@@ -224,20 +241,26 @@ impl Store {
         .await
     }
 
-    /// A page of the organization's tokens, newest first.
+    /// A page of the organization's tokens, newest first, each with whether its
+    /// creator is still a member (a token works only while they are).
     pub async fn list_api_tokens(
         &self,
         org_id: Uuid,
         page: PageRequest,
-    ) -> Result<(Vec<ApiTokenRow>, String)> {
+    ) -> Result<(Vec<(ApiTokenRow, bool)>, String)> {
         let rows = self
             .read(|conn| {
                 async move {
+                    let creator_is_member = diesel::dsl::exists(
+                        memberships::table
+                            .filter(memberships::org_id.eq(api_tokens::org_id))
+                            .filter(memberships::user_id.eq(api_tokens::creator_id)),
+                    );
                     let mut query = api_tokens::table
                         .filter(api_tokens::org_id.eq(org_id))
                         .order((api_tokens::created_at.desc(), api_tokens::id.desc()))
                         .limit(page.limit + 1)
-                        .select(ApiTokenRow::as_select())
+                        .select((ApiTokenRow::as_select(), creator_is_member))
                         .into_boxed();
                     if let Some(after) = page.after {
                         query = query.filter(
@@ -253,10 +276,12 @@ impl Store {
                 .scope_boxed()
             })
             .await?;
-        Ok(page.finish(rows, |row: &ApiTokenRow| PageToken {
-            time: row.created_at,
-            id: row.id,
-        }))
+        Ok(
+            page.finish(rows, |(row, _): &(ApiTokenRow, bool)| PageToken {
+                time: row.created_at,
+                id: row.id,
+            }),
+        )
     }
 
     pub async fn revoke_api_token(
