@@ -339,6 +339,10 @@ async fn read_request(
             format!("the request message does not decode: {err}"),
         )
     })?;
+    // An uncompressed frame goes on as it came; an inflated one is framed anew.
+    if frame[0] == 0 {
+        return Ok((frame, decoded));
+    }
     let mut uncompressed = BytesMut::with_capacity(message.len() + 5);
     uncompressed.put_u8(0);
     uncompressed.put_u32(message.len() as u32);
