@@ -156,7 +156,18 @@ impl JwtArgs {
     /// The development secret in the data directory, created on first use, so
     /// `orgd serve` and `orgd token` agree without any configuration.
     fn dev_secret(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(secret_file::read_or_create(&self.data_dir.join("dev-jwt-secret"))?.into_bytes())
+        let path = self.dev_secret_path();
+        tracing::warn!(
+            path = %path.display(),
+            "no --jwt-secret, --jwt-public-key-file or --jwt-jwks-url: caller tokens are checked with the development secret, for development only"
+        );
+        Ok(secret_file::read_or_create(&path)?.into_bytes())
+    }
+
+    /// Where the development secret is kept.
+    pub fn dev_secret_path(&self) -> PathBuf {
+        std::path::absolute(self.data_dir.join("dev-jwt-secret"))
+            .unwrap_or_else(|_| self.data_dir.join("dev-jwt-secret"))
     }
 }
 

@@ -50,6 +50,14 @@ fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
     claims.email = args.email.clone();
     claims.name = args.name.clone();
     claims.email_verified = !args.unverified;
+    if args.jwt.jwt_secret.is_none() {
+        // Said, because a token signed in another folder's data directory is
+        // refused by a server whose secret is elsewhere.
+        eprintln!(
+            "orgd token: signed with the development secret {}",
+            args.jwt.dev_secret_path().display()
+        );
+    }
     println!("{}", mint_token(&secret, &claims)?);
     Ok(())
 }

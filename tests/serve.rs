@@ -130,11 +130,12 @@ fn token(data_dir: &Path) -> String {
         .env("ORGD_DATA_DIR", data_dir)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    // It names the secret it signed with, so a token minted in the wrong
+    // folder can be told from a bad one.
+    let secret = std::path::absolute(data_dir.join("dev-jwt-secret")).unwrap();
+    assert!(said.contains(&secret.display().to_string()), "{said}");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 

@@ -96,7 +96,8 @@ where
             match authorize(&state, request, &request_id).await {
                 Ok(request) => inner.call(request).await,
                 Err(status) => {
-                    tracing::info!(code = ?status.code(), message = status.message(), "call refused");
+                    // `detail`, not `message`: JSON logs already name the event `message`.
+                    tracing::info!(code = ?status.code(), detail = status.message(), "call refused");
                     Ok(status.into_http())
                 }
             }
