@@ -78,7 +78,8 @@ impl Mailer {
     pub async fn send(&self, message: Outgoing<'_>) -> Result<(), SendError> {
         match self {
             Mailer::Log => {
-                tracing::info!(id = %message.id, to = %message.to, subject = %message.subject, body = %message.body, "email (no SMTP configured)");
+                // Debug-quoted, so the body's lines stay on one log line.
+                tracing::info!(id = %message.id, to = %message.to, subject = %message.subject, body = ?message.body, "email (no SMTP configured)");
                 Ok(())
             }
             Mailer::Smtp(smtp) => smtp.send(message).await,
