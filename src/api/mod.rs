@@ -88,12 +88,19 @@ fn emailed_token<'a>(raw: &'a str, source: &str) -> Result<&'a str> {
     }
 }
 
-/// A request's timestamp as a time.
+/// A request's timestamp as a time, within google.protobuf.Timestamp's range
+/// (years 1 to 9999), which PostgreSQL can also hold.
 fn datetime(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {
     u32::try_from(t.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
+        .filter(crate::domain::is_storable_time)
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                "not a valid timestamp: seconds from 0001-01-01 to 9999-12-31, nanos from 0 to 999,999,999",
+            )
+        })
 }
 
 /// An optional string field: empty means "not given".

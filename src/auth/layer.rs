@@ -145,8 +145,8 @@ async fn authorize(
     let (frame, message) = read_request(state, entry, &mut parts.headers, body).await?;
     // Before anything parses (and might echo) a value, the organization's
     // name included.
-    if let Some(field) = card_number_field(&message, "") {
-        return Err(card_number_refusal(&field).into());
+    if let Some(refusal) = refused_text(&message, "") {
+        return Err(refusal.into());
     }
     let (principal, access) = match admitted {
         Admitted::Caller(principal) => (principal, None),
@@ -351,11 +351,12 @@ async fn read_request(
     Ok((uncompressed.freeze(), decoded))
 }
 
-/// The path of the first text field of `message` (nested messages and lists
-/// included) that holds a card number. orgd takes card numbers nowhere: checking
-/// every field here, before any handler parses (and might echo) a value, keeps
-/// them out of errors, logs and the database.
-fn card_number_field(message: &DynamicMessage, prefix: &str) -> Option<String> {
+/// The refusal of the first text field of `message` (nested messages and lists
+/// included) that orgd takes from nobody: one holding a NUL character, which
+/// PostgreSQL's text cannot store, or a card number. orgd takes card numbers
+/// nowhere: checking every field here, before any handler parses (and might
+/// echo) a value, keeps them out of errors, logs and the database.
+fn refused_text(message: &DynamicMessage, prefix: &str) -> Option<Error> {
     let path_of = |name: &str| {
         if prefix.is_empty() {
             name.to_owned()
@@ -364,8 +365,12 @@ fn card_number_field(message: &DynamicMessage, prefix: &str) -> Option<String> {
         }
     };
     let in_value = |value: &Value, path: String| match value {
-        Value::String(text) if find_card_number(text) => Some(path),
-        Value::Message(inner) => card_number_field(inner, &path),
+        Value::String(text) if text.contains('\0') => Some(Error::invalid(
+            path,
+            "must not contain the NUL character (U+0000)",
+        )),
+        Value::String(text) if find_card_number(text) => Some(card_number_refusal(&path)),
+        Value::Message(inner) => refused_text(inner, &path),
         _ => None,
     };
     message.fields().find_map(|(field, value)| {

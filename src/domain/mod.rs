@@ -10,6 +10,7 @@ mod names;
 mod org;
 mod page;
 mod secret;
+mod time;
 
 pub use billing::{Country, LegalName, PostalAddress, TaxId};
 pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
@@ -20,3 +21,4 @@ pub use names::{ChildName, OrgRef, UserRef};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
 pub use secret::Secret;
+pub use time::is_storable_time;

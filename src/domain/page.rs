@@ -25,7 +25,8 @@ impl PageToken {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
         let (micros, id) = text.split_once(':')?;
         Some(PageToken {
-            time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            time: DateTime::from_timestamp_micros(micros.parse().ok()?)
+                .filter(super::time::is_storable_time)?,
             id: Uuid::try_parse(id).ok()?,
         })
     }

@@ -1,0 +1,81 @@
+//! Input the database cannot hold is the caller's mistake: a NUL character in
+//! any text field, or a time outside years 1 to 9999 (in a field or a forged
+//! page token), is INVALID_ARGUMENT naming the field, never INTERNAL, and
+//! writes nothing.
+
+mod common;
+
+use common::*;
+use orgd::pb::token_service_client::TokenServiceClient;
+use orgd::pb::{self, activity_service_client::ActivityServiceClient};
+use tonic::Code;
+
+fn expect_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let status = expect_code(result, Code::InvalidArgument);
+    assert!(status.message().starts_with(field), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nul_characters_and_unstorable_times_are_invalid_arguments() {
+    let app = TestApp::spawn().await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Acme").await;
+    let before = app.count("SELECT 1 FROM organizations", &[]).await;
+
+    expect_invalid(
+        orgs.create_organization(new_org("Ac\0me")).await,
+        "organization.display_name",
+    );
+    let mut activities = ActivityServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    expect_invalid(
+        activities
+            .list_activities(pb::ListActivitiesRequest {
+                parent: org.name.clone(),
+                actor: "users/\0".into(),
+                ..Default::default()
+            })
+            .await,
+        "actor",
+    );
+
+    // About 190,000 years before the common era: chrono holds it, PostgreSQL not.
+    let forged = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("-6000000000000000000:{}", uuid::Uuid::nil()))
+    };
+    expect_invalid(
+        orgs.list_organizations(pb::ListOrganizationsRequest {
+            page_token: forged,
+            ..Default::default()
+        })
+        .await,
+        "page_token",
+    );
+    let mut tokens = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    expect_invalid(
+        tokens
+            .create_api_token(pb::CreateApiTokenRequest {
+                parent: org.name.clone(),
+                api_token: Some(pb::ApiToken {
+                    display_name: "bot".into(),
+                    roles: vec!["viewer".into()],
+                    expire_time: Some(prost_types::Timestamp {
+                        seconds: -1_000_000_000_000,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await,
+        "api_token.expire_time",
+    );
+    assert_eq!(app.count("SELECT 1 FROM organizations", &[]).await, before);
+    assert_eq!(app.count("SELECT 1 FROM api_tokens", &[]).await, 0);
+}
