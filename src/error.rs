@@ -136,6 +136,23 @@ impl From<DieselError> for Error {
     }
 }
 
+/// Longest status message sent. Values callers sent are echoed `quoted` (cut
+/// short); this bounds the rest, so a reply's headers stay far below the 16 KiB
+/// that gRPC clients accept.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 /// The `google.rpc.ErrorInfo` domain of orgd's reasons.
 pub const ERROR_DOMAIN: &str = "orgd";
 
@@ -201,6 +218,6 @@ impl From<Error> for Status {
             }
             other => other.to_string(),
         };
-        Status::with_error_details(code, message, details)
+        Status::with_error_details(code, bounded(message), details)
     }
 }

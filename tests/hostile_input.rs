@@ -1,7 +1,7 @@
 //! Input the database cannot hold is the caller's mistake: a NUL character in
 //! any text field, or a time outside years 1 to 9999 (in a field or a forged
 //! page token), is INVALID_ARGUMENT naming the field, never INTERNAL, and
-//! writes nothing.
+//! writes nothing; and an error repeats at most a short part of a long value.
 
 mod common;
 
@@ -76,6 +76,24 @@ async fn nul_characters_and_unstorable_times_are_invalid_arguments() {
             .await,
         "api_token.expire_time",
     );
+    // A long value is echoed cut short: the reply stays small.
+    let status = expect_code(
+        orgs.get_organization(get(&format!("organizations/{}", "x".repeat(5000))))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().len() < 400, "{}", status.message());
+    assert!(
+        status.message().contains("(5000 characters)"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.details().len() < 1000,
+        "{} bytes of details",
+        status.details().len()
+    );
+
     assert_eq!(app.count("SELECT 1 FROM organizations", &[]).await, before);
     assert_eq!(app.count("SELECT 1 FROM api_tokens", &[]).await, 0);
 }

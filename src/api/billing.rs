@@ -11,6 +11,7 @@ use super::{
 use crate::auth::OrgAccess;
 use crate::domain::{
     Currency, Email, Etag, LegalName, Money, OrgRef, PageRequest, Permission, PostalAddress, TaxId,
+    quoted,
 };
 use crate::error::{Error, Result};
 use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
@@ -172,14 +173,14 @@ fn ensure_singleton(field: &str, raw: &str, singleton: &str, access: &OrgAccess)
         .ok_or_else(|| {
             Error::invalid(
                 field,
-                format!("'{raw}' is not a {singleton} name: expected organizations/{{organization}}/{singleton}"),
+                format!("{} is not a {singleton} name: expected organizations/{{organization}}/{singleton}", quoted(raw)),
             )
         })?;
     let org = OrgRef::parse(field, org)?;
     if !org.names(access.org().id, &access.org().slug) {
         return Err(Error::invalid(
             field,
-            format!("'{raw}' names another organization"),
+            format!("{} names another organization", quoted(raw)),
         ));
     }
     Ok(())
@@ -197,7 +198,10 @@ fn plan_id(field: &str, raw: &str) -> Result<String> {
         .ok_or_else(|| {
             Error::invalid(
                 field,
-                format!("'{raw}' is not a plan name: expected plans/{{id}}, e.g. plans/startup"),
+                format!(
+                    "{} is not a plan name: expected plans/{{id}}, e.g. plans/startup",
+                    quoted(raw)
+                ),
             )
         })
 }
@@ -330,7 +334,10 @@ fn profile_changes(
             other => {
                 return Err(Error::invalid(
                     "update_mask",
-                    format!("'{other}' cannot be updated; updatable: {UPDATABLE_FIELDS}"),
+                    format!(
+                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                        quoted(other)
+                    ),
                 ));
             }
         }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tonic::Request;
 
 use crate::auth::{CallContext, OrgAccess, PolicyTable};
-use crate::domain::{ChildName, Permission};
+use crate::domain::{ChildName, Permission, quoted};
 use crate::error::{Error, Result};
 
 /// The caller of a call that passed the policy layer. Shared, not copied: a
@@ -67,7 +67,8 @@ fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Res
         return Err(Error::invalid(
             field,
             format!(
-                "'{raw}' is not in the organization of this request ({})",
+                "{} is not in the organization of this request ({})",
+                quoted(raw),
                 access.org().name()
             ),
         ));

@@ -6,7 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::{call_context, emailed_token, optional, org_access, timestamp};
 use crate::auth::Principal;
-use crate::domain::{Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef};
+use crate::domain::{
+    Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef, quoted,
+};
 use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
 use crate::store::Store;
@@ -117,7 +119,10 @@ fn changes_from_mask(
             other => {
                 return Err(Error::invalid(
                     "update_mask",
-                    format!("'{other}' cannot be updated; updatable: {UPDATABLE_FIELDS}"),
+                    format!(
+                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                        quoted(other)
+                    ),
                 ));
             }
         }
@@ -150,7 +155,10 @@ impl OrgService for OrgApi {
                 uuid::Uuid::try_parse(raw).map_err(|_| {
                     Error::invalid(
                         "request_id",
-                        format!("'{raw}' is not a UUID; use a fresh UUID per request"),
+                        format!(
+                            "{} is not a UUID; use a fresh UUID per request",
+                            quoted(raw)
+                        ),
                     )
                 })
             })

@@ -367,7 +367,7 @@ fn refused_text(message: &DynamicMessage, prefix: &str) -> Option<Error> {
     let in_value = |value: &Value, path: String| match value {
         Value::String(text) if text.contains('\0') => Some(Error::invalid(
             path,
-            "must not contain the NUL character (U+0000)",
+            "must not contain control characters such as NUL (U+0000)",
         )),
         Value::String(text) if find_card_number(text) => Some(card_number_refusal(&path)),
         Value::Message(inner) => refused_text(inner, &path),

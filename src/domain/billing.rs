@@ -50,7 +50,8 @@ impl Country {
                 Err(Error::invalid(
                     field,
                     format!(
-                        "'{code}' is not an ISO 3166-1 country code: use the two-letter code such as US, DE or JP"
+                        "{} is not an ISO 3166-1 country code: use the two-letter code such as US, DE or JP",
+                        super::quoted(&code)
                     ),
                 ))
             }

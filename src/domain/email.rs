@@ -12,7 +12,7 @@ impl Email {
         let invalid = |why: &str| {
             Error::invalid(
                 field,
-                format!("'{raw}' is not a valid email address: {why}"),
+                format!("{} is not a valid email address: {why}", super::quoted(raw)),
             )
         };
         if value.is_empty() {

@@ -9,6 +9,7 @@ mod money;
 mod names;
 mod org;
 mod page;
+mod quote;
 mod secret;
 mod time;
 
@@ -20,5 +21,6 @@ pub use money::{Currency, Money, prorate};
 pub use names::{ChildName, OrgRef, UserRef};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
+pub use quote::quoted;
 pub use secret::Secret;
 pub use time::is_storable_time;

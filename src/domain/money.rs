@@ -82,7 +82,8 @@ impl Currency {
                 Err(Error::invalid(
                     field,
                     format!(
-                        "'{code}' is not a currency orgd bills in: use an ISO 4217 code such as USD, EUR or JPY"
+                        "{} is not a currency orgd bills in: use an ISO 4217 code such as USD, EUR or JPY",
+                        super::quoted(&code)
                     ),
                 ))
             }

@@ -26,7 +26,8 @@ impl OrgRef {
                 Error::invalid(
                     field,
                     format!(
-                        "'{raw}' is not an organization name: expected organizations/{{id}} or organizations/{{slug}}"
+                        "{} is not an organization name: expected organizations/{{id}} or organizations/{{slug}}",
+                        super::quoted(raw)
                     ),
                 )
             });
@@ -38,13 +39,16 @@ impl OrgRef {
         if looks_like_uuid(key) {
             return Err(Error::invalid(
                 field,
-                format!("'{key}' is not a valid UUID"),
+                format!("{} is not a valid UUID", super::quoted(key)),
             ));
         }
         Slug::parse(field, key).map(OrgRef::Slug).map_err(|_| {
             Error::invalid(
                 field,
-                format!("'{key}' is neither an organization id (UUID) nor a valid slug"),
+                format!(
+                    "{} is neither an organization id (UUID) nor a valid slug",
+                    super::quoted(key)
+                ),
             )
         })
     }
@@ -61,7 +65,7 @@ impl OrgRef {
                 Error::invalid(
                     field,
                     format!(
-                        "'{raw}' does not name a resource in an organization: expected organizations/{{organization}}/…"
+                        "{} does not name a resource in an organization: expected organizations/{{organization}}/…", super::quoted(raw)
                     ),
                 )
             })?;
@@ -107,7 +111,8 @@ impl ChildName {
             Error::invalid(
                 field,
                 format!(
-                    "'{raw}' is not a {collection} name: expected organizations/{{organization}}/{collection}/{{id}}"
+                    "{} is not a {collection} name: expected organizations/{{organization}}/{collection}/{{id}}",
+                    super::quoted(raw)
                 ),
             )
         };
@@ -118,8 +123,9 @@ impl ChildName {
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(expected)?;
         let org = OrgRef::parse(field, &raw[..ORG_PREFIX.len() + key.len()])?;
-        let id = Uuid::try_parse(id)
-            .map_err(|_| Error::invalid(field, format!("'{id}' is not a valid UUID")))?;
+        let id = Uuid::try_parse(id).map_err(|_| {
+            Error::invalid(field, format!("{} is not a valid UUID", super::quoted(id)))
+        })?;
         Ok(ChildName { org, id })
     }
 
@@ -137,12 +143,15 @@ impl UserRef {
         let Some(key) = raw.strip_prefix("users/") else {
             return Err(Error::invalid(
                 field,
-                format!("'{raw}' is not a user name: expected users/{{id}}"),
+                format!(
+                    "{} is not a user name: expected users/{{id}}",
+                    super::quoted(raw)
+                ),
             ));
         };
-        Uuid::try_parse(key)
-            .map(UserRef)
-            .map_err(|_| Error::invalid(field, format!("'{key}' is not a valid UUID")))
+        Uuid::try_parse(key).map(UserRef).map_err(|_| {
+            Error::invalid(field, format!("{} is not a valid UUID", super::quoted(key)))
+        })
     }
 
     pub fn name_of(id: Uuid) -> String {

@@ -26,7 +26,8 @@ impl Slug {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "'{raw}' is not a valid slug: use 3 to 40 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+                    "{} is not a valid slug: use 3 to 40 lowercase letters, digits and single hyphens, starting and ending with a letter or digit",
+                    super::quoted(raw)
                 ),
             ));
         }
@@ -172,7 +173,10 @@ impl Etag {
             .ok_or_else(|| {
                 Error::invalid(
                     field,
-                    format!("'{raw}' is not an etag issued by this service"),
+                    format!(
+                        "{} is not an etag issued by this service",
+                        super::quoted(raw)
+                    ),
                 )
             })
     }
