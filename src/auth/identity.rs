@@ -262,7 +262,8 @@ impl Claims {
                 .to_owned()
         };
         Ok(Identity {
-            email: clean(&self.email).to_lowercase(),
+            // ASCII only, as `Email` folds: see there.
+            email: clean(&self.email).to_ascii_lowercase(),
             email_verified: self.email_verified,
             display_name: clean(&self.name).chars().take(200).collect(),
             subject: self.sub.clone(),

@@ -3,12 +3,14 @@ use std::fmt;
 use crate::error::{Error, Result};
 
 /// An email address, trimmed and lower-cased so comparisons are case-insensitive.
+/// Lower-cased in ASCII only: Unicode's case mapping would make look-alikes such
+/// as the Kelvin sign (U+212A) into a Latin `k`, and so into someone else's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
-        let value = raw.trim().to_lowercase();
+        let value = raw.trim().to_ascii_lowercase();
         let invalid = |why: &str| {
             Error::invalid(
                 field,

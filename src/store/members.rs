@@ -449,8 +449,6 @@ pub(super) async fn member_count(conn: &mut Conn, org_id: Uuid) -> Result<i64> {
         .await?)
 }
 
-diesel::define_sql_function!(fn lower(text: Text) -> Text);
-
 pub(super) async fn is_member(conn: &mut Conn, org_id: Uuid, user_id: Uuid) -> Result<bool> {
     Ok(diesel::select(diesel::dsl::exists(
         memberships::table.find((org_id, user_id)),
@@ -465,7 +463,8 @@ pub(super) async fn is_member_by_email(conn: &mut Conn, org_id: Uuid, email: &st
         .inner_join(users::table)
         .filter(memberships::org_id.eq(org_id))
         .filter(users::email_verified)
-        .filter(lower(users::email).eq(email));
+        // Stored folded (ASCII), so matched as it is.
+        .filter(users::email.eq(email));
     Ok(diesel::select(diesel::dsl::exists(query))
         .get_result(conn)
         .await?)
