@@ -287,18 +287,33 @@ impl Store {
             async move {
                 let memberships = lock_and_count_memberships(conn, owner_id).await?;
                 if let Some(request_id) = input.request_id {
-                    let earlier: Option<OrgRow> = create_requests::table
+                    // A replay answers with the organization as it is now, so
+                    // only to a caller who may still see it.
+                    let still_member = diesel::dsl::exists(
+                        memberships::table
+                            .filter(memberships::org_id.eq(create_requests::org_id))
+                            .filter(memberships::user_id.eq(owner_id)),
+                    );
+                    let earlier: Option<(OrgRow, bool)> = create_requests::table
                         .inner_join(
                             organizations::table.on(organizations::id.eq(create_requests::org_id)),
                         )
                         .filter(create_requests::user_id.eq(owner_id))
                         .filter(create_requests::request_id.eq(request_id))
-                        .select(OrgRow::as_select())
+                        .select((OrgRow::as_select(), still_member))
                         .first(conn)
                         .await
                         .optional()?;
-                    if let Some(org) = earlier {
-                        return Ok(org);
+                    match earlier {
+                        Some((org, true)) => return Ok(org),
+                        Some((_, false)) => {
+                            return Err(Error::precondition(
+                                "REQUEST_ID_USED",
+                                "request_id",
+                                "this request_id already created an organization you are no longer a member of; send a new request_id to create another",
+                            ));
+                        }
+                        None => {}
                     }
                 }
                 if memberships >= limits.max_orgs_per_user {
