@@ -15,7 +15,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orgd::postgres::EmbeddedPostgres;
-use orgd::store::{DbConfig, Store};
+use orgd::store::{DbConfig, DbProbe, Store};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -185,10 +185,12 @@ async fn orgd_migrates_and_pools_over_verify_full_with_its_session_settings() {
         statement_timeout: Duration::from_secs(7),
         lock_timeout: Duration::from_secs(1),
     };
-    let store = Store::connect(&db, 2, Duration::from_secs(5))
+    // The pool opens its first connection at once; the probe one of its own.
+    let _pool = Store::connect(&db, 2, Duration::from_secs(5))
         .await
         .unwrap();
-    assert!(store.is_healthy().await);
+    let probe = DbProbe::new(&db);
+    assert!(probe.answers().await);
     let admin = common::sql_client(&tls.server.url("postgres")).await;
     let row = admin
         .query_one(

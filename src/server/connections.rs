@@ -109,9 +109,14 @@ impl AsyncRead for ClientConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // The server reads whenever it waits for the client, so the deadline
-        // is watched as long as the client has not made its first call.
         let this = &mut *self;
+        // Whatever the client sent is read first, so that a call arriving
+        // just before the deadline is served; the deadline counts only while
+        // the server waits for the client.
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if read.is_ready() {
+            return read;
+        }
         if let Some(deadline) = this.deadline.as_mut() {
             if this.first_call.has_arrived() {
                 this.deadline = None;
@@ -123,7 +128,7 @@ impl AsyncRead for ClientConnection {
                 )));
             }
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Poll::Pending
     }
 }
 

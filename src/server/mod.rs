@@ -44,7 +44,7 @@ use crate::postgres::EmbeddedPostgres;
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
-use crate::store::{self, DbConfig, Store};
+use crate::store::{self, DbConfig, DbProbe, Store};
 use crate::workers;
 pub use connections::ConnectionInfo;
 use connections::{ClientConnection, ConnectionLimits};
@@ -66,6 +66,7 @@ pub struct App {
     args: ServeArgs,
     listener: TcpListener,
     store: Store,
+    db_probe: DbProbe,
     policies: PolicyTable,
     verifier: JwtVerifier,
     mailer: Mailer,
@@ -83,6 +84,10 @@ impl App {
         };
         store::run_migrations(database_url).await?;
         let store = Store::connect(&db, args.db.pool_size, args.db.db_acquire_timeout).await?;
+        let db_probe = DbProbe::new(&DbConfig {
+            application_name: "orgd-health".to_owned(),
+            ..db
+        });
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
             if let Some(Policy::Org(OrgPolicy {
@@ -114,6 +119,7 @@ impl App {
             args,
             listener,
             store,
+            db_probe,
             policies,
             verifier,
             mailer,
@@ -136,6 +142,7 @@ impl App {
             args,
             listener,
             store,
+            db_probe,
             policies,
             verifier,
             mailer,
@@ -145,7 +152,7 @@ impl App {
         let verifier = Arc::new(verifier);
         let services = Services::new(&args, policies, verifier.clone(), health_service);
         let (stop_tx, stop) = watch::channel(false);
-        let probe = HealthProbe::new(store.clone(), health.clone());
+        let probe = HealthProbe::new(db_probe, health.clone());
         probe.report().await;
         let probe = probe.spawn(stop.clone());
         let mut workers = vec![
@@ -381,27 +388,28 @@ async fn serve_calls(
         .await
 }
 
-/// Reports SERVING only while the database answers. A Health.Watch stream
+/// Reports SERVING only while the database answers, asked on a connection of
+/// the probe's own (calls filling the pool do not make orgd look down). A Health.Watch stream
 /// gets a message whenever a status is set, so a status is set only when it
 /// changes: a watcher sees changes, not every probe.
 #[derive(Clone)]
 struct HealthProbe {
-    store: Store,
+    db: Arc<DbProbe>,
     health: HealthReporter,
     last: Arc<std::sync::Mutex<Option<ServingStatus>>>,
 }
 
 impl HealthProbe {
-    fn new(store: Store, health: HealthReporter) -> Self {
+    fn new(db: DbProbe, health: HealthReporter) -> Self {
         HealthProbe {
-            store,
+            db: Arc::new(db),
             health,
             last: Arc::default(),
         }
     }
 
     async fn report(&self) {
-        let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, self.store.is_healthy()).await;
+        let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, self.db.answers()).await;
         let status = if answered == Ok(true) {
             ServingStatus::Serving
         } else {

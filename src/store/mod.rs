@@ -57,30 +57,41 @@ const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
 
 pub type Conn = AsyncPgConnection;
 
-/// A pooled connection. One given back in the middle of a transaction (its
-/// call was dropped: the client went away or its deadline passed) is closed
-/// rather than pooled, so that PostgreSQL rolls the transaction back and
-/// releases its locks now, not when the connection is next taken.
-struct Checkout(Option<Object<AsyncPgConnection>>);
+/// A pooled connection. One given back in the middle of an operation (its call
+/// was dropped: the client went away or its deadline passed) is closed rather
+/// than pooled: PostgreSQL then rolls back its transaction and releases its
+/// locks now, and the next caller does not queue behind a statement still
+/// running for nobody.
+struct Checkout {
+    conn: Option<Object<AsyncPgConnection>>,
+    /// Set once the operation ran to its end.
+    finished: bool,
+}
+
+impl Checkout {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
 
 impl Deref for Checkout {
     type Target = AsyncPgConnection;
 
     fn deref(&self) -> &AsyncPgConnection {
-        self.0.as_ref().expect("present until dropped")
+        self.conn.as_ref().expect("present until dropped")
     }
 }
 
 impl DerefMut for Checkout {
     fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        self.0.as_mut().expect("present until dropped")
+        self.conn.as_mut().expect("present until dropped")
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.0.take()
-            && conn.is_broken()
+        if let Some(mut conn) = self.conn.take()
+            && (!self.finished || conn.is_broken())
         {
             drop(Object::take(conn));
         }
@@ -132,7 +143,10 @@ impl Store {
 
     async fn conn(&self) -> Result<Checkout> {
         match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(Checkout(Some(conn))),
+            Ok(Ok(conn)) => Ok(Checkout {
+                conn: Some(conn),
+                finished: false,
+            }),
             Ok(Err(err)) => Err(Error::Unavailable(format!(
                 "the database is unavailable: {err}"
             ))),
@@ -143,13 +157,15 @@ impl Store {
         }
     }
 
-    /// Runs a read-only query on a pooled connection.
+    /// Runs `op`, statements outside a transaction, on a pooled connection.
     pub async fn read<'a, T, F>(&self, op: F) -> Result<T>
     where
         F: for<'c> FnOnce(&'c mut Conn) -> ScopedBoxFuture<'a, 'c, Result<T>>,
     {
         let mut conn = self.conn().await?;
-        op(&mut conn).await
+        let result = op(&mut conn).await;
+        conn.finish();
+        result
     }
 
     /// Runs `op` in a transaction, retrying it from the start when PostgreSQL
@@ -184,21 +200,49 @@ impl Store {
                     );
                     attempt += 1;
                 }
-                result => return result,
+                result => {
+                    conn.finish();
+                    return result;
+                }
             }
         }
     }
+}
 
-    /// Whether the database answers a trivial query now.
-    pub async fn is_healthy(&self) -> bool {
-        let Ok(mut conn) = self.conn().await else {
+/// Whether the database answers, asked on a connection of its own: a pool
+/// busy with calls is not a database that is down.
+pub struct DbProbe {
+    db: DbConfig,
+    conn: tokio::sync::Mutex<Option<AsyncPgConnection>>,
+}
+
+impl DbProbe {
+    pub fn new(db: &DbConfig) -> Self {
+        DbProbe {
+            db: db.clone(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a trivial query is answered now (connecting first if needed).
+    pub async fn answers(&self) -> bool {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = self.db.establish().await.ok();
+        }
+        let Some(open) = conn.as_mut() else {
             return false;
         };
-        diesel::sql_query("SELECT 1")
+        let answered = diesel::sql_query("SELECT 1")
             .prepared()
-            .execute(&mut conn)
+            .execute(open)
             .await
-            .is_ok()
+            .is_ok();
+        if !answered {
+            // Reconnect next time: the server may have restarted.
+            *conn = None;
+        }
+        answered
     }
 }
 

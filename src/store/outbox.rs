@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -184,13 +185,19 @@ impl Store {
     pub async fn claim_outbox(&self, limit: i64, lease: Duration) -> Result<Claim> {
         let lease_id = Uuid::now_v7();
         let deadline = Instant::now() + lease;
-        let mut conn = self.conn().await?;
-        let messages = diesel::sql_query(CLAIM_DUE)
-            .bind::<SqlUuid, _>(lease_id)
-            .bind::<Double, _>(lease.as_secs_f64())
-            .bind::<BigInt, _>(limit)
-            .prepared()
-            .load(&mut *conn)
+        let messages = self
+            .read(|conn| {
+                async move {
+                    Ok(diesel::sql_query(CLAIM_DUE)
+                        .bind::<SqlUuid, _>(lease_id)
+                        .bind::<Double, _>(lease.as_secs_f64())
+                        .bind::<BigInt, _>(limit)
+                        .prepared()
+                        .load(conn)
+                        .await?)
+                }
+                .scope_boxed()
+            })
             .await?;
         Ok(Claim {
             lease_id,
@@ -210,72 +217,8 @@ impl Store {
         sent: std::result::Result<(), SendError>,
         retry: &RetryPolicy,
     ) -> Result<Recorded> {
-        let row = outbox_messages::table
-            .filter(outbox_messages::id.eq(message.id))
-            .filter(outbox_messages::lease_id.eq(claim.lease_id));
-        let release = (
-            outbox_messages::lease_id.eq(None::<Uuid>),
-            outbox_messages::leased_until.eq(None::<DateTime<Utc>>),
-        );
-        let mut conn = self.conn().await?;
-        let error = match sent {
-            Ok(()) => {
-                let updated = diesel::update(row)
-                    .set((
-                        outbox_messages::delivered_at.eq(diesel::dsl::now),
-                        outbox_messages::attempts.eq(message.attempts.saturating_add(1)),
-                        // Bodies may carry secrets (verification links): keep them no longer than needed.
-                        outbox_messages::body.eq(REDACTED_BODY),
-                        release,
-                    ))
-                    .prepared()
-                    .execute(&mut *conn)
-                    .await?;
-                return Ok(recorded(updated, message, Recorded::Sent));
-            }
-            Err(error) => error,
-        };
-        // Only answers about this message count as attempts; an outage waits, however
-        // long, and the message goes out once the server is back.
-        let attempts = match error {
-            SendError::Unavailable(_) => message.attempts,
-            _ => message.attempts.saturating_add(1),
-        };
-        if matches!(error, SendError::Permanent(_)) || attempts >= retry.max_attempts {
-            let updated = diesel::update(row)
-                .set((
-                    outbox_messages::failed_at.eq(diesel::dsl::now),
-                    outbox_messages::attempts.eq(attempts),
-                    outbox_messages::last_error.eq(error.to_string()),
-                    outbox_messages::body.eq(REDACTED_FAILED_BODY),
-                    release,
-                ))
-                .prepared()
-                .execute(&mut *conn)
-                .await?;
-            let outcome = recorded(updated, message, Recorded::Failed);
-            if outcome == Recorded::Failed {
-                tracing::error!(id = %message.id, to = %message.recipient, attempts, %error, "email given up on");
-            }
-            Ok(outcome)
-        } else {
-            let next_attempt_at = Utc::now() + retry.backoff(attempts.max(1));
-            let updated = diesel::update(row)
-                .set((
-                    outbox_messages::attempts.eq(attempts),
-                    outbox_messages::last_error.eq(error.to_string()),
-                    outbox_messages::next_attempt_at.eq(next_attempt_at),
-                    release,
-                ))
-                .prepared()
-                .execute(&mut *conn)
-                .await?;
-            let outcome = recorded(updated, message, Recorded::Deferred);
-            if outcome == Recorded::Deferred && !matches!(error, SendError::Unavailable(_)) {
-                tracing::warn!(id = %message.id, to = %message.recipient, attempts, %error, %next_attempt_at, "email not sent; will retry");
-            }
-            Ok(outcome)
-        }
+        self.read(|conn| record(conn, claim, message, sent, retry).scope_boxed())
+            .await
     }
 
     /// One delivery round: claims up to `limit` due messages for `lease`, sends
@@ -318,6 +261,81 @@ fn recorded(updated: usize, message: &Claimed, outcome: Recorded) -> Recorded {
         return Recorded::LeaseLost;
     }
     outcome
+}
+
+/// `Store::record_outcome` on `conn`.
+async fn record(
+    conn: &mut Conn,
+    claim: &Claim,
+    message: &Claimed,
+    sent: std::result::Result<(), SendError>,
+    retry: &RetryPolicy,
+) -> Result<Recorded> {
+    let row = outbox_messages::table
+        .filter(outbox_messages::id.eq(message.id))
+        .filter(outbox_messages::lease_id.eq(claim.lease_id));
+    let release = (
+        outbox_messages::lease_id.eq(None::<Uuid>),
+        outbox_messages::leased_until.eq(None::<DateTime<Utc>>),
+    );
+    let error = match sent {
+        Ok(()) => {
+            let updated = diesel::update(row)
+                .set((
+                    outbox_messages::delivered_at.eq(diesel::dsl::now),
+                    outbox_messages::attempts.eq(message.attempts.saturating_add(1)),
+                    // Bodies may carry secrets (verification links): keep them no longer than needed.
+                    outbox_messages::body.eq(REDACTED_BODY),
+                    release,
+                ))
+                .prepared()
+                .execute(conn)
+                .await?;
+            return Ok(recorded(updated, message, Recorded::Sent));
+        }
+        Err(error) => error,
+    };
+    // Only answers about this message count as attempts; an outage waits, however
+    // long, and the message goes out once the server is back.
+    let attempts = match error {
+        SendError::Unavailable(_) => message.attempts,
+        _ => message.attempts.saturating_add(1),
+    };
+    if matches!(error, SendError::Permanent(_)) || attempts >= retry.max_attempts {
+        let updated = diesel::update(row)
+            .set((
+                outbox_messages::failed_at.eq(diesel::dsl::now),
+                outbox_messages::attempts.eq(attempts),
+                outbox_messages::last_error.eq(error.to_string()),
+                outbox_messages::body.eq(REDACTED_FAILED_BODY),
+                release,
+            ))
+            .prepared()
+            .execute(conn)
+            .await?;
+        let outcome = recorded(updated, message, Recorded::Failed);
+        if outcome == Recorded::Failed {
+            tracing::error!(id = %message.id, to = %message.recipient, attempts, %error, "email given up on");
+        }
+        Ok(outcome)
+    } else {
+        let next_attempt_at = Utc::now() + retry.backoff(attempts.max(1));
+        let updated = diesel::update(row)
+            .set((
+                outbox_messages::attempts.eq(attempts),
+                outbox_messages::last_error.eq(error.to_string()),
+                outbox_messages::next_attempt_at.eq(next_attempt_at),
+                release,
+            ))
+            .prepared()
+            .execute(conn)
+            .await?;
+        let outcome = recorded(updated, message, Recorded::Deferred);
+        if outcome == Recorded::Deferred && !matches!(error, SendError::Unavailable(_)) {
+            tracing::warn!(id = %message.id, to = %message.recipient, attempts, %error, %next_attempt_at, "email not sent; will retry");
+        }
+        Ok(outcome)
+    }
 }
 
 #[cfg(test)]
