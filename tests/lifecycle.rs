@@ -23,7 +23,9 @@ fn rename(org: &pb::Organization, display_name: &str) -> pb::UpdateOrganizationR
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_drains_in_flight_calls() {
-    let mut app = TestApp::spawn_with(&["--shutdown-grace", "20s"]).await;
+    // The drained update waits on a row lock for as long as the test takes.
+    let mut app =
+        TestApp::spawn_with(&["--shutdown-grace", "20s", "--db-lock-timeout", "60s"]).await;
     let mut alice = app.orgs_as("alice").await;
     let org = create_org(&mut alice, "Acme").await;
 

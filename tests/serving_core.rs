@@ -25,7 +25,7 @@ const MADE_UP_TOKEN: &str = "orgd_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 /// timeout, writing nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_waiting_on_a_lock_do_not_hold_up_the_connection() {
-    let app = TestApp::spawn_with(&["--pool-size", "6", "--db-lock-timeout", "2s"]).await;
+    let app = TestApp::spawn_with(&["--pool-size", "6", "--db-lock-timeout", "4s"]).await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
     join(&app, "alice", &org, "bob", &["developer"])
         .await
@@ -57,10 +57,10 @@ async fn calls_waiting_on_a_lock_do_not_hold_up_the_connection() {
     }
     assert_eq!(waiting, 4, "the four updates wait for the lock");
 
-    // The guard only keeps a regression from hanging the test: the read waits
-    // for nothing while two connections are free.
+    // Answered while the four still wait: it did not queue behind them for a
+    // connection (the guard only keeps a regression from hanging the test).
     let read = tokio::time::timeout(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         orgs.get_organization(get(&org.name)),
     )
     .await
@@ -68,6 +68,10 @@ async fn calls_waiting_on_a_lock_do_not_hold_up_the_connection() {
     .unwrap()
     .into_inner();
     assert_eq!(read.uid, org.uid);
+    assert!(
+        parked.iter().all(|call| !call.is_finished()),
+        "the read was answered only once the waiting updates had ended"
+    );
 
     for call in parked {
         let status = expect_code(call.await.unwrap(), Code::Aborted);
@@ -172,7 +176,8 @@ async fn a_request_with_a_bad_token_is_refused_before_its_body_is_read() {
     });
     let mut orgs = app.orgs_as("alice").await;
     let mut latencies = Vec::new();
-    while !flood.is_finished() {
+    // Small calls for as long as the flood lasts, and a few at least.
+    while !flood.is_finished() || latencies.len() < 5 {
         let started = Instant::now();
         orgs.get_organization(get(&org.name)).await.unwrap();
         latencies.push(started.elapsed());
@@ -312,6 +317,51 @@ async fn an_oversized_bearer_token_is_unauthenticated() {
         Code::Unauthenticated,
     );
     assert!(status.message().contains("bytes"), "{}", status.message());
+}
+
+/// A gzip request that inflates beyond --max-request-bytes is refused
+/// OUT_OF_RANGE without inflating it all: a few kilobytes cannot become
+/// gigabytes in orgd's memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_request_that_inflates_too_far_is_refused() {
+    use std::io::Write;
+    let app = TestApp::spawn_with(&["--max-request-bytes", "65536"]).await;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    // A GetOrganizationRequest whose name field is 10 MiB of zeros.
+    let mut message = vec![0x0a];
+    let len = 10u64 << 20;
+    let mut varint = len;
+    while varint >= 0x80 {
+        message.push((varint as u8) | 0x80);
+        varint >>= 7;
+    }
+    message.push(varint as u8);
+    gzip.write_all(&message).unwrap();
+    gzip.write_all(&vec![b'0'; len as usize]).unwrap();
+    let compressed = gzip.finish().unwrap();
+    assert!(
+        compressed.len() < 65536,
+        "{} bytes compressed",
+        compressed.len()
+    );
+    let mut frame = BytesMut::new();
+    frame.put_u8(1);
+    frame.put_u32(compressed.len() as u32);
+    frame.put_slice(&compressed);
+
+    let mut sender = raw_connection(&app).await;
+    let mut request = grpc_request(
+        "/orgd.v1.OrgService/GetOrganization",
+        &user_token("alice"),
+        "application/grpc",
+    );
+    request
+        .headers_mut()
+        .insert("grpc-encoding", "gzip".parse().unwrap());
+    let (response, mut body) = sender.send_request(request, false).unwrap();
+    body.send_data(frame.freeze(), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(grpc_status(&response), Some("11"), "{response:?}"); // OUT_OF_RANGE
 }
 
 /// A gzip-compressed request is read, authorized and answered like any other.

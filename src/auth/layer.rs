@@ -200,9 +200,11 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
     let token = header
         .to_str()
         .ok()
+        // The scheme is case-insensitive (RFC 7235).
         .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
+            h.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &h[7..])
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())

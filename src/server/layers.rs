@@ -51,10 +51,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // `application/grpc`, alone or followed by `+proto`, `;…` (not grpc-web).
         let is_grpc = request
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+            .and_then(|value| value.as_bytes().strip_prefix(b"application/grpc"))
+            .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')));
         if is_grpc {
             Either::Left(self.0.call(request))
         } else {

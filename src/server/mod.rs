@@ -220,21 +220,31 @@ impl App {
             signal,
         );
         tokio::pin!(served);
-        // Serving ends once every connection has closed after the drain began;
-        // connections still busy when the grace period is over are cut.
+        // Serving ends once every connection has closed after the drain began.
+        // At the end of the grace period orgd stops waiting: connections still
+        // busy then end with the process (the runtime drops their tasks).
+        let grace_over = async {
+            let _ = drain.wait_for(|draining| *draining).await;
+            tokio::time::sleep(args.shutdown_grace).await;
+        };
+        tokio::pin!(grace_over);
         let outcome = tokio::select! {
             outcome = &mut served => outcome.context("serving gRPC"),
-            () = async {
-                let _ = drain.wait_for(|draining| *draining).await;
-                tokio::time::sleep(args.shutdown_grace).await;
-            } => {
-                tracing::warn!(grace = ?args.shutdown_grace, "calls still in flight after the grace period were cut off");
+            () = &mut grace_over => {
+                tracing::warn!(grace = ?args.shutdown_grace, "calls still in flight after the grace period are cut off");
                 Ok(())
             }
         };
-        // Background work stopped at the signal: join it.
-        for task in workers {
-            let _ = task.await;
+        // Background work stopped at the signal; a round still running (an
+        // email being sent) has what is left of the grace period, and what it
+        // claimed and did not record is sent again after its lease.
+        let joined = async {
+            for task in workers {
+                let _ = task.await;
+            }
+        };
+        if tokio::select! { () = joined => false, () = &mut grace_over => true } {
+            tracing::warn!("background work still running after the grace period is cut off");
         }
         tracing::info!("orgd stopped");
         outcome

@@ -9,6 +9,9 @@ use diesel_async::AsyncPgConnection;
 
 use super::tls::{self, TlsParams};
 
+/// How long opening a connection may take, unless the URL sets `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -45,14 +48,27 @@ impl DbConfig {
         if config.get_application_name().is_none() {
             config.application_name(&self.application_name);
         }
+        // A connection attempt that hangs (a firewall dropping packets) fails
+        // start-up in seconds rather than minutes, unless the URL says otherwise.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        // Limits of zero are left out: the server's default (none) applies, and
+        // a pooler that refuses the `options` startup parameter (PgBouncer
+        // without `ignore_startup_parameters = options`) can still run migrations.
         let mut options = config.get_options().unwrap_or_default().to_owned();
         for (name, limit) in [
             ("statement_timeout", self.statement_timeout),
             ("lock_timeout", self.lock_timeout),
         ] {
-            options.push_str(&format!(" -c {name}={}", limit.as_millis()));
+            if !limit.is_zero() {
+                // At least 1 ms: PostgreSQL reads 0 as no limit at all.
+                options.push_str(&format!(" -c {name}={}", limit.as_millis().max(1)));
+            }
         }
-        config.options(options.trim_start());
+        if !options.trim().is_empty() {
+            config.options(options.trim_start());
+        }
         Ok((config, tls))
     }
 
@@ -135,14 +151,23 @@ mod tests {
     }
 
     #[test]
-    fn a_name_in_the_url_wins() {
+    fn a_name_in_the_url_wins_and_no_limits_send_no_options() {
         let config = DbConfig::unlimited("postgres://h/db?application_name=mine", "orgd");
         let (parsed, _) = config.postgres_config().unwrap();
         assert_eq!(parsed.get_application_name(), Some("mine"));
-        assert_eq!(
-            parsed.get_options(),
-            Some("-c statement_timeout=0 -c lock_timeout=0")
-        );
+        // Nothing for a pooler to refuse.
+        assert_eq!(parsed.get_options(), None);
+        assert_eq!(parsed.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+    }
+
+    #[test]
+    fn a_limit_under_a_millisecond_is_still_a_limit() {
+        let config = DbConfig {
+            lock_timeout: Duration::from_micros(500),
+            ..DbConfig::unlimited("postgres://h/db", "orgd")
+        };
+        let (parsed, _) = config.postgres_config().unwrap();
+        assert_eq!(parsed.get_options(), Some("-c lock_timeout=1"));
     }
 
     #[test]
