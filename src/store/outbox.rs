@@ -184,7 +184,10 @@ impl Store {
     /// Claims up to `limit` due messages for `lease`, in a statement of its own.
     pub async fn claim_outbox(&self, limit: i64, lease: Duration) -> Result<Claim> {
         let lease_id = Uuid::now_v7();
-        let deadline = Instant::now() + lease;
+        // Sending stops a margin before the lease ends, so that recording the
+        // outcome does not race another replica's claim of the same message.
+        let margin = (lease / 10).min(Duration::from_secs(30));
+        let deadline = Instant::now() + (lease - margin);
         let messages = self
             .read(|conn| {
                 async move {
