@@ -85,6 +85,23 @@ async fn assert_non_members_see_nothing(
     );
 }
 
+/// The permissions that grant one of `permissions`: themselves and those that
+/// imply them.
+async fn granting(app: &TestApp, permissions: &[String]) -> Vec<String> {
+    app.db
+        .query(
+            "SELECT unnest($1::text[])
+             UNION
+             SELECT permission FROM permission_implications WHERE implies = ANY ($1)",
+            &[&permissions],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_declares_and_enforces_its_policy() {
     let app = TestApp::spawn().await;
@@ -150,11 +167,13 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                 Policy::Org(scope) => {
                     match &scope.permission {
                         Some(permission) => {
-                            // Every permission but the one required: refused.
+                            // Every permission but those that grant the one
+                            // required (itself and what implies it): refused.
+                            let granting = granting(&app, &[permission.to_string()]).await;
                             let others: Vec<&str> = all_permissions
                                 .iter()
+                                .filter(|p| !granting.contains(p))
                                 .map(String::as_str)
-                                .filter(|p| *p != &**permission)
                                 .collect();
                             app.set_member(&org.uid, &member_id, &[], &others).await;
                             let lacking =

@@ -72,8 +72,12 @@ macro_rules! token_with_creator {
     (columns) => {
         concat!(
             "t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
-             ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
-                   UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
+             ARRAY(",
+            $crate::store::standing::with_implied!(
+                "SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
+                 UNION ALL SELECT unnest(t.extra_permissions)"
+            ),
+            ") AS token_permissions,
              t.expires_at AS token_expires_at, t.last_used_at AS token_last_used_at,
              t.revoked_at AS token_revoked_at, ",
             $crate::store::users::prefixed_user_columns!()
