@@ -168,8 +168,11 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                     match &scope.permission {
                         Some(permission) => {
                             // Every permission but those that grant the one
-                            // required (itself and what implies it): refused.
-                            let granting = granting(&app, &[permission.to_string()]).await;
+                            // required (itself, what implies it, and the
+                            // narrower own-resources permission): refused.
+                            let mut admitting = vec![permission.to_string()];
+                            admitting.extend(scope.own_permission.iter().map(|p| p.to_string()));
+                            let granting = granting(&app, &admitting).await;
                             let others: Vec<&str> = all_permissions
                                 .iter()
                                 .filter(|p| !granting.contains(p))
@@ -183,6 +186,18 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                                 Code::PermissionDenied,
                                 "{path} for a member lacking {permission}: {lacking:?}"
                             );
+                            // The narrower permission alone: past the policy,
+                            // for the caller's own resources.
+                            if let Some(own) = &scope.own_permission {
+                                app.set_member(&org.uid, &member_id, &[], &[own]).await;
+                                let narrowed =
+                                    raw::call(&channel, &path, body.clone(), Some(&member_token))
+                                        .await;
+                                assert!(
+                                    reached_handler(code(&narrowed)),
+                                    "{path} for a member holding {own}: {narrowed:?}"
+                                );
+                            }
                             // Exactly the permission required: past the policy.
                             app.set_member(&org.uid, &member_id, &[], &[permission])
                                 .await;
