@@ -606,8 +606,20 @@ async fn every_member_reads_their_organization() {
     let app = TestApp::spawn().await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
     let bob = app.user_id("bob").await;
+    // A permission a later migration adds implies org.read too.
+    app.db
+        .batch_execute(
+            "INSERT INTO permissions (name, description) VALUES ('reports.read', 'See reports')",
+        )
+        .await
+        .unwrap();
     // An individual grant, no role.
-    for held in ["activity.read", "projects.create", "billing.manage"] {
+    for held in [
+        "activity.read",
+        "projects.create",
+        "billing.manage",
+        "reports.read",
+    ] {
         app.set_member(&org.uid, &bob, &[], &[held]).await;
         let mut bobs = app.orgs_as("bob").await;
         let read = bobs
