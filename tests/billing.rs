@@ -991,3 +991,84 @@ async fn a_billing_change_waiting_on_the_lock_is_refused_once_its_caller_is_demo
     assert_eq!(after.legal_name, before.legal_name);
     assert_eq!(after.etag, before.etag);
 }
+
+/// Platform.sh's "Manage billing" lets a member "add, remove and edit billing
+/// information. Access invoices and vouchers": `billing.manage` implies
+/// `billing.read` (and what reading billing shows: the subscription), and the
+/// caller sees what they hold, implied permissions included.
+#[tokio::test(flavor = "multi_thread")]
+async fn managing_billing_includes_reading_it() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let bea = app.user_id("bea").await;
+    // An individual grant, no role.
+    app.set_member(&org.uid, &bea, &[], &["billing.manage"])
+        .await;
+
+    let mut billing = app.billing_as("bea").await;
+    billing
+        .get_billing_profile(pb::GetBillingProfileRequest {
+            name: format!("{}/billingProfile", org.name),
+        })
+        .await
+        .unwrap();
+    billing
+        .list_invoices(pb::ListInvoicesRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    billing
+        .list_payment_methods(pb::ListPaymentMethodsRequest {
+            parent: org.name.clone(),
+        })
+        .await
+        .unwrap();
+    billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap();
+    // Not more: plans and members are not billing's.
+    expect_code(
+        billing.change_plan(change_plan(&org, "team")).await,
+        Code::PermissionDenied,
+    );
+
+    let me = app
+        .orgs_as("bea")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let acme = me
+        .memberships
+        .iter()
+        .find(|m| m.organization == org.name)
+        .unwrap();
+    assert_eq!(acme.roles, Vec::<String>::new());
+    assert_eq!(acme.extra_permissions, ["billing.manage"]);
+    assert_eq!(
+        acme.effective_permissions,
+        [
+            "billing.manage",
+            "billing.read",
+            "org.read",
+            "subscription.read"
+        ]
+    );
+    // The members page reads the same effective set.
+    let listed = app
+        .members_as("alice")
+        .await
+        .get_member(pb::GetMemberRequest {
+            name: format!("{}/members/{bea}", org.name),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.effective_permissions, acme.effective_permissions);
+}

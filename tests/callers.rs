@@ -288,6 +288,25 @@ async fn backend_services_check_permissions_and_list_memberships() {
             .unwrap(),
         "non-member"
     );
+    // Implied permissions answer as held ones: managing billing includes
+    // reading it, and every member reads the organization.
+    app.set_member(&org.uid, &carol_id, &[], &["billing.manage"])
+        .await;
+    for (permission, held) in [
+        ("billing.manage", true),
+        ("billing.read", true),
+        ("org.read", true),
+        ("members.read", false),
+        ("plans.manage", false),
+    ] {
+        assert_eq!(
+            allowed(check(&carol_id, &org.name, permission))
+                .await
+                .unwrap(),
+            held,
+            "billing.manage alone, asked about {permission}"
+        );
+    }
 
     expect_code(
         allowed(check(&bob_id, &org.name, "org.fly")).await,

@@ -1034,12 +1034,17 @@ async fn member_pages_carry_each_members_own_grants() {
                          WHERE org_id = $1 AND user_id = $2 ORDER BY 1),
                    ARRAY(SELECT permission FROM membership_permissions
                          WHERE org_id = $1 AND user_id = $2 ORDER BY 1),
-                   ARRAY(SELECT rp.permission FROM membership_roles r
-                           JOIN role_permissions rp ON rp.role = r.role
-                          WHERE r.org_id = $1 AND r.user_id = $2
+                   ARRAY(WITH held AS (
+                             SELECT rp.permission FROM membership_roles r
+                               JOIN role_permissions rp ON rp.role = r.role
+                              WHERE r.org_id = $1 AND r.user_id = $2
+                             UNION
+                             SELECT permission FROM membership_permissions
+                              WHERE org_id = $1 AND user_id = $2)
+                         SELECT permission FROM held
                          UNION
-                         SELECT permission FROM membership_permissions
-                          WHERE org_id = $1 AND user_id = $2
+                         SELECT i.implies FROM held
+                           JOIN permission_implications i USING (permission)
                          ORDER BY 1)",
                 &[&org_id, &user_id],
             )

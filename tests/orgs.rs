@@ -597,3 +597,65 @@ async fn oversized_requests_are_refused_alike() {
     create.organization.as_mut().unwrap().description = huge;
     expect_code(alice.create_organization(create).await, Code::OutOfRange);
 }
+
+/// Every member reads the organization they belong to: whatever they hold,
+/// `org.read` comes with it (an implication in the permission catalogue), so
+/// GetOrganization, WhoAmI and CheckPermission agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_member_reads_their_organization() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let bob = app.user_id("bob").await;
+    // A permission a later migration adds implies org.read too.
+    app.db
+        .batch_execute(
+            "INSERT INTO permissions (name, description) VALUES ('reports.read', 'See reports')",
+        )
+        .await
+        .unwrap();
+    // An individual grant, no role.
+    for held in [
+        "activity.read",
+        "projects.create",
+        "billing.manage",
+        "reports.read",
+    ] {
+        app.set_member(&org.uid, &bob, &[], &[held]).await;
+        let mut bobs = app.orgs_as("bob").await;
+        let read = bobs
+            .get_organization(get(&org.name))
+            .await
+            .unwrap_or_else(|status| panic!("a member holding {held}: {status:?}"))
+            .into_inner();
+        assert_eq!(read.name, org.name);
+        let me = bobs
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let acme = me
+            .memberships
+            .iter()
+            .find(|m| m.organization == org.name)
+            .unwrap();
+        assert!(
+            acme.effective_permissions.contains(&"org.read".to_owned()),
+            "{held}: {:?}",
+            acme.effective_permissions
+        );
+        // Still not more than that.
+        expect_code(
+            bobs.update_organization(update(read, &["description"]))
+                .await,
+            Code::PermissionDenied,
+        );
+    }
+    // A stranger still learns nothing.
+    expect_code(
+        app.orgs_as("carol")
+            .await
+            .get_organization(get(&org.name))
+            .await,
+        Code::NotFound,
+    );
+}

@@ -85,6 +85,23 @@ async fn assert_non_members_see_nothing(
     );
 }
 
+/// The permissions that grant one of `permissions`: themselves and those that
+/// imply them.
+async fn granting(app: &TestApp, permissions: &[String]) -> Vec<String> {
+    app.db
+        .query(
+            "SELECT unnest($1::text[])
+             UNION
+             SELECT permission FROM permission_implications WHERE implies = ANY ($1)",
+            &[&permissions],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_declares_and_enforces_its_policy() {
     let app = TestApp::spawn().await;
@@ -150,11 +167,16 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                 Policy::Org(scope) => {
                     match &scope.permission {
                         Some(permission) => {
-                            // Every permission but the one required: refused.
+                            // Every permission but those that grant the one
+                            // required (itself, what implies it, and the
+                            // narrower own-resources permission): refused.
+                            let mut admitting = vec![permission.to_string()];
+                            admitting.extend(scope.own_permission.iter().map(|p| p.to_string()));
+                            let granting = granting(&app, &admitting).await;
                             let others: Vec<&str> = all_permissions
                                 .iter()
+                                .filter(|p| !granting.contains(p))
                                 .map(String::as_str)
-                                .filter(|p| *p != &**permission)
                                 .collect();
                             app.set_member(&org.uid, &member_id, &[], &others).await;
                             let lacking =
@@ -164,6 +186,18 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                                 Code::PermissionDenied,
                                 "{path} for a member lacking {permission}: {lacking:?}"
                             );
+                            // The narrower permission alone: past the policy,
+                            // for the caller's own resources.
+                            if let Some(own) = &scope.own_permission {
+                                app.set_member(&org.uid, &member_id, &[], &[own]).await;
+                                let narrowed =
+                                    raw::call(&channel, &path, body.clone(), Some(&member_token))
+                                        .await;
+                                assert!(
+                                    reached_handler(code(&narrowed)),
+                                    "{path} for a member holding {own}: {narrowed:?}"
+                                );
+                            }
                             // Exactly the permission required: past the policy.
                             app.set_member(&org.uid, &member_id, &[], &[permission])
                                 .await;

@@ -420,3 +420,163 @@ async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
     orgs.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
     assert_eq!(states(&mut alice_tokens).await[0], Some(State::Active));
 }
+
+type TokenClient = TokenServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+fn tokens_of(channel: tonic::transport::Channel, sub: &str) -> TokenClient {
+    TokenServiceClient::with_interceptor(channel, Bearer::new(Some(&user_token(sub))))
+}
+
+/// The names of the tokens `client`'s caller may list, sorted.
+async fn listed_names(client: &mut TokenClient, org: &pb::Organization) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_api_tokens(pb::ListApiTokensRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens
+        .into_iter()
+        .map(|token| token.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Koyeb: members create their own API tokens. `tokens.create_own` (developer
+/// and above) creates, lists and revokes the caller's own tokens, never broader
+/// than themselves; `tokens.manage` governs everyone's. Another member's token
+/// is NOT_FOUND to a caller who may not list it, exactly like a missing one.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_manage_their_own_tokens_and_tokens_manage_governs_all() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    for (sub, role) in [("dev", "developer"), ("adam", "admin"), ("vic", "viewer")] {
+        app.set_member(&org.uid, &app.user_id(sub).await, &[role], &[])
+            .await;
+    }
+    let mut alice = tokens_of(app.channel().await, "alice");
+    let mut dev = tokens_of(app.channel().await, "dev");
+    let mut adam = tokens_of(app.channel().await, "adam");
+    let mut vic = tokens_of(app.channel().await, "vic");
+
+    let alices = alice
+        .create_api_token(new_token(&org, &["viewer"], &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap();
+    // A developer creates their own, within what they hold.
+    let devs = dev
+        .create_api_token(new_token(&org, &[], &["projects.create"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap();
+    assert_eq!(devs.creator, format!("users/{}", app.user_id("dev").await));
+    expect_code(
+        dev.create_api_token(new_token(&org, &[], &["members.manage"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    // They list their own only.
+    assert_eq!(listed_names(&mut dev, &org).await, [devs.name.as_str()]);
+    // Someone else's token looks missing to them, and stays active.
+    let refused = expect_code(
+        dev.revoke_api_token(pb::RevokeApiTokenRequest {
+            name: alices.name.clone(),
+        })
+        .await,
+        Code::NotFound,
+    );
+    assert!(
+        refused.message().contains("tokens.manage"),
+        "says what would reach others' tokens: {refused:?}"
+    );
+    let missing_name = format!("{}/apiTokens/{}", org.name, uuid::Uuid::now_v7());
+    let missing = expect_code(
+        dev.revoke_api_token(pb::RevokeApiTokenRequest {
+            name: missing_name.clone(),
+        })
+        .await,
+        Code::NotFound,
+    );
+    assert_eq!(
+        refused.message().replace(&alices.name, "X"),
+        missing.message().replace(&missing_name, "X"),
+        "another member's token reads exactly like a missing one"
+    );
+    // Their own, they revoke.
+    let revoked = dev
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            name: devs.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+
+    // With tokens.manage: everyone's.
+    let devs_second = dev
+        .create_api_token(new_token(&org, &["viewer"], &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap();
+    let mut all = vec![
+        alices.name.clone(),
+        devs.name.clone(),
+        devs_second.name.clone(),
+    ];
+    all.sort();
+    assert_eq!(listed_names(&mut adam, &org).await, all);
+    assert_eq!(listed_names(&mut alice, &org).await, all);
+    adam.revoke_api_token(pb::RevokeApiTokenRequest {
+        name: devs_second.name.clone(),
+    })
+    .await
+    .unwrap();
+    let listed = alice
+        .list_api_tokens(pb::ListApiTokensRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens;
+    let active: Vec<&str> = listed
+        .iter()
+        .filter(|t| t.state() == pb::api_token::State::Active)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(active, [alices.name.as_str()]);
+
+    // A viewer holds neither: no tokens of their own.
+    let refused = expect_code(
+        vic.create_api_token(new_token(&org, &["viewer"], &[]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        refused.message().contains("tokens.create_own"),
+        "{refused:?}"
+    );
+    expect_code(
+        vic.list_api_tokens(pb::ListApiTokensRequest {
+            parent: org.name.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::PermissionDenied,
+    );
+    // The activity log names each actor.
+    assert_eq!(activity_count(&app, "api_token.revoke").await, 2);
+}

@@ -111,10 +111,14 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::ListApiTokensRequest>,
     ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
+        let ctx = call_context(&request)?;
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (rows, next_page_token) = self.store.list_api_tokens(access.org().id, page).await?;
+        let (rows, next_page_token) = self
+            .store
+            .list_api_tokens(&ctx.actor(), &access, page)
+            .await?;
         Ok(Response::new(pb::ListApiTokensResponse {
             api_tokens: rows
                 .iter()

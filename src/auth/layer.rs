@@ -22,6 +22,7 @@ use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::org_row::OrgRow;
+use crate::store::proof::Reach;
 use crate::store::standing::MemberAccess;
 use crate::store::tokens::{SECRET_PREFIX, TokenCaller, check_secret_shape};
 use crate::store::users::Identity;
@@ -474,24 +475,37 @@ fn authorize_in_org(
     if !scope.allow_deleted {
         org.ensure_live()?;
     }
-    if let Some(permission) = &scope.permission
-        && !member.allows(permission)
-    {
-        let roles = if member.roles.is_empty() {
-            "none".to_owned()
-        } else {
-            member.roles.join(", ")
-        };
-        return Err(Error::PermissionDenied(format!(
-            "permission '{permission}' is required in organization {}; your roles there: {roles}",
-            org_ref.name()
-        )));
-    }
+    let (permission, reach) = match (&scope.permission, &scope.own_permission) {
+        (None, _) => (None, Reach::All),
+        (Some(permission), _) if member.allows(permission) => (Some(permission), Reach::All),
+        (Some(permission), Some(own)) if member.allows(own) => (
+            Some(own),
+            Reach::Own {
+                broader: permission.clone(),
+            },
+        ),
+        (Some(permission), own) => {
+            let roles = if member.roles.is_empty() {
+                "none".to_owned()
+            } else {
+                member.roles.join(", ")
+            };
+            let own = own
+                .as_ref()
+                .map(|own| format!(" (or '{own}', for your own)"))
+                .unwrap_or_default();
+            return Err(Error::PermissionDenied(format!(
+                "permission '{permission}'{own} is required in organization {}; your roles there: {roles}",
+                org_ref.name()
+            )));
+        }
+    };
     Ok(OrgAccess::new(
         Mint(()),
         org,
         member,
-        scope.permission.clone(),
+        permission.cloned(),
+        reach,
         scope.allow_deleted,
     ))
 }

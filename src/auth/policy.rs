@@ -26,6 +26,9 @@ pub enum Policy {
 pub struct OrgPolicy {
     /// The permission required; `None`: membership alone suffices.
     pub permission: Option<Permission>,
+    /// A narrower permission that admits a caller lacking `permission` to act
+    /// on their own resources only (`OrgAccess::reach`).
+    pub own_permission: Option<Permission>,
     /// Path of field names to the request field naming the organization.
     pub org_field: Vec<String>,
     /// Whether that field names a resource inside the organization
@@ -46,6 +49,7 @@ struct Declared {
     allow_deleted: bool,
     child_resource: bool,
     api_tokens: bool,
+    own_permission: String,
 }
 
 /// A method as the table knows it.
@@ -100,6 +104,7 @@ impl PolicyTable {
                         allow_deleted: flag("allow_deleted"),
                         child_resource: flag("child_resource"),
                         api_tokens: flag("api_tokens"),
+                        own_permission: text("own_permission"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -162,6 +167,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         allow_deleted,
         child_resource,
         api_tokens,
+        own_permission,
     } = declared;
     let org_scoped = !permission.is_empty() || member;
     if api_tokens && !authenticated {
@@ -174,6 +180,9 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
             "org_field, allow_deleted and child_resource apply to permission and member policies only"
         );
     }
+    if !own_permission.is_empty() && (permission.is_empty() || own_permission == permission) {
+        bail!("own_permission narrows a permission policy and differs from its permission");
+    }
     match (!permission.is_empty(), member, authenticated, service) {
         (true, false, false, false) | (false, true, false, false) => {
             if org_field.is_empty() {
@@ -185,6 +194,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
             check_string_field(input, &path)?;
             Ok(Policy::Org(OrgPolicy {
                 permission: (!permission.is_empty()).then(|| permission.into()),
+                own_permission: (!own_permission.is_empty()).then(|| own_permission.into()),
                 org_field: path,
                 child_resource,
                 allow_deleted,
@@ -252,6 +262,7 @@ mod tests {
                 .policy,
             Some(Policy::Org(OrgPolicy {
                 permission: Some("org.update".into()),
+                own_permission: None,
                 org_field: vec!["organization".into(), "name".into()],
                 child_resource: false,
                 allow_deleted: false,
@@ -273,6 +284,20 @@ mod tests {
             "/orgd.v1.MemberService/Nope",
         ] {
             assert_eq!(table.permission_of(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn token_methods_admit_their_own_tokens_with_a_narrower_permission() {
+        let table = PolicyTable::orgd();
+        for method in ["CreateApiToken", "ListApiTokens", "RevokeApiToken"] {
+            let path = format!("/orgd.v1.TokenService/{method}");
+            let Some(Policy::Org(scope)) = &table.get(&path).unwrap().policy else {
+                panic!("{path} is an organization method");
+            };
+            assert!(scope.permission.is_some(), "{path}");
+            assert!(scope.own_permission.is_some(), "{path}");
+            assert_ne!(scope.permission, scope.own_permission, "{path}");
         }
     }
 
@@ -306,10 +331,26 @@ mod tests {
         assert!(parse("", false, false, false, "").is_err());
         assert!(parse("", false, true, false, "name").is_err());
         assert!(parse("org.read", false, false, false, "name").is_ok());
+        let narrowed = |permission: &str, own: &str, member| {
+            parse_policy(
+                &input,
+                Declared {
+                    permission: permission.into(),
+                    own_permission: own.into(),
+                    member,
+                    org_field: "name".into(),
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(narrowed("org.update", "org.read", false).is_ok());
+        assert!(narrowed("org.read", "org.read", false).is_err());
+        assert!(narrowed("", "org.read", true).is_err());
         assert_eq!(
             parse("", true, false, false, "name").unwrap(),
             Policy::Org(OrgPolicy {
                 permission: None,
+                own_permission: None,
                 org_field: vec!["name".into()],
                 child_resource: false,
                 allow_deleted: false

@@ -91,14 +91,17 @@ impl App {
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
             if let Some(Policy::Org(OrgPolicy {
-                permission: Some(permission),
+                permission,
+                own_permission,
                 ..
             })) = &entry.policy
             {
-                anyhow::ensure!(
-                    store.permission_exists(permission).await?,
-                    "{path} requires permission '{permission}', which no migration defines"
-                );
+                for permission in permission.iter().chain(own_permission) {
+                    anyhow::ensure!(
+                        store.permission_exists(permission).await?,
+                        "{path} requires permission '{permission}', which no migration defines"
+                    );
+                }
             }
         }
         store

@@ -256,7 +256,8 @@ impl Store {
             .await
     }
 
-    /// Whether `user_id` holds `permission` in `org_id`, in one indexed query.
+    /// Whether `user_id` holds `permission` in `org_id`, themselves or through
+    /// a permission that implies it, in one indexed query.
     pub async fn check_permission(
         &self,
         org_id: Uuid,
@@ -266,14 +267,20 @@ impl Store {
         self.read(|conn| {
             async move {
                 Ok(diesel::sql_query(
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+                    "WITH granting AS (
+                         SELECT $3::text AS permission
+                         UNION ALL
+                         SELECT i.permission FROM permission_implications i WHERE i.implies = $3)
+                     SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
                             EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
                             EXISTS (SELECT 1 FROM membership_roles r
                                         JOIN role_permissions rp ON rp.role = r.role
-                                    WHERE r.org_id = $1 AND r.user_id = $2 AND rp.permission = $3
+                                    WHERE r.org_id = $1 AND r.user_id = $2
+                                      AND rp.permission IN (SELECT permission FROM granting)
                                     UNION ALL
                                     SELECT 1 FROM membership_permissions g
-                                    WHERE g.org_id = $1 AND g.user_id = $2 AND g.permission = $3)
+                                    WHERE g.org_id = $1 AND g.user_id = $2
+                                      AND g.permission IN (SELECT permission FROM granting))
                             AS allowed",
                 )
                 .bind::<diesel::sql_types::Uuid, _>(org_id)

@@ -225,21 +225,27 @@ async fn members_and_catalog(
     }
 }
 
-/// The roles and permissions the database defines, with what each role grants,
-/// read in one query once per transaction.
+/// The roles and permissions the database defines, with what each role grants
+/// and what each permission implies, read in one query once per transaction.
 pub(super) struct Catalog {
     roles: Vec<String>,
     permissions: Vec<String>,
     role_permissions: HashMap<String, Vec<String>>,
+    /// `permission_implications`, the closure: one level is all.
+    implications: HashMap<String, Vec<String>>,
 }
 
 /// The catalog as one row: `granting`/`granted` are `role_permissions` as two
-/// aligned arrays.
+/// aligned arrays, `implying`/`implied` likewise `permission_implications`.
 const CATALOG_QUERY: &str = "
     SELECT ARRAY(SELECT name FROM roles ORDER BY name) AS roles,
            ARRAY(SELECT name FROM permissions ORDER BY name) AS permissions,
            ARRAY(SELECT role FROM role_permissions ORDER BY role, permission) AS granting,
-           ARRAY(SELECT permission FROM role_permissions ORDER BY role, permission) AS granted";
+           ARRAY(SELECT permission FROM role_permissions ORDER BY role, permission) AS granted,
+           ARRAY(SELECT permission FROM permission_implications
+                 ORDER BY permission, implies) AS implying,
+           ARRAY(SELECT implies FROM permission_implications
+                 ORDER BY permission, implies) AS implied";
 
 #[derive(QueryableByName)]
 struct CatalogRow {
@@ -251,6 +257,19 @@ struct CatalogRow {
     granting: Vec<String>,
     #[diesel(sql_type = Array<Text>)]
     granted: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    implying: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    implied: Vec<String>,
+}
+
+/// Two aligned arrays as a map from each of `keys` to its values.
+fn grouped(keys: Vec<String>, values: Vec<String>) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, value) in keys.into_iter().zip(values) {
+        map.entry(key).or_default().push(value);
+    }
+    map
 }
 
 impl Catalog {
@@ -259,30 +278,32 @@ impl Catalog {
             .prepared()
             .get_result(&mut &*conn)
             .await?;
-        let mut role_permissions: HashMap<String, Vec<String>> = HashMap::new();
-        for (role, permission) in row.granting.into_iter().zip(row.granted) {
-            role_permissions.entry(role).or_default().push(permission);
-        }
         Ok(Catalog {
             roles: row.roles,
             permissions: row.permissions,
-            role_permissions,
+            role_permissions: grouped(row.granting, row.granted),
+            implications: grouped(row.implying, row.implied),
         })
     }
 
-    /// Everything `role_names` and `permission_names` allow together.
+    /// Everything `role_names` and `permission_names` allow together, with what
+    /// that implies: what `standing::grant_columns!` adds up in SQL.
     pub fn effective<'n>(
         &'n self,
         role_names: impl IntoIterator<Item = &'n String>,
         permission_names: impl IntoIterator<Item = &'n String>,
     ) -> BTreeSet<String> {
-        role_names
+        let held: BTreeSet<&String> = role_names
             .into_iter()
             .filter_map(|role| self.role_permissions.get(role))
             .flatten()
             .chain(permission_names)
-            .cloned()
-            .collect()
+            .collect();
+        let implied = held
+            .iter()
+            .filter_map(|permission| self.implications.get(*permission))
+            .flatten();
+        held.iter().copied().chain(implied).cloned().collect()
     }
 
     /// Refuses names the database does not define, naming the request field

@@ -16,13 +16,24 @@ use crate::domain::Permission;
 
 /// What the policy layer proved: the caller is a member of `org` holding
 /// `member` (already narrowed to an API token's limit) and, unless the method
-/// asks membership alone, `permission`.
+/// asks membership alone, `permission`, which lets them act on `reach`.
 #[derive(Debug)]
 pub struct OrgAccess {
     org: OrgRow,
     member: MemberAccess,
     permission: Option<Permission>,
+    reach: Reach,
     allows_deleted: bool,
+}
+
+/// Whose resources in the organization a call may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Everyone's.
+    All,
+    /// The caller's own only: they hold the policy's `own_permission` but not
+    /// `broader`, which everyone's would take.
+    Own { broader: Permission },
 }
 
 impl OrgAccess {
@@ -31,12 +42,14 @@ impl OrgAccess {
         org: OrgRow,
         member: MemberAccess,
         permission: Option<Permission>,
+        reach: Reach,
         allows_deleted: bool,
     ) -> Self {
         OrgAccess {
             org,
             member,
             permission,
+            reach,
             allows_deleted,
         }
     }
@@ -51,9 +64,16 @@ impl OrgAccess {
         &self.member
     }
 
-    /// The permission the method's policy demanded; `None` for members' methods.
+    /// The permission the caller was admitted with: the method's policy's, or
+    /// its `own_permission` (then `reach` is `Own`); `None` for members'
+    /// methods. A change checks it again under the organization's lock.
     pub fn permission(&self) -> Option<&Permission> {
         self.permission.as_ref()
+    }
+
+    /// Whose resources the call may act on.
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     /// Whether the method's policy admits a soft-deleted organization.

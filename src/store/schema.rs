@@ -51,6 +51,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    permission_implications (permission, implies) {
+        permission -> Text,
+        implies -> Text,
+    }
+}
+
+diesel::table! {
     memberships (org_id, user_id) {
         org_id -> Uuid,
         user_id -> Uuid,
@@ -320,6 +327,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     permissions,
     roles,
     role_permissions,
+    permission_implications,
     memberships,
     membership_roles,
     membership_permissions,

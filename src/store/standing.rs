@@ -17,7 +17,8 @@ use crate::error::Result;
 pub struct MemberAccess {
     pub roles: Vec<String>,
     pub extra_permissions: Vec<String>,
-    /// Union of the roles' permissions and the extra grants.
+    /// Union of the roles' permissions and the extra grants, with what they
+    /// imply (`permission_implications`).
     pub effective: BTreeSet<String>,
     pub joined_at: DateTime<Utc>,
 }
@@ -75,19 +76,41 @@ macro_rules! held_columns {
 }
 pub(super) use held_columns;
 
-/// `held_columns!()` and the effective permissions they add up to, as three
-/// text-array columns of the membership `m`.
+/// The permissions `$held` (a query of one column, `permission`) holds, with
+/// what they imply (`permission_implications` holds the closure, so one level
+/// is all): a query of one column. A macro so that queries can `concat!` it;
+/// every effective set orgd computes in SQL goes through it.
+macro_rules! with_implied {
+    ($held:expr) => {
+        concat!(
+            "WITH held AS (",
+            $held,
+            ") SELECT held.permission FROM held
+               UNION
+               SELECT i.implies FROM held
+                   JOIN permission_implications i ON i.permission = held.permission"
+        )
+    };
+}
+pub(super) use with_implied;
+
+/// `held_columns!()` and the effective permissions they add up to (with what
+/// they imply), as three text-array columns of the membership `m`.
 macro_rules! grant_columns {
     () => {
         concat!(
             $crate::store::standing::held_columns!(),
             ",
-         ARRAY(SELECT rp.permission FROM membership_roles r
+         ARRAY(",
+            $crate::store::standing::with_implied!(
+                "SELECT rp.permission FROM membership_roles r
                    JOIN role_permissions rp ON rp.role = r.role
                    WHERE r.org_id = m.org_id AND r.user_id = m.user_id
-               UNION
+               UNION ALL
                SELECT g.permission FROM membership_permissions g
-                   WHERE g.org_id = m.org_id AND g.user_id = m.user_id) AS effective"
+                   WHERE g.org_id = m.org_id AND g.user_id = m.user_id"
+            ),
+            ") AS effective"
         )
     };
 }

@@ -3,13 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::change::actor_id;
 use super::members::Catalog;
 use super::org_row::OrgRow;
-use super::proof::OrgAccess;
+use super::proof::{OrgAccess, Reach};
 use super::schema::{api_tokens, memberships};
 use super::standing::MemberAccess;
 use super::users::{PrefixedUser, User};
@@ -72,8 +74,12 @@ macro_rules! token_with_creator {
     (columns) => {
         concat!(
             "t.id AS token_id, t.org_id AS token_org_id, t.roles AS token_roles,
-             ARRAY(SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
-                   UNION SELECT unnest(t.extra_permissions)) AS token_permissions,
+             ARRAY(",
+            $crate::store::standing::with_implied!(
+                "SELECT rp.permission FROM role_permissions rp WHERE rp.role = ANY (t.roles)
+                 UNION ALL SELECT unnest(t.extra_permissions)"
+            ),
+            ") AS token_permissions,
              t.expires_at AS token_expires_at, t.last_used_at AS token_last_used_at,
              t.revoked_at AS token_revoked_at, ",
             $crate::store::users::prefixed_user_columns!()
@@ -183,6 +189,14 @@ pub(super) async fn admit_token(
     Ok((caller, creator_access))
 }
 
+/// The creator whose tokens alone the caller reaches: `None` for everyone's.
+fn own_tokens_of(actor: &Actor, access: &OrgAccess) -> Result<Option<Uuid>> {
+    match access.reach() {
+        Reach::All => Ok(None),
+        Reach::Own { .. } => Ok(Some(actor_id(actor)?)),
+    }
+}
+
 impl Store {
     /// Creates a token within the creator's own grant; returns it with its secret.
     pub async fn create_api_token(
@@ -242,12 +256,16 @@ impl Store {
     }
 
     /// A page of the organization's tokens, newest first, each with whether its
-    /// creator is still a member (a token works only while they are).
+    /// creator is still a member (a token works only while they are): every
+    /// token, or with `Reach::Own` the caller's own.
     pub async fn list_api_tokens(
         &self,
-        org_id: Uuid,
+        actor: &Actor,
+        access: &OrgAccess,
         page: PageRequest,
     ) -> Result<(Vec<(ApiTokenRow, bool)>, String)> {
+        let org_id = access.org().id;
+        let own = own_tokens_of(actor, access)?;
         let rows = self
             .read(|conn| {
                 async move {
@@ -262,6 +280,9 @@ impl Store {
                         .limit(page.limit + 1)
                         .select((ApiTokenRow::as_select(), creator_is_member))
                         .into_boxed();
+                    if let Some(creator) = own {
+                        query = query.filter(api_tokens::creator_id.eq(creator));
+                    }
                     if let Some(after) = page.after {
                         query = query.filter(
                             api_tokens::created_at
@@ -291,21 +312,33 @@ impl Store {
         id: Uuid,
     ) -> Result<ApiTokenRow> {
         let org_id = access.org().id;
+        let own = own_tokens_of(actor, access)?;
         self.change(access, actor, |conn, _| {
             async move {
+                // Every token, or the caller's own.
+                let reached = api_tokens::creator_id
+                    .nullable()
+                    .eq(own)
+                    .or(own.is_none().into_sql::<Bool>());
                 let existing: ApiTokenRow = api_tokens::table
                     .filter(api_tokens::id.eq(id))
                     .filter(api_tokens::org_id.eq(org_id))
+                    .filter(reached)
                     .select(ApiTokenRow::as_select())
                     .for_update()
                     .first(conn)
                     .await
                     .optional()?
                     .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "API token {} not found",
-                            ChildName::name_of(org_id, API_TOKENS, id)
-                        ))
+                        let name = ChildName::name_of(org_id, API_TOKENS, id);
+                        match access.reach() {
+                            Reach::All => Error::NotFound(format!("API token {name} not found")),
+                            // The same whether it is another member's or none:
+                            // what the caller may not list, they cannot probe.
+                            Reach::Own { broader } => Error::NotFound(format!(
+                                "API token {name} not found among your own tokens; other members' tokens need permission '{broader}'"
+                            )),
+                        }
                     })?;
                 // Revoking twice changes nothing and records nothing.
                 if existing.revoked_at.is_some() {
