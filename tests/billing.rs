@@ -110,14 +110,21 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
     join(&app, "alice", &org, "carol", &["viewer"])
         .await
         .unwrap();
+    // Full: inviting dave is refused at once, naming the plan and the way up.
     let full = join(&app, "alice", &org, "dave", &["developer"])
         .await
         .unwrap_err();
     assert_eq!(full.code(), Code::FailedPrecondition);
     assert_eq!(precondition_type(&full), "MEMBER_LIMIT");
-    let dave_token = latest_token(&app, "dave@example.com").await;
+    assert!(
+        full.message().contains("Starter plan's limit of 3 members")
+            && full
+                .message()
+                .contains("ChangePlan to Startup (plans/startup)"),
+        "{full:?}"
+    );
 
-    // Upgrading to a paid plan needs a payment method; then dave's acceptance works.
+    // Upgrading to a paid plan needs a payment method; then dave can join.
     let status = billing
         .change_plan(change_plan(&org, "startup"))
         .await
@@ -133,9 +140,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
         .unwrap()
         .into_inner();
     assert_eq!(upgraded.plan, "plans/startup");
-    app.members_as("dave")
-        .await
-        .accept_invitation(accept(&dave_token))
+    join(&app, "alice", &org, "dave", &["developer"])
         .await
         .unwrap();
 
@@ -930,7 +935,7 @@ async fn a_cancellation_is_kept_through_deletion() {
     assert!(
         refused
             .message()
-            .contains("has 3 members, over the Hobby plan's limit of 1 member"),
+            .contains("has 3 members, over the Hobby plan's limit of 1 member:"),
         "{refused:?}"
     );
 }
@@ -996,14 +1001,18 @@ async fn a_cancelled_plan_keeps_its_limits_until_the_period_ends() {
 
     // The period ends; before any closer runs, the free plan's limits apply.
     let_a_month_pass(&app, &org).await;
-    let refused = join(&app, "alice", &org, "gina", &["viewer"])
-        .await
-        .unwrap_err();
+    let refused = expect_code(
+        app.members_as("alice")
+            .await
+            .create_invitation(invitation(&org, "gina@example.com", &["viewer"]))
+            .await,
+        Code::FailedPrecondition,
+    );
     assert_eq!(precondition_type(&refused), "MEMBER_LIMIT");
     assert!(
         refused.message().contains(
-            "has 5 members, over the Hobby plan's limit of 1 member; \
-             ask its owner to ChangePlan to Startup (plans/startup) for up to 6 members, or remove 5 members, then accept again"
+            "has 5 members, over the Hobby plan's limit of 1 member: \
+             ChangePlan to Startup (plans/startup) for up to 6 members, or remove 5 members, then invite again"
         ),
         "{refused:?}"
     );

@@ -12,7 +12,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::change::OWNER_ROLE;
-use super::limits::ensure_member_room;
+use super::limits::{Joining, ensure_member_room};
 use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email};
 use super::org_row::{OrgRow, lock_org};
 use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
@@ -364,6 +364,9 @@ impl Store {
                             org.name()
                         )));
                     }
+                    // Refused now rather than when accepted; checked again then, as
+                    // other invitations may have filled the organization meanwhile.
+                    ensure_member_room(conn, org, Joining::Inviting).await?;
                     // A lapsed invitation gives way to the new one.
                     diesel::update(
                         invitations::table
@@ -563,7 +566,7 @@ impl Store {
                         org.name()
                     )));
                 }
-                ensure_member_room(conn, &org).await?;
+                ensure_member_room(conn, &org, Joining::Accepting).await?;
                 if lock_and_count_memberships(conn, user_id).await? >= limits.max_orgs_per_user {
                     return Err(too_many_orgs(user_id, limits));
                 }

@@ -155,9 +155,25 @@ fn named(org: &OrgRow) -> String {
     format!("\"{}\" ({})", org.display_name, org.name())
 }
 
+/// Who is about to bring a member in, which decides what they are told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Joining {
+    /// A member who manages the organization invites someone (CreateInvitation).
+    Inviting,
+    /// The invitee accepts (AcceptInvitation).
+    Accepting,
+}
+
 /// Refuses one more member beyond the plan in force, naming the plan and what
-/// would make room.
-pub(super) async fn ensure_member_room(conn: &mut Conn, org: &OrgRow) -> Result<()> {
+/// would make room. Only members count: a pending invitation reserves no place
+/// (it may be declined or lapse), so invitations can outnumber the free places
+/// and the first acceptances within the limit win; hence the check runs both
+/// when inviting and when accepting.
+pub(super) async fn ensure_member_room(
+    conn: &mut Conn,
+    org: &OrgRow,
+    joining: Joining,
+) -> Result<()> {
     let plan = plan_in_force(conn, org.id).await?;
     let Some(limit) = Limited::Members.limit(&plan) else {
         return Ok(());
@@ -167,7 +183,12 @@ pub(super) async fn ensure_member_room(conn: &mut Conn, org: &OrgRow) -> Result<
         return Ok(());
     }
     let (state, steps) = no_room(conn, org, &plan, Limited::Members, members, limit).await?;
-    let message = format!("{state}; ask its owner to {steps}, then accept again");
+    let message = match joining {
+        Joining::Inviting => format!("{state}: {steps}, then invite again"),
+        Joining::Accepting => {
+            format!("{state}; ask its owner to {steps}, then accept again")
+        }
+    };
     Err(Error::precondition("MEMBER_LIMIT", org.name(), message))
 }
 
