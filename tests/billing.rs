@@ -110,14 +110,21 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
     join(&app, "alice", &org, "carol", &["viewer"])
         .await
         .unwrap();
+    // Full: inviting dave is refused at once, naming the plan and the way up.
     let full = join(&app, "alice", &org, "dave", &["developer"])
         .await
         .unwrap_err();
     assert_eq!(full.code(), Code::FailedPrecondition);
     assert_eq!(precondition_type(&full), "MEMBER_LIMIT");
-    let dave_token = latest_token(&app, "dave@example.com").await;
+    assert!(
+        full.message().contains("Starter plan's limit of 3 members")
+            && full
+                .message()
+                .contains("ChangePlan to Startup (plans/startup)"),
+        "{full:?}"
+    );
 
-    // Upgrading to a paid plan needs a payment method; then dave's acceptance works.
+    // Upgrading to a paid plan needs a payment method; then dave can join.
     let status = billing
         .change_plan(change_plan(&org, "startup"))
         .await
@@ -133,9 +140,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
         .unwrap()
         .into_inner();
     assert_eq!(upgraded.plan, "plans/startup");
-    app.members_as("dave")
-        .await
-        .accept_invitation(accept(&dave_token))
+    join(&app, "alice", &org, "dave", &["developer"])
         .await
         .unwrap();
 
@@ -873,7 +878,7 @@ async fn plan_changes_are_prorated_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cancellation_is_kept_through_deletion_and_limits_who_joins() {
+async fn a_cancellation_is_kept_through_deletion() {
     let app = TestApp::spawn_with(&["--default-plan", "startup"]).await;
     let mut orgs = app.orgs_as("alice").await;
     let org = create_org(&mut orgs, "Acme").await;
@@ -884,11 +889,8 @@ async fn a_cancellation_is_kept_through_deletion_and_limits_who_joins() {
         })
         .await
         .unwrap();
-    // While cancelling, nobody joins whom the free plan could not keep.
-    let refused = join(&app, "alice", &org, "bob", &["viewer"])
-        .await
-        .unwrap_err();
-    assert_eq!(precondition_type(&refused), "MEMBER_LIMIT");
+    // While cancelling, the Startup plan is still in force: bob joins.
+    join(&app, "alice", &org, "bob", &["viewer"]).await.unwrap();
     // A developer sees the subscription but not the credit balance.
     let dev = app.user_id("dev").await;
     app.set_member(&org.uid, &dev, &["developer"], &[]).await;
@@ -919,6 +921,159 @@ async fn a_cancellation_is_kept_through_deletion_and_limits_who_joins() {
     assert_eq!(restored.plan, "plans/hobby");
     assert_eq!(restored.status(), pb::subscription::Status::Active);
     assert!(restored.credit_balance.is_some(), "the owner sees it");
+    // Over the free plan's limit, the members stay, and nobody new joins.
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    assert_eq!(
+        app.count("SELECT 1 FROM memberships WHERE org_id = $1", &[&org_id])
+            .await,
+        3
+    );
+    let refused = join(&app, "alice", &org, "carol", &["viewer"])
+        .await
+        .unwrap_err();
+    assert_eq!(precondition_type(&refused), "MEMBER_LIMIT");
+    assert!(
+        refused
+            .message()
+            .contains("has 3 members, over the Hobby plan's limit of 1 member:"),
+        "{refused:?}"
+    );
+}
+
+/// Adaptable: "The features of the Teams plan will continue to be available
+/// until the end of the current billing period." Every limit follows the plan
+/// in force: Team's while cancelling, the free plan's once the period has ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_plan_keeps_its_limits_until_the_period_ends() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let org_id: uuid::Uuid = org.uid.parse().unwrap();
+    let mut billing = app.billing_as("alice").await;
+    let mut resources = orgd::pb::resource_service_client::ResourceServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    let register = |external_id: &str| pb::RegisterResourceRequest {
+        parent: org.name.clone(),
+        resource: Some(pb::Resource {
+            kind: "app".into(),
+            external_id: external_id.into(),
+            display_name: format!("app {external_id}"),
+            ..Default::default()
+        }),
+    };
+    billing
+        .add_payment_method(card(&org, "pm_card_visa"))
+        .await
+        .unwrap();
+    billing
+        .change_plan(change_plan(&org, "team"))
+        .await
+        .unwrap();
+    let canceling = billing
+        .cancel_subscription(pb::CancelSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(canceling.plan, "plans/team");
+    assert_eq!(canceling.status(), pb::subscription::Status::Canceling);
+
+    // Team's limits hold while cancelling: more members than Starter or the free
+    // plan allow, and more resources than the free plan holds.
+    for sub in ["bob", "carol", "dave", "erin"] {
+        join(&app, "alice", &org, sub, &["viewer"]).await.unwrap();
+    }
+    for n in 0..4 {
+        resources
+            .register_resource(register(&format!("a{n}")))
+            .await
+            .unwrap();
+    }
+    // Frank is invited now and answers only after the period.
+    app.members_as("alice")
+        .await
+        .create_invitation(invitation(&org, "frank@example.com", &["viewer"]))
+        .await
+        .unwrap();
+    let frank_token = latest_token(&app, "frank@example.com").await;
+
+    // The period ends; before any closer runs, the free plan's limits apply.
+    let_a_month_pass(&app, &org).await;
+    let refused = expect_code(
+        app.members_as("alice")
+            .await
+            .create_invitation(invitation(&org, "gina@example.com", &["viewer"]))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&refused), "MEMBER_LIMIT");
+    assert!(
+        refused.message().contains(
+            "has 5 members, over the Hobby plan's limit of 1 member: \
+             ChangePlan to Startup (plans/startup) for up to 6 members, or remove 5 members, then invite again"
+        ),
+        "{refused:?}"
+    );
+
+    // The period closes: the free plan. Everyone stays; nobody new joins.
+    let period_start = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current_period_start;
+    app.billing_as_service()
+        .await
+        .close_billing_period(pb::CloseBillingPeriodRequest {
+            organization: org.name.clone(),
+            period_start,
+        })
+        .await
+        .unwrap();
+    let after = billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(&org),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.plan, "plans/hobby");
+    assert_eq!(after.status(), pb::subscription::Status::Active);
+    assert_eq!(
+        app.count("SELECT 1 FROM memberships WHERE org_id = $1", &[&org_id])
+            .await,
+        5
+    );
+    let late = expect_code(
+        app.members_as("frank")
+            .await
+            .accept_invitation(accept(&frank_token))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&late), "MEMBER_LIMIT");
+    assert!(
+        late.message()
+            .contains("over the Hobby plan's limit of 1 member")
+            && late.message().contains("then accept again"),
+        "{late:?}"
+    );
+    let full = expect_code(
+        resources.register_resource(register("a4")).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(precondition_type(&full), "RESOURCE_LIMIT");
+    assert!(
+        full.message().contains(
+            "has 4 resources, over the Hobby plan's limit of 3 resources: \
+             ChangePlan to Starter (plans/starter) for up to 20 resources, or unregister 2 resources first"
+        ),
+        "{full:?}"
+    );
 }
 
 /// The policy layer lets the call through, then the call waits on the

@@ -472,15 +472,17 @@ async fn malformed_requests_are_invalid_argument_and_write_nothing() {
 async fn limits_are_checked_when_accepting() {
     let app = TestApp::spawn_with(&["--max-orgs-per-user", "2"]).await;
     // New team organizations are on the Starter plan: three members.
-    let (org, _) = team(&app, "alice", &[("bob", &["viewer"]), ("dan", &["viewer"])]).await;
+    let (org, _) = team(&app, "alice", &[("bob", &["viewer"])]).await;
     let mut alice = app.members_as("alice").await;
 
-    // The organization is full (alice, bob and dan).
+    // Carol is invited while there is room; dan then fills the last place
+    // (pending invitations reserve none), so she is refused when she accepts.
     alice
         .create_invitation(invitation(&org, "carol@example.com", &[]))
         .await
         .unwrap();
     let token = latest_token(&app, "carol@example.com").await;
+    join(&app, "alice", &org, "dan", &["viewer"]).await.unwrap();
     let mut carol = app.members_as("carol").await;
     app.user_id("carol").await;
     let before = snapshot(&app).await;
@@ -488,9 +490,34 @@ async fn limits_are_checked_when_accepting() {
         carol.accept_invitation(accept(&token)).await,
         Code::FailedPrecondition,
     );
-    assert!(full.message().contains("limit of 3 members"), "{full:?}");
+    assert!(
+        full.message()
+            .contains("the Starter plan's limit of 3 members")
+            && full
+                .message()
+                .contains("ChangePlan to Startup (plans/startup) for up to 6 members")
+            && full.message().contains("then accept again"),
+        "{full:?}"
+    );
     let details = tonic_types::StatusExt::get_details_precondition_failure(&full).unwrap();
     assert_eq!(details.violations[0].r#type, "MEMBER_LIMIT");
+    assert_eq!(snapshot(&app).await, before);
+
+    // Inviting into the full organization is refused at once, saying how to make
+    // room; nothing is stored or sent.
+    let refused = expect_code(
+        alice
+            .create_invitation(invitation(&org, "erin@example.com", &[]))
+            .await,
+        Code::FailedPrecondition,
+    );
+    let details = tonic_types::StatusExt::get_details_precondition_failure(&refused).unwrap();
+    assert_eq!(details.violations[0].r#type, "MEMBER_LIMIT");
+    assert!(
+        refused.message().contains("\"Team\"")
+            && refused.message().contains("has reached the Starter plan's limit of 3 members: ChangePlan to Startup (plans/startup) for up to 6 members, or remove 1 member, then invite again"),
+        "{refused:?}"
+    );
     assert_eq!(snapshot(&app).await, before);
 
     // Room made: now carol's own limit (personal + one more) is what stops her.

@@ -12,13 +12,13 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::change::OWNER_ROLE;
-use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email, member_count};
+use super::limits::{Joining, ensure_member_room};
+use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email};
 use super::org_row::{OrgRow, lock_org};
 use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
 use super::proof::OrgAccess;
 use super::schema::{invitations, organizations, users};
 use super::standing::access_in;
-use super::subscriptions::member_limit;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret};
@@ -364,6 +364,9 @@ impl Store {
                             org.name()
                         )));
                     }
+                    // Refused now rather than when accepted; checked again then, as
+                    // other invitations may have filled the organization meanwhile.
+                    ensure_member_room(conn, org, Joining::Inviting).await?;
                     // A lapsed invitation gives way to the new one.
                     diesel::update(
                         invitations::table
@@ -563,24 +566,20 @@ impl Store {
                         org.name()
                     )));
                 }
-                if let Some(limit) = member_limit(conn, org.id).await?
-                    && member_count(conn, org.id).await? >= limit
-                {
-                    return Err(Error::precondition(
-                        "MEMBER_LIMIT",
-                        org.name(),
-                        format!(
-                            "{} has reached its plan's limit of {limit} members; ask its owner to upgrade the plan or remove a member, then accept again",
-                            org.name(),
-                        ),
-                    ));
-                }
+                ensure_member_room(conn, &org, Joining::Accepting).await?;
                 if lock_and_count_memberships(conn, user_id).await? >= limits.max_orgs_per_user {
                     return Err(too_many_orgs(user_id, limits));
                 }
                 let (roles, permissions) = invitation.grant();
-                ensure_inviter_still_grants(conn, &org, &invitation, &roles, &permissions, inviting)
-                    .await?;
+                ensure_inviter_still_grants(
+                    conn,
+                    &org,
+                    &invitation,
+                    &roles,
+                    &permissions,
+                    inviting,
+                )
+                .await?;
                 let member = insert_member(
                     conn,
                     org.id,
@@ -590,7 +589,13 @@ impl Store {
                     &permissions,
                 )
                 .await?;
-                close(conn, invitation.id, InvitationState::Accepted, Some(user_id)).await?;
+                close(
+                    conn,
+                    invitation.id,
+                    InvitationState::Accepted,
+                    Some(user_id),
+                )
+                .await?;
                 outbox::enqueue(
                     conn,
                     &invitation.email,
@@ -598,7 +603,13 @@ impl Store {
                     &format!(
                         "You are now a member of the organization \"{}\" with: {}.",
                         org.display_name,
-                        member.access.effective.iter().cloned().collect::<Vec<_>>().join(", ")
+                        member
+                            .access
+                            .effective
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
                 .await?;

@@ -9,6 +9,7 @@ mod change;
 mod connect;
 pub mod invitations;
 pub mod invoices;
+mod limits;
 pub mod members;
 pub mod org_row;
 pub mod orgs;

@@ -11,9 +11,10 @@ use uuid::Uuid;
 
 use super::access::find_org;
 use super::change::{Demand, actor_id, recheck};
-use super::org_row::{OrgRow, lock_org};
+use super::limits::ensure_resource_room;
+use super::org_row::lock_org;
 use super::proof::OrgAccess;
-use super::schema::{org_resources, plans, subscriptions};
+use super::schema::org_resources;
 use super::standing::access_in;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
@@ -42,35 +43,6 @@ pub struct NewResource {
     pub kind: String,
     pub external_id: String,
     pub display_name: String,
-}
-
-/// Refuses one more resource beyond the organization's plan.
-async fn ensure_room(conn: &mut Conn, org: &OrgRow) -> Result<()> {
-    let (limit, plan): (Option<i32>, String) = subscriptions::table
-        .inner_join(plans::table)
-        .filter(subscriptions::org_id.eq(org.id))
-        .select((plans::max_resources, plans::display_name))
-        .first(conn)
-        .await?;
-    let Some(limit) = limit else {
-        return Ok(());
-    };
-    let held: i64 = org_resources::table
-        .filter(org_resources::org_id.eq(org.id))
-        .count()
-        .get_result(conn)
-        .await?;
-    if held < i64::from(limit) {
-        return Ok(());
-    }
-    Err(Error::precondition(
-        "RESOURCE_LIMIT",
-        org.name(),
-        format!(
-            "{} holds {held} resources, the most its {plan} plan allows; upgrade the plan or remove one first",
-            org.name()
-        ),
-    ))
 }
 
 async fn find_resource(conn: &mut Conn, org_id: Uuid, id: Uuid, lock: bool) -> Result<ResourceRow> {
@@ -102,7 +74,7 @@ impl Store {
         let org_id = access.org().id;
         self.change(access, actor, |conn, change| {
             async move {
-                ensure_room(conn, &change.org).await?;
+                ensure_resource_room(conn, &change.org).await?;
                 let row: ResourceRow = diesel::insert_into(org_resources::table)
                     .values((
                         org_resources::id.eq(Uuid::now_v7()),
@@ -270,7 +242,7 @@ impl Store {
                 }
                 let (source, target) = (source.org, target.org);
                 let row = find_resource(conn, org_id, id, true).await?;
-                ensure_room(conn, &target).await?;
+                ensure_resource_room(conn, &target).await?;
                 let moved: ResourceRow = diesel::update(org_resources::table.find(id))
                     .set(org_resources::org_id.eq(target.id))
                     .returning(ResourceRow::as_returning())

@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::limits::Limited;
 use super::org_row::OrgRow;
 use super::proof::OrgAccess;
 use super::schema::{
@@ -209,28 +210,6 @@ pub(super) async fn credit_balance(conn: &mut Conn, org_id: Uuid, currency: &str
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the credit balance of {org_id} overflows")))
 }
 
-/// The most members the organization's plan allows (`None`: unlimited). While a
-/// cancellation is pending, the smaller of it and the free plan's, so nobody joins
-/// whom the organization could not keep after the period.
-pub(super) async fn member_limit(conn: &mut Conn, org_id: Uuid) -> Result<Option<i64>> {
-    let (limit, canceling): (Option<i32>, bool) = subscriptions::table
-        .inner_join(plans::table)
-        .filter(subscriptions::org_id.eq(org_id))
-        .select((plans::max_members, subscriptions::cancel_at_period_end))
-        .first(conn)
-        .await?;
-    let limit = if canceling {
-        let free = free_plan(conn).await?.max_members;
-        match (limit, free) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    } else {
-        limit
-    };
-    Ok(limit.map(i64::from))
-}
-
 /// Refuses `plan` when the organization's members or resources exceed its limits,
 /// saying how many must go.
 async fn ensure_fits(conn: &mut Conn, org: &OrgRow, plan: &PlanRow) -> Result<()> {
@@ -244,22 +223,19 @@ async fn ensure_fits(conn: &mut Conn, org: &OrgRow, plan: &PlanRow) -> Result<()
         .count()
         .get_result(conn)
         .await?;
-    for (kind, used, limit) in [
-        ("member", members, plan.max_members),
-        ("resource", resources, plan.max_resources),
-    ] {
-        if let Some(limit) = limit.map(i64::from)
+    for (what, used) in [(Limited::Members, members), (Limited::Resources, resources)] {
+        if let Some(limit) = what.limit(plan)
             && used > limit
         {
-            let excess = used - limit;
             return Err(Error::precondition(
                 "PLAN_LIMITS",
                 org.name(),
                 format!(
-                    "{} has {used} {kind}s and the {} plan allows {limit}: remove {excess} {kind}{} first, or choose a larger plan",
+                    "{} has {} and the {} plan allows {limit}: {} first, or choose a larger plan",
                     org.name(),
+                    what.count(used),
                     plan.display_name,
-                    if excess == 1 { "" } else { "s" }
+                    what.removal(used - limit)
                 ),
             ));
         }
