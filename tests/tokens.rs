@@ -580,3 +580,69 @@ async fn members_manage_their_own_tokens_and_tokens_manage_governs_all() {
     // The activity log names each actor.
     assert_eq!(activity_count(&app, "api_token.revoke").await, 2);
 }
+
+/// A change made through a token that is revoked while the change waits for
+/// the organization's lock is refused once it gets the lock, and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_revoked_while_its_change_waits_is_refused() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let created = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    )
+    .create_api_token(new_token(&org, &["admin"], &[]))
+    .await
+    .unwrap()
+    .into_inner();
+    let token_id: uuid::Uuid = created
+        .api_token
+        .unwrap()
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut orgs = app.orgs(Some(&created.secret)).await;
+
+    // The lock is held, and the token revoked, in one uncommitted transaction.
+    let locker = lock_org_row(&app, &org).await;
+    locker
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = $1",
+            &[&token_id],
+        )
+        .await
+        .unwrap();
+    let mut described = org.clone();
+    described.description = "changed through a revoked token".into();
+    let waiting = tokio::spawn(async move {
+        orgs.update_organization(update(described, &["description"]))
+            .await
+    });
+    let lock_waiters = "SELECT 1 FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut waiting_calls = 0;
+    for _ in 0..100 {
+        waiting_calls = app.count(lock_waiters, &[]).await;
+        if waiting_calls == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting_calls, 1, "the update waits for the lock");
+    locker.batch_execute("COMMIT").await.unwrap();
+    let status = expect_code(waiting.await.unwrap(), Code::Unauthenticated);
+    assert!(status.message().contains("revoked"), "{}", status.message());
+    let description: String = app
+        .db
+        .query_one(
+            "SELECT description FROM organizations WHERE slug = $1",
+            &[&org.slug],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(description, org.description);
+}

@@ -8,11 +8,14 @@
 
 use std::collections::BTreeSet;
 
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use uuid::Uuid;
 
 use super::org_row::{OrgRow, lock_org};
 use super::proof::OrgAccess;
+use super::schema::api_tokens;
 use super::standing::{MemberAccess, access_in};
 use super::{Actor, Conn, Store};
 use crate::domain::{Names, Permission};
@@ -84,6 +87,33 @@ pub(super) fn recheck(
     })
 }
 
+/// Refuses a caller whose API token was revoked or expired after the policy
+/// layer admitted it (while the call waited for the lock, say); one query, and
+/// only for callers through a token.
+pub(super) async fn token_still_works(conn: &Conn, actor: &Actor) -> Result<()> {
+    let Some(token) = &actor.token else {
+        return Ok(());
+    };
+    let works: Option<Option<bool>> = api_tokens::table
+        .find(token.token_id)
+        .select(
+            api_tokens::revoked_at.is_null().and(
+                api_tokens::expires_at
+                    .is_null()
+                    .or(api_tokens::expires_at.gt(diesel::dsl::now)),
+            ),
+        )
+        .get_result(&mut &*conn)
+        .await
+        .optional()?;
+    if works == Some(Some(true)) {
+        return Ok(());
+    }
+    Err(Error::Unauthenticated(
+        "this API token was revoked or expired while the call waited".into(),
+    ))
+}
+
 /// The calling user; every caller in an organization is one (the policy layer
 /// admits no service there).
 pub(super) fn actor_id(actor: &Actor) -> Result<Uuid> {
@@ -107,12 +137,14 @@ async fn begin_change_reading<T>(
 ) -> Result<(Change, T)> {
     let org_id = access.org().id;
     let actor_id = actor_id(actor)?;
-    let (org, standing, also) = futures_util::future::join3(
+    let (org, standing, token, also) = futures_util::future::join4(
         lock_org(conn, org_id),
         access_in(conn, actor_id, &[org_id]),
+        token_still_works(conn, actor),
         also,
     )
     .await;
+    token?;
     let change = recheck(
         org?,
         standing?.remove(&org_id),

@@ -10,7 +10,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::access::find_org;
-use super::change::{Demand, actor_id, recheck};
+use super::change::{Demand, actor_id, recheck, token_still_works};
 use super::limits::ensure_resource_room;
 use super::org_row::lock_org;
 use super::proof::OrgAccess;
@@ -227,6 +227,7 @@ impl Store {
                 // Both standings in one read, under both locks: the source as the
                 // policy layer checked it, the destination as a member's.
                 let mut standings = access_in(conn, user_id, &[org_id, target_id]).await?;
+                token_still_works(conn, actor).await?;
                 let source = recheck(source, standings.remove(&org_id), actor, user_id, access.into())?;
                 let membership = Demand { permission: None, allows_deleted: false };
                 let target = recheck(target, standings.remove(&target_id), actor, user_id, membership)?;
