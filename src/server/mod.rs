@@ -84,6 +84,16 @@ impl App {
         };
         store::run_migrations(database_url).await?;
         let store = Store::connect(&db, args.db.pool_size, args.db.db_acquire_timeout).await?;
+        let locale = store.messages_locale().await?;
+        let english = ["", "C", "POSIX"].contains(&locale.as_str())
+            || locale.starts_with("C.")
+            || locale.starts_with("en");
+        if !english {
+            tracing::warn!(
+                lc_messages = %locale,
+                "PostgreSQL reports errors in another language than English: lock and statement timeouts will read as internal errors and deadlocks will not be retried; set lc_messages = 'C' for orgd's database"
+            );
+        }
         let db_probe = DbProbe::new(&DbConfig {
             application_name: "orgd-health".to_owned(),
             ..db

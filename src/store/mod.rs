@@ -210,6 +210,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// PostgreSQL's `lc_messages`. diesel reports lock and statement timeouts
+    /// and deadlocks only by their message text, which orgd reads in English.
+    pub async fn messages_locale(&self) -> Result<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            lc_messages: String,
+        }
+        self.read(|conn| {
+            async move {
+                let setting: Setting = diesel::sql_query("SHOW lc_messages")
+                    .get_result(conn)
+                    .await?;
+                Ok(setting.lc_messages)
+            }
+            .scope_boxed()
+        })
+        .await
+    }
+}
+
 /// Whether the database answers, asked on a connection of its own: a pool
 /// busy with calls is not a database that is down.
 pub struct DbProbe {
