@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{call_context, child_id, declared_permission, emailed_token, org_access, timestamp};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
+    Action, ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
 };
 use crate::error::{Error, Result};
 use crate::pb::{self, member_service_server::MemberService};
@@ -407,7 +407,7 @@ impl MemberService for MemberApi {
         let update = member_update("", request.get_ref(), &access)?;
         let mut updated = self
             .store
-            .update_members(&ctx.actor(), &access, vec![update], "member.update")
+            .update_members(&ctx.actor(), &access, vec![update], Action::MemberUpdate)
             .await?;
         Ok(Response::new(member(updated.remove(0))))
     }
@@ -429,7 +429,7 @@ impl MemberService for MemberApi {
         ensure_batch("requests", &ids)?;
         let updated = self
             .store
-            .update_members(&ctx.actor(), &access, updates, "member.batch_update")
+            .update_members(&ctx.actor(), &access, updates, Action::MemberBatchUpdate)
             .await?;
         Ok(Response::new(pb::BatchUpdateMembersResponse {
             members: updated.into_iter().map(member).collect(),
@@ -444,7 +444,7 @@ impl MemberService for MemberApi {
         let access = org_access(&request)?;
         let user_id = child_id("name", &request.get_ref().name, ChildName::MEMBERS, &access)?;
         self.store
-            .remove_members(&ctx.actor(), &access, &[user_id], "member.remove")
+            .remove_members(&ctx.actor(), &access, &[user_id], Action::MemberRemove)
             .await?;
         Ok(Response::new(()))
     }
@@ -464,7 +464,7 @@ impl MemberService for MemberApi {
             .collect::<Result<Vec<_>>>()?;
         ensure_batch("names", &ids)?;
         self.store
-            .remove_members(&ctx.actor(), &access, &ids, "member.batch_remove")
+            .remove_members(&ctx.actor(), &access, &ids, Action::MemberBatchRemove)
             .await?;
         Ok(Response::new(()))
     }

@@ -1,6 +1,7 @@
 //! Validated domain values and rules. A value of these types is valid by
 //! construction, so code past the API edge never re-validates. No tonic, no diesel.
 
+mod action;
 mod billing;
 mod card;
 mod email;
@@ -13,6 +14,7 @@ mod quote;
 mod secret;
 mod time;
 
+pub use action::Action;
 pub use billing::{Country, LegalName, PostalAddress, TaxId};
 pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
 pub use email::Email;

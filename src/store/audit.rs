@@ -8,6 +8,7 @@ use uuid::Uuid;
 use scoped_futures::ScopedFutureExt;
 
 use super::{Conn, Store, schema::activity};
+use crate::domain::Action;
 use crate::domain::{PageRequest, PageToken};
 use crate::error::Result;
 
@@ -78,7 +79,7 @@ pub async fn record(
     conn: &Conn,
     actor: &Actor,
     org_id: Option<Uuid>,
-    action: &str,
+    action: Action,
     target: &str,
     details: serde_json::Value,
 ) -> Result<()> {
@@ -88,7 +89,7 @@ pub async fn record(
             activity::org_id.eq(org_id),
             activity::actor_user_id.eq(actor.user_id),
             activity::actor.eq(&actor.label),
-            activity::action.eq(action),
+            activity::action.eq(action.as_str()),
             activity::target.eq(target),
             activity::request_id.eq(&actor.request_id),
             activity::details.eq(with_token(details, actor)),

@@ -14,6 +14,7 @@ use super::schema::{
 };
 use super::verification::ContactVerification;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
+use crate::domain::Action;
 use crate::domain::{ChildName, Email, Etag, Secret};
 use crate::error::{Error, Result};
 
@@ -264,7 +265,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "billing_profile.update",
+                    Action::BillingProfileUpdate,
                     &updated.name(),
                     serde_json::json!({ "fields": fields }),
                 )
@@ -324,7 +325,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "billing_profile.billing_email.verify",
+                    Action::BillingProfileBillingEmailVerify,
                     &updated.name(),
                     serde_json::json!({ "billing_email": email }),
                 )
@@ -384,7 +385,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "payment_method.add",
+                    Action::PaymentMethodAdd,
                     &added.name(),
                     serde_json::json!({ "brand": added.brand, "last4": added.last4, "default": added.is_default }),
                 )
@@ -430,7 +431,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "payment_method.set_default",
+                    Action::PaymentMethodSetDefault,
                     &chosen.name(),
                     serde_json::json!({}),
                 )
@@ -485,7 +486,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "payment_method.remove",
+                    Action::PaymentMethodRemove,
                     &removed.name(),
                     serde_json::json!({ "brand": removed.brand, "last4": removed.last4 }),
                 )

@@ -21,6 +21,7 @@ use super::schema::{invitations, organizations, users};
 use super::standing::access_in;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
+use crate::domain::Action;
 use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret};
 use crate::error::{Error, Result};
 
@@ -418,7 +419,7 @@ impl Store {
                         conn,
                         actor,
                         Some(org_id),
-                        "invitation.create",
+                        Action::InvitationCreate,
                         &invitation.name(),
                         serde_json::json!({
                             "email": email,
@@ -493,7 +494,7 @@ impl Store {
                         conn,
                         actor,
                         Some(org_id),
-                        "invitation.resend",
+                        Action::InvitationResend,
                         &resent.name(),
                         serde_json::json!({ "email": resent.email }),
                     )
@@ -528,7 +529,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "invitation.revoke",
+                    Action::InvitationRevoke,
                     &revoked.name(),
                     serde_json::json!({ "email": revoked.email }),
                 )
@@ -630,7 +631,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org.id),
-                    "invitation.accept",
+                    Action::InvitationAccept,
                     &invitation.name(),
                     serde_json::json!({ "member": member.name(), "roles": invitation.roles }),
                 )
@@ -670,7 +671,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org.id),
-                    "invitation.decline",
+                    Action::InvitationDecline,
                     &declined.name(),
                     serde_json::json!({ "email": declined.email }),
                 )

@@ -20,6 +20,7 @@ use super::subscriptions::{
     start_segment,
 };
 use super::{Actor, Conn, KeepPrepared, Store, audit};
+use crate::domain::Action;
 use crate::domain::{ChildName, PageRequest, PageToken, prorate};
 use crate::error::{Error, Result};
 
@@ -331,7 +332,7 @@ pub(super) async fn close_period(
             conn,
             actor,
             Some(org_id),
-            "invoice.create",
+            Action::InvoiceCreate,
             &invoice.name(),
             serde_json::json!({
                 "number": number, "reason": format!("{reason:?}"),
@@ -511,7 +512,7 @@ impl Store {
                     conn,
                     actor,
                     None,
-                    "voucher.create",
+                    Action::VoucherCreate,
                     &format!("vouchers/{}", voucher.code),
                     serde_json::json!({
                         "amount_minor": voucher.amount_minor, "currency": voucher.currency,
@@ -604,7 +605,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "voucher.redeem",
+                    Action::VoucherRedeem,
                     &format!("vouchers/{code}"),
                     serde_json::json!({ "amount_minor": voucher.amount_minor, "currency": voucher.currency }),
                 )

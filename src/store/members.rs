@@ -23,6 +23,7 @@ use super::proof::OrgAccess;
 use super::schema::{membership_roles, memberships, users};
 use super::standing::{MemberAccess, held_columns};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
+use crate::domain::Action;
 use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
@@ -545,7 +546,7 @@ impl Store {
         actor: &Actor,
         access: &OrgAccess,
         updates: Vec<MemberUpdate>,
-        action: &str,
+        action: Action,
     ) -> Result<Vec<MemberView>> {
         let org_id = access.org().id;
         let ids: &Vec<Uuid> = &updates.iter().map(|u| u.user_id).collect();
@@ -644,7 +645,7 @@ impl Store {
         actor: &Actor,
         access: &OrgAccess,
         user_ids: &[Uuid],
-        action: &str,
+        action: Action,
     ) -> Result<()> {
         let org_id = access.org().id;
         self.change(access, actor, |conn, change| {
@@ -702,7 +703,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "member.leave",
+                    Action::MemberLeave,
                     &ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
                     serde_json::json!({ "roles": change.actor.roles }),
                 )
@@ -757,7 +758,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "organization.transfer_ownership",
+                    Action::OrganizationTransferOwnership,
                     &change.org.name(),
                     serde_json::json!({
                         "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),

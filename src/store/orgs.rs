@@ -22,6 +22,7 @@ use super::schema::{
 use super::{
     Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, outbox, subscriptions,
 };
+use crate::domain::Action;
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
@@ -121,7 +122,7 @@ pub async fn insert_with_owner(conn: &mut Conn, actor: &Actor, new: NewOrg) -> R
         conn,
         actor,
         Some(org.id),
-        "organization.create",
+        Action::OrganizationCreate,
         &org.name(),
         serde_json::json!({ "slug": org.slug, "display_name": org.display_name, "personal": org.personal_owner_id.is_some() }),
     )
@@ -469,7 +470,7 @@ impl Store {
                         conn,
                         actor,
                         Some(org_id),
-                        "organization.update",
+                        Action::OrganizationUpdate,
                         &org.name(),
                         serde_json::json!({ "fields": changes.field_names() }),
                     ),
@@ -562,7 +563,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "organization.delete",
+                    Action::OrganizationDelete,
                     &deleted.name(),
                     serde_json::json!({ "purge_time": purge_at, "final_invoice": final_invoice }),
                 )
@@ -630,7 +631,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "organization.undelete",
+                    Action::OrganizationUndelete,
                     &restored.name(),
                     serde_json::json!({}),
                 )
@@ -683,7 +684,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "organization.contact_email.verify",
+                    Action::OrganizationContactEmailVerify,
                     &updated.name(),
                     serde_json::json!({ "contact_email": email }),
                 )
@@ -728,7 +729,7 @@ impl Store {
                         conn,
                         actor,
                         Some(*id),
-                        "organization.purge",
+                        Action::OrganizationPurge,
                         &OrgRef::name_of(*id),
                         serde_json::json!({ "slug": slug }),
                     )

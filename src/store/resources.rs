@@ -17,6 +17,7 @@ use super::proof::OrgAccess;
 use super::schema::org_resources;
 use super::standing::access_in;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
+use crate::domain::Action;
 use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
@@ -99,7 +100,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "resource.register",
+                    Action::ResourceRegister,
                     &row.name(),
                     serde_json::json!({ "kind": row.kind, "external_id": row.external_id }),
                 )
@@ -128,7 +129,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "resource.unregister",
+                    Action::ResourceUnregister,
                     &row.name(),
                     serde_json::json!({ "kind": row.kind, "external_id": row.external_id }),
                 )
@@ -254,9 +255,9 @@ impl Store {
                     "from": source.name(), "to": target.name(),
                     "kind": moved.kind, "external_id": moved.external_id,
                 });
-                audit::record(conn, actor, Some(source.id), "resource.transfer_out", &row.name(), details.clone())
+                audit::record(conn, actor, Some(source.id), Action::ResourceTransferOut, &row.name(), details.clone())
                     .await?;
-                audit::record(conn, actor, Some(target.id), "resource.transfer_in", &moved.name(), details)
+                audit::record(conn, actor, Some(target.id), Action::ResourceTransferIn, &moved.name(), details)
                     .await?;
                 Ok(moved)
             }

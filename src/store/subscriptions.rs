@@ -18,6 +18,7 @@ use super::schema::{
     subscriptions,
 };
 use super::{Actor, Conn, KeepPrepared, Store, audit};
+use crate::domain::Action;
 use crate::domain::Etag;
 use crate::error::{Error, Result};
 
@@ -398,7 +399,7 @@ impl Store {
                             .execute(conn)
                             .await?;
                         (
-                            "subscription.change_plan",
+                            Action::SubscriptionChangePlan,
                             serde_json::json!({ "from": current.id, "to": plan.id }),
                         )
                     }
@@ -419,7 +420,7 @@ impl Store {
                             .execute(conn)
                             .await?;
                         (
-                            "subscription.cancel",
+                            Action::SubscriptionCancel,
                             serde_json::json!({ "plan": current.id, "ends": sub.period_end }),
                         )
                     }
@@ -436,7 +437,7 @@ impl Store {
                             .prepared()
                             .execute(conn)
                             .await?;
-                        ("subscription.resume", serde_json::json!({ "plan": current.id }))
+                        (Action::SubscriptionResume, serde_json::json!({ "plan": current.id }))
                     }
                 };
                 diesel::update(subscriptions::table.find(org_id))

@@ -16,6 +16,7 @@ use super::schema::{api_tokens, memberships};
 use super::standing::MemberAccess;
 use super::users::{PrefixedUser, User};
 use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
+use crate::domain::Action;
 use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret, UserRef};
 use crate::error::{Error, Result};
 
@@ -239,7 +240,7 @@ impl Store {
                         conn,
                         actor,
                         Some(org_id),
-                        "api_token.create",
+                        Action::ApiTokenCreate,
                         &row.name(),
                         serde_json::json!({
                             "display_name": row.display_name, "roles": row.roles,
@@ -354,7 +355,7 @@ impl Store {
                     conn,
                     actor,
                     Some(org_id),
-                    "api_token.revoke",
+                    Action::ApiTokenRevoke,
                     &row.name(),
                     serde_json::json!({ "display_name": row.display_name }),
                 )

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::orgs::{self, NewOrg};
 use super::schema::{organizations, users};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
+use crate::domain::Action;
 use crate::domain::{DisplayName, Email, Slug, UserRef};
 use crate::error::Result;
 
@@ -193,7 +194,7 @@ async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Resul
         conn,
         &actor,
         None,
-        "user.create",
+        Action::UserCreate,
         &actor.label,
         serde_json::json!({ "subject": row.subject }),
     )
@@ -260,7 +261,15 @@ async fn refresh_profile(conn: &mut Conn, identity: &Identity, request_id: &str)
             token: None,
         };
         let details = serde_json::json!({ "fields": changed });
-        audit::record(conn, &actor, None, "user.update", &actor.label, details).await?;
+        audit::record(
+            conn,
+            &actor,
+            None,
+            Action::UserUpdate,
+            &actor.label,
+            details,
+        )
+        .await?;
     }
     Ok(find_user(conn, UserKey::Subject(&identity.subject))
         .await?
