@@ -1119,18 +1119,9 @@ async fn a_billing_change_waiting_on_the_lock_is_refused_once_its_caller_is_demo
     };
     let mut caller = billing.clone();
     let call = tokio::spawn(async move { caller.update_billing_profile(request).await });
-    let lock_waiters = "SELECT 1 FROM pg_stat_activity
-                         WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let mut waiters = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        waiters = app.count(lock_waiters, &[]).await;
-        if waiters > 0 {
-            break;
-        }
-    }
     assert_eq!(
-        waiters, 1,
+        app.lock_waiters(1).await,
+        1,
         "the call passed the policy layer and waits for the lock"
     );
     locker.batch_execute("COMMIT").await.unwrap();

@@ -1254,22 +1254,13 @@ async fn a_write_dropped_midway_leaves_no_transaction_open() {
     };
     let mut alice = app.members_as("alice").await;
     let locker = lock_org_row(&app, &org).await;
-    let lock_waiters = "SELECT 1 FROM pg_stat_activity
-                         WHERE datname = current_database() AND wait_event_type = 'Lock'";
     let mut waiting = tonic::Request::new(update("viewer"));
     waiting.set_timeout(Duration::from_secs(1));
     let mut caller = alice.clone();
     let call = tokio::spawn(async move { caller.update_member(waiting).await });
-    let mut waiters = 0;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waiters = app.count(lock_waiters, &[]).await;
-        if waiters > 0 {
-            break;
-        }
-    }
     assert_eq!(
-        waiters, 1,
+        app.lock_waiters(1).await,
+        1,
         "the call waits for the lock inside its transaction"
     );
     let status = call.await.unwrap().unwrap_err();

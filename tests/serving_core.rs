@@ -45,17 +45,11 @@ async fn calls_waiting_on_a_lock_do_not_hold_up_the_connection() {
             tokio::spawn(async move { members.update_member(request).await })
         })
         .collect();
-    let lock_waiters = "SELECT 1 FROM pg_stat_activity
-                        WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let mut waiting = 0;
-    for _ in 0..100 {
-        waiting = app.count(lock_waiters, &[]).await;
-        if waiting == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(waiting, 4, "the four updates wait for the lock");
+    assert_eq!(
+        app.lock_waiters(4).await,
+        4,
+        "the four updates wait for the lock"
+    );
 
     // Answered while the four still wait: it did not queue behind them for a
     // connection (the guard only keeps a regression from hanging the test).

@@ -621,17 +621,11 @@ async fn a_token_revoked_while_its_change_waits_is_refused() {
         orgs.update_organization(update(described, &["description"]))
             .await
     });
-    let lock_waiters = "SELECT 1 FROM pg_stat_activity
-                        WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let mut waiting_calls = 0;
-    for _ in 0..100 {
-        waiting_calls = app.count(lock_waiters, &[]).await;
-        if waiting_calls == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(waiting_calls, 1, "the update waits for the lock");
+    assert_eq!(
+        app.lock_waiters(1).await,
+        1,
+        "the update waits for the lock"
+    );
     locker.batch_execute("COMMIT").await.unwrap();
     let status = expect_code(waiting.await.unwrap(), Code::Unauthenticated);
     assert!(status.message().contains("revoked"), "{}", status.message());

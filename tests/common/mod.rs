@@ -487,6 +487,22 @@ impl TestApp {
             .unwrap()
             .get(0)
     }
+
+    /// How many sessions of this test's database wait for a lock: polled until
+    /// at least `expected` do, for two seconds at most.
+    pub async fn lock_waiters(&self, expected: i64) -> i64 {
+        let waiting = "SELECT 1 FROM pg_stat_activity
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let mut found = 0;
+        for _ in 0..100 {
+            found = self.count(waiting, &[]).await;
+            if found >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        found
+    }
 }
 
 impl Drop for TestApp {
