@@ -18,6 +18,17 @@ fn subscription_name(org: &pb::Organization) -> String {
     format!("{}/subscription", org.name)
 }
 
+/// The organization's subscription, read by `billing`'s caller.
+async fn subscription(billing: &mut BillingClient, org: &pb::Organization) -> pb::Subscription {
+    billing
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: subscription_name(org),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn change_plan(org: &pb::Organization, plan: &str) -> pb::ChangePlanRequest {
     pb::ChangePlanRequest {
         name: subscription_name(org),
@@ -96,13 +107,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
     let mut billing = app.billing_as("alice").await;
 
     // New team organizations are on Starter: three members.
-    let sub = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let sub = subscription(&mut billing, &org).await;
     assert_eq!(sub.plan, "plans/starter");
     join(&app, "alice", &org, "bob", &["developer"])
         .await
@@ -207,14 +212,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
 
     // The month passes; two operators close the period at once, on two replicas.
     let_a_month_pass(&app, &org).await;
-    let period_start = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .current_period_start;
+    let period_start = subscription(&mut billing, &org).await.current_period_start;
     let barrier = Arc::new(Barrier::new(2));
     let mut closers = Vec::new();
     for replica_app in [&app, &replica] {
@@ -262,13 +260,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
     assert_eq!(amount(&invoice.total), sum - 1000);
 
     // The cancellation took effect: the free plan, and the credit is used up.
-    let after = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = subscription(&mut billing, &org).await;
     assert_eq!(after.plan, "plans/hobby");
     assert_eq!(after.status(), pb::subscription::Status::Active);
     assert_eq!(amount(&after.credit_balance), 0);
@@ -405,13 +397,7 @@ async fn deleting_an_organization_bills_up_to_the_deletion() {
     })
     .await
     .unwrap();
-    let restored = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let restored = subscription(&mut billing, &org).await;
     assert_eq!(restored.status(), pb::subscription::Status::Active);
 }
 
@@ -837,15 +823,7 @@ async fn plan_changes_are_prorated_exactly() {
     assert!(invoice.lines[0].description.contains("15.00 of 30.00 days"));
     assert_eq!(amount(&invoice.total), 3400);
     // The next period starts where this one ended, on the plan held at the end.
-    let sub = app
-        .billing_as("alice")
-        .await
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let sub = subscription(&mut app.billing_as("alice").await, &org).await;
     assert_eq!(sub.plan, "plans/startup");
     assert_eq!(
         sub.current_period_start.unwrap().seconds,
@@ -894,15 +872,7 @@ async fn a_cancellation_is_kept_through_deletion() {
     // A developer sees the subscription but not the credit balance.
     let dev = app.user_id("dev").await;
     app.set_member(&org.uid, &dev, &["developer"], &[]).await;
-    let seen = app
-        .billing_as("dev")
-        .await
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen = subscription(&mut app.billing_as("dev").await, &org).await;
     assert!(seen.credit_balance.is_none());
     // Deleting ends the cancelled period; restoring does not revive the paid plan.
     orgs.delete_organization(delete(&org)).await.unwrap();
@@ -911,13 +881,7 @@ async fn a_cancellation_is_kept_through_deletion() {
     })
     .await
     .unwrap();
-    let restored = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let restored = subscription(&mut billing, &org).await;
     assert_eq!(restored.plan, "plans/hobby");
     assert_eq!(restored.status(), pb::subscription::Status::Active);
     assert!(restored.credit_balance.is_some(), "the owner sees it");
@@ -1018,14 +982,7 @@ async fn a_cancelled_plan_keeps_its_limits_until_the_period_ends() {
     );
 
     // The period closes: the free plan. Everyone stays; nobody new joins.
-    let period_start = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .current_period_start;
+    let period_start = subscription(&mut billing, &org).await.current_period_start;
     app.billing_as_service()
         .await
         .close_billing_period(pb::CloseBillingPeriodRequest {
@@ -1034,13 +991,7 @@ async fn a_cancelled_plan_keeps_its_limits_until_the_period_ends() {
         })
         .await
         .unwrap();
-    let after = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(&org),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = subscription(&mut billing, &org).await;
     assert_eq!(after.plan, "plans/hobby");
     assert_eq!(after.status(), pb::subscription::Status::Active);
     assert_eq!(
