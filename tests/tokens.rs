@@ -161,15 +161,7 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         app.channel().await,
         Bearer::new(Some(&user_token("alice"))),
     );
-    let listed = alice_tokens
-        .list_api_tokens(pb::ListApiTokensRequest {
-            parent: org.name.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .api_tokens;
+    let listed = listed(&mut alice_tokens, &org).await;
     assert_eq!(listed.len(), 1);
     assert!(listed[0].last_use_time.is_some());
     assert!(!format!("{listed:?}").contains(&secret));
@@ -320,14 +312,7 @@ async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
     let app = TestApp::spawn().await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
     join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
-    let tokens_of = async |sub: &str| {
-        TokenServiceClient::with_interceptor(
-            app.channel().await,
-            Bearer::new(Some(&user_token(sub))),
-        )
-    };
-    let created = tokens_of("bob")
-        .await
+    let created = tokens_of(app.channel().await, "bob")
         .create_api_token(new_token(&org, &["viewer"], &[]))
         .await
         .unwrap()
@@ -335,7 +320,7 @@ async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
     let bobs = created.api_token.unwrap();
     assert_eq!(bobs.state(), State::Active);
     let secret = created.secret;
-    let mut alice_tokens = tokens_of("alice").await;
+    let mut alice_tokens = tokens_of(app.channel().await, "alice");
     let mut create = async || {
         alice_tokens
             .create_api_token(new_token(&org, &["viewer"], &[]))
@@ -384,16 +369,8 @@ async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
         let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
         assert_eq!(info.reason, "TOKEN_DEACTIVATED");
     }
-    let states = async |tokens: &mut TokenServiceClient<_>| {
-        let listed = tokens
-            .list_api_tokens(pb::ListApiTokensRequest {
-                parent: org.name.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .api_tokens;
+    let states = async |tokens: &mut TokenClient| {
+        let listed = listed(tokens, &org).await;
         let state_of = |name: &str| {
             listed
                 .iter()
@@ -429,9 +406,9 @@ fn tokens_of(channel: tonic::transport::Channel, sub: &str) -> TokenClient {
     TokenServiceClient::with_interceptor(channel, Bearer::new(Some(&user_token(sub))))
 }
 
-/// The names of the tokens `client`'s caller may list, sorted.
-async fn listed_names(client: &mut TokenClient, org: &pb::Organization) -> Vec<String> {
-    let mut names: Vec<String> = client
+/// The tokens of `org` that `client`'s caller may list (one page).
+async fn listed(client: &mut TokenClient, org: &pb::Organization) -> Vec<pb::ApiToken> {
+    client
         .list_api_tokens(pb::ListApiTokensRequest {
             parent: org.name.clone(),
             ..Default::default()
@@ -440,6 +417,12 @@ async fn listed_names(client: &mut TokenClient, org: &pb::Organization) -> Vec<S
         .unwrap()
         .into_inner()
         .api_tokens
+}
+
+/// The names of the tokens `client`'s caller may list, sorted.
+async fn listed_names(client: &mut TokenClient, org: &pb::Organization) -> Vec<String> {
+    let mut names: Vec<String> = listed(client, org)
+        .await
         .into_iter()
         .map(|token| token.name)
         .collect();
@@ -543,15 +526,7 @@ async fn members_manage_their_own_tokens_and_tokens_manage_governs_all() {
     })
     .await
     .unwrap();
-    let listed = alice
-        .list_api_tokens(pb::ListApiTokensRequest {
-            parent: org.name.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .api_tokens;
+    let listed = listed(&mut alice, &org).await;
     let active: Vec<&str> = listed
         .iter()
         .filter(|t| t.state() == pb::api_token::State::Active)
