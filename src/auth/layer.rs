@@ -3,10 +3,9 @@
 //! without a declared policy, never reaches its handler.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use std::io::Read;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;

@@ -8,8 +8,7 @@ use uuid::Uuid;
 use scoped_futures::ScopedFutureExt;
 
 use super::{Conn, Store, schema::activity};
-use crate::domain::Action;
-use crate::domain::{PageRequest, PageToken};
+use crate::domain::{Action, PageRequest, PageToken};
 use crate::error::Result;
 
 /// Who performs a mutation, and under which request id.

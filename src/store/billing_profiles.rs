@@ -14,8 +14,7 @@ use super::schema::{
 };
 use super::verification::ContactVerification;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
-use crate::domain::Action;
-use crate::domain::{ChildName, Email, Etag, Secret};
+use crate::domain::{Action, ChildName, Email, Etag, Secret};
 use crate::error::{Error, Result};
 
 pub const PAYMENT_METHODS: &str = "paymentMethods";

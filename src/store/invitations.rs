@@ -21,8 +21,9 @@ use super::schema::{invitations, organizations, users};
 use super::standing::access_in;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
-use crate::domain::Action;
-use crate::domain::{ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret};
+use crate::domain::{
+    Action, ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret,
+};
 use crate::error::{Error, Result};
 
 /// The least time between two sends of one invitation.

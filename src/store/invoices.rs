@@ -20,8 +20,7 @@ use super::subscriptions::{
     start_segment,
 };
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::Action;
-use crate::domain::{ChildName, PageRequest, PageToken, prorate};
+use crate::domain::{Action, ChildName, PageRequest, PageToken, prorate};
 use crate::error::{Error, Result};
 
 pub const INVOICES: &str = "invoices";

@@ -23,8 +23,7 @@ use super::proof::OrgAccess;
 use super::schema::{membership_roles, memberships, users};
 use super::standing::{MemberAccess, held_columns};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
-use crate::domain::Action;
-use crate::domain::{ChildName, Etag, Names, PageRequest, PageToken};
+use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
 /// What a previous owner becomes after transferring ownership.

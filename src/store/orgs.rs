@@ -22,9 +22,8 @@ use super::schema::{
 use super::{
     Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, outbox, subscriptions,
 };
-use crate::domain::Action;
 use crate::domain::{
-    Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
+    Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
 };
 use crate::error::{Error, Result};
 

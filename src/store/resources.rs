@@ -17,8 +17,7 @@ use super::proof::OrgAccess;
 use super::schema::org_resources;
 use super::standing::access_in;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::Action;
-use crate::domain::{ChildName, OrgRef, PageRequest, PageToken};
+use crate::domain::{Action, ChildName, OrgRef, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
 pub const RESOURCES: &str = "resources";

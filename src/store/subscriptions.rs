@@ -18,8 +18,7 @@ use super::schema::{
     subscriptions,
 };
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::Action;
-use crate::domain::Etag;
+use crate::domain::{Action, Etag};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -16,8 +16,7 @@ use super::schema::{api_tokens, memberships};
 use super::standing::MemberAccess;
 use super::users::{PrefixedUser, User};
 use super::{Actor, Conn, KeepPrepared, Store, TokenLimit, audit};
-use crate::domain::Action;
-use crate::domain::{ChildName, Names, PageRequest, PageToken, Secret, UserRef};
+use crate::domain::{Action, ChildName, Names, PageRequest, PageToken, Secret, UserRef};
 use crate::error::{Error, Result};
 
 pub const API_TOKENS: &str = "apiTokens";

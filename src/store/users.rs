@@ -10,8 +10,7 @@ use uuid::Uuid;
 use super::orgs::{self, NewOrg};
 use super::schema::{organizations, users};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::Action;
-use crate::domain::{DisplayName, Email, Slug, UserRef};
+use crate::domain::{Action, DisplayName, Email, Slug, UserRef};
 use crate::error::Result;
 
 /// What the identity provider says about a subject.
