@@ -81,7 +81,7 @@ async fn the_readme_walkthrough_runs_as_written() {
     };
     let server_log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
-        server_log.contains("finished processing request"),
+        server_log.contains("call finished"),
         "the debug log was captured"
     );
     assert!(

@@ -1,6 +1,7 @@
 //! Assembles orgd: database, migrations, auth layer, health, reflection, services,
 //! background workers; serves until the shutdown signal, then drains.
 
+mod access_log;
 mod connections;
 mod layers;
 
@@ -18,10 +19,8 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::util::MapRequestLayer;
-use tower_http::LatencyUnit;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
@@ -375,14 +374,10 @@ async fn serve_calls(
     incoming: impl Stream<Item = std::io::Result<ClientConnection>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    // The span only: the access log writes each call's line with its gRPC code.
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(layers::call_span)
-        .on_response(
-            DefaultOnResponse::new()
-                .level(Level::DEBUG)
-                .latency_unit(LatencyUnit::Micros),
-        )
-        // The auth layer logs refusals; a handler's error is the caller's to see.
+        .on_response(())
         .on_failure(());
     tonic::transport::Server::builder()
         .timeout(limits.call_timeout)
@@ -404,6 +399,7 @@ async fn serve_calls(
         .layer(SetRequestIdLayer::x_request_id(layers::NewRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)
+        .layer(access_log::AccessLogLayer)
         .layer(layers::GrpcOnlyLayer)
         .layer(auth)
         .add_routes(routes)

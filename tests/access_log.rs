@@ -1,0 +1,113 @@
+//! Every call ends with one INFO access line: method, request id, gRPC code and
+//! duration, and for a failure the status message. Checked against the real
+//! binary's JSON log at its default level.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use orgd::pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn connect(addr: &str) -> Channel {
+    for _ in 0..300 {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("orgd did not start listening on {addr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_gets_one_access_line_with_its_code_and_duration() {
+    let db_url = fresh_database().await;
+    let dir = scratch_dir("access-log");
+    let log_path = dir.join("orgd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let addr = free_local_addr();
+    let mut orgd = Command::new(env!("CARGO_BIN_EXE_orgd"))
+        .args(["serve", "--listen", &addr, "--log-format", "json"])
+        .args(["--jwt-secret", SECRET, "--jwt-issuer", ISSUER])
+        .args(["--jwt-audience", AUDIENCE, "--shutdown-grace", "2s"])
+        .env("DATABASE_URL", &db_url)
+        .env_remove("RUST_LOG")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let channel = connect(&addr).await;
+    let token = user_token("alice");
+    let mut orgs = pb::org_service_client::OrgServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(Some(&token)),
+    );
+    let mut create = tonic::Request::new(new_org("Access Log"));
+    create
+        .metadata_mut()
+        .insert("x-request-id", "access-create-1".parse().unwrap());
+    let org = orgs.create_organization(create).await.unwrap().into_inner();
+    // Refused by the handler: the organization does not exist.
+    let missing = format!("organizations/{}", uuid::Uuid::new_v4());
+    expect_code(orgs.get_organization(get(&missing)).await, Code::NotFound);
+    // Refused by the auth layer, before any handler.
+    let mut stranger = pb::org_service_client::OrgServiceClient::with_interceptor(
+        channel,
+        Bearer::new(Some("not-a-jwt")),
+    );
+    expect_code(
+        stranger.get_organization(get(&org.name)).await,
+        Code::Unauthenticated,
+    );
+
+    unsafe { libc::kill(orgd.id() as i32, libc::SIGTERM) };
+    assert!(orgd.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["target"] == "orgd::access")
+        .collect();
+    assert_eq!(lines.len(), 3, "one access line per call:\n{log}");
+
+    let [created, not_found, unauthenticated] = &lines[..] else {
+        unreachable!()
+    };
+    let method = |line: &serde_json::Value| line["span"]["method"].as_str().unwrap().to_owned();
+    assert_eq!(method(created), "/orgd.v1.OrgService/CreateOrganization");
+    assert_eq!(created["span"]["request_id"], "access-create-1");
+    assert_eq!(created["fields"]["code"], "Ok");
+    assert_eq!(created["fields"]["message"], "call finished");
+    assert!(created["fields"]["detail"].is_null(), "{created}");
+    assert_eq!(created["level"], "INFO");
+
+    assert_eq!(method(not_found), "/orgd.v1.OrgService/GetOrganization");
+    assert_eq!(not_found["fields"]["code"], "NotFound");
+    let detail = not_found["fields"]["detail"].as_str().unwrap();
+    assert!(detail.contains("not found"), "{detail}");
+
+    assert_eq!(unauthenticated["fields"]["code"], "Unauthenticated");
+    assert!(
+        !unauthenticated["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{unauthenticated}"
+    );
+    for line in &lines {
+        let request_id = line["span"]["request_id"].as_str().unwrap();
+        assert!(!request_id.is_empty() && request_id != "-", "{line}");
+        assert!(line["fields"]["micros"].as_u64().unwrap() > 0, "{line}");
+    }
+    // The refusal is logged once, by the access line.
+    assert!(!log.contains("call refused"), "{log}");
+}
