@@ -228,6 +228,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
     #[command(flatten)]
+    pub embedded_db: EmbeddedDbArgs,
+    #[command(flatten)]
     pub limits: ServingLimits,
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
@@ -314,6 +316,28 @@ pub struct DatabaseArgs {
     /// (PostgreSQL's lock_timeout) before the call fails ABORTED.
     #[arg(long, env = "ORGD_DB_LOCK_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub db_lock_timeout: Duration,
+}
+
+/// How the embedded cluster (no DATABASE_URL) is sized.
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddedDbArgs {
+    /// Memory the embedded PostgreSQL is tuned for (e.g. 4GiB); by default half
+    /// of the machine's (or its container's).
+    #[arg(long, env = "ORGD_EMBEDDED_DB_MEMORY")]
+    pub embedded_db_memory: Option<bytesize::ByteSize>,
+    /// A PostgreSQL setting for the embedded cluster, over the tuned ones
+    /// (NAME=VALUE; repeat the flag, or separate them by commas in the variable).
+    #[arg(long = "embedded-db-setting", env = "ORGD_EMBEDDED_DB_SETTINGS", value_delimiter = ',', value_parser = db_setting)]
+    pub embedded_db_settings: Vec<(String, String)>,
+}
+
+fn db_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
 }
 
 /// What one client may hold of the server, and how long.

@@ -50,6 +50,11 @@ struct Orgd {
 
 impl Orgd {
     fn start(data_dir: &Path) -> Orgd {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts orgd with extra `orgd serve` flags.
+    fn start_with(data_dir: &Path, flags: &[&str]) -> Orgd {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -58,6 +63,7 @@ impl Orgd {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
             .args(["serve", "--listen", &addr, "--shutdown-grace", "2s"])
+            .args(flags)
             .env("ORGD_DATA_DIR", data_dir)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
@@ -165,7 +171,15 @@ fn fresh_data_dir(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_on_the_embedded_database_and_stops_cleanly() {
     let data_dir = fresh_data_dir("serve");
-    let orgd = Orgd::start(&data_dir);
+    let orgd = Orgd::start_with(
+        &data_dir,
+        &[
+            "--embedded-db-memory",
+            "2GiB",
+            "--embedded-db-setting",
+            "work_mem=8MB",
+        ],
+    );
     let channel = orgd.channel().await;
     assert_eq!(health(&channel).await, ServingStatus::Serving);
 
@@ -208,6 +222,41 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
         let refused = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
         assert!(refused.is_err(), "{user} got in without the password");
     }
+
+    // The cluster runs tuned for the memory it was given, with the operator's
+    // setting over the tuned one.
+    let password = std::fs::read_to_string(data_dir.join("postgres.password")).unwrap();
+    let url = format!(
+        "postgres://orgd:{}@127.0.0.1:{port}/postgres",
+        password.trim()
+    );
+    let db = common::sql_client(&url).await;
+    let mut shown = Vec::new();
+    for name in [
+        "shared_buffers",
+        "effective_cache_size",
+        "maintenance_work_mem",
+        "work_mem",
+        "random_page_cost",
+        "jit",
+        "max_connections",
+    ] {
+        let row = db.query_one(&format!("SHOW {name}"), &[]).await.unwrap();
+        shown.push(format!("{name}={}", row.get::<_, String>(0)));
+    }
+    assert_eq!(
+        shown,
+        [
+            "shared_buffers=512MB",
+            "effective_cache_size=1536MB",
+            "maintenance_work_mem=128MB",
+            "work_mem=8MB",
+            "random_page_cost=1.1",
+            "jit=off",
+            "max_connections=100",
+        ]
+    );
+    drop(db);
 
     let postgres = postmaster_pid(&data_dir).expect("the embedded cluster runs");
     assert!(orgd.terminate().success());

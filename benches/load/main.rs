@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use orgd::pb;
 use orgd::pb::token_service_client::TokenServiceClient;
-use orgd::postgres::EmbeddedPostgres;
+use orgd::postgres::{EmbeddedPostgres, Tuning};
 use orgd::store::{DbConfig, Store};
 use tonic::transport::Channel;
 
@@ -103,14 +103,17 @@ async fn main() -> anyhow::Result<()> {
 async fn bench(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     eprintln!("bench: starting PostgreSQL");
     let pg_dir = work.join("postgres");
+    // The embedded cluster's tuning (for 200 connections: orgd's pool and the
+    // direct-SQL callers), with query statistics.
+    let mut settings = Tuning::new(None, 200).settings();
+    settings.push(("shared_preload_libraries", "pg_stat_statements".to_owned()));
+    eprintln!("bench: PostgreSQL settings {settings:?}");
     let pg = tokio::task::spawn_blocking(move || {
-        EmbeddedPostgres::start(
-            &pg_dir,
-            &[
-                ("shared_preload_libraries", "pg_stat_statements"),
-                ("max_connections", "200"),
-            ],
-        )
+        let settings: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        EmbeddedPostgres::start(&pg_dir, &settings)
     })
     .await??;
     let result = bench_on(args, work, &pg).await;

@@ -39,7 +39,7 @@ use crate::pb::{
     org_service_server::OrgServiceServer, resource_service_server::ResourceServiceServer,
     token_service_server::TokenServiceServer,
 };
-use crate::postgres::EmbeddedPostgres;
+use crate::postgres::{EmbeddedPostgres, Tuning};
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
@@ -456,6 +456,24 @@ impl HealthProbe {
     }
 }
 
+/// The embedded cluster's settings: tuned for its memory and orgd's
+/// connections (the pool, background work's four and the health probe's),
+/// then the operator's own.
+fn embedded_settings(args: &ServeArgs) -> Vec<(String, String)> {
+    let connections = args.db.pool_size + 5;
+    let tuning = Tuning::new(args.embedded_db.embedded_db_memory, connections);
+    let mut settings: Vec<(String, String)> = tuning
+        .settings()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (name, value) in &args.embedded_db.embedded_db_settings {
+        settings.retain(|(tuned, _)| tuned != name);
+        settings.push((name.clone(), value.clone()));
+    }
+    settings
+}
+
 /// `orgd serve`: the embedded database unless DATABASE_URL is set, then the app
 /// until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -463,9 +481,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => {
             let dir = args.jwt.data_dir.join("postgres");
-            tracing::info!(dir = %dir.display(), "no DATABASE_URL: starting the embedded PostgreSQL cluster");
-            let cluster =
-                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[])).await??;
+            let settings = embedded_settings(&args);
+            tracing::info!(dir = %dir.display(), ?settings, "no DATABASE_URL: starting the embedded PostgreSQL cluster");
+            let cluster = tokio::task::spawn_blocking(move || {
+                let settings: Vec<(&str, &str)> = settings
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+                    .collect();
+                EmbeddedPostgres::start(&dir, &settings)
+            })
+            .await??;
             cluster.ensure_database("orgd").await?;
             Some(cluster)
         }

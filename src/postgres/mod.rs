@@ -22,6 +22,9 @@ use anyhow::{Context, bail};
 
 use crate::secret_file;
 
+mod tuning;
+pub use tuning::Tuning;
+
 const SUPERUSER: &str = "orgd";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
