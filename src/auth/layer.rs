@@ -17,7 +17,7 @@ use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
-use crate::domain::{OrgRef, card_number_refusal, find_card_number};
+use crate::domain::{OrgRef, card_number_refusal, contains_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::org_row::OrgRow;
@@ -371,7 +371,7 @@ fn refused_text(message: &DynamicMessage, prefix: &str) -> Option<Error> {
             path,
             "must not contain control characters such as NUL (U+0000)",
         )),
-        Value::String(text) if find_card_number(text) => Some(card_number_refusal(&path)),
+        Value::String(text) if contains_card_number(text) => Some(card_number_refusal(&path)),
         Value::Message(inner) => refused_text(inner, &path),
         _ => None,
     };
