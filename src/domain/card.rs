@@ -20,8 +20,8 @@ const LONGEST_PAN: usize = *PAN_LENGTHS.end();
 /// The issuer identification number (IIN) ranges card numbers start with, as
 /// (lowest, highest) prefix of as many digits as `lowest` has: the
 /// international brands and the domestic ones that share their number space.
-/// Other digit strings of card length (account ids, phone numbers, tax ids
-/// starting with 1, 7, 9 or 0, say) are not card numbers.
+/// Digit strings of card length that start elsewhere (with 0, 1, 7 or 9, as
+/// many account ids and phone numbers do) are not card numbers.
 const IIN_RANGES: &[(u32, u32)] = &[
     (2200, 2204), // Mir
     (2221, 2720), // Mastercard
@@ -52,9 +52,10 @@ const IIN_RANGES: &[(u32, u32)] = &[
 /// 4242" is found but a list of short numbers is not read as one; within a
 /// group longer than any card number, where a card number glued to other
 /// digits has no group to start at, it may start and end anywhere. Not every
-/// stretch of every run: about one in ten digit strings passes Luhn. Within
-/// these rules it errs towards refusing, because a person can reword a refused
-/// text while a stored card number cannot be taken back out of backups and logs.
+/// stretch of every run: about one in ten digit strings passes Luhn, so most
+/// lists of numbers would hold one somewhere. Within these rules it errs
+/// towards refusing, because a person can reword a refused text while a stored
+/// card number cannot be taken back out of backups and logs.
 ///
 /// A group of more than `MAX_EXAMINED_GROUP` digits is taken to hold one
 /// without checking its stretches: of its hundreds of stretches of card length
@@ -312,13 +313,18 @@ impl Run {
             len..len + 1
         };
         for end in ends {
-            for pan_len in PAN_LENGTHS {
-                let Some(start) = end.checked_sub(pan_len) else {
-                    break;
-                };
+            // The Luhn sums of the stretches ending here, a digit longer each
+            // step, so that a group costs each digit a few additions.
+            let mut sum = 0;
+            for (from_right, start) in (end.saturating_sub(LONGEST_PAN)..end).rev().enumerate() {
+                sum += luhn_value(self.digits[start].value, from_right % 2 == 1);
                 let candidate = &self.digits[start..end];
-                if candidate[0].may_start && is_card_number(candidate) {
-                    found(candidate[0].at.start..candidate[pan_len - 1].at.end)?;
+                if PAN_LENGTHS.contains(&candidate.len())
+                    && sum.is_multiple_of(10)
+                    && candidate[0].may_start
+                    && is_issued(candidate)
+                {
+                    found(candidate[0].at.start..candidate[candidate.len() - 1].at.end)?;
                 }
             }
         }
@@ -337,33 +343,26 @@ impl Run {
     }
 }
 
-fn is_card_number(digits: &[Digit]) -> bool {
-    let issued = IIN_RANGES.iter().any(|&(lowest, highest)| {
+/// Whether `digits` start in an issuer's range.
+fn is_issued(digits: &[Digit]) -> bool {
+    IIN_RANGES.iter().any(|&(lowest, highest)| {
         let width = lowest.ilog10() as usize + 1;
         let prefix = digits[..width]
             .iter()
             .fold(0, |n, digit| n * 10 + u32::from(digit.value));
         (lowest..=highest).contains(&prefix)
-    });
-    issued && passes_luhn(digits)
+    })
 }
 
-/// The Luhn mod-10 check that every card number's last digit satisfies.
-fn passes_luhn(digits: &[Digit]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, digit)| {
-            let d = u32::from(digit.value);
-            match (i % 2 == 1, d * 2) {
-                (false, _) => d,
-                (true, doubled) if doubled > 9 => doubled - 9,
-                (true, doubled) => doubled,
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+/// What a digit adds to the Luhn sum, whose total a card number's last digit
+/// makes a multiple of ten: every second digit from the right counts doubled,
+/// less 9 when that is two digits.
+fn luhn_value(digit: u8, doubled: bool) -> u32 {
+    match (doubled, u32::from(digit) * 2) {
+        (false, _) => u32::from(digit),
+        (true, twice) if twice > 9 => twice - 9,
+        (true, twice) => twice,
+    }
 }
 
 const UUID_LEN: usize = 36;
