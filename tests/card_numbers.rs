@@ -69,10 +69,12 @@ fn digit_stream(text: &str) -> String {
 /// Asserts that `text` holds none of the card numbers, in any form.
 fn assert_no_card_number(text: &str, what: &str) {
     let digits = digit_stream(text);
+    // A short text is shown whole; the log would drown the message.
+    let shown = if text.len() < 1000 { text } else { "" };
     for card in CARDS {
         assert!(
             !digits.contains(&digit_stream(card)),
-            "{card} is in {what}: {text}"
+            "{card} is in {what}: {shown}"
         );
     }
 }
