@@ -181,12 +181,16 @@ impl From<Error> for Status {
     /// Every status carries an `ErrorInfo` (AIP-193), plus a `BadRequest` naming
     /// the field or a `PreconditionFailure` naming the failed condition.
     fn from(err: Error) -> Self {
+        // Values callers sent are echoed `quoted`, which masks card numbers; one
+        // echoed otherwise (a slug in a resource name) is masked here, on its
+        // way to the caller and the log.
+        let masked = |text: &str| crate::domain::mask_card_numbers(text).into_owned();
         let mut details = ErrorDetails::new();
         let mut metadata = std::collections::HashMap::new();
         let code = match &err {
             Error::InvalidArgument { field, message } => {
                 metadata.insert("field".to_owned(), field.clone());
-                details.add_bad_request_violation(field, message);
+                details.add_bad_request_violation(field, masked(message));
                 Code::InvalidArgument
             }
             Error::NotFound(_) => Code::NotFound,
@@ -196,8 +200,8 @@ impl From<Error> for Status {
                 subject,
                 message,
             } => {
-                metadata.insert("subject".to_owned(), subject.clone());
-                details.add_precondition_failure_violation(*kind, subject, message);
+                metadata.insert("subject".to_owned(), masked(subject));
+                details.add_precondition_failure_violation(*kind, masked(subject), masked(message));
                 Code::FailedPrecondition
             }
             Error::PermissionDenied(_) => Code::PermissionDenied,
@@ -218,6 +222,29 @@ impl From<Error> for Status {
             }
             other => other.to_string(),
         };
-        Status::with_error_details(code, bounded(message), details)
+        Status::with_error_details(code, bounded(masked(&message)), details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_numbers_echoed_unquoted_are_masked() {
+        let status = Status::from(Error::NotFound(
+            "organization organizations/4111111111111111 not found".into(),
+        ));
+        assert_eq!(
+            status.message(),
+            "organization organizations/•••• 1111 not found"
+        );
+        let status = Status::from(Error::precondition(
+            "LAST_OWNER",
+            "organizations/4111111111111111",
+            "organizations/4111111111111111 needs an owner",
+        ));
+        let shown = format!("{:?}", status.get_error_details());
+        assert!(!shown.contains("41111111"), "{shown}");
     }
 }

@@ -10,14 +10,14 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use prost_reflect::{DynamicMessage, Value};
+use prost_reflect::DynamicMessage;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
-use crate::domain::{OrgRef, card_number_refusal, find_card_number};
+use crate::domain::OrgRef;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::org_row::OrgRow;
@@ -140,9 +140,8 @@ async fn authorize(
     let admitted = admit(state, &path, policy, caller, request_id).await?;
     let (mut parts, body) = request.into_parts();
     let (frame, message) = read_request(state, entry, &mut parts.headers, body).await?;
-    // Before anything parses (and might echo) a value, the organization's
-    // name included.
-    if let Some(refusal) = refused_text(&message, "") {
+    // Before any handler parses (and might store) a value.
+    if let Some(refusal) = state.policies.screen().refusal(&message) {
         return Err(refusal.into());
     }
     let (principal, access) = match admitted {
@@ -348,40 +347,6 @@ async fn read_request(
     uncompressed.put_u32(message.len() as u32);
     uncompressed.put(message);
     Ok((uncompressed.freeze(), decoded))
-}
-
-/// The refusal of the first text field of `message` (nested messages and lists
-/// included) that orgd takes from nobody: one holding a NUL character, which
-/// PostgreSQL's text cannot store, or a card number. orgd takes card numbers
-/// nowhere: checking every field here, before any handler parses (and might
-/// echo) a value, keeps them out of errors, logs and the database.
-fn refused_text(message: &DynamicMessage, prefix: &str) -> Option<Error> {
-    let path_of = |name: &str| {
-        if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}.{name}")
-        }
-    };
-    let in_value = |value: &Value, path: String| match value {
-        Value::String(text) if text.contains('\0') => Some(Error::invalid(
-            path,
-            "must not contain control characters such as NUL (U+0000)",
-        )),
-        Value::String(text) if find_card_number(text) => Some(card_number_refusal(&path)),
-        Value::Message(inner) => refused_text(inner, &path),
-        _ => None,
-    };
-    message.fields().find_map(|(field, value)| {
-        let path = path_of(field.name());
-        match value {
-            Value::List(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, item)| in_value(item, format!("{path}[{i}]"))),
-            other => in_value(other, path),
-        }
-    })
 }
 
 const GRPC_ENCODING: &str = "grpc-encoding";

@@ -1,6 +1,7 @@
 //! Authentication and authorization, in one place. `layer` runs before every
 //! call: it authenticates the bearer token (`identity`), looks the method up in
 //! the policy table built from the proto's `(orgd.v1.policy)` options (`policy`),
+//! screens the request's text (`screen`, by the `(orgd.v1.free_text)` options),
 //! and either refuses the call or hands the handler a `CallContext` — plus an
 //! `OrgAccess` for organization-scoped methods — in the request extensions,
 //! each in an `Arc`.
@@ -10,6 +11,7 @@ mod jwks;
 mod layer;
 mod mint;
 mod policy;
+mod screen;
 mod verified_tokens;
 
 /// Defined in the store, which takes it; minted only here (see `Mint`).

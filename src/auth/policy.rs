@@ -1,5 +1,6 @@
 //! The central policy table: every RPC of every orgd service mapped to what it
-//! requires, read from the `(orgd.v1.policy)` option of its proto declaration.
+//! requires, read from the `(orgd.v1.policy)` option of its proto declaration,
+//! with the request fields screened for card numbers (`(orgd.v1.free_text)`).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -7,6 +8,7 @@ use std::sync::LazyLock;
 use anyhow::{Context, bail};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, Value};
 
+use super::screen::TextScreen;
 use crate::domain::Permission;
 use crate::pb;
 
@@ -63,6 +65,7 @@ pub struct MethodEntry {
 #[derive(Debug, Clone)]
 pub struct PolicyTable {
     methods: HashMap<String, MethodEntry>,
+    screen: TextScreen,
 }
 
 impl PolicyTable {
@@ -122,11 +125,19 @@ impl PolicyTable {
                 );
             }
         }
-        Ok(PolicyTable { methods })
+        Ok(PolicyTable {
+            methods,
+            screen: TextScreen::from_pool(&pool)?,
+        })
     }
 
     pub fn get(&self, path: &str) -> Option<&MethodEntry> {
         self.methods.get(path)
+    }
+
+    /// What every request's text is screened for.
+    pub(super) fn screen(&self) -> &TextScreen {
+        &self.screen
     }
 
     /// orgd's own table, built once from its compiled protos (the unit tests

@@ -1,6 +1,8 @@
 //! The values of an organization's billing profile: who is invoiced, where.
-//! Every text field refuses card numbers first (see [`super::card`]), so a
-//! number pasted into the wrong box is neither stored nor echoed back.
+//! Every free-text field (legal name, address lines, city, postal code, region)
+//! refuses card numbers first (see [`super::card`]), so a number pasted into
+//! the wrong box is neither stored nor echoed back. Codes and ids (country, tax
+//! id) are not screened: a 13-digit tax id may pass the card rules.
 
 use std::fmt;
 
@@ -34,7 +36,6 @@ pub struct Country(&'static str);
 
 impl Country {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
-        refuse_card_numbers(field, raw)?;
         let code = raw.trim().to_ascii_uppercase();
         if code.is_empty() {
             return Err(Error::invalid(
@@ -257,7 +258,6 @@ impl TaxId {
                 format!("a tax id is at most {TAX_ID_MAX} characters"),
             ));
         }
-        refuse_card_numbers(field, &value)?;
         if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'-' | b'.'))
@@ -315,7 +315,9 @@ mod tests {
                 .to_string()
                 .contains("'UK'")
         );
-        assert_card_refused(Country::parse("c", CARD).unwrap_err(), "c");
+        // A code, not free text: refused as no country, and not repeated.
+        let err = Country::parse("c", CARD).unwrap_err();
+        assert!(!format!("{err:?}").contains("4242"), "{err:?}");
     }
 
     #[test]
@@ -389,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn card_numbers_are_refused_in_every_address_field() {
+    fn card_numbers_are_refused_in_every_free_text_address_field() {
         let with_card = |i: usize| {
             let mut parts = ["Main St 1", "Springfield", "12345", "IL", "US"];
             parts[i] = CARD;
@@ -408,7 +410,7 @@ mod tests {
             "billing.city",
             "billing.postal_code", // the card number would pass the postal code rules
             "billing.region",
-            "billing.country",
+            // The country is a code, refused as such (see `countries`).
         ];
         for (i, field) in fields.into_iter().enumerate() {
             assert_card_refused(with_card(i), field);
@@ -446,6 +448,9 @@ mod tests {
         assert_eq!(tax("DE123456789").as_deref(), Some("DE123456789"));
         assert_eq!(tax(" gb 123 4567 89 ").as_deref(), Some("GB 123 4567 89"));
         assert_eq!(tax("che-123.456.789").as_deref(), Some("CHE-123.456.789"));
+        // An id, not free text: Japan's 13-digit corporate numbers, say, would
+        // pass the card rules about one time in thirty.
+        assert_eq!(tax("T4222222222222").as_deref(), Some("T4222222222222"));
         assert_eq!(tax(""), None);
         assert_eq!(tax("  "), None);
         assert!(tax(&"1".repeat(11)).is_some());
@@ -453,6 +458,5 @@ mod tests {
             assert!(TaxId::parse_optional("t", bad).is_err(), "{bad:?}");
         }
         assert!(TaxId::parse_optional("t", &"A".repeat(33)).is_err());
-        assert_card_refused(TaxId::parse_optional("t", CARD).unwrap_err(), "t");
     }
 }

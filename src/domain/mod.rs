@@ -16,7 +16,7 @@ mod time;
 
 pub use action::Action;
 pub use billing::{Country, LegalName, PostalAddress, TaxId};
-pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
+pub use card::{card_number_refusal, contains_card_number, mask_card_numbers, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names, Permission};
 pub use money::{Currency, Money, prorate};
