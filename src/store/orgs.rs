@@ -12,7 +12,7 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::change::Change;
-use super::invoices::{self, CloseReason};
+use super::closing;
 use super::org_row::{OrgRow, lock_org};
 use super::proof::OrgAccess;
 use super::schema::{
@@ -188,7 +188,7 @@ pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
 }
 
 /// Bumps the revision (and so the etag) of a changed organization and returns it.
-async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     Ok(diesel::update(organizations::table.find(id))
         .set((
             organizations::revision.eq(organizations::revision + 1),
@@ -498,7 +498,7 @@ impl Store {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
                         org.name(),
-                        "a personal organization cannot be deleted while its user account exists",
+                        "a personal organization is closed only with its user's account (DeleteUser)",
                     ));
                 }
                 if confirmation != org.display_name {
@@ -508,66 +508,17 @@ impl Store {
                     ));
                 }
                 org.check_etag(etag)?;
-                let remaining: Vec<(String, String)> = org_resources::table
-                    .filter(org_resources::org_id.eq(org_id))
-                    .order(org_resources::created_at)
-                    .select((org_resources::kind, org_resources::external_id))
-                    .limit(6)
-                    .load(conn)
-                    .await?;
-                if !remaining.is_empty() {
-                    let total: i64 = org_resources::table
-                        .filter(org_resources::org_id.eq(org_id))
-                        .count()
-                        .get_result(conn)
-                        .await?;
-                    let shown: Vec<String> = remaining.iter().take(5).map(|(k, id)| format!("{k}/{id}")).collect();
-                    let more = if total > 5 { format!(" and {} more", total - 5) } else { String::new() };
-                    return Err(Error::precondition(
-                        "RESOURCES_REMAIN",
-                        org.name(),
-                        format!(
-                            "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
-                            shown.join(", ")
-                        ),
-                    ));
-                }
-                // Billing stops with the organization: its period closes and is invoiced now.
-                let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
-                let final_invoice = match invoices::close_period(
-                    conn,
-                    actor,
-                    org_id,
-                    period_start,
-                    CloseReason::OrganizationDeleted,
-                )
-                .await?
-                {
-                    invoices::Closed::Issued(invoice) | invoices::Closed::Before(invoice) => {
-                        Some(invoice.row.name())
-                    }
-                    invoices::Closed::Nothing => None,
-                };
-                let purge_at = Utc::now() + retention;
-                diesel::update(organizations::table.find(org_id))
-                    .set((
-                        organizations::deleted_at.eq(diesel::dsl::now),
-                        organizations::purge_at.eq(purge_at),
-                    ))
-                    .prepared()
-                    .execute(conn)
-                    .await?;
-                let deleted = touch(conn, org_id).await?;
+                let closed = closing::close(conn, actor, &org, retention).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::OrganizationDelete,
-                    &deleted.name(),
-                    serde_json::json!({ "purge_time": purge_at, "final_invoice": final_invoice }),
+                    &closed.org.name(),
+                    closed.details(),
                 )
                 .await?;
-                Ok(deleted)
+                Ok(closed.org)
             }.scope_boxed()
         })
         .await
