@@ -17,11 +17,12 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
     /// The request is valid but the system is not in a state that allows it;
-    /// `kind` and `subject` name the failed precondition for clients.
+    /// `kind` names the failed precondition for clients, and each violation
+    /// a subject that fails it (e.g. an organization) with what to do about it.
     #[error("{message}")]
     FailedPrecondition {
         kind: &'static str,
-        subject: String,
+        violations: Vec<(String, String)>,
         message: String,
     },
     #[error("{0}")]
@@ -65,9 +66,23 @@ impl Error {
         subject: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        let message = message.into();
         Error::FailedPrecondition {
             kind,
-            subject: subject.into(),
+            violations: vec![(subject.into(), message.clone())],
+            message,
+        }
+    }
+
+    /// A precondition that several subjects fail, each `(subject, description)`.
+    pub fn preconditions(
+        kind: &'static str,
+        violations: Vec<(String, String)>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::FailedPrecondition {
+            kind,
+            violations,
             message: message.into(),
         }
     }
@@ -192,12 +207,13 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition {
-                kind,
-                subject,
-                message,
+                kind, violations, ..
             } => {
-                metadata.insert("subject".to_owned(), subject.clone());
-                details.add_precondition_failure_violation(*kind, subject, message);
+                let subjects: Vec<&str> = violations.iter().map(|(s, _)| s.as_str()).collect();
+                metadata.insert("subject".to_owned(), subjects.join(","));
+                for (subject, description) in violations {
+                    details.add_precondition_failure_violation(*kind, subject, description);
+                }
                 Code::FailedPrecondition
             }
             Error::PermissionDenied(_) => Code::PermissionDenied,
