@@ -135,6 +135,15 @@ impl From<DieselError> for Error {
                 )
             }
             DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+                if info.constraint_name() == Some("organization_restored_with_owner") =>
+            {
+                Error::precondition(
+                    "NO_OWNER",
+                    "organization",
+                    "an organization without an owner cannot be restored",
+                )
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
                 if info.constraint_name() == Some("personal_org_single_member") =>
             {
                 Error::precondition(

@@ -11,7 +11,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::change::Change;
+use super::change::{Change, owner_count};
 use super::closing;
 use super::org_row::{OrgRow, lock_org};
 use super::proof::OrgAccess;
@@ -161,12 +161,21 @@ fn slug_taken(slug: &Slug) -> Error {
 /// `memberships.invited_by`), which would otherwise order user locks by whoever
 /// invited whom and deadlock.
 pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
+    // A deleted account joins nothing, even if it was deleted while this waited.
     users::table
         .find(user_id)
+        .filter(users::deleted_at.is_null())
         .select(users::id)
         .for_no_key_update()
         .first::<Uuid>(conn)
-        .await?;
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} not found: the account was deleted",
+                crate::domain::UserRef::name_of(user_id)
+            ))
+        })?;
     Ok(memberships::table
         .inner_join(organizations::table)
         .filter(memberships::user_id.eq(user_id))
@@ -555,6 +564,16 @@ impl Store {
                         ));
                     }
                     Some(_) => {}
+                }
+                if owner_count(conn, org_id).await? == 0 {
+                    return Err(Error::precondition(
+                        "NO_OWNER",
+                        org.name(),
+                        format!(
+                            "organization {} has no owner left (its last owner's account was deleted), so it cannot be restored",
+                            org.slug
+                        ),
+                    ));
                 }
                 let members: Vec<Uuid> = memberships::table
                     .filter(memberships::org_id.eq(org_id))
