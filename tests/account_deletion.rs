@@ -326,6 +326,68 @@ async fn services_delete_any_account_and_users_only_their_own() {
     dave_client.delete_user(delete_user(&dave)).await.unwrap();
 }
 
+/// The account's tombstone goes with its personal organization, at the end of
+/// the retention period, and the API tokens it created with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tombstone_is_purged_with_the_personal_organization() {
+    let app =
+        TestApp::spawn_with(&["--deleted-retention", "1s", "--purge-interval", "200ms"]).await;
+    let acme = create_org(&mut app.orgs_as("bob").await, "Acme").await;
+    join(&app, "bob", &acme, "alice", &["developer"])
+        .await
+        .unwrap();
+    let secret = api_token(&app, "alice", &acme).await;
+    let alice = app.user_id("alice").await;
+    let personal = id_of(
+        &who_am_i(&app, "alice")
+            .await
+            .user
+            .unwrap()
+            .personal_organization,
+    );
+    app.orgs_as("alice")
+        .await
+        .delete_user(delete_user(&alice))
+        .await
+        .unwrap();
+
+    let alice: Uuid = alice.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .count("SELECT 1 FROM users WHERE id = $1", &[&alice])
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not purged in time");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.count("SELECT 1 FROM organizations WHERE id = $1", &[&personal])
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT 1 FROM api_tokens WHERE creator_id = $1", &[&alice])
+            .await,
+        0
+    );
+    expect_code(
+        app.orgs(Some(&secret))
+            .await
+            .get_organization(get(&acme.name))
+            .await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM activity WHERE action = 'organization.purge' AND details->>'account' = $1",
+            &[&format!("users/{alice}")],
+        )
+        .await,
+        1
+    );
+}
+
 /// A deleted team organization does not hold its last owner back: it loses
 /// that owner with the account, is purged in time, and can no longer be
 /// restored, even by a member allowed to.

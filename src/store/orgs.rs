@@ -24,6 +24,7 @@ use super::{
 };
 use crate::domain::{
     Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
+    UserRef,
 };
 use crate::error::{Error, Result};
 
@@ -173,7 +174,7 @@ pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -
         .ok_or_else(|| {
             Error::NotFound(format!(
                 "{} not found: the account was deleted",
-                crate::domain::UserRef::name_of(user_id)
+                UserRef::name_of(user_id)
             ))
         })?;
     Ok(memberships::table
@@ -685,26 +686,47 @@ impl Store {
                         "deleted organizations still hold resources; not purging them"
                     );
                 }
-                let purged: Vec<(Uuid, String)> = diesel::delete(
+                let purged: Vec<(Uuid, String, Option<Uuid>)> = diesel::delete(
                     organizations::table
                         .filter(organizations::purge_at.le(diesel::dsl::now))
                         .filter(diesel::dsl::not(has_resources)),
                 )
-                .returning((organizations::id, organizations::slug))
+                .returning((
+                    organizations::id,
+                    organizations::slug,
+                    organizations::personal_owner_id,
+                ))
                 .get_results(conn)
                 .await?;
-                for (id, slug) in &purged {
+                // A deleted account's tombstone goes with its personal
+                // organization, and the API tokens it created with it.
+                let accounts: Vec<Uuid> =
+                    purged.iter().filter_map(|(_, _, owner)| *owner).collect();
+                diesel::delete(
+                    users::table
+                        .filter(users::id.eq_any(&accounts))
+                        .filter(users::deleted_at.is_not_null()),
+                )
+                .execute(conn)
+                .await?;
+                for (id, slug, owner) in &purged {
+                    let details = match owner {
+                        Some(owner) => {
+                            serde_json::json!({ "slug": slug, "account": UserRef::name_of(*owner) })
+                        }
+                        None => serde_json::json!({ "slug": slug }),
+                    };
                     audit::record(
                         conn,
                         actor,
                         Some(*id),
                         Action::OrganizationPurge,
                         &OrgRef::name_of(*id),
-                        serde_json::json!({ "slug": slug }),
+                        details,
                     )
                     .await?;
                 }
-                Ok(purged.into_iter().map(|(id, _)| id).collect())
+                Ok(purged.into_iter().map(|(id, _, _)| id).collect())
             }
             .scope_boxed()
         })
