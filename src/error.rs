@@ -17,11 +17,12 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
     /// The request is valid but the system is not in a state that allows it;
-    /// `kind` and `subject` name the failed precondition for clients.
+    /// `kind` names the failed precondition for clients, and each violation
+    /// a subject that fails it (e.g. an organization) with what to do about it.
     #[error("{message}")]
     FailedPrecondition {
         kind: &'static str,
-        subject: String,
+        violations: Vec<(String, String)>,
         message: String,
     },
     #[error("{0}")]
@@ -65,9 +66,23 @@ impl Error {
         subject: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        let message = message.into();
         Error::FailedPrecondition {
             kind,
-            subject: subject.into(),
+            violations: vec![(subject.into(), message.clone())],
+            message,
+        }
+    }
+
+    /// A precondition that several subjects fail, each `(subject, description)`.
+    pub fn preconditions(
+        kind: &'static str,
+        violations: Vec<(String, String)>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::FailedPrecondition {
+            kind,
+            violations,
             message: message.into(),
         }
     }
@@ -117,6 +132,15 @@ impl From<DieselError> for Error {
                     "LAST_OWNER",
                     "organization",
                     "an organization must keep at least one owner; make another member an owner first",
+                )
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+                if info.constraint_name() == Some("organization_restored_with_owner") =>
+            {
+                Error::precondition(
+                    "NO_OWNER",
+                    "organization",
+                    "an organization without an owner cannot be restored",
                 )
             }
             DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
@@ -196,12 +220,17 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition {
-                kind,
-                subject,
-                message,
+                kind, violations, ..
             } => {
-                metadata.insert("subject".to_owned(), masked(subject));
-                details.add_precondition_failure_violation(*kind, masked(subject), masked(message));
+                let subjects: Vec<String> = violations.iter().map(|(s, _)| masked(s)).collect();
+                metadata.insert("subject".to_owned(), subjects.join(","));
+                for (subject, description) in violations {
+                    details.add_precondition_failure_violation(
+                        *kind,
+                        masked(subject),
+                        masked(description),
+                    );
+                }
                 Code::FailedPrecondition
             }
             Error::PermissionDenied(_) => Code::PermissionDenied,

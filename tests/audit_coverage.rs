@@ -1,6 +1,7 @@
 //! Every mutating RPC of every service, as listed by the descriptor's policy
 //! table, leaves exactly one activity row (a resource transfer: one in each of
-//! its two organizations), written in the same transaction as the change.
+//! its two organizations; an account deletion: one in each of the account's),
+//! written in the same transaction as the change.
 
 mod common;
 
@@ -402,6 +403,20 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
         .once(
             "UndeleteOrganization",
             orgs.undelete_organization(pb::UndeleteOrganizationRequest { name: beta.name }),
+        )
+        .await;
+
+    // Account deletion: one row in each organization the account belonged
+    // to, here dave's personal one.
+    let dave = app.user_id("dave").await;
+    audit
+        .once(
+            "DeleteUser",
+            app.orgs_as("dave")
+                .await
+                .delete_user(pb::DeleteUserRequest {
+                    name: format!("users/{dave}"),
+                }),
         )
         .await;
 

@@ -1,6 +1,7 @@
 //! The access policy covers every RPC: enumerated from the descriptor, each method
 //! is refused without a token, refused for a caller lacking exactly its
-//! permission, NOT_FOUND for non-members — and reachable for the right caller.
+//! permission, NOT_FOUND for non-members, PERMISSION_DENIED for another user's
+//! account — and reachable for the right caller.
 
 mod common;
 
@@ -235,6 +236,51 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                     assert!(
                         reached_handler(code(&as_user)),
                         "{path} for a user: {as_user:?}"
+                    );
+                }
+                Policy::Account { user_field } => {
+                    // Its own user and any service get past the policy, each
+                    // with an account to act on; another user is refused, the
+                    // same for an existing account as for a missing one.
+                    let naming =
+                        |id: &str| request(&method.input(), user_field, &format!("users/{id}"));
+                    let own_id = app.user_id("account-holder").await;
+                    let other_id = app.user_id("account-other").await;
+                    let foreign =
+                        raw::call(&channel, &path, naming(&own_id), Some(&outsider_token)).await;
+                    assert_eq!(
+                        code(&foreign),
+                        Code::PermissionDenied,
+                        "{path} for another user"
+                    );
+                    let missing = raw::call(
+                        &channel,
+                        &path,
+                        naming(&uuid::Uuid::now_v7().to_string()),
+                        Some(&outsider_token),
+                    )
+                    .await;
+                    assert_eq!(
+                        foreign.unwrap_err().message(),
+                        missing.unwrap_err().message(),
+                        "{path}: another user's account must look exactly like a missing one"
+                    );
+                    let as_holder = raw::call(
+                        &channel,
+                        &path,
+                        naming(&own_id),
+                        Some(&user_token("account-holder")),
+                    )
+                    .await;
+                    assert!(
+                        reached_handler(code(&as_holder)),
+                        "{path} for its own user: {as_holder:?}"
+                    );
+                    let as_service =
+                        raw::call(&channel, &path, naming(&other_id), Some(&service_token)).await;
+                    assert!(
+                        reached_handler(code(&as_service)),
+                        "{path} for a service: {as_service:?}"
                     );
                 }
                 Policy::Service => {

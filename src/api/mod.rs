@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tonic::Request;
 
-use crate::auth::{CallContext, OrgAccess, PolicyTable};
+use crate::auth::{AccountAccess, CallContext, OrgAccess, PolicyTable};
 use crate::domain::{ChildName, Permission, quoted};
 use crate::error::{Error, Result};
 
@@ -31,13 +31,25 @@ fn call_context<T>(request: &Request<T>) -> Result<Arc<CallContext>> {
 /// The organization an org-scoped call targets, with the caller's verified access
 /// (shared, as `call_context`).
 fn org_access<T>(request: &Request<T>) -> Result<Arc<OrgAccess>> {
+    proof(request, "an organization")
+}
+
+/// The account a call on a user's account may act on, as the policy layer
+/// verified it.
+fn account_access<T>(request: &Request<T>) -> Result<Arc<AccountAccess>> {
+    proof(request, "an account")
+}
+
+/// The proof of type `P` the policy layer left for this call; `what` it
+/// resolves, for the error should it be missing.
+fn proof<P: Send + Sync + 'static, T>(request: &Request<T>, what: &str) -> Result<Arc<P>> {
     request
         .extensions()
-        .get::<Arc<OrgAccess>>()
+        .get::<Arc<P>>()
         .cloned()
         .ok_or_else(|| {
             Error::Internal(anyhow::anyhow!(
-                "the auth layer did not resolve an organization for this call"
+                "the auth layer did not resolve {what} for this call"
             ))
         })
 }

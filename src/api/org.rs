@@ -1,10 +1,11 @@
-//! OrgService: organizations, plus who-am-i and permission checks.
+//! OrgService: organizations, plus who-am-i, permission checks and account
+//! deletion.
 
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, emailed_token, optional, org_access, timestamp};
+use super::{account_access, call_context, emailed_token, optional, org_access, timestamp};
 use crate::auth::Principal;
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef, quoted,
@@ -81,7 +82,7 @@ fn user(user: &User) -> pb::User {
     pb::User {
         name: UserRef::name_of(user.row.id),
         uid: user.row.id.to_string(),
-        subject: user.row.subject.clone(),
+        subject: user.row.subject.clone().unwrap_or_default(),
         email: user.row.email.clone(),
         email_verified: user.row.email_verified,
         display_name: user.row.display_name.clone(),
@@ -370,5 +371,17 @@ impl OrgService for OrgApi {
             memberships: views.into_iter().map(membership).collect(),
             next_page_token,
         }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ctx = call_context(&request)?;
+        let access = account_access(&request)?;
+        self.store
+            .delete_user(&ctx.actor(), &access, self.settings.deleted_retention)
+            .await?;
+        Ok(Response::new(()))
     }
 }

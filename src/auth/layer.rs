@@ -16,8 +16,8 @@ use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
-use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
-use crate::domain::OrgRef;
+use super::{AccountAccess, CallContext, JwtVerifier, Mint, OrgAccess, Principal};
+use crate::domain::{OrgRef, UserRef};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::org_row::OrgRow;
@@ -144,19 +144,22 @@ async fn authorize(
     if let Some(refusal) = state.policies.screen().refusal(&message) {
         return Err(refusal.into());
     }
-    let (principal, access) = match admitted {
-        Admitted::Caller(principal) => (principal, None),
+    let mut request = http::Request::from_parts(parts, Body::new(Full::new(frame)));
+    let principal = match admitted {
+        Admitted::Caller(principal) => principal,
         Admitted::InOrg(scope, caller) => {
             let org_ref = target_org(&message, scope)?;
             let (principal, access) =
                 authorize_in_target(state, &org_ref, scope, caller, request_id).await?;
-            (principal, Some(access))
+            request.extensions_mut().insert(Arc::new(access));
+            principal
+        }
+        Admitted::ForAccount(user_field, principal) => {
+            let access = authorize_for_account(&path, &message, user_field, &principal)?;
+            request.extensions_mut().insert(Arc::new(access));
+            principal
         }
     };
-    let mut request = http::Request::from_parts(parts, Body::new(Full::new(frame)));
-    if let Some(access) = access {
-        request.extensions_mut().insert(Arc::new(access));
-    }
     request.extensions_mut().insert(Arc::new(CallContext {
         request_id: request_id.to_owned(),
         principal,
@@ -224,11 +227,13 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
 }
 
 /// A caller the method's policy takes: done, or to be authorized in the
-/// organization the request names.
+/// organization, or on the account, the request names.
 #[allow(clippy::large_enum_variant)] // one per call, on its way to the handler
 enum Admitted<'p> {
     Caller(Principal),
     InOrg(&'p OrgPolicy, Caller),
+    /// To act on the account the request names at the path (`Policy::Account`).
+    ForAccount(&'p [String], Principal),
 }
 
 /// Whether the method takes this kind of caller; decided before the request
@@ -243,6 +248,9 @@ async fn admit<'p>(
     Ok(match (policy, caller) {
         (Policy::Service, Caller::Service(subject)) => {
             Admitted::Caller(Principal::Service { subject })
+        }
+        (Policy::Account { user_field }, Caller::Service(subject)) => {
+            Admitted::ForAccount(user_field, Principal::Service { subject })
         }
         (Policy::Service, _) => {
             return Err(Error::PermissionDenied(format!(
@@ -260,7 +268,20 @@ async fn admit<'p>(
         (Policy::Authenticated { api_tokens: true }, Caller::ApiToken { caller, .. }) => {
             Admitted::Caller(Principal::ApiToken(caller))
         }
-        (Policy::Authenticated { api_tokens: false }, Caller::ApiToken { .. }) => {
+        // Looked up, never created: acting on an account needs one already.
+        (Policy::Account { user_field }, Caller::User(identity)) => {
+            let user = state.store.known_user(&identity).await?.ok_or_else(|| {
+                Error::NotFound(
+                    "you have no orgd account: it was deleted, or you have not used orgd yet"
+                        .into(),
+                )
+            })?;
+            Admitted::ForAccount(user_field, Principal::User(user))
+        }
+        (
+            Policy::Authenticated { api_tokens: false } | Policy::Account { .. },
+            Caller::ApiToken { .. },
+        ) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
             )));
@@ -306,6 +327,28 @@ async fn authorize_in_target(
             Ok((Principal::ApiToken(caller), access))
         }
         Caller::Service(_) => unreachable!("admit refuses services in organization methods"),
+    }
+}
+
+/// The account the request names at `user_field`, which the caller may act
+/// on: their own, or as a service anyone's. Another user's is refused the same
+/// whether or not it exists, so that nobody learns which accounts do.
+fn authorize_for_account(
+    path: &str,
+    message: &DynamicMessage,
+    user_field: &[String],
+    principal: &Principal,
+) -> Result<AccountAccess> {
+    let target = UserRef::parse(
+        &user_field.join("."),
+        &read_string_field(message, user_field),
+    )?;
+    match principal {
+        Principal::User(user) if user.row.id != target.0 => Err(Error::PermissionDenied(format!(
+            "{path} acts on your own account only, {}; another user's is for backend services",
+            UserRef::name_of(user.row.id)
+        ))),
+        _ => Ok(AccountAccess::new(Mint(()), target.0)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The key that mints `OrgAccess` proofs (`crate::store::proof`). Its field is
+//! The key that mints the proofs of `crate::store::proof` (`OrgAccess`,
+//! `AccountAccess`). Its field is
 //! private to `crate::auth`, so only the policy layer can make one. It depends on
 //! nothing, so the store can name it without depending on the rest of `auth`.
 

@@ -14,8 +14,8 @@ mod policy;
 mod screen;
 mod verified_tokens;
 
-/// Defined in the store, which takes it; minted only here (see `Mint`).
-pub use crate::store::proof::OrgAccess;
+/// Defined in the store, which takes them; minted only here (see `Mint`).
+pub use crate::store::proof::{AccountAccess, OrgAccess};
 pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState, MAX_BEARER_BYTES, request_id};
 pub use mint::Mint;

@@ -19,6 +19,9 @@ pub enum Policy {
     Authenticated { api_tokens: bool },
     /// Backend services only.
     Service,
+    /// A method on the account of the user named at `user_field` (a path of
+    /// field names): that user themself, or a backend service for any user.
+    Account { user_field: Vec<String> },
     /// A member of the organization named in the request.
     Org(OrgPolicy),
 }
@@ -52,6 +55,7 @@ struct Declared {
     child_resource: bool,
     api_tokens: bool,
     own_permission: String,
+    user_field: String,
 }
 
 /// A method as the table knows it.
@@ -108,6 +112,7 @@ impl PolicyTable {
                         child_resource: flag("child_resource"),
                         api_tokens: flag("api_tokens"),
                         own_permission: text("own_permission"),
+                        user_field: text("user_field"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -179,6 +184,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         child_resource,
         api_tokens,
         own_permission,
+        user_field,
     } = declared;
     let org_scoped = !permission.is_empty() || member;
     if api_tokens && !authenticated {
@@ -194,8 +200,15 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
     if !own_permission.is_empty() && (permission.is_empty() || own_permission == permission) {
         bail!("own_permission narrows a permission policy and differs from its permission");
     }
-    match (!permission.is_empty(), member, authenticated, service) {
-        (true, false, false, false) | (false, true, false, false) => {
+    let account = !user_field.is_empty();
+    match (
+        !permission.is_empty(),
+        member,
+        authenticated,
+        service,
+        account,
+    ) {
+        (true, false, false, false, false) | (false, true, false, false, false) => {
             if org_field.is_empty() {
                 bail!(
                     "an organization-scoped policy needs org_field naming the request field with the organization"
@@ -211,9 +224,14 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
                 allow_deleted,
             }))
         }
-        (false, false, true, false) => Ok(Policy::Authenticated { api_tokens }),
-        (false, false, false, true) => Ok(Policy::Service),
-        _ => bail!("set exactly one of permission, member, authenticated and service"),
+        (false, false, true, false, false) => Ok(Policy::Authenticated { api_tokens }),
+        (false, false, false, true, false) => Ok(Policy::Service),
+        (false, false, false, false, true) => {
+            let path: Vec<String> = user_field.split('.').map(str::to_owned).collect();
+            check_string_field(input, &path)?;
+            Ok(Policy::Account { user_field: path })
+        }
+        _ => bail!("set exactly one of permission, member, authenticated, service and user_field"),
     }
 }
 
@@ -225,15 +243,15 @@ fn check_string_field(input: &MessageDescriptor, path: &[String]) -> anyhow::Res
             .get_field_by_name(name)
             .with_context(|| format!("{} has no field '{name}'", message.full_name()))?;
         if field.is_list() || field.is_map() {
-            bail!("org_field '{name}' is repeated");
+            bail!("'{name}' is repeated; the field must hold one name");
         }
         match field.kind() {
             Kind::String if i == path.len() - 1 => return Ok(()),
             Kind::Message(inner) if i < path.len() - 1 => message = inner,
-            _ => bail!("org_field '{}' must name a string field", path.join(".")),
+            _ => bail!("'{}' must name a string field", path.join(".")),
         }
     }
-    bail!("org_field is empty")
+    bail!("the field path is empty")
 }
 
 /// Reads the string at `path` in a decoded request; missing means empty.
@@ -299,6 +317,19 @@ mod tests {
     }
 
     #[test]
+    fn delete_user_acts_on_the_account_its_name_names() {
+        assert_eq!(
+            PolicyTable::orgd()
+                .get("/orgd.v1.OrgService/DeleteUser")
+                .unwrap()
+                .policy,
+            Some(Policy::Account {
+                user_field: vec!["name".into()]
+            })
+        );
+    }
+
+    #[test]
     fn token_methods_admit_their_own_tokens_with_a_narrower_permission() {
         let table = PolicyTable::orgd();
         for method in ["CreateApiToken", "ListApiTokens", "RevokeApiToken"] {
@@ -357,6 +388,24 @@ mod tests {
         assert!(narrowed("org.update", "org.read", false).is_ok());
         assert!(narrowed("org.read", "org.read", false).is_err());
         assert!(narrowed("", "org.read", true).is_err());
+        let account = |user_field: &str, service| {
+            parse_policy(
+                &input,
+                Declared {
+                    user_field: user_field.into(),
+                    service,
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(
+            account("name", false).unwrap(),
+            Policy::Account {
+                user_field: vec!["name".into()]
+            }
+        );
+        assert!(account("nope", false).is_err());
+        assert!(account("name", true).is_err());
         assert_eq!(
             parse("", true, false, false, "name").unwrap(),
             Policy::Org(OrgPolicy {

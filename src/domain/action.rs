@@ -61,6 +61,7 @@ actions! {
     ApiTokenRevoke => "api_token.revoke",
     UserCreate => "user.create",
     UserUpdate => "user.update",
+    UserDelete => "user.delete",
 }
 
 #[cfg(test)]

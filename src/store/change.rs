@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::org_row::{OrgRow, lock_org};
 use super::proof::OrgAccess;
-use super::schema::api_tokens;
+use super::schema::{api_tokens, membership_roles};
 use super::standing::{MemberAccess, access_in};
 use super::{Actor, Conn, Store};
 use crate::domain::{Names, Permission};
@@ -23,6 +23,16 @@ use crate::error::{Error, Result};
 
 /// The role that owns an organization; every organization keeps at least one holder.
 pub const OWNER_ROLE: &str = "owner";
+
+/// How many members of `org_id` hold the owner role now.
+pub(super) async fn owner_count(conn: &mut Conn, org_id: Uuid) -> Result<i64> {
+    Ok(membership_roles::table
+        .filter(membership_roles::org_id.eq(org_id))
+        .filter(membership_roles::role.eq(OWNER_ROLE))
+        .count()
+        .get_result(conn)
+        .await?)
+}
 
 /// A change in progress: the organization is locked until commit and `actor` is
 /// the caller's standing, read under that lock.

@@ -18,9 +18,9 @@ use futures_util::future::join_all;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::change::{Change, OWNER_ROLE};
+use super::change::{Change, OWNER_ROLE, owner_count};
 use super::proof::OrgAccess;
-use super::schema::{membership_roles, memberships, users};
+use super::schema::{memberships, users};
 use super::standing::{MemberAccess, held_columns};
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken};
@@ -350,13 +350,7 @@ impl Change {
 
     /// The last step of every change that can take an owner away.
     async fn ensure_owner_remains(&self, conn: &mut Conn) -> Result<()> {
-        let owners: i64 = membership_roles::table
-            .filter(membership_roles::org_id.eq(self.org.id))
-            .filter(membership_roles::role.eq(OWNER_ROLE))
-            .count()
-            .get_result(conn)
-            .await?;
-        if owners > 0 {
+        if owner_count(conn, self.org.id).await? > 0 {
             return Ok(());
         }
         Err(last_owner(&self.org.name()))

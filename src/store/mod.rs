@@ -3,9 +3,11 @@
 //! constraints and row locks, so several orgd replicas can share one database.
 
 pub mod access;
+pub mod accounts;
 pub mod audit;
 pub mod billing_profiles;
 mod change;
+mod closing;
 mod connect;
 pub mod invitations;
 pub mod invoices;

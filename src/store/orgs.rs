@@ -11,8 +11,8 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::change::Change;
-use super::invoices::{self, CloseReason};
+use super::change::{Change, owner_count};
+use super::closing;
 use super::org_row::{OrgRow, lock_org};
 use super::proof::OrgAccess;
 use super::schema::{
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::domain::{
     Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
+    UserRef,
 };
 use crate::error::{Error, Result};
 
@@ -161,12 +162,21 @@ fn slug_taken(slug: &Slug) -> Error {
 /// `memberships.invited_by`), which would otherwise order user locks by whoever
 /// invited whom and deadlock.
 pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
+    // A deleted account joins nothing, even if it was deleted while this waited.
     users::table
         .find(user_id)
+        .filter(users::deleted_at.is_null())
         .select(users::id)
         .for_no_key_update()
         .first::<Uuid>(conn)
-        .await?;
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} not found: the account was deleted",
+                UserRef::name_of(user_id)
+            ))
+        })?;
     Ok(memberships::table
         .inner_join(organizations::table)
         .filter(memberships::user_id.eq(user_id))
@@ -188,7 +198,7 @@ pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
 }
 
 /// Bumps the revision (and so the etag) of a changed organization and returns it.
-async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+pub(super) async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
     Ok(diesel::update(organizations::table.find(id))
         .set((
             organizations::revision.eq(organizations::revision + 1),
@@ -498,7 +508,7 @@ impl Store {
                     return Err(Error::precondition(
                         "PERSONAL_ORGANIZATION",
                         org.name(),
-                        "a personal organization cannot be deleted while its user account exists",
+                        "a personal organization is closed only with its user's account (DeleteUser)",
                     ));
                 }
                 if confirmation != org.display_name {
@@ -508,66 +518,17 @@ impl Store {
                     ));
                 }
                 org.check_etag(etag)?;
-                let remaining: Vec<(String, String)> = org_resources::table
-                    .filter(org_resources::org_id.eq(org_id))
-                    .order(org_resources::created_at)
-                    .select((org_resources::kind, org_resources::external_id))
-                    .limit(6)
-                    .load(conn)
-                    .await?;
-                if !remaining.is_empty() {
-                    let total: i64 = org_resources::table
-                        .filter(org_resources::org_id.eq(org_id))
-                        .count()
-                        .get_result(conn)
-                        .await?;
-                    let shown: Vec<String> = remaining.iter().take(5).map(|(k, id)| format!("{k}/{id}")).collect();
-                    let more = if total > 5 { format!(" and {} more", total - 5) } else { String::new() };
-                    return Err(Error::precondition(
-                        "RESOURCES_REMAIN",
-                        org.name(),
-                        format!(
-                            "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
-                            shown.join(", ")
-                        ),
-                    ));
-                }
-                // Billing stops with the organization: its period closes and is invoiced now.
-                let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
-                let final_invoice = match invoices::close_period(
-                    conn,
-                    actor,
-                    org_id,
-                    period_start,
-                    CloseReason::OrganizationDeleted,
-                )
-                .await?
-                {
-                    invoices::Closed::Issued(invoice) | invoices::Closed::Before(invoice) => {
-                        Some(invoice.row.name())
-                    }
-                    invoices::Closed::Nothing => None,
-                };
-                let purge_at = Utc::now() + retention;
-                diesel::update(organizations::table.find(org_id))
-                    .set((
-                        organizations::deleted_at.eq(diesel::dsl::now),
-                        organizations::purge_at.eq(purge_at),
-                    ))
-                    .prepared()
-                    .execute(conn)
-                    .await?;
-                let deleted = touch(conn, org_id).await?;
+                let closed = closing::close(conn, actor, &org, retention).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::OrganizationDelete,
-                    &deleted.name(),
-                    serde_json::json!({ "purge_time": purge_at, "final_invoice": final_invoice }),
+                    &closed.org.name(),
+                    closed.details(),
                 )
                 .await?;
-                Ok(deleted)
+                Ok(closed.org)
             }.scope_boxed()
         })
         .await
@@ -604,6 +565,16 @@ impl Store {
                         ));
                     }
                     Some(_) => {}
+                }
+                if owner_count(conn, org_id).await? == 0 {
+                    return Err(Error::precondition(
+                        "NO_OWNER",
+                        org.name(),
+                        format!(
+                            "organization {} has no owner left (its last owner's account was deleted), so it cannot be restored",
+                            org.slug
+                        ),
+                    ));
                 }
                 let members: Vec<Uuid> = memberships::table
                     .filter(memberships::org_id.eq(org_id))
@@ -715,26 +686,47 @@ impl Store {
                         "deleted organizations still hold resources; not purging them"
                     );
                 }
-                let purged: Vec<(Uuid, String)> = diesel::delete(
+                let purged: Vec<(Uuid, String, Option<Uuid>)> = diesel::delete(
                     organizations::table
                         .filter(organizations::purge_at.le(diesel::dsl::now))
                         .filter(diesel::dsl::not(has_resources)),
                 )
-                .returning((organizations::id, organizations::slug))
+                .returning((
+                    organizations::id,
+                    organizations::slug,
+                    organizations::personal_owner_id,
+                ))
                 .get_results(conn)
                 .await?;
-                for (id, slug) in &purged {
+                // A deleted account's tombstone goes with its personal
+                // organization, and the API tokens it created with it.
+                let accounts: Vec<Uuid> =
+                    purged.iter().filter_map(|(_, _, owner)| *owner).collect();
+                diesel::delete(
+                    users::table
+                        .filter(users::id.eq_any(&accounts))
+                        .filter(users::deleted_at.is_not_null()),
+                )
+                .execute(conn)
+                .await?;
+                for (id, slug, owner) in &purged {
+                    let details = match owner {
+                        Some(owner) => {
+                            serde_json::json!({ "slug": slug, "account": UserRef::name_of(*owner) })
+                        }
+                        None => serde_json::json!({ "slug": slug }),
+                    };
                     audit::record(
                         conn,
                         actor,
                         Some(*id),
                         Action::OrganizationPurge,
                         &OrgRef::name_of(*id),
-                        serde_json::json!({ "slug": slug }),
+                        details,
                     )
                     .await?;
                 }
-                Ok(purged.into_iter().map(|(id, _)| id).collect())
+                Ok(purged.into_iter().map(|(id, _, _)| id).collect())
             }
             .scope_boxed()
         })

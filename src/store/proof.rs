@@ -1,6 +1,7 @@
 //! `OrgAccess`: the proof that a call passed its method's policy in an
 //! organization. Store commands that act for a caller in an organization take
-//! one, so code that holds none cannot call them.
+//! one, so code that holds none cannot call them. `AccountAccess` is the same
+//! for a user's account.
 //!
 //! It lives here, beside the rows it carries, and not in `crate::auth`: the auth
 //! layer depends on the store (it reads standings through it), and store
@@ -8,6 +9,8 @@
 //! Only `auth` can make one all the same: `OrgAccess::new` takes an
 //! `auth::Mint`, which nothing outside `auth` can build, and `auth::mint` is a
 //! leaf, so the store's one edge towards `auth` leads nowhere else.
+
+use uuid::Uuid;
 
 use super::org_row::OrgRow;
 use super::standing::MemberAccess;
@@ -79,5 +82,23 @@ impl OrgAccess {
     /// Whether the method's policy admits a soft-deleted organization.
     pub fn allows_deleted(&self) -> bool {
         self.allows_deleted
+    }
+}
+
+/// What the policy layer proved for a method on a user's account: the caller
+/// is that user, or a backend service. It does not say the user exists.
+#[derive(Debug)]
+pub struct AccountAccess {
+    user_id: Uuid,
+}
+
+impl AccountAccess {
+    pub fn new(_: Mint, user_id: Uuid) -> Self {
+        AccountAccess { user_id }
+    }
+
+    /// The user whose account the call may act on.
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
     }
 }

@@ -3,12 +3,13 @@
 diesel::table! {
     users (id) {
         id -> Uuid,
-        subject -> Text,
+        subject -> Nullable<Text>,
         email -> Text,
         email_verified -> Bool,
         display_name -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -152,13 +152,20 @@ pub(super) async fn admit_token(
     if token.expires_at.is_some_and(|at| at <= now) {
         return Err(refused("has expired"));
     }
-    // Kept, not deleted: it works again if its creator rejoins (as on Koyeb).
+    // Kept, not deleted: it works again if its creator rejoins (as on Koyeb),
+    // unless their account was deleted (it has no subject any more).
     let Some(creator_access) = creator_access else {
-        return Err(Error::TokenDeactivated(format!(
-            "this API token is deactivated: its creator, {}, is no longer a member of {}; it works again if they rejoin",
-            UserRef::name_of(creator.row.id),
-            org.name()
-        )));
+        let creator_name = UserRef::name_of(creator.row.id);
+        return Err(Error::TokenDeactivated(match creator.row.subject {
+            Some(_) => format!(
+                "this API token is deactivated: its creator, {creator_name}, is no longer a member of {}; it works again if they rejoin",
+                org.name()
+            ),
+            None => format!(
+                "this API token is deactivated for good: its creator's account, {creator_name}, was deleted; a member of {} can create a new one",
+                org.name()
+            ),
+        }));
     };
     // Last use to the minute is enough, and saves a write per call.
     if token

@@ -39,7 +39,9 @@ fn verified(email: &str, email_verified: bool) -> Option<Email> {
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct UserRow {
     pub id: Uuid,
-    pub subject: String,
+    /// `None` once the account is deleted: the subject is detached, so that a
+    /// later sign-in with it starts a fresh user.
+    pub subject: Option<String>,
     pub email: String,
     pub email_verified: bool,
     pub display_name: String,
@@ -83,8 +85,8 @@ pub(super) use prefixed_user_columns;
 pub(super) struct PrefixedUser {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     user_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    user_subject: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    user_subject: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Text)]
     user_email: String,
     #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -119,12 +121,13 @@ pub(super) enum UserKey<'a> {
     Id(Uuid),
 }
 
-/// A user with their personal organization.
+/// A user with their personal organization; a deleted account is no user.
 pub(super) async fn find_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>> {
     let query = users::table
         .inner_join(
             organizations::table.on(organizations::personal_owner_id.eq(users::id.nullable())),
         )
+        .filter(users::deleted_at.is_null())
         .select((UserRow::as_select(), organizations::id))
         .into_boxed();
     let query = match key {
@@ -142,12 +145,7 @@ impl Store {
     /// Returns the user of `identity`, creating it and its personal organization on
     /// first sight and refreshing its profile when the identity provider changed it.
     pub async fn ensure_user(&self, identity: &Identity, request_id: &str) -> Result<User> {
-        let known = self
-            .read(|conn| {
-                async move { find_user(conn, UserKey::Subject(&identity.subject)).await }
-                    .scope_boxed()
-            })
-            .await?;
+        let known = self.known_user(identity).await?;
         if let Some(user) = &known
             && user.matches(identity)
         {
@@ -155,6 +153,14 @@ impl Store {
         }
         self.write(|conn| async move { upsert(conn, identity, request_id).await }.scope_boxed())
             .await
+    }
+
+    /// The user of `identity`, if orgd knows them; never creates one.
+    pub async fn known_user(&self, identity: &Identity) -> Result<Option<User>> {
+        self.read(|conn| {
+            async move { find_user(conn, UserKey::Subject(&identity.subject)).await }.scope_boxed()
+        })
+        .await
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {

@@ -1,0 +1,107 @@
+//! Closing an organization: the end that DeleteOrganization and account
+//! deletion (for the personal organization) share.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::invoices::{self, CloseReason};
+use super::org_row::OrgRow;
+use super::orgs::touch;
+use super::schema::{org_resources, organizations};
+use super::{Actor, Conn, KeepPrepared, subscriptions};
+use crate::error::{Error, Result};
+
+/// An organization that `close` soft-deleted.
+pub(super) struct ClosedOrg {
+    pub org: OrgRow,
+    /// When it is purged for good.
+    pub purge_at: DateTime<Utc>,
+    /// `invoices/…` of the final period, if one was billed.
+    pub final_invoice: Option<String>,
+}
+
+impl ClosedOrg {
+    /// What its audit record says about the closing.
+    pub fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "purge_time": self.purge_at, "final_invoice": self.final_invoice })
+    }
+}
+
+/// Soft-deletes the locked `org`, to be purged after `retention`: refused
+/// while resources remain registered in it (they would outlive it, unbilled);
+/// billing stops with it, its period closing with a final invoice. The caller
+/// audits it.
+pub(super) async fn close(
+    conn: &mut Conn,
+    actor: &Actor,
+    org: &OrgRow,
+    retention: Duration,
+) -> Result<ClosedOrg> {
+    let org_id = org.id;
+    let remaining: Vec<(String, String)> = org_resources::table
+        .filter(org_resources::org_id.eq(org_id))
+        .order(org_resources::created_at)
+        .select((org_resources::kind, org_resources::external_id))
+        .limit(6)
+        .load(conn)
+        .await?;
+    if !remaining.is_empty() {
+        let total: i64 = org_resources::table
+            .filter(org_resources::org_id.eq(org_id))
+            .count()
+            .get_result(conn)
+            .await?;
+        let shown: Vec<String> = remaining
+            .iter()
+            .take(5)
+            .map(|(k, id)| format!("{k}/{id}"))
+            .collect();
+        let more = if total > 5 {
+            format!(" and {} more", total - 5)
+        } else {
+            String::new()
+        };
+        return Err(Error::precondition(
+            "RESOURCES_REMAIN",
+            org.name(),
+            format!(
+                "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
+                shown.join(", ")
+            ),
+        ));
+    }
+    let period_start = subscriptions::lock_subscription(conn, org_id)
+        .await?
+        .period_start;
+    let final_invoice = match invoices::close_period(
+        conn,
+        actor,
+        org_id,
+        period_start,
+        CloseReason::OrganizationDeleted,
+    )
+    .await?
+    {
+        invoices::Closed::Issued(invoice) | invoices::Closed::Before(invoice) => {
+            Some(invoice.row.name())
+        }
+        invoices::Closed::Nothing => None,
+    };
+    let purge_at = Utc::now() + retention;
+    diesel::update(organizations::table.find(org_id))
+        .set((
+            organizations::deleted_at.eq(diesel::dsl::now),
+            organizations::purge_at.eq(purge_at),
+        ))
+        .prepared()
+        .execute(conn)
+        .await?;
+    Ok(ClosedOrg {
+        org: touch(conn, org_id).await?,
+        purge_at,
+        final_invoice,
+    })
+}
