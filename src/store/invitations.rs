@@ -11,9 +11,10 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::change::OWNER_ROLE;
 use super::limits::{Joining, ensure_member_room};
-use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email};
+use super::members::{self, MemberView, insert_member, is_member_by_email};
 use super::org_row::{OrgRow, lock_org};
 use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
 use super::proof::OrgAccess;

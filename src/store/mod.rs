@@ -5,6 +5,7 @@
 pub mod access;
 pub mod audit;
 pub mod billing_profiles;
+mod catalog;
 mod change;
 mod connect;
 pub mod invitations;
