@@ -123,3 +123,93 @@ async fn every_unknown_permission_or_role_lists_the_valid_names_and_suggests_the
         "{description}"
     );
 }
+
+/// How every message names an organization to someone who may see it.
+fn described(org: &pb::Organization) -> String {
+    format!("\"{}\" ({}, {})", org.display_name, org.slug, org.name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_are_told_which_organization_and_strangers_only_what_they_sent() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme Corp").await;
+    join(&app, "alice", &org, "bob", &["viewer"]).await.unwrap();
+
+    // A member lacking a permission: what they need, where, and what they have.
+    let mut renamed = org.clone();
+    renamed.display_name = "Bob's".into();
+    let status = expect_code(
+        app.orgs_as("bob")
+            .await
+            .update_organization(update(renamed, &["display_name"]))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(
+        status.message(),
+        format!(
+            "you need permission 'org.update' in {}; your roles there: viewer",
+            described(&org)
+        )
+    );
+
+    // A stranger: NOT_FOUND with the name they sent, by id or by slug, and
+    // nothing of the organization.
+    let mut carol = app.orgs_as("carol").await;
+    for name in [org.name.clone(), format!("organizations/{}", org.slug)] {
+        let status = expect_code(carol.get_organization(get(&name)).await, Code::NotFound);
+        assert_eq!(status.message(), format!("organization {name} not found"));
+    }
+
+    // The last owner is "you".
+    let status = expect_code(
+        app.members_as("alice")
+            .await
+            .leave_organization(pb::LeaveOrganizationRequest {
+                organization: org.name.clone(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().starts_with(&format!(
+            "you are the last owner of {}, and an organization keeps at least one: ",
+            described(&org)
+        )),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_agree_with_their_numbers() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme").await;
+    let mut resources = pb::resource_service_client::ResourceServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    resources
+        .register_resource(pb::RegisterResourceRequest {
+            parent: org.name.clone(),
+            resource: Some(pb::Resource {
+                kind: "app".into(),
+                external_id: "web".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let status = expect_code(
+        alice.delete_organization(delete(&org)).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        status.message(),
+        format!(
+            "{} still holds 1 resource (app/web): unregister or transfer it first",
+            described(&org)
+        )
+    );
+}

@@ -14,7 +14,7 @@ use super::schema::{
 };
 use super::verification::ContactVerification;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
-use crate::domain::{Action, ChildName, Email, Etag, Secret};
+use crate::domain::{Action, ChildName, Email, Etag, Secret, count};
 use crate::error::{Error, Result};
 
 pub const PAYMENT_METHODS: &str = "paymentMethods";
@@ -355,7 +355,9 @@ impl Store {
                         "PAYMENT_METHOD_LIMIT",
                         org.name(),
                         format!(
-                            "an organization holds at most {MAX_PAYMENT_METHODS} payment methods; remove one first"
+                            "{} already has {}, the most an organization may hold; remove one first",
+                            org.described(),
+                            count(MAX_PAYMENT_METHODS as i64, "payment method")
                         ),
                     ));
                 }
@@ -376,9 +378,10 @@ impl Store {
                     .await
                     .optional()?
                     .ok_or_else(|| {
-                        Error::AlreadyExists(
-                            "this processor token is already a payment method of the organization".into(),
-                        )
+                        Error::AlreadyExists(format!(
+                            "this processor token is already a payment method of {}",
+                            org.described()
+                        ))
                     })?;
                 audit::record(
                     conn,
@@ -464,7 +467,7 @@ impl Store {
                         removed.name(),
                         format!(
                             "{} is on a paid plan and this is its only payment method: add another one first, or move to the free plan",
-                            org.name()
+                            org.described()
                         ),
                     ));
                 }

@@ -246,21 +246,24 @@ impl Change {
         if owners > 0 {
             return Ok(());
         }
-        Err(last_owner(&self.org.name()))
+        // An owner who leaves none was the last one; anyone else took away others'.
+        let state = if self.is_owner() {
+            format!("you are the last owner of {}", self.org.described())
+        } else {
+            format!(
+                "this change would leave {} without an owner",
+                self.org.described()
+            )
+        };
+        Err(Error::precondition(
+            "LAST_OWNER",
+            self.org.name(),
+            format!(
+                "{state}, and an organization keeps at least one: first make another member an owner \
+                 (TransferOwnership, or UpdateMember with the owner role), or delete the organization instead"
+            ),
+        ))
     }
-}
-
-/// The refusal for a change that would leave an organization without an owner.
-pub fn last_owner(org_name: &str) -> Error {
-    Error::precondition(
-        "LAST_OWNER",
-        org_name,
-        format!(
-            "{org_name} must keep at least one owner, and this change would leave it with none; \
-             first make another member an owner (TransferOwnership, or UpdateMember with the owner role), \
-             or delete the organization instead"
-        ),
-    )
 }
 
 /// Makes member `$2` of `$1` hold exactly roles `$3` and permissions `$4` (a
@@ -612,11 +615,7 @@ impl Store {
         let org_id = access.org().id;
         self.change(access, actor, |conn, change| {
             async move {
-                if !change.is_owner() {
-                    return Err(Error::PermissionDenied(
-                        "only an owner can transfer ownership".into(),
-                    ));
-                }
+                change.ensure_owner("transfer ownership")?;
                 if new_owner == change.actor_id {
                     return Err(Error::invalid(
                         "new_owner",

@@ -38,6 +38,13 @@ impl OrgRow {
         OrgRef::name_of(self.id)
     }
 
+    /// How a message names the organization to someone who may see it: display
+    /// name, slug and resource name, `"Acme" (acme, organizations/…)`. Never in
+    /// a refusal a stranger can get: they learn only the name they sent.
+    pub fn described(&self) -> String {
+        format!("\"{}\" ({}, {})", self.display_name, self.slug, self.name())
+    }
+
     /// Refuses changes to a soft-deleted organization.
     pub fn ensure_live(&self) -> Result<()> {
         match self.deleted_at {
@@ -46,8 +53,8 @@ impl OrgRow {
                 "ORGANIZATION_DELETED",
                 self.name(),
                 format!(
-                    "organization {} is deleted; restore it with UndeleteOrganization first",
-                    self.slug
+                    "{} is deleted; restore it with UndeleteOrganization first",
+                    self.described()
                 ),
             )),
         }
@@ -56,8 +63,8 @@ impl OrgRow {
     pub(super) fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
         match expected {
             Some(etag) if etag != self.etag() => Err(Error::Aborted(format!(
-                "organization {} changed since etag {etag} was read (it is now {}); get it again and retry",
-                self.slug,
+                "{} changed since etag {etag} was read (it is now {}); get it again and retry",
+                self.described(),
                 self.etag()
             ))),
             _ => Ok(()),

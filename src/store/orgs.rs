@@ -24,6 +24,7 @@ use super::{
 };
 use crate::domain::{
     Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
+    count,
 };
 use crate::error::{Error, Result};
 
@@ -176,14 +177,30 @@ pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -
         .await?)
 }
 
-pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
+/// Whose organization limit `too_many_orgs` refuses to exceed.
+#[derive(Clone, Copy)]
+pub(super) enum Whose {
+    /// The caller's: they are about to create or join one more.
+    Yours,
+    /// Another member's, whom restoring an organization would bring back.
+    Members,
+}
+
+pub(super) fn too_many_orgs(whose: Whose, user_id: Uuid, limits: OrgLimits) -> Error {
+    let most = count(limits.max_orgs_per_user, "organization");
+    let message = match whose {
+        Whose::Yours => {
+            format!("you already belong to {most}, the most a user may; leave or delete one first")
+        }
+        Whose::Members => format!(
+            "restoring it would bring back users/{user_id}, who already belongs to {most}, \
+             the most a user may; they must leave or delete one first"
+        ),
+    };
     Error::precondition(
         "ORGANIZATION_LIMIT",
         crate::domain::UserRef::name_of(user_id),
-        format!(
-            "users/{user_id} already belongs to the maximum of {} organizations; leave or delete one first",
-            limits.max_orgs_per_user
-        ),
+        message,
     )
 }
 
@@ -317,7 +334,7 @@ impl Store {
                     }
                 }
                 if memberships >= limits.max_orgs_per_user {
-                    return Err(too_many_orgs(owner_id, limits));
+                    return Err(too_many_orgs(Whose::Yours, owner_id, limits));
                 }
                 let org = insert_with_owner(
                     conn,
@@ -504,7 +521,10 @@ impl Store {
                 if confirmation != org.display_name {
                     return Err(Error::invalid(
                         "confirmation",
-                        format!("to delete, set confirmation to the organization's display name \"{}\"", org.display_name),
+                        format!(
+                            "to delete, set confirmation to the organization's display name \"{}\"",
+                            org.display_name
+                        ),
                     ));
                 }
                 org.check_etag(etag)?;
@@ -521,19 +541,32 @@ impl Store {
                         .count()
                         .get_result(conn)
                         .await?;
-                    let shown: Vec<String> = remaining.iter().take(5).map(|(k, id)| format!("{k}/{id}")).collect();
-                    let more = if total > 5 { format!(" and {} more", total - 5) } else { String::new() };
+                    let shown: Vec<String> = remaining
+                        .iter()
+                        .take(5)
+                        .map(|(k, id)| format!("{k}/{id}"))
+                        .collect();
+                    let more = if total > 5 {
+                        format!(" and {} more", total - 5)
+                    } else {
+                        String::new()
+                    };
                     return Err(Error::precondition(
                         "RESOURCES_REMAIN",
                         org.name(),
                         format!(
-                            "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
-                            shown.join(", ")
+                            "{} still holds {} ({}{more}): unregister or transfer {} first",
+                            org.described(),
+                            count(total, "resource"),
+                            shown.join(", "),
+                            if total == 1 { "it" } else { "them" }
                         ),
                     ));
                 }
                 // Billing stops with the organization: its period closes and is invoiced now.
-                let period_start = subscriptions::lock_subscription(conn, org_id).await?.period_start;
+                let period_start = subscriptions::lock_subscription(conn, org_id)
+                    .await?
+                    .period_start;
                 let final_invoice = match invoices::close_period(
                     conn,
                     actor,
@@ -568,7 +601,8 @@ impl Store {
                 )
                 .await?;
                 Ok(deleted)
-            }.scope_boxed()
+            }
+            .scope_boxed()
         })
         .await
     }
@@ -583,14 +617,14 @@ impl Store {
         let org_id = access.org().id;
         // UndeleteOrganization's policy admits a deleted organization, and so
         // does the re-check (`OrgAccess::allows_deleted`).
-        self.change(access, actor, |conn, Change { org, .. }| {
+        self.change(access, actor, |conn, Change { org, actor_id, .. }| {
             async move {
                 match org.purge_at {
                     None => {
                         return Err(Error::precondition(
                             "NOT_DELETED",
                             org.name(),
-                            format!("organization {} is not deleted", org.slug),
+                            format!("{} is not deleted", org.described()),
                         ));
                     }
                     Some(purge_at) if purge_at <= Utc::now() => {
@@ -598,8 +632,8 @@ impl Store {
                             "PURGE_PENDING",
                             org.name(),
                             format!(
-                                "organization {} passed its restore window and is being purged",
-                                org.slug
+                                "{} passed its restore window and is being purged",
+                                org.described()
                             ),
                         ));
                     }
@@ -613,7 +647,12 @@ impl Store {
                     .await?;
                 for member in members {
                     if lock_and_count_memberships(conn, member).await? >= limits.max_orgs_per_user {
-                        return Err(too_many_orgs(member, limits));
+                        let whose = if member == actor_id {
+                            Whose::Yours
+                        } else {
+                            Whose::Members
+                        };
+                        return Err(too_many_orgs(whose, member, limits));
                     }
                 }
                 diesel::update(organizations::table.find(org_id))
