@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, emailed_token, optional, org_access, timestamp};
+use super::{call_context, declared_permission, emailed_token, optional, org_access, timestamp};
 use crate::auth::Principal;
 use crate::domain::{
-    Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef, quoted,
+    Description, DisplayName, Email, Etag, OrgRef, PageRequest, Permission, Slug, UserRef, quoted,
 };
 use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
@@ -32,11 +32,21 @@ pub struct OrgSettings {
 pub struct OrgApi {
     store: Store,
     settings: OrgSettings,
+    /// What UpdateOrganization's policy demands, which a pending contact email
+    /// asked for at creation needs too.
+    updating: Permission,
 }
 
 impl OrgApi {
     pub fn new(store: Store, settings: OrgSettings) -> Self {
-        OrgApi { store, settings }
+        OrgApi {
+            store,
+            settings,
+            updating: declared_permission(
+                pb::org_service_server::SERVICE_NAME,
+                "UpdateOrganization",
+            ),
+        }
     }
 }
 
@@ -177,6 +187,7 @@ impl OrgService for OrgApi {
             contact_email: optional(&org.contact_email)
                 .map(|e| Email::parse("organization.contact_email", e))
                 .transpose()?,
+            contact_permission: self.updating.clone(),
         };
         let created = self
             .store

@@ -23,6 +23,7 @@ use super::change::{Change, OWNER_ROLE};
 use super::proof::OrgAccess;
 use super::schema::{membership_roles, memberships, users};
 use super::standing::{MemberAccess, held_columns};
+use super::verification::cancel_orphaned_changes;
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
@@ -449,6 +450,8 @@ impl Store {
                     let mut audited = Vec::new();
                     // Only taking the owner role from an owner can leave none.
                     let mut unseats_an_owner = false;
+                    // Only a member who loses a permission can orphan an email change.
+                    let mut takes_away = false;
                     for update in updates {
                         let target = &current[&update.user_id];
                         // Before the etag: its refusal shows the current one.
@@ -487,6 +490,7 @@ impl Store {
                         }
                         let granted = catalog.effective(&role_names, &permission_names);
                         change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
+                        takes_away |= !target.access.effective.is_subset(&granted);
                         audited.push(serde_json::json!({
                             "member": target.name(),
                             "roles": role_names.to_vec(),
@@ -506,11 +510,17 @@ impl Store {
                             update.permissions.as_ref(),
                         )
                     });
-                    let details = serde_json::json!({ "members": audited });
-                    // Writes to disjoint rows go out together: one round trip.
+                    let mut details = serde_json::json!({ "members": audited });
+                    // Writes to disjoint rows go out together: one round trip. The
+                    // cancellation goes out after the grants, so it sees them.
                     let (states, ()) = both(
                         async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
-                        audit::record(conn, actor, Some(org_id), action, &target, details),
+                        async {
+                            if takes_away {
+                                cancel_orphaned_changes(conn, org_id, &mut details).await?;
+                            }
+                            audit::record(conn, actor, Some(org_id), action, &target, details).await
+                        },
                     )
                     .await?;
                     if unseats_an_owner {
@@ -556,15 +566,9 @@ impl Store {
                     [single] => single.clone(),
                     _ => change.org.name(),
                 };
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    action,
-                    &target,
-                    serde_json::json!({ "members": names }),
-                )
-                .await
+                let mut details = serde_json::json!({ "members": names });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
+                audit::record(conn, actor, Some(org_id), action, &target, details).await
             }
             .scope_boxed()
         })
@@ -588,13 +592,15 @@ impl Store {
                     .execute(conn)
                     .await?;
                 change.ensure_owner_remains(conn).await?;
+                let mut details = serde_json::json!({ "roles": change.actor.roles });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::MemberLeave,
                     &ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
-                    serde_json::json!({ "roles": change.actor.roles }),
+                    details,
                 )
                 .await
             }
@@ -639,16 +645,19 @@ impl Store {
                     replace_grant(conn, org_id, change.actor_id, Some(&own_roles), None).await?;
                 }
                 change.ensure_owner_remains(conn).await?;
+                // The former owner is an admin now, which may hold less.
+                let mut details = serde_json::json!({
+                    "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
+                    "to": target.name(),
+                });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::OrganizationTransferOwnership,
                     &change.org.name(),
-                    serde_json::json!({
-                        "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
-                        "to": target.name(),
-                    }),
+                    details,
                 )
                 .await?;
                 let mut after = members_by_id(conn, org_id, &[new_owner, change.actor_id]).await?;

@@ -23,8 +23,8 @@ use super::{
     Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, outbox, subscriptions,
 };
 use crate::domain::{
-    Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
-    count,
+    Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Permission,
+    Secret, Slug, count,
 };
 use crate::error::{Error, Result};
 
@@ -33,6 +33,7 @@ const SLUG_ATTEMPTS: usize = 8;
 
 /// Its home before billing profiles shared it; the server still names it here.
 pub use super::verification::ContactVerification;
+use super::verification::{Requester, ensure_requester_still_may, link_not_valid};
 
 /// Limits that creating and restoring organizations must respect.
 #[derive(Debug, Clone, Copy)]
@@ -217,12 +218,14 @@ async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
         .await?)
 }
 
-/// Replaces any pending contact-email change of `org` by one to `email`, and
-/// queues the verification message in the same transaction.
+/// Replaces any pending contact-email change of `org` by one to `email` that
+/// `requester` asks for, and queues the verification message in the same
+/// transaction.
 async fn start_contact_email_change(
     conn: &mut Conn,
     org: &OrgRow,
     email: &Email,
+    requester: &Requester,
     settings: &ContactVerification,
 ) -> Result<()> {
     set_pending_contact_email(conn, org.id, Some(email)).await?;
@@ -234,6 +237,8 @@ async fn start_contact_email_change(
             contact_email_verifications::org_id.eq(org.id),
             contact_email_verifications::email.eq(email.as_str()),
             contact_email_verifications::expires_at.eq(expires_at),
+            contact_email_verifications::requested_by.eq(requester.user_id),
+            contact_email_verifications::permission.eq(&*requester.permission),
         ))
         .execute(conn)
         .await?;
@@ -279,6 +284,9 @@ pub struct CreateOrg {
     pub slug: Option<Slug>,
     pub description: Option<Description>,
     pub contact_email: Option<Email>,
+    /// What changing the contact email takes (UpdateOrganization's policy): a
+    /// pending one the creator asks for holds while they hold it.
+    pub contact_permission: Permission,
 }
 
 /// An organization in a listing, with when the listed user joined it.
@@ -289,7 +297,8 @@ pub struct ListedOrg {
 
 impl Store {
     /// Creates an organization owned by `actor`. The contact email defaults to
-    /// the creator's verified email, if any; any other address is pending until verified.
+    /// the creator's verified email, if any; any other address is pending until
+    /// verified, asked for by the creator.
     pub async fn create_org(
         &self,
         actor: &Actor,
@@ -366,7 +375,12 @@ impl Store {
                 }
                 match &input.contact_email {
                     Some(email) if Some(email) != creator_email => {
-                        start_contact_email_change(conn, &org, email, verification).await?;
+                        let requester = Requester {
+                            user_id: owner_id,
+                            permission: input.contact_permission.clone(),
+                        };
+                        start_contact_email_change(conn, &org, email, &requester, verification)
+                            .await?;
                         lock_org(conn, org.id).await
                     }
                     _ => Ok(org),
@@ -431,8 +445,9 @@ impl Store {
     ) -> Result<OrgRow> {
         let changes = &changes;
         let org_id = access.org().id;
-        self.change(access, actor, |conn, Change { org, .. }| {
+        self.change(access, actor, |conn, change| {
             async move {
+                let org = &change.org;
                 org.check_etag(etag)?;
                 if let Some(slug) = &changes.slug
                     && slug.as_str() != org.slug
@@ -445,7 +460,9 @@ impl Store {
                         set_pending_contact_email(conn, org_id, None).await?
                     }
                     Some(email) => {
-                        start_contact_email_change(conn, &org, email, verification).await?
+                        let requester = Requester::of(&change, access)?;
+                        start_contact_email_change(conn, org, email, &requester, verification)
+                            .await?
                     }
                     None => {}
                 }
@@ -688,22 +705,24 @@ impl Store {
         let hash = &hash;
         self.write(|conn| {
             async move {
-                let invalid = || Error::NotFound("this verification token is invalid or was already used".into());
-                let (org_id, email, expires_at): (Uuid, String, DateTime<Utc>) = contact_email_verifications::table
+                let (org_id, email, expires_at, requested_by, permission): (Uuid, String, DateTime<Utc>, Uuid, String) = contact_email_verifications::table
                     .find(hash)
                     .select((
                         contact_email_verifications::org_id,
                         contact_email_verifications::email,
                         contact_email_verifications::expires_at,
+                        contact_email_verifications::requested_by,
+                        contact_email_verifications::permission,
                     ))
                     .first(conn)
                     .await
                     .optional()?
-                    .ok_or_else(invalid)?;
+                    .ok_or_else(link_not_valid)?;
                 let org = lock_org(conn, org_id).await?;
                 if org.deleted_at.is_some() || org.pending_contact_email.as_deref() != Some(email.as_str()) {
-                    return Err(invalid());
+                    return Err(link_not_valid());
                 }
+                ensure_requester_still_may(conn, org_id, requested_by, &permission, "contact email").await?;
                 if expires_at < Utc::now() {
                     return Err(Error::precondition(
                         "TOKEN_EXPIRED",

@@ -102,6 +102,8 @@ diesel::table! {
         email -> Text,
         expires_at -> Timestamptz,
         created_at -> Timestamptz,
+        requested_by -> Uuid,
+        permission -> Text,
     }
 }
 
@@ -221,6 +223,8 @@ diesel::table! {
         email -> Text,
         expires_at -> Timestamptz,
         created_at -> Timestamptz,
+        requested_by -> Uuid,
+        permission -> Text,
     }
 }
 
