@@ -208,7 +208,7 @@ async fn delivered_messages_no_longer_hold_their_links() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unverified_token_emails_never_become_contact_addresses() {
+async fn an_unverified_token_email_is_only_a_pending_contact_address() {
     use orgd::auth::Claims;
     let app = TestApp::spawn().await;
     let mut claims = Claims::new(
@@ -217,11 +217,22 @@ async fn unverified_token_emails_never_become_contact_addresses() {
         "mallory",
         Duration::from_secs(600),
     );
-    claims.email = Some("ceo@victim.test".into());
+    claims.email = Some("CEO@victim.test".into());
     claims.email_verified = false;
     let mut mallory = app.orgs(Some(&common::token_for(&claims))).await;
     let org = create_org(&mut mallory, "Victim Corp").await;
     assert_eq!(org.contact_email, "");
+    assert_eq!(org.pending_contact_email, "ceo@victim.test");
+    // Its mailbox decides: here it confirms.
+    let token = mailed_token(&app, "ceo@victim.test", "token=").await;
+    let verified = mallory
+        .verify_contact_email(pb::VerifyContactEmailRequest { token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.contact_email, "ceo@victim.test");
+
+    // A personal organization is made on first sight, asked for by nobody.
     let me = mallory
         .who_am_i(pb::WhoAmIRequest {})
         .await
@@ -233,6 +244,7 @@ async fn unverified_token_emails_never_become_contact_addresses() {
         .unwrap()
         .into_inner();
     assert_eq!(personal.contact_email, "");
+    assert_eq!(personal.pending_contact_email, "");
 }
 
 /// `sub` asks for `email` as the contact email of `org`.

@@ -140,6 +140,14 @@ fn changes_from_mask(
     Ok(changes)
 }
 
+/// `user`'s email address when it is valid but not verified.
+fn unverified_email(user: &User) -> Option<Email> {
+    if user.row.email_verified {
+        return None;
+    }
+    Email::parse("email", &user.row.email).ok()
+}
+
 /// The user named by a service request, which must exist.
 async fn existing_user(store: &Store, field: &str, raw: &str) -> Result<User> {
     let user_ref = UserRef::parse(field, raw)?;
@@ -186,7 +194,10 @@ impl OrgService for OrgApi {
             )?),
             contact_email: optional(&org.contact_email)
                 .map(|e| Email::parse("organization.contact_email", e))
-                .transpose()?,
+                .transpose()?
+                // An address the identity provider did not verify is only
+                // pending: its mailbox confirms it.
+                .or_else(|| unverified_email(creator)),
             contact_permission: self.updating.clone(),
         };
         let created = self
