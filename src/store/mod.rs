@@ -8,6 +8,7 @@ pub mod billing_profiles;
 mod catalog;
 mod change;
 mod connect;
+mod contact_email;
 pub mod invitations;
 pub mod invoices;
 mod limits;
