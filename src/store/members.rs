@@ -501,28 +501,31 @@ impl Store {
                         [single] => current[&single.user_id].name(),
                         _ => change.org.name(),
                     };
-                    let grants = updates.iter().map(|update| {
-                        replace_grant(
-                            conn,
-                            org_id,
-                            update.user_id,
-                            update.roles.as_ref(),
-                            update.permissions.as_ref(),
-                        )
-                    });
+                    let shared: &Conn = conn;
+                    let grants = async {
+                        let grants = updates.iter().map(|update| {
+                            replace_grant(
+                                shared,
+                                org_id,
+                                update.user_id,
+                                update.roles.as_ref(),
+                                update.permissions.as_ref(),
+                            )
+                        });
+                        join_all(grants).await.into_iter().collect::<Result<Vec<_>>>()
+                    };
                     let mut details = serde_json::json!({ "members": audited });
-                    // Writes to disjoint rows go out together: one round trip. The
-                    // cancellation goes out after the grants, so it sees them.
-                    let (states, ()) = both(
-                        async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
-                        async {
-                            if takes_away {
-                                cancel_orphaned_changes(conn, org_id, &mut details).await?;
-                            }
-                            audit::record(conn, actor, Some(org_id), action, &target, details).await
-                        },
-                    )
-                    .await?;
+                    let record = |details| audit::record(shared, actor, Some(org_id), action, &target, details);
+                    let states = if takes_away {
+                        // One after the other: the cancellation reads what the grants left.
+                        let states = grants.await?;
+                        cancel_orphaned_changes(shared, org_id, &mut details).await?;
+                        record(details).await?;
+                        states
+                    } else {
+                        // Writes to disjoint rows go out together: one round trip.
+                        both(grants, record(details)).await?.0
+                    };
                     if unseats_an_owner {
                         change.ensure_owner_remains(conn).await?;
                     }
