@@ -503,3 +503,45 @@ async fn a_deletion_racing_a_transfer_to_the_user_leaves_an_owner() {
         assert_eq!(owners, 1, "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contact_email_change_the_deleted_user_asked_for_lapses() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    let org = create_org(&mut alice, "Acme").await;
+    let bob_id = app.user_id("bob").await;
+    app.set_member(&org.uid, &bob_id, &["admin"], &[]).await;
+    let mut bob = app.orgs_as("bob").await;
+    let mut change = org.clone();
+    change.contact_email = "bob-private@example.com".into();
+    let pending = bob
+        .update_organization(update(change, &["contact_email"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.pending_contact_email, "bob-private@example.com");
+
+    app.orgs_as("bob")
+        .await
+        .delete_user(delete_user(&bob_id))
+        .await
+        .unwrap();
+    let after = alice
+        .get_organization(get(&org.name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.pending_contact_email, "",
+        "the change lapsed with bob"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT 1 FROM activity WHERE action = 'user.delete' \
+             AND details->'cancelled_changes' ? 'contact_email'",
+            &[],
+        )
+        .await,
+        1
+    );
+}

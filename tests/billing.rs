@@ -553,7 +553,12 @@ async fn an_organization_holds_at_most_twenty_payment_methods() {
         Code::FailedPrecondition,
     );
     assert_eq!(precondition_type(&status), "PAYMENT_METHOD_LIMIT");
-    assert!(status.message().contains("at most 20"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("already has 20 payment methods, the most an organization may hold"),
+        "{status:?}"
+    );
     assert_eq!(list(&mut billing).await.len(), 20);
     assert_eq!(activity_count(&app, "payment_method.add").await, added);
 

@@ -1,4 +1,6 @@
-//! Contact emails change only through a verified link; links are secrets.
+//! Contact emails change only through a verified link; links are secrets. A
+//! pending change of the contact or the billing email holds only while whoever
+//! asked for it may still make it.
 
 mod common;
 
@@ -206,7 +208,7 @@ async fn delivered_messages_no_longer_hold_their_links() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unverified_token_emails_never_become_contact_addresses() {
+async fn an_unverified_token_email_is_only_a_pending_contact_address() {
     use orgd::auth::Claims;
     let app = TestApp::spawn().await;
     let mut claims = Claims::new(
@@ -215,11 +217,22 @@ async fn unverified_token_emails_never_become_contact_addresses() {
         "mallory",
         Duration::from_secs(600),
     );
-    claims.email = Some("ceo@victim.test".into());
+    claims.email = Some("CEO@victim.test".into());
     claims.email_verified = false;
     let mut mallory = app.orgs(Some(&common::token_for(&claims))).await;
     let org = create_org(&mut mallory, "Victim Corp").await;
     assert_eq!(org.contact_email, "");
+    assert_eq!(org.pending_contact_email, "ceo@victim.test");
+    // Its mailbox decides: here it confirms.
+    let token = mailed_token(&app, "ceo@victim.test", "token=").await;
+    let verified = mallory
+        .verify_contact_email(pb::VerifyContactEmailRequest { token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.contact_email, "ceo@victim.test");
+
+    // A personal organization is made on first sight, asked for by nobody.
     let me = mallory
         .who_am_i(pb::WhoAmIRequest {})
         .await
@@ -231,4 +244,241 @@ async fn unverified_token_emails_never_become_contact_addresses() {
         .unwrap()
         .into_inner();
     assert_eq!(personal.contact_email, "");
+    assert_eq!(personal.pending_contact_email, "");
+}
+
+/// `sub` asks for `email` as the contact email of `org`.
+async fn ask_contact_email(app: &TestApp, sub: &str, org: &pb::Organization, email: &str) {
+    let mut change = org.clone();
+    change.contact_email = email.into();
+    change.etag = String::new();
+    app.orgs_as(sub)
+        .await
+        .update_organization(update(change, &["contact_email"]))
+        .await
+        .unwrap();
+}
+
+/// `sub` asks for `email` as the billing email of `org`.
+async fn ask_billing_email(app: &TestApp, sub: &str, org: &pb::Organization, email: &str) {
+    app.billing_as(sub)
+        .await
+        .update_billing_profile(pb::UpdateBillingProfileRequest {
+            billing_profile: Some(pb::BillingProfile {
+                name: format!("{}/billingProfile", org.name),
+                billing_email: email.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["billing_email".into()],
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+/// The pending contact and billing emails of `org`, as its owner alice sees them.
+async fn pending(app: &TestApp, org: &pb::Organization) -> (String, String) {
+    let contact = app
+        .orgs_as("alice")
+        .await
+        .get_organization(get(&org.name))
+        .await
+        .unwrap()
+        .into_inner()
+        .pending_contact_email;
+    let billing = app
+        .billing_as("alice")
+        .await
+        .get_billing_profile(pb::GetBillingProfileRequest {
+            name: format!("{}/billingProfile", org.name),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pending_billing_email;
+    (contact, billing)
+}
+
+/// The outcome of confirming each of the links mailed to `contact` and `billing`.
+async fn confirm(app: &TestApp, contact: &str, billing: &str) -> [tonic::Status; 2] {
+    let contact_token = mailed_token(app, contact, "token=").await;
+    let billing_token = mailed_token(app, billing, "token=").await;
+    let contact = app
+        .orgs_as("mallory")
+        .await
+        .verify_contact_email(pb::VerifyContactEmailRequest {
+            token: contact_token,
+        })
+        .await
+        .unwrap_err();
+    let billing = app
+        .billing_as("mallory")
+        .await
+        .verify_billing_email(pb::VerifyBillingEmailRequest {
+            token: billing_token,
+        })
+        .await
+        .unwrap_err();
+    [contact, billing]
+}
+
+/// The `cancelled_changes` of the newest activity row of `action`.
+async fn cancelled_by(app: &TestApp, action: &str) -> Option<String> {
+    app.db
+        .query_one(
+            "SELECT (details->'cancelled_changes')::text FROM activity
+              WHERE action = $1 ORDER BY created_at DESC LIMIT 1",
+            &[&action],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_who_can_no_longer_make_an_email_change_cannot_finish_it() {
+    let app = TestApp::spawn().await;
+    let mut alice = app.orgs_as("alice").await;
+    for way in ["removed", "left", "demoted"] {
+        let org = create_org(&mut alice, &format!("Acme {way}")).await;
+        let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+        // Bob, an admin, points notices and invoices at his own mailbox.
+        let (contact, billing) = (
+            format!("bob-{way}@own.test"),
+            format!("bob-bills-{way}@own.test"),
+        );
+        ask_contact_email(&app, "bob", &org, &contact).await;
+        ask_billing_email(&app, "bob", &org, &billing).await;
+        assert_eq!(
+            pending(&app, &org).await,
+            (contact.clone(), billing.clone())
+        );
+
+        let action = match way {
+            "removed" => {
+                app.members_as("alice")
+                    .await
+                    .remove_member(pb::RemoveMemberRequest { name: bob.name })
+                    .await
+                    .unwrap();
+                "member.remove"
+            }
+            "left" => {
+                app.members_as("bob")
+                    .await
+                    .leave_organization(pb::LeaveOrganizationRequest {
+                        organization: org.name.clone(),
+                    })
+                    .await
+                    .unwrap();
+                "member.leave"
+            }
+            _ => {
+                app.members_as("alice")
+                    .await
+                    .update_member(set_roles(&bob.name, &["viewer"]))
+                    .await
+                    .unwrap();
+                "member.update"
+            }
+        };
+
+        // Both changes went with his standing, in the same transaction.
+        assert_eq!(
+            pending(&app, &org).await,
+            (String::new(), String::new()),
+            "{way}"
+        );
+        assert_eq!(
+            cancelled_by(&app, action).await.as_deref(),
+            Some(r#"["contact_email", "billing_email"]"#),
+            "{way}"
+        );
+        for status in confirm(&app, &contact, &billing).await {
+            assert_eq!(status.code(), Code::NotFound, "{way}: {status:?}");
+            assert!(status.message().contains("cancelled"), "{way}: {status:?}");
+        }
+        let now = alice
+            .get_organization(get(&org.name))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(now.contact_email, "alice@example.com", "{way}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_change_cancels_only_the_changes_of_who_lost_the_right() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    ask_contact_email(&app, "alice", &org, "ops@acme.test").await;
+    ask_billing_email(&app, "bob", &org, "bob@own.test").await;
+    // Taking away what billing needs does not touch the contact change.
+    let mut no_billing = set_roles(&bob.name, &[]);
+    no_billing.member.as_mut().unwrap().extra_permissions = vec!["org.update".into()];
+    no_billing.update_mask.as_mut().unwrap().paths =
+        vec!["roles".into(), "extra_permissions".into()];
+    app.members_as("alice")
+        .await
+        .update_member(no_billing)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&app, &org).await,
+        ("ops@acme.test".to_owned(), String::new())
+    );
+    assert_eq!(
+        cancelled_by(&app, "member.update").await.as_deref(),
+        Some(r#"["billing_email"]"#)
+    );
+    // Alice's own change still goes through.
+    let token = mailed_token(&app, "ops@acme.test", "token=").await;
+    app.orgs_as("carol")
+        .await
+        .verify_contact_email(pb::VerifyContactEmailRequest { token })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confirming_rechecks_under_the_lock_that_the_requester_still_may() {
+    let app = TestApp::spawn().await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
+    ask_contact_email(&app, "bob", &org, "bob@own.test").await;
+    ask_billing_email(&app, "bob", &org, "bob-bills@own.test").await;
+    // A role that stops granting a permission (a later migration, say) changes
+    // no member, so nothing cancels the changes: confirming them refuses.
+    app.db
+        .execute(
+            "DELETE FROM role_permissions
+              WHERE role = 'admin' AND permission IN ('org.update', 'billing.manage')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let [contact, billing] = confirm(&app, "bob@own.test", "bob-bills@own.test").await;
+    for (status, permission) in [(contact, "org.update"), (billing, "billing.manage")] {
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        let details = tonic_types::StatusExt::get_details_precondition_failure(&status).unwrap();
+        assert_eq!(details.violations[0].r#type, "REQUESTER_NOT_PERMITTED");
+        assert!(
+            status
+                .message()
+                .contains(&format!("no longer holds permission '{permission}'")),
+            "{status:?}"
+        );
+        // The link's holder need not be a member: nothing names the organization.
+        assert!(!status.message().contains("Acme"), "{status:?}");
+    }
+    let org = app
+        .orgs_as("alice")
+        .await
+        .get_organization(get(&org.name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(org.contact_email, "alice@example.com");
 }

@@ -663,11 +663,10 @@ impl BillingService for BillingApi {
             .as_ref()
             .map(|t| datetime("period_start", t))
             .transpose()?;
-        let org = self
-            .store
-            .find_org(&org_ref)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("organization {raw} not found")))?;
+        let org =
+            self.store.find_org(&org_ref).await?.ok_or_else(|| {
+                Error::NotFound(format!("organization {} not found", quoted(raw)))
+            })?;
         let closed = self
             .store
             .close_period_now(&ctx.actor(), org.id, period_start)

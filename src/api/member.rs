@@ -6,6 +6,7 @@ use super::{call_context, child_id, declared_permission, emailed_token, org_acce
 use crate::auth::OrgAccess;
 use crate::domain::{
     Action, ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
+    quoted,
 };
 use crate::error::{Error, Result};
 use crate::pb::{self, member_service_server::MemberService};
@@ -155,7 +156,10 @@ fn member_update(
             other => {
                 return Err(Error::invalid(
                     prefix("update_mask"),
-                    format!("'{other}' cannot be updated; updatable: {UPDATABLE_FIELDS}"),
+                    format!(
+                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                        quoted(other)
+                    ),
                 ));
             }
         }

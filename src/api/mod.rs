@@ -79,9 +79,9 @@ fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Res
         return Err(Error::invalid(
             field,
             format!(
-                "{} is not in the organization of this request ({})",
+                "{} is not in the organization of this request, {}",
                 quoted(raw),
-                access.org().name()
+                access.org().described()
             ),
         ));
     }

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{account_access, call_context, emailed_token, optional, org_access, timestamp};
+use super::{
+    account_access, call_context, declared_permission, emailed_token, optional, org_access,
+    timestamp,
+};
 use crate::auth::Principal;
 use crate::domain::{
-    Description, DisplayName, Email, Etag, OrgRef, PageRequest, Slug, UserRef, quoted,
+    Description, DisplayName, Email, Etag, OrgRef, PageRequest, Permission, Slug, UserRef, quoted,
 };
 use crate::error::{Error, Result};
 use crate::pb::{self, org_service_server::OrgService};
@@ -33,11 +36,21 @@ pub struct OrgSettings {
 pub struct OrgApi {
     store: Store,
     settings: OrgSettings,
+    /// What UpdateOrganization's policy demands, which a pending contact email
+    /// asked for at creation needs too.
+    updating: Permission,
 }
 
 impl OrgApi {
     pub fn new(store: Store, settings: OrgSettings) -> Self {
-        OrgApi { store, settings }
+        OrgApi {
+            store,
+            settings,
+            updating: declared_permission(
+                pb::org_service_server::SERVICE_NAME,
+                "UpdateOrganization",
+            ),
+        }
     }
 }
 
@@ -131,6 +144,14 @@ fn changes_from_mask(
     Ok(changes)
 }
 
+/// `user`'s email address when it is valid but not verified.
+fn unverified_email(user: &User) -> Option<Email> {
+    if user.row.email_verified {
+        return None;
+    }
+    Email::parse("email", &user.row.email).ok()
+}
+
 /// The user named by a service request, which must exist.
 async fn existing_user(store: &Store, field: &str, raw: &str) -> Result<User> {
     let user_ref = UserRef::parse(field, raw)?;
@@ -177,7 +198,11 @@ impl OrgService for OrgApi {
             )?),
             contact_email: optional(&org.contact_email)
                 .map(|e| Email::parse("organization.contact_email", e))
-                .transpose()?,
+                .transpose()?
+                // An address the identity provider did not verify is only
+                // pending: its mailbox confirms it.
+                .or_else(|| unverified_email(creator)),
+            contact_permission: self.updating.clone(),
         };
         let created = self
             .store
@@ -345,13 +370,6 @@ impl OrgService for OrgApi {
             .store
             .check_permission(access.org().id, user.0, &body.permission)
             .await?;
-        if !check.permission_exists {
-            return Err(Error::invalid(
-                "permission",
-                format!("'{}' is not a known permission", body.permission),
-            )
-            .into());
-        }
         // An unknown user is simply not allowed: the answer must not tell which
         // user ids exist. A soft-deleted organization grants nothing.
         Ok(Response::new(pb::CheckPermissionResponse {

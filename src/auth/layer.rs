@@ -17,11 +17,11 @@ use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
 use super::{AccountAccess, CallContext, JwtVerifier, Mint, OrgAccess, Principal};
-use crate::domain::{OrgRef, UserRef};
+use crate::domain::{OrgRef, UserRef, count};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::org_row::OrgRow;
-use crate::store::proof::Reach;
+use crate::store::proof::{Reach, lacks_permission};
 use crate::store::standing::MemberAccess;
 use crate::store::tokens::{SECRET_PREFIX, TokenCaller, check_secret_shape};
 use crate::store::users::Identity;
@@ -364,8 +364,8 @@ async fn read_request(
 ) -> Result<(Bytes, DynamicMessage)> {
     let too_large = || {
         Error::TooLarge(format!(
-            "the request is larger than {} bytes or was cut off",
-            state.max_request_bytes
+            "the request is larger than {} or was cut off",
+            count(state.max_request_bytes as i64, "byte")
         ))
     };
     let frame = Limited::new(body, state.max_request_bytes + 5)
@@ -433,7 +433,8 @@ fn grpc_message(
                 })?;
             if inflated.len() > max_bytes {
                 return Err(Error::TooLarge(format!(
-                    "the request inflates to more than {max_bytes} bytes"
+                    "the request inflates to more than {}",
+                    count(max_bytes as i64, "byte")
                 )));
             }
             Ok(inflated.into())
@@ -489,19 +490,7 @@ fn authorize_in_org(
             },
         ),
         (Some(permission), own) => {
-            let roles = if member.roles.is_empty() {
-                "none".to_owned()
-            } else {
-                member.roles.join(", ")
-            };
-            let own = own
-                .as_ref()
-                .map(|own| format!(" (or '{own}', for your own)"))
-                .unwrap_or_default();
-            return Err(Error::PermissionDenied(format!(
-                "permission '{permission}'{own} is required in organization {}; your roles there: {roles}",
-                org_ref.name()
-            )));
+            return Err(lacks_permission(&org, &member, permission, own.as_ref()));
         }
     };
     Ok(OrgAccess::new(

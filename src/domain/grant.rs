@@ -4,13 +4,15 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use super::quoted;
 use crate::error::{Error, Result};
 
 /// The role invitations grant when none is given (API guide §4).
 pub const DEFAULT_ROLE: &str = "developer";
 
-/// Role or permission names, syntactically valid and deduplicated. Whether they
-/// exist is the database's to say (they are rows there).
+/// Role or permission names, deduplicated, each 1 to 64 characters. Whether they
+/// exist is the database's to say (they are rows there), so that a refusal of
+/// any name it does not know can list the names it does (`unknown_name`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names(pub BTreeSet<String>);
 
@@ -23,38 +25,30 @@ impl<'a> IntoIterator for &'a Names {
     }
 }
 
+/// Longest role or permission name.
+const MAX_NAME_CHARS: usize = 64;
+
 impl Names {
-    /// Role names: lowercase letters and underscores.
+    /// Role names, e.g. `developer`.
     pub fn roles(field: &str, raw: &[String]) -> Result<Self> {
-        Self::parse(field, raw, "role", |name| {
-            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        })
+        Self::parse(field, raw, "role")
     }
 
-    /// Permission names: `area.action`, e.g. `members.manage`.
+    /// Permission names, e.g. `members.manage`.
     pub fn permissions(field: &str, raw: &[String]) -> Result<Self> {
-        Self::parse(field, raw, "permission", |name| {
-            name.split_once('.').is_some_and(|(area, action)| {
-                !area.is_empty()
-                    && !action.is_empty()
-                    && area.bytes().all(|b| b.is_ascii_lowercase())
-                    && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            })
-        })
+        Self::parse(field, raw, "permission")
     }
 
-    fn parse(
-        field: &str,
-        raw: &[String],
-        kind: &str,
-        valid: impl Fn(&str) -> bool,
-    ) -> Result<Self> {
+    fn parse(field: &str, raw: &[String], kind: &str) -> Result<Self> {
         let mut names = BTreeSet::new();
         for (i, name) in raw.iter().enumerate() {
-            if name.is_empty() || name.len() > 64 || !valid(name) {
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
                 return Err(Error::invalid(
                     format!("{field}[{i}]"),
-                    format!("'{name}' is not a valid {kind} name"),
+                    format!(
+                        "{} is not a {kind} name: expected 1 to {MAX_NAME_CHARS} characters",
+                        quoted(name)
+                    ),
                 ));
             }
             names.insert(name.clone());
@@ -69,6 +63,29 @@ impl Names {
     pub fn to_vec(&self) -> Vec<String> {
         self.0.iter().cloned().collect()
     }
+}
+
+/// The refusal of `name`, a `kind` ("role", "permission") that is none of
+/// `known`: it suggests the closest known name when one is near (a typo, another
+/// case) and lists them all, e.g. "unknown permission 'org.updte': did you mean
+/// 'org.update'? The permissions are: …".
+pub fn unknown_name(kind: &str, name: &str, known: &[String]) -> String {
+    let folded = name.to_lowercase();
+    let closest = known
+        .iter()
+        .map(|candidate| (strsim::levenshtein(&folded, candidate), candidate))
+        .min()
+        // Near: at most a third of the name differs.
+        .filter(|(distance, _)| distance * 3 <= folded.chars().count().max(3));
+    let suggestion = closest
+        .map(|(_, candidate)| format!(" did you mean '{candidate}'?"))
+        .unwrap_or_default();
+    format!(
+        "unknown {kind} {}:{suggestion} The {} are: {}",
+        quoted(name),
+        super::plural(kind),
+        known.join(", ")
+    )
 }
 
 /// Roles plus individual permissions.
@@ -118,13 +135,38 @@ mod tests {
     fn names_are_checked_and_deduplicated() {
         let roles = Names::roles("roles", &["viewer".into(), "viewer".into()]).unwrap();
         assert_eq!(roles.to_vec(), vec!["viewer".to_owned()]);
-        assert!(Names::roles("roles", &["Owner".into()]).is_err());
-        assert!(Names::roles("roles", &[String::new()]).is_err());
         assert!(Names::permissions("p", &["members.manage".into()]).is_ok());
-        for bad in ["members", ".x", "a.", "a.b.c", "A.b", "a b.c"] {
-            let err = Names::permissions("p", &["org.read".into(), bad.into()]).unwrap_err();
-            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        for bad in [String::new(), "x".repeat(65)] {
+            let err = Names::permissions("p", &["org.read".into(), bad]).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "p[1]"));
         }
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_closest_and_list_the_rest() {
+        let known: Vec<String> = ["billing.manage", "members.manage", "org.read", "org.update"]
+            .map(String::from)
+            .into();
+        let typo = unknown_name("permission", "org.updte", &known);
+        assert_eq!(
+            typo,
+            "unknown permission 'org.updte': did you mean 'org.update'? The permissions are: \
+             billing.manage, members.manage, org.read, org.update"
+        );
+        assert!(
+            unknown_name("permission", "Members.Manage", &known)
+                .contains("did you mean 'members.manage'?")
+        );
+        let far = unknown_name("permission", "deploy", &known);
+        assert!(!far.contains("did you mean"), "{far}");
+        assert!(
+            far.starts_with("unknown permission 'deploy': The permissions are: billing.manage"),
+            "{far}"
+        );
+        let roles = unknown_name("role", "ownr", &["admin".into(), "owner".into()]);
+        assert!(
+            roles.contains("did you mean 'owner'? The roles are: admin, owner"),
+            "{roles}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::org_row::OrgRow;
 use super::orgs::ListedOrg;
 use super::schema::{organizations, permissions};
@@ -257,7 +258,8 @@ impl Store {
     }
 
     /// Whether `user_id` holds `permission` in `org_id`, themselves or through
-    /// a permission that implies it, in one indexed query.
+    /// a permission that implies it, in one indexed query; a permission the
+    /// database does not define is INVALID_ARGUMENT (field `permission`).
     pub async fn check_permission(
         &self,
         org_id: Uuid,
@@ -266,7 +268,7 @@ impl Store {
     ) -> Result<PermissionCheck> {
         self.read(|conn| {
             async move {
-                Ok(diesel::sql_query(
+                let check: PermissionCheck = diesel::sql_query(
                     "WITH granting AS (
                          SELECT $3::text AS permission
                          UNION ALL
@@ -288,7 +290,14 @@ impl Store {
                 .bind::<diesel::sql_types::Text, _>(permission)
                 .prepared()
                 .get_result(conn)
-                .await?)
+                .await?;
+                if !check.permission_exists {
+                    // Only now the names: a rare refusal pays for them.
+                    return Err(Catalog::load(conn)
+                        .await?
+                        .unknown_permission("permission", permission));
+                }
+                Ok(check)
             }
             .scope_boxed()
         })

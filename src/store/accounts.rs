@@ -16,6 +16,7 @@ use super::org_row::OrgRow;
 use super::proof::AccountAccess;
 use super::schema::{membership_roles, memberships, organizations, users};
 use super::standing::access_in;
+use super::verification::cancel_orphaned_changes;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{Action, UserRef, quoted};
 use crate::error::{Error, Result};
@@ -72,11 +73,13 @@ impl Store {
                         .remove(&org.id)
                         .map(|s| s.roles)
                         .unwrap_or_default();
-                    let details = if org.id == personal.id {
+                    let mut details = if org.id == personal.id {
                         serde_json::json!({ "roles": roles, "closed": closed.details() })
                     } else {
                         serde_json::json!({ "roles": roles })
                     };
+                    // An email change the user asked for lapses with their membership.
+                    cancel_orphaned_changes(conn, org.id, &mut details).await?;
                     audit::record(
                         conn,
                         actor,

@@ -12,9 +12,11 @@ use super::proof::OrgAccess;
 use super::schema::{
     billing_email_verifications, billing_profiles, payment_methods, plans, subscriptions,
 };
-use super::verification::ContactVerification;
+use super::verification::{
+    ContactVerification, Requester, ensure_requester_still_may, link_not_valid,
+};
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
-use crate::domain::{Action, ChildName, Email, Etag, Secret};
+use crate::domain::{Action, ChildName, Email, Etag, Secret, count};
 use crate::error::{Error, Result};
 
 pub const PAYMENT_METHODS: &str = "paymentMethods";
@@ -131,11 +133,13 @@ async fn touch_profile(conn: &mut Conn, org_id: Uuid) -> Result<ProfileRow> {
         .await?)
 }
 
-/// Queues the confirmation of a new billing email; any earlier link dies.
+/// Queues the confirmation of a new billing email that `requester` asks for;
+/// any earlier link dies.
 async fn start_billing_email_change(
     conn: &mut Conn,
     org: &OrgRow,
     email: &Email,
+    requester: &Requester,
     settings: &ContactVerification,
 ) -> Result<()> {
     diesel::delete(
@@ -156,6 +160,8 @@ async fn start_billing_email_change(
             billing_email_verifications::org_id.eq(org.id),
             billing_email_verifications::email.eq(email.as_str()),
             billing_email_verifications::expires_at.eq(expires_at),
+            billing_email_verifications::requested_by.eq(requester.user_id),
+            billing_email_verifications::permission.eq(&*requester.permission),
         ))
         .execute(conn)
         .await?;
@@ -229,7 +235,8 @@ impl Store {
                 if let Some(email) = &changes.billing_email
                     && email.as_str() != profile.billing_email
                 {
-                    start_billing_email_change(conn, org, email, verification).await?;
+                    let requester = Requester::of(&change, access)?;
+                    start_billing_email_change(conn, org, email, &requester, verification).await?;
                 }
                 let address = changes.address.as_ref();
                 // Always one column set (diesel refuses an empty changeset).
@@ -283,24 +290,26 @@ impl Store {
         let hash = &hash;
         self.write(|conn| {
             async move {
-                let invalid = || Error::NotFound("this verification token is invalid or was already used".into());
-                let (org_id, email, expires_at): (Uuid, String, DateTime<Utc>) =
+                let (org_id, email, expires_at, requested_by, permission): (Uuid, String, DateTime<Utc>, Uuid, String) =
                     billing_email_verifications::table
                         .find(hash)
                         .select((
                             billing_email_verifications::org_id,
                             billing_email_verifications::email,
                             billing_email_verifications::expires_at,
+                            billing_email_verifications::requested_by,
+                            billing_email_verifications::permission,
                         ))
                         .first(conn)
                         .await
                         .optional()?
-                        .ok_or_else(invalid)?;
+                        .ok_or_else(link_not_valid)?;
                 let org = lock_org(conn, org_id).await?;
                 let profile = load_profile(conn, org_id, true).await?;
                 if org.deleted_at.is_some() || profile.pending_billing_email.as_deref() != Some(email.as_str()) {
-                    return Err(invalid());
+                    return Err(link_not_valid());
                 }
+                ensure_requester_still_may(conn, org_id, requested_by, &permission, "billing email").await?;
                 if expires_at < Utc::now() {
                     return Err(Error::precondition(
                         "TOKEN_EXPIRED",
@@ -355,7 +364,9 @@ impl Store {
                         "PAYMENT_METHOD_LIMIT",
                         org.name(),
                         format!(
-                            "an organization holds at most {MAX_PAYMENT_METHODS} payment methods; remove one first"
+                            "{} already has {}, the most an organization may hold; remove one first",
+                            org.described(),
+                            count(MAX_PAYMENT_METHODS as i64, "payment method")
                         ),
                     ));
                 }
@@ -376,9 +387,10 @@ impl Store {
                     .await
                     .optional()?
                     .ok_or_else(|| {
-                        Error::AlreadyExists(
-                            "this processor token is already a payment method of the organization".into(),
-                        )
+                        Error::AlreadyExists(format!(
+                            "this processor token is already a payment method of {}",
+                            org.described()
+                        ))
                     })?;
                 audit::record(
                     conn,
@@ -464,7 +476,7 @@ impl Store {
                         removed.name(),
                         format!(
                             "{} is on a paid plan and this is its only payment method: add another one first, or move to the free plan",
-                            org.name()
+                            org.described()
                         ),
                     ));
                 }

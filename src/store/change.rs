@@ -14,11 +14,11 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use uuid::Uuid;
 
 use super::org_row::{OrgRow, lock_org};
-use super::proof::OrgAccess;
+use super::proof::{OrgAccess, lacks_permission};
 use super::schema::{api_tokens, membership_roles};
 use super::standing::{MemberAccess, access_in};
 use super::{Actor, Conn, Store};
-use crate::domain::{Names, Permission};
+use crate::domain::{Names, Permission, count};
 use crate::error::{Error, Result};
 
 /// The role that owns an organization; every organization keeps at least one holder.
@@ -85,10 +85,7 @@ pub(super) fn recheck(
     if let Some(permission) = demand.permission
         && !access.allows(permission)
     {
-        return Err(Error::PermissionDenied(format!(
-            "permission '{permission}' is required in organization {}",
-            org.name()
-        )));
+        return Err(lacks_permission(&org, &access, permission, None));
     }
     Ok(Change {
         org,
@@ -224,7 +221,9 @@ impl Change {
             return Ok(());
         }
         Err(Error::PermissionDenied(format!(
-            "{what} would grant permissions you do not hold yourself: {}",
+            "{what} would grant {} you do not hold yourself in {}: {}",
+            count(beyond.len() as i64, "permission"),
+            self.org.described(),
             beyond.join(", ")
         )))
     }
@@ -232,12 +231,21 @@ impl Change {
     /// Only an owner makes someone an owner (holding every permission an owner
     /// has through extra grants is not enough).
     pub fn ensure_can_grant_roles(&self, roles: &Names) -> Result<()> {
-        if roles.0.contains(OWNER_ROLE) && !self.is_owner() {
-            return Err(Error::PermissionDenied(
-                "only an owner can make someone an owner".into(),
-            ));
+        if roles.0.contains(OWNER_ROLE) {
+            self.ensure_owner("make someone an owner")?;
         }
         Ok(())
+    }
+
+    /// Refuses `what`, which only an owner may do, to a caller who is none.
+    pub fn ensure_owner(&self, what: &str) -> Result<()> {
+        if self.is_owner() {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "only an owner can {what}, and you are not an owner of {}",
+            self.org.described()
+        )))
     }
 
     /// Whether the caller holds the owner role: a role, not a permission, for

@@ -8,10 +8,10 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::invoices::{self, CloseReason};
-use super::org_row::OrgRow;
-use super::orgs::touch;
+use super::org_row::{OrgRow, touch};
 use super::schema::{org_resources, organizations};
 use super::{Actor, Conn, KeepPrepared, subscriptions};
+use crate::domain::count;
 use crate::error::{Error, Result};
 
 /// An organization that `close` soft-deleted.
@@ -68,8 +68,11 @@ pub(super) async fn close(
             "RESOURCES_REMAIN",
             org.name(),
             format!(
-                "{total} resource(s) remain in the organization ({}{more}); delete or transfer them first",
-                shown.join(", ")
+                "{} still holds {} ({}{more}): unregister or transfer {} first",
+                org.described(),
+                count(total, "resource"),
+                shown.join(", "),
+                if total == 1 { "it" } else { "them" }
             ),
         ));
     }

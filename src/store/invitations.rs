@@ -11,18 +11,19 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::change::OWNER_ROLE;
 use super::limits::{Joining, ensure_member_room};
-use super::members::{self, Catalog, MemberView, insert_member, is_member_by_email};
+use super::members::{self, MemberView, insert_member, is_member_by_email};
 use super::org_row::{OrgRow, lock_org};
-use super::orgs::{OrgLimits, lock_and_count_memberships, too_many_orgs};
+use super::orgs::{OrgLimits, Whose, lock_and_count_memberships, too_many_orgs};
 use super::proof::OrgAccess;
 use super::schema::{invitations, organizations, users};
 use super::standing::access_in;
 use super::users::User;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{
-    Action, ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret,
+    Action, ChildName, Email, Grant, Names, PageRequest, PageToken, Permission, Secret, count,
 };
 use crate::error::{Error, Result};
 
@@ -96,8 +97,9 @@ impl InvitationRow {
             "RESEND_TOO_SOON",
             self.name(),
             format!(
-                "this invitation was sent less than {} seconds ago; it can be sent again in {wait} s",
-                RESEND_INTERVAL.num_seconds()
+                "this invitation was sent less than {} ago; it can be sent again in {}",
+                count(RESEND_INTERVAL.num_seconds(), "second"),
+                count(wait, "second")
             ),
         ))
     }
@@ -124,28 +126,32 @@ impl InvitationRow {
         )
     }
 
-    /// Refuses a closed or lapsed invitation, saying what can be done instead.
-    fn ensure_open(&self) -> Result<()> {
-        let (kind, message) = match self.state() {
+    /// Refuses a closed or lapsed invitation to `org`, saying what can be done instead.
+    fn ensure_open(&self, org: &OrgRow) -> Result<()> {
+        let (kind, state, next) = match self.state() {
             InvitationState::Pending => return Ok(()),
-            InvitationState::Accepted => (
-                "INVITATION_ACCEPTED",
-                "this invitation was already accepted",
-            ),
+            InvitationState::Accepted => ("INVITATION_ACCEPTED", "was already accepted", ""),
             InvitationState::Declined => (
                 "INVITATION_DECLINED",
-                "this invitation was declined; ask for a new one",
+                "was declined",
+                "; ask a member who manages it for a new one",
             ),
             InvitationState::Revoked => (
                 "INVITATION_REVOKED",
-                "this invitation was revoked; ask for a new one",
+                "was revoked",
+                "; ask a member who manages it for a new one",
             ),
             InvitationState::Expired => (
                 "INVITATION_EXPIRED",
-                "this invitation has expired; ask a member who manages the organization to resend it",
+                "has expired",
+                "; ask a member who manages it to resend it",
             ),
         };
-        Err(Error::precondition(kind, self.name(), message))
+        Err(Error::precondition(
+            kind,
+            self.name(),
+            format!("this invitation to {} {state}{next}", org.described()),
+        ))
     }
 }
 
@@ -261,7 +267,7 @@ async fn claim(conn: &mut Conn, user: &User, token: &str) -> Result<(OrgRow, Inv
     }
     // Only the invitee learns anything about the organization.
     org.ensure_live()?;
-    invitation.ensure_open()?;
+    invitation.ensure_open(&org)?;
     Ok((org, invitation))
 }
 
@@ -292,7 +298,10 @@ async fn ensure_inviter_still_grants(
     Err(Error::precondition(
         "INVITER_CANNOT_GRANT",
         invitation.name(),
-        "whoever sent this invitation may no longer grant this access; ask the organization for a new invitation",
+        format!(
+            "whoever sent this invitation may no longer grant this access; ask a member who manages {} for a new invitation",
+            org.described()
+        ),
     ))
 }
 
@@ -363,7 +372,7 @@ impl Store {
                     if is_member_by_email(conn, org_id, email).await? {
                         return Err(Error::AlreadyExists(format!(
                             "{email} is already a member of {}",
-                            org.name()
+                            org.described()
                         )));
                     }
                     // Refused now rather than when accepted; checked again then, as
@@ -404,7 +413,7 @@ impl Store {
                         .ok_or_else(|| {
                             Error::AlreadyExists(format!(
                                 "{email} already has a pending invitation to {}; resend or revoke it instead",
-                                org.name()
+                                org.described()
                             ))
                         })?;
                     send_invitation(
@@ -461,7 +470,7 @@ impl Store {
                     let invitation = lock_invitation(conn, org_id, id).await?;
                     // A lapsed invitation can be resent; a closed one cannot.
                     if invitation.closed_at.is_some() {
-                        invitation.ensure_open()?;
+                        invitation.ensure_open(&change.org)?;
                     }
                     // Under the invitation's row lock: concurrent resends wait, then
                     // see the first one's `sent_at`.
@@ -523,7 +532,7 @@ impl Store {
             async move {
                 let invitation = lock_invitation(conn, org_id, id).await?;
                 if invitation.closed_at.is_some() {
-                    invitation.ensure_open()?;
+                    invitation.ensure_open(&change.org)?;
                 }
                 let revoked = close(conn, id, InvitationState::Revoked, None).await?;
                 audit::record(
@@ -565,12 +574,12 @@ impl Store {
                 if members::is_member(conn, org.id, user_id).await? {
                     return Err(Error::AlreadyExists(format!(
                         "you are already a member of {}",
-                        org.name()
+                        org.described()
                     )));
                 }
                 ensure_member_room(conn, &org, Joining::Accepting).await?;
                 if lock_and_count_memberships(conn, user_id).await? >= limits.max_orgs_per_user {
-                    return Err(too_many_orgs(user_id, limits));
+                    return Err(too_many_orgs(Whose::Yours, user_id, limits));
                 }
                 let (roles, permissions) = invitation.grant();
                 ensure_inviter_still_grants(

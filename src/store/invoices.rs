@@ -561,7 +561,7 @@ impl Store {
                         format!(
                             "voucher code {code} is in {}, and {} is billed in {currency}",
                             voucher.currency,
-                            org.name()
+                            org.described()
                         ),
                     );
                 }
@@ -576,7 +576,7 @@ impl Store {
                 if inserted == 0 {
                     return Err(Error::AlreadyExists(format!(
                         "{} already redeemed voucher code {code}",
-                        org.name()
+                        org.described()
                     )));
                 }
                 if voucher.redemptions >= voucher.max_redemptions {

@@ -13,6 +13,7 @@ use super::members::member_count;
 use super::org_row::OrgRow;
 use super::schema::{org_resources, plans, subscriptions};
 use super::subscriptions::{PlanRow, free_plan};
+use crate::domain::{count, plural};
 use crate::error::{Error, Result};
 
 /// The plan whose limits apply to `org_id` now. A cancelled plan stays in force
@@ -65,7 +66,7 @@ impl Limited {
 
     /// `n` of these, in words that agree with the number: "1 member", "3 members".
     pub fn count(self, n: i64) -> String {
-        format!("{n} {}{}", self.noun(), if n == 1 { "" } else { "s" })
+        count(n, self.noun())
     }
 
     /// The step that takes `n` of these away: "remove 1 member", "unregister 2 resources".
@@ -100,7 +101,7 @@ async fn larger_plan_step(
         .map(|larger| {
             let room = match what.limit(&larger) {
                 Some(more) => format!("up to {}", what.count(more)),
-                None => format!("unlimited {}s", what.noun()),
+                None => format!("unlimited {}", plural(what.noun())),
             };
             format!(
                 "ChangePlan to {} ({}) for {room}",
@@ -112,7 +113,7 @@ async fn larger_plan_step(
 
 /// An organization with `used` of `what` and no room for one more under `plan`
 /// (whose limit is `limit`): what it is, and the steps that make room, e.g.
-/// ("\"Acme\" (organizations/…) has reached the Starter plan's limit of 3 members",
+/// ("\"Acme\" (acme, organizations/…) has reached the Starter plan's limit of 3 members",
 /// "ChangePlan to Startup (plans/startup) for up to 6 members, or remove 1 member").
 /// Over the limit (members kept through a cancellation), it says how many must go.
 async fn no_room(
@@ -126,14 +127,14 @@ async fn no_room(
     let state = if used == limit {
         format!(
             "{} has reached the {} plan's limit of {}",
-            named(org),
+            org.described(),
             plan.display_name,
             what.count(limit)
         )
     } else {
         format!(
             "{} has {}, over the {} plan's limit of {}",
-            named(org),
+            org.described(),
             what.count(used),
             plan.display_name,
             what.count(limit)
@@ -148,11 +149,6 @@ async fn no_room(
         (None, None) => "contact support".to_owned(),
     };
     Ok((state, steps))
-}
-
-/// How an organization is named in a refusal: its display name and resource name.
-fn named(org: &OrgRow) -> String {
-    format!("\"{}\" ({})", org.display_name, org.name())
 }
 
 /// Who is about to bring a member in, which decides what they are told to do.

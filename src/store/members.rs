@@ -8,7 +8,7 @@
 //! applies the grant ceiling (nobody gives or takes away more than they hold)
 //! and, before commit, checks that an owner remains. A deferred trigger in the database checks the owner invariant again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -18,10 +18,12 @@ use futures_util::future::join_all;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::change::{Change, OWNER_ROLE, owner_count};
 use super::proof::OrgAccess;
 use super::schema::{memberships, users};
 use super::standing::{MemberAccess, held_columns};
+use super::verification::cancel_orphaned_changes;
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
 use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken};
 use crate::error::{Error, Result};
@@ -225,120 +227,6 @@ async fn members_and_catalog(
     }
 }
 
-/// The roles and permissions the database defines, with what each role grants
-/// and what each permission implies, read in one query once per transaction.
-pub(super) struct Catalog {
-    roles: Vec<String>,
-    permissions: Vec<String>,
-    role_permissions: HashMap<String, Vec<String>>,
-    /// `permission_implications`, the closure: one level is all.
-    implications: HashMap<String, Vec<String>>,
-}
-
-/// The catalog as one row: `granting`/`granted` are `role_permissions` as two
-/// aligned arrays, `implying`/`implied` likewise `permission_implications`.
-const CATALOG_QUERY: &str = "
-    SELECT ARRAY(SELECT name FROM roles ORDER BY name) AS roles,
-           ARRAY(SELECT name FROM permissions ORDER BY name) AS permissions,
-           ARRAY(SELECT role FROM role_permissions ORDER BY role, permission) AS granting,
-           ARRAY(SELECT permission FROM role_permissions ORDER BY role, permission) AS granted,
-           ARRAY(SELECT permission FROM permission_implications
-                 ORDER BY permission, implies) AS implying,
-           ARRAY(SELECT implies FROM permission_implications
-                 ORDER BY permission, implies) AS implied";
-
-#[derive(QueryableByName)]
-struct CatalogRow {
-    #[diesel(sql_type = Array<Text>)]
-    roles: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    permissions: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    granting: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    granted: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    implying: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    implied: Vec<String>,
-}
-
-/// Two aligned arrays as a map from each of `keys` to its values.
-fn grouped(keys: Vec<String>, values: Vec<String>) -> HashMap<String, Vec<String>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
-    for (key, value) in keys.into_iter().zip(values) {
-        map.entry(key).or_default().push(value);
-    }
-    map
-}
-
-impl Catalog {
-    pub async fn load(conn: &Conn) -> Result<Self> {
-        let row: CatalogRow = diesel::sql_query(CATALOG_QUERY)
-            .prepared()
-            .get_result(&mut &*conn)
-            .await?;
-        Ok(Catalog {
-            roles: row.roles,
-            permissions: row.permissions,
-            role_permissions: grouped(row.granting, row.granted),
-            implications: grouped(row.implying, row.implied),
-        })
-    }
-
-    /// Everything `role_names` and `permission_names` allow together, with what
-    /// that implies: what `standing::grant_columns!` adds up in SQL.
-    pub fn effective<'n>(
-        &'n self,
-        role_names: impl IntoIterator<Item = &'n String>,
-        permission_names: impl IntoIterator<Item = &'n String>,
-    ) -> BTreeSet<String> {
-        let held: BTreeSet<&String> = role_names
-            .into_iter()
-            .filter_map(|role| self.role_permissions.get(role))
-            .flatten()
-            .chain(permission_names)
-            .collect();
-        let implied = held
-            .iter()
-            .filter_map(|permission| self.implications.get(*permission))
-            .flatten();
-        held.iter().copied().chain(implied).cloned().collect()
-    }
-
-    /// Refuses names the database does not define, naming the request field
-    /// (`{field}.roles`, `{field}.extra_permissions`).
-    pub fn ensure_known(
-        &self,
-        field: &str,
-        role_names: Option<&Names>,
-        permission_names: Option<&Names>,
-    ) -> Result<()> {
-        let checks = [
-            ("roles", "role", role_names, &self.roles),
-            (
-                "extra_permissions",
-                "permission",
-                permission_names,
-                &self.permissions,
-            ),
-        ];
-        for (subfield, kind, names, known) in checks {
-            let unknown = names.and_then(|names| names.0.iter().find(|n| !known.contains(n)));
-            if let Some(unknown) = unknown {
-                return Err(Error::invalid(
-                    format!("{field}.{subfield}"),
-                    format!(
-                        "unknown {kind} '{unknown}'; {kind}s are: {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Change {
     /// Refuses to change or remove a member who holds more than the caller.
     fn ensure_can_manage(&self, target: &MemberView) -> Result<()> {
@@ -353,21 +241,24 @@ impl Change {
         if owner_count(conn, self.org.id).await? > 0 {
             return Ok(());
         }
-        Err(last_owner(&self.org.name()))
+        // An owner who leaves none was the last one; anyone else took away others'.
+        let state = if self.is_owner() {
+            format!("you are the last owner of {}", self.org.described())
+        } else {
+            format!(
+                "this change would leave {} without an owner",
+                self.org.described()
+            )
+        };
+        Err(Error::precondition(
+            "LAST_OWNER",
+            self.org.name(),
+            format!(
+                "{state}, and an organization keeps at least one: first make another member an owner \
+                 (TransferOwnership, or UpdateMember with the owner role), or delete the organization instead"
+            ),
+        ))
     }
-}
-
-/// The refusal for a change that would leave an organization without an owner.
-pub fn last_owner(org_name: &str) -> Error {
-    Error::precondition(
-        "LAST_OWNER",
-        org_name,
-        format!(
-            "{org_name} must keep at least one owner, and this change would leave it with none; \
-             first make another member an owner (TransferOwnership, or UpdateMember with the owner role), \
-             or delete the organization instead"
-        ),
-    )
 }
 
 /// Makes member `$2` of `$1` hold exactly roles `$3` and permissions `$4` (a
@@ -553,6 +444,8 @@ impl Store {
                     let mut audited = Vec::new();
                     // Only taking the owner role from an owner can leave none.
                     let mut unseats_an_owner = false;
+                    // Only a member who loses a permission can orphan an email change.
+                    let mut takes_away = false;
                     for update in updates {
                         let target = &current[&update.user_id];
                         // Before the etag: its refusal shows the current one.
@@ -591,6 +484,7 @@ impl Store {
                         }
                         let granted = catalog.effective(&role_names, &permission_names);
                         change.ensure_can_grant(&granted, &format!("updating {}", target.name()))?;
+                        takes_away |= !target.access.effective.is_subset(&granted);
                         audited.push(serde_json::json!({
                             "member": target.name(),
                             "roles": role_names.to_vec(),
@@ -601,22 +495,31 @@ impl Store {
                         [single] => current[&single.user_id].name(),
                         _ => change.org.name(),
                     };
-                    let grants = updates.iter().map(|update| {
-                        replace_grant(
-                            conn,
-                            org_id,
-                            update.user_id,
-                            update.roles.as_ref(),
-                            update.permissions.as_ref(),
-                        )
-                    });
-                    let details = serde_json::json!({ "members": audited });
-                    // Writes to disjoint rows go out together: one round trip.
-                    let (states, ()) = both(
-                        async { join_all(grants).await.into_iter().collect::<Result<Vec<_>>>() },
-                        audit::record(conn, actor, Some(org_id), action, &target, details),
-                    )
-                    .await?;
+                    let shared: &Conn = conn;
+                    let grants = async {
+                        let grants = updates.iter().map(|update| {
+                            replace_grant(
+                                shared,
+                                org_id,
+                                update.user_id,
+                                update.roles.as_ref(),
+                                update.permissions.as_ref(),
+                            )
+                        });
+                        join_all(grants).await.into_iter().collect::<Result<Vec<_>>>()
+                    };
+                    let mut details = serde_json::json!({ "members": audited });
+                    let record = |details| audit::record(shared, actor, Some(org_id), action, &target, details);
+                    let states = if takes_away {
+                        // One after the other: the cancellation reads what the grants left.
+                        let states = grants.await?;
+                        cancel_orphaned_changes(shared, org_id, &mut details).await?;
+                        record(details).await?;
+                        states
+                    } else {
+                        // Writes to disjoint rows go out together: one round trip.
+                        both(grants, record(details)).await?.0
+                    };
                     if unseats_an_owner {
                         change.ensure_owner_remains(conn).await?;
                     }
@@ -660,15 +563,9 @@ impl Store {
                     [single] => single.clone(),
                     _ => change.org.name(),
                 };
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    action,
-                    &target,
-                    serde_json::json!({ "members": names }),
-                )
-                .await
+                let mut details = serde_json::json!({ "members": names });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
+                audit::record(conn, actor, Some(org_id), action, &target, details).await
             }
             .scope_boxed()
         })
@@ -692,13 +589,15 @@ impl Store {
                     .execute(conn)
                     .await?;
                 change.ensure_owner_remains(conn).await?;
+                let mut details = serde_json::json!({ "roles": change.actor.roles });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::MemberLeave,
                     &ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
-                    serde_json::json!({ "roles": change.actor.roles }),
+                    details,
                 )
                 .await
             }
@@ -719,11 +618,7 @@ impl Store {
         let org_id = access.org().id;
         self.change(access, actor, |conn, change| {
             async move {
-                if !change.is_owner() {
-                    return Err(Error::PermissionDenied(
-                        "only an owner can transfer ownership".into(),
-                    ));
-                }
+                change.ensure_owner("transfer ownership")?;
                 if new_owner == change.actor_id {
                     return Err(Error::invalid(
                         "new_owner",
@@ -747,16 +642,19 @@ impl Store {
                     replace_grant(conn, org_id, change.actor_id, Some(&own_roles), None).await?;
                 }
                 change.ensure_owner_remains(conn).await?;
+                // The former owner is an admin now, which may hold less.
+                let mut details = serde_json::json!({
+                    "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
+                    "to": target.name(),
+                });
+                cancel_orphaned_changes(conn, org_id, &mut details).await?;
                 audit::record(
                     conn,
                     actor,
                     Some(org_id),
                     Action::OrganizationTransferOwnership,
                     &change.org.name(),
-                    serde_json::json!({
-                        "from": ChildName::name_of(org_id, ChildName::MEMBERS, change.actor_id),
-                        "to": target.name(),
-                    }),
+                    details,
                 )
                 .await?;
                 let mut after = members_by_id(conn, org_id, &[new_owner, change.actor_id]).await?;

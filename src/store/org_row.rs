@@ -1,14 +1,15 @@
-//! An organization's row, and the lock every change of an organization starts
-//! with. Below every other store module (it depends on none), so that all of
-//! them can lock an organization without depending on each other.
+//! An organization's row, the lock every change of an organization starts
+//! with and the revision bump it ends with. Below every other store module (it
+//! depends on none), so that all of them can lock an organization without
+//! depending on each other.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use super::Conn;
 use super::schema::organizations;
+use super::{Conn, KeepPrepared};
 use crate::domain::{Etag, OrgRef};
 use crate::error::{Error, Result};
 
@@ -38,6 +39,13 @@ impl OrgRow {
         OrgRef::name_of(self.id)
     }
 
+    /// How a message names the organization to someone who may see it: display
+    /// name, slug and resource name, `"Acme" (acme, organizations/…)`. Never in
+    /// a refusal a stranger can get: they learn only the name they sent.
+    pub fn described(&self) -> String {
+        format!("\"{}\" ({}, {})", self.display_name, self.slug, self.name())
+    }
+
     /// Refuses changes to a soft-deleted organization.
     pub fn ensure_live(&self) -> Result<()> {
         match self.deleted_at {
@@ -46,8 +54,8 @@ impl OrgRow {
                 "ORGANIZATION_DELETED",
                 self.name(),
                 format!(
-                    "organization {} is deleted; restore it with UndeleteOrganization first",
-                    self.slug
+                    "{} is deleted; restore it with UndeleteOrganization first",
+                    self.described()
                 ),
             )),
         }
@@ -56,8 +64,8 @@ impl OrgRow {
     pub(super) fn check_etag(&self, expected: Option<Etag>) -> Result<()> {
         match expected {
             Some(etag) if etag != self.etag() => Err(Error::Aborted(format!(
-                "organization {} changed since etag {etag} was read (it is now {}); get it again and retry",
-                self.slug,
+                "{} changed since etag {etag} was read (it is now {}); get it again and retry",
+                self.described(),
                 self.etag()
             ))),
             _ => Ok(()),
@@ -77,4 +85,17 @@ pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
         .await
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
+}
+
+/// Bumps the revision (and so the etag) of a changed organization and returns it.
+pub(super) async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+    Ok(diesel::update(organizations::table.find(id))
+        .set((
+            organizations::revision.eq(organizations::revision + 1),
+            organizations::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(OrgRow::as_returning())
+        .prepared()
+        .get_result(conn)
+        .await?)
 }

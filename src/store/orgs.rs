@@ -1,5 +1,5 @@
-//! Organizations: create, update, soft delete, undelete, purge, contact-email
-//! verification. Each mutation locks the rows its invariant depends on and writes
+//! Organizations: create, update, soft delete, undelete, purge (the contact
+//! email's verification is `contact_email`'s). Each mutation locks the rows its invariant depends on and writes
 //! its audit record in the same transaction.
 
 use std::time::Duration;
@@ -13,18 +13,17 @@ use uuid::Uuid;
 
 use super::change::{Change, owner_count};
 use super::closing;
-use super::org_row::{OrgRow, lock_org};
+use super::contact_email::{set_pending_contact_email, start_contact_email_change};
+use super::org_row::{OrgRow, lock_org, touch};
 use super::proof::OrgAccess;
 use super::schema::{
-    contact_email_verifications, create_requests, membership_roles, memberships, org_resources,
-    organizations, users,
+    create_requests, membership_roles, memberships, org_resources, organizations, users,
 };
-use super::{
-    Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, outbox, subscriptions,
-};
+use super::verification::Requester;
+use super::{Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, subscriptions};
 use crate::domain::{
-    Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Secret, Slug,
-    UserRef,
+    Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Permission,
+    Slug, UserRef, count,
 };
 use crate::error::{Error, Result};
 
@@ -186,81 +185,31 @@ pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -
         .await?)
 }
 
-pub(super) fn too_many_orgs(user_id: Uuid, limits: OrgLimits) -> Error {
+/// Whose organization limit `too_many_orgs` refuses to exceed.
+#[derive(Clone, Copy)]
+pub(super) enum Whose {
+    /// The caller's: they are about to create or join one more.
+    Yours,
+    /// Another member's, whom restoring an organization would bring back.
+    Members,
+}
+
+pub(super) fn too_many_orgs(whose: Whose, user_id: Uuid, limits: OrgLimits) -> Error {
+    let most = count(limits.max_orgs_per_user, "organization");
+    let message = match whose {
+        Whose::Yours => {
+            format!("you already belong to {most}, the most a user may; leave or delete one first")
+        }
+        Whose::Members => format!(
+            "restoring it would bring back users/{user_id}, who already belongs to {most}, \
+             the most a user may; they must leave or delete one first"
+        ),
+    };
     Error::precondition(
         "ORGANIZATION_LIMIT",
         crate::domain::UserRef::name_of(user_id),
-        format!(
-            "users/{user_id} already belongs to the maximum of {} organizations; leave or delete one first",
-            limits.max_orgs_per_user
-        ),
+        message,
     )
-}
-
-/// Bumps the revision (and so the etag) of a changed organization and returns it.
-pub(super) async fn touch(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
-    Ok(diesel::update(organizations::table.find(id))
-        .set((
-            organizations::revision.eq(organizations::revision + 1),
-            organizations::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(OrgRow::as_returning())
-        .prepared()
-        .get_result(conn)
-        .await?)
-}
-
-/// Replaces any pending contact-email change of `org` by one to `email`, and
-/// queues the verification message in the same transaction.
-async fn start_contact_email_change(
-    conn: &mut Conn,
-    org: &OrgRow,
-    email: &Email,
-    settings: &ContactVerification,
-) -> Result<()> {
-    set_pending_contact_email(conn, org.id, Some(email)).await?;
-    let secret = Secret::generate();
-    let expires_at = Utc::now() + settings.ttl;
-    diesel::insert_into(contact_email_verifications::table)
-        .values((
-            contact_email_verifications::token_hash.eq(&secret.hash),
-            contact_email_verifications::org_id.eq(org.id),
-            contact_email_verifications::email.eq(email.as_str()),
-            contact_email_verifications::expires_at.eq(expires_at),
-        ))
-        .execute(conn)
-        .await?;
-    let body = format!(
-        "Someone asked to make {email} the contact address of the organization \"{}\".\n\
-         To confirm, open {}{}\nThe link expires at {expires_at}. If this was not you, ignore this message.",
-        org.display_name, settings.link_prefix, secret.token
-    );
-    outbox::enqueue(
-        conn,
-        email.as_str(),
-        "Confirm your organization's contact email",
-        &body,
-    )
-    .await
-}
-
-/// Sets (or clears) the address awaiting verification; any earlier link dies.
-async fn set_pending_contact_email(
-    conn: &mut Conn,
-    org_id: Uuid,
-    email: Option<&Email>,
-) -> Result<()> {
-    diesel::delete(
-        contact_email_verifications::table.filter(contact_email_verifications::org_id.eq(org_id)),
-    )
-    .execute(conn)
-    .await?;
-    diesel::update(organizations::table.find(org_id))
-        .set(organizations::pending_contact_email.eq(email.map(Email::as_str)))
-        .prepared()
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub struct CreateOrg {
@@ -272,6 +221,9 @@ pub struct CreateOrg {
     pub slug: Option<Slug>,
     pub description: Option<Description>,
     pub contact_email: Option<Email>,
+    /// What changing the contact email takes (UpdateOrganization's policy): a
+    /// pending one the creator asks for holds while they hold it.
+    pub contact_permission: Permission,
 }
 
 /// An organization in a listing, with when the listed user joined it.
@@ -282,7 +234,8 @@ pub struct ListedOrg {
 
 impl Store {
     /// Creates an organization owned by `actor`. The contact email defaults to
-    /// the creator's verified email, if any; any other address is pending until verified.
+    /// the creator's verified email, if any; any other address is pending until
+    /// verified, asked for by the creator.
     pub async fn create_org(
         &self,
         actor: &Actor,
@@ -327,7 +280,7 @@ impl Store {
                     }
                 }
                 if memberships >= limits.max_orgs_per_user {
-                    return Err(too_many_orgs(owner_id, limits));
+                    return Err(too_many_orgs(Whose::Yours, owner_id, limits));
                 }
                 let org = insert_with_owner(
                     conn,
@@ -359,7 +312,12 @@ impl Store {
                 }
                 match &input.contact_email {
                     Some(email) if Some(email) != creator_email => {
-                        start_contact_email_change(conn, &org, email, verification).await?;
+                        let requester = Requester {
+                            user_id: owner_id,
+                            permission: input.contact_permission.clone(),
+                        };
+                        start_contact_email_change(conn, &org, email, &requester, verification)
+                            .await?;
                         lock_org(conn, org.id).await
                     }
                     _ => Ok(org),
@@ -424,8 +382,9 @@ impl Store {
     ) -> Result<OrgRow> {
         let changes = &changes;
         let org_id = access.org().id;
-        self.change(access, actor, |conn, Change { org, .. }| {
+        self.change(access, actor, |conn, change| {
             async move {
+                let org = &change.org;
                 org.check_etag(etag)?;
                 if let Some(slug) = &changes.slug
                     && slug.as_str() != org.slug
@@ -438,7 +397,9 @@ impl Store {
                         set_pending_contact_email(conn, org_id, None).await?
                     }
                     Some(email) => {
-                        start_contact_email_change(conn, &org, email, verification).await?
+                        let requester = Requester::of(&change, access)?;
+                        start_contact_email_change(conn, org, email, &requester, verification)
+                            .await?
                     }
                     None => {}
                 }
@@ -514,7 +475,10 @@ impl Store {
                 if confirmation != org.display_name {
                     return Err(Error::invalid(
                         "confirmation",
-                        format!("to delete, set confirmation to the organization's display name \"{}\"", org.display_name),
+                        format!(
+                            "to delete, set confirmation to the organization's display name \"{}\"",
+                            org.display_name
+                        ),
                     ));
                 }
                 org.check_etag(etag)?;
@@ -529,7 +493,8 @@ impl Store {
                 )
                 .await?;
                 Ok(closed.org)
-            }.scope_boxed()
+            }
+            .scope_boxed()
         })
         .await
     }
@@ -544,14 +509,14 @@ impl Store {
         let org_id = access.org().id;
         // UndeleteOrganization's policy admits a deleted organization, and so
         // does the re-check (`OrgAccess::allows_deleted`).
-        self.change(access, actor, |conn, Change { org, .. }| {
+        self.change(access, actor, |conn, Change { org, actor_id, .. }| {
             async move {
                 match org.purge_at {
                     None => {
                         return Err(Error::precondition(
                             "NOT_DELETED",
                             org.name(),
-                            format!("organization {} is not deleted", org.slug),
+                            format!("{} is not deleted", org.described()),
                         ));
                     }
                     Some(purge_at) if purge_at <= Utc::now() => {
@@ -559,8 +524,8 @@ impl Store {
                             "PURGE_PENDING",
                             org.name(),
                             format!(
-                                "organization {} passed its restore window and is being purged",
-                                org.slug
+                                "{} passed its restore window and is being purged",
+                                org.described()
                             ),
                         ));
                     }
@@ -584,7 +549,12 @@ impl Store {
                     .await?;
                 for member in members {
                     if lock_and_count_memberships(conn, member).await? >= limits.max_orgs_per_user {
-                        return Err(too_many_orgs(member, limits));
+                        let whose = if member == actor_id {
+                            Whose::Yours
+                        } else {
+                            Whose::Members
+                        };
+                        return Err(too_many_orgs(whose, member, limits));
                     }
                 }
                 diesel::update(organizations::table.find(org_id))
@@ -609,58 +579,6 @@ impl Store {
                 Ok(restored)
             }
             .scope_boxed()
-        })
-        .await
-    }
-
-    /// Makes the address of a pending contact-email change the contact email.
-    /// No `OrgAccess`: the emailed token, not a standing, is what authorizes it.
-    pub async fn verify_contact_email(&self, actor: &Actor, token: &str) -> Result<OrgRow> {
-        let hash = Secret::hash(token);
-        let hash = &hash;
-        self.write(|conn| {
-            async move {
-                let invalid = || Error::NotFound("this verification token is invalid or was already used".into());
-                let (org_id, email, expires_at): (Uuid, String, DateTime<Utc>) = contact_email_verifications::table
-                    .find(hash)
-                    .select((
-                        contact_email_verifications::org_id,
-                        contact_email_verifications::email,
-                        contact_email_verifications::expires_at,
-                    ))
-                    .first(conn)
-                    .await
-                    .optional()?
-                    .ok_or_else(invalid)?;
-                let org = lock_org(conn, org_id).await?;
-                if org.deleted_at.is_some() || org.pending_contact_email.as_deref() != Some(email.as_str()) {
-                    return Err(invalid());
-                }
-                if expires_at < Utc::now() {
-                    return Err(Error::precondition(
-                        "TOKEN_EXPIRED",
-                        "token",
-                        "this verification token has expired; change the contact email again to get a new one",
-                    ));
-                }
-                set_pending_contact_email(conn, org_id, None).await?;
-                diesel::update(organizations::table.find(org_id))
-                    .set(organizations::contact_email.eq(&email))
-                    .prepared()
-                    .execute(conn)
-                    .await?;
-                let updated = touch(conn, org_id).await?;
-                audit::record(
-                    conn,
-                    actor,
-                    Some(org_id),
-                    Action::OrganizationContactEmailVerify,
-                    &updated.name(),
-                    serde_json::json!({ "contact_email": email }),
-                )
-                .await?;
-                Ok(updated)
-            }.scope_boxed()
         })
         .await
     }

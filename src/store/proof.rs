@@ -16,6 +16,7 @@ use super::org_row::OrgRow;
 use super::standing::MemberAccess;
 use crate::auth::Mint;
 use crate::domain::Permission;
+use crate::error::Error;
 
 /// What the policy layer proved: the caller is a member of `org` holding
 /// `member` (already narrowed to an API token's limit) and, unless the method
@@ -101,4 +102,27 @@ impl AccountAccess {
     pub fn user_id(&self) -> Uuid {
         self.user_id
     }
+}
+
+/// The refusal of a member of `org` who holds `member` but not `permission`
+/// (nor `own`, which would admit them to their own resources): what they need
+/// and the roles they have, to ask an owner for the right one.
+pub fn lacks_permission(
+    org: &OrgRow,
+    member: &MemberAccess,
+    permission: &Permission,
+    own: Option<&Permission>,
+) -> Error {
+    let roles = if member.roles.is_empty() {
+        "none".to_owned()
+    } else {
+        member.roles.join(", ")
+    };
+    let own = own
+        .map(|own| format!(" (or '{own}', for your own)"))
+        .unwrap_or_default();
+    Error::PermissionDenied(format!(
+        "you need permission '{permission}'{own} in {}; your roles there: {roles}",
+        org.described()
+    ))
 }

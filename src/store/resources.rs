@@ -237,7 +237,7 @@ impl Store {
                     if !side.is_owner() {
                         return Err(Error::PermissionDenied(format!(
                             "moving a resource needs the owner role in both organizations, and you are not an owner of {}",
-                            side.org.name()
+                            side.org.described()
                         )));
                     }
                 }

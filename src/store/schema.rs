@@ -103,6 +103,8 @@ diesel::table! {
         email -> Text,
         expires_at -> Timestamptz,
         created_at -> Timestamptz,
+        requested_by -> Uuid,
+        permission -> Text,
     }
 }
 
@@ -222,6 +224,8 @@ diesel::table! {
         email -> Text,
         expires_at -> Timestamptz,
         created_at -> Timestamptz,
+        requested_by -> Uuid,
+        permission -> Text,
     }
 }
 

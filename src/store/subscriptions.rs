@@ -231,10 +231,11 @@ async fn ensure_fits(conn: &mut Conn, org: &OrgRow, plan: &PlanRow) -> Result<()
                 "PLAN_LIMITS",
                 org.name(),
                 format!(
-                    "{} has {} and the {} plan allows {limit}: {} first, or choose a larger plan",
-                    org.name(),
+                    "{} has {} and the {} plan allows {}: {} first, or choose a larger plan",
+                    org.described(),
                     what.count(used),
                     plan.display_name,
+                    what.count(limit),
                     what.removal(used - limit)
                 ),
             ));
@@ -407,7 +408,7 @@ impl Store {
                             return Err(Error::precondition(
                                 "FREE_PLAN",
                                 name,
-                                format!("{} is on the free {} plan: there is nothing to cancel", org.name(), current.display_name),
+                                format!("{} is on the free {} plan: there is nothing to cancel", org.described(), current.display_name),
                             ));
                         }
                         if sub.cancel_at_period_end {

@@ -8,8 +8,8 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::change::actor_id;
-use super::members::Catalog;
 use super::org_row::OrgRow;
 use super::proof::{OrgAccess, Reach};
 use super::schema::{api_tokens, memberships};
