@@ -33,14 +33,7 @@ impl Names {
 
     /// Permission names: `area.action`, e.g. `members.manage`.
     pub fn permissions(field: &str, raw: &[String]) -> Result<Self> {
-        Self::parse(field, raw, "permission", |name| {
-            name.split_once('.').is_some_and(|(area, action)| {
-                !area.is_empty()
-                    && !action.is_empty()
-                    && area.bytes().all(|b| b.is_ascii_lowercase())
-                    && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            })
-        })
+        Self::parse(field, raw, "permission", is_permission_name)
     }
 
     fn parse(
@@ -51,7 +44,7 @@ impl Names {
     ) -> Result<Self> {
         let mut names = BTreeSet::new();
         for (i, name) in raw.iter().enumerate() {
-            if name.is_empty() || name.len() > 64 || !valid(name) {
+            if name.is_empty() || name.len() > MAX_NAME_LEN || !valid(name) {
                 return Err(Error::invalid(
                     format!("{field}[{i}]"),
                     format!("'{name}' is not a valid {kind} name"),
@@ -69,6 +62,20 @@ impl Names {
     pub fn to_vec(&self) -> Vec<String> {
         self.0.iter().cloned().collect()
     }
+}
+
+/// The longest role or permission name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` is shaped like a permission: `area.action`.
+fn is_permission_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
+        && name.split_once('.').is_some_and(|(area, action)| {
+            !area.is_empty()
+                && !action.is_empty()
+                && area.bytes().all(|b| b.is_ascii_lowercase())
+                && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
 }
 
 /// Roles plus individual permissions.
@@ -89,6 +96,29 @@ impl std::ops::Deref for Permission {
 
     fn deref(&self) -> &str {
         &self.0
+    }
+}
+
+impl Permission {
+    /// A permission a request asks about, shaped `area.action`; whether orgd
+    /// defines it is the database's to say.
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        if raw.is_empty() {
+            return Err(Error::invalid(
+                field,
+                "a permission is required, e.g. members.manage",
+            ));
+        }
+        if !is_permission_name(raw) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} is not a permission name: expected area.action in lowercase, e.g. members.manage",
+                    super::quoted(raw)
+                ),
+            ));
+        }
+        Ok(raw.into())
     }
 }
 
@@ -125,6 +155,13 @@ mod tests {
             let err = Names::permissions("p", &["org.read".into(), bad.into()]).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
             assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "p[1]"));
+            let err = Permission::parse("checks[1].permission", bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
         }
+        assert_eq!(
+            &*Permission::parse("permission", "tokens.create_own").unwrap(),
+            "tokens.create_own"
+        );
+        assert!(Permission::parse("permission", "").is_err());
     }
 }

@@ -20,7 +20,7 @@ pub use card::{card_number_refusal, find_card_number, refuse_card_numbers};
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names, Permission};
 pub use money::{Currency, Money, prorate};
-pub use names::{ChildName, OrgRef, UserRef};
+pub use names::{ChildName, OrgRef, UserName, UserRef, is_valid_subject};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
 pub use quote::quoted;
