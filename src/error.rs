@@ -221,3 +221,12 @@ impl From<Error> for Status {
         Status::with_error_details(code, bounded(message), details)
     }
 }
+
+impl From<Error> for tonic_types::Status {
+    /// The `google.rpc.Status` a call failing with `err` would carry: for the
+    /// error of one item among the answers of a batch.
+    fn from(err: Error) -> Self {
+        prost::Message::decode(Status::from(err).details())
+            .expect("the details of orgd's statuses are an encoded google.rpc.Status")
+    }
+}

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use orgd::auth::{Claims, mint_token};
-use orgd::domain::{OrgRef, PageRequest};
+use orgd::domain::{OrgRef, PageRequest, UserName};
 use orgd::pb;
 use orgd::pb::member_service_client::MemberServiceClient;
 use orgd::pb::org_service_client::OrgServiceClient;
 use orgd::store::Store;
+use orgd::store::checks::Question;
 use orgd::store::users::Identity;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -406,9 +407,12 @@ impl Caller {
                 if !org_ref(token.team)?.names(org.id, &org.slug) {
                     return Err(not_found());
                 }
-                store
-                    .check_permission(org.id, fixture.data.users[user].id, permission)
-                    .await?;
+                let question = Question {
+                    org: OrgRef::Id(org.id),
+                    user: UserName::Id(fixture.data.users[user].id),
+                    permission: permission.into(),
+                };
+                store.check_permissions(&[&question]).await?;
             }
             Call::Get { team, user } => {
                 let Some((_, _, Some(_))) = store

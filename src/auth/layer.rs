@@ -2,7 +2,6 @@
 //! a handler. Deny by default: a method missing from the policy table, or one
 //! without a declared policy, never reaches its handler.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +15,9 @@ use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
-use super::{CallContext, JwtVerifier, Mint, OrgAccess, Principal};
+use super::{
+    CallContext, JwtVerifier, Mint, OrgAccess, Principal, ServiceCaller, ServiceDirectory,
+};
 use crate::domain::{OrgRef, card_number_refusal, find_card_number};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -39,7 +40,7 @@ pub struct AuthState {
     /// Shared by every call, with the tokens it remembers.
     pub verifier: Arc<JwtVerifier>,
     pub policies: PolicyTable,
-    pub service_subjects: HashSet<String>,
+    pub services: ServiceDirectory,
     pub max_request_bytes: usize,
 }
 
@@ -176,7 +177,7 @@ enum Caller {
         org: OrgRow,
         member: MemberAccess,
     },
-    Service(String),
+    Service(ServiceCaller),
 }
 
 /// The longest bearer token read. Real identity-provider tokens are a few
@@ -218,8 +219,8 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
         });
     }
     let claims = state.verifier.verify(token).await?;
-    if state.service_subjects.contains(&claims.sub) {
-        return Ok(Caller::Service(claims.sub.clone()));
+    if let Some(service) = state.services.caller(&claims.sub) {
+        return Ok(Caller::Service(service));
     }
     Ok(Caller::User(claims.to_identity()?))
 }
@@ -242,26 +243,36 @@ async fn admit<'p>(
     request_id: &str,
 ) -> Result<Admitted<'p>> {
     Ok(match (policy, caller) {
-        (Policy::Service, Caller::Service(subject)) => {
-            Admitted::Caller(Principal::Service { subject })
-        }
+        (
+            Policy::Service | Policy::Authenticated { services: true, .. },
+            Caller::Service(service),
+        ) => Admitted::Caller(Principal::Service(service)),
         (Policy::Service, _) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} is for backend services only"
             )));
         }
-        (_, Caller::Service(subject)) => {
+        (_, Caller::Service(service)) => {
             return Err(Error::PermissionDenied(format!(
-                "{path} needs a user token; services/{subject} is a service"
+                "{path} needs a user token; {} is a service",
+                service.name()
             )));
         }
         (Policy::Authenticated { .. }, Caller::User(identity)) => Admitted::Caller(
             Principal::User(state.store.ensure_user(&identity, request_id).await?),
         ),
-        (Policy::Authenticated { api_tokens: true }, Caller::ApiToken { caller, .. }) => {
-            Admitted::Caller(Principal::ApiToken(caller))
-        }
-        (Policy::Authenticated { api_tokens: false }, Caller::ApiToken { .. }) => {
+        (
+            Policy::Authenticated {
+                api_tokens: true, ..
+            },
+            Caller::ApiToken { caller, .. },
+        ) => Admitted::Caller(Principal::ApiToken(caller)),
+        (
+            Policy::Authenticated {
+                api_tokens: false, ..
+            },
+            Caller::ApiToken { .. },
+        ) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} acts on a user's own account and needs their sign-in; an API token acts only inside its organization"
             )));

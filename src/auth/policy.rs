@@ -13,8 +13,9 @@ use crate::pb;
 /// What a caller needs to call a method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Policy {
-    /// Any signed-in user; with `api_tokens`, API tokens too.
-    Authenticated { api_tokens: bool },
+    /// Any signed-in user; with `api_tokens`, API tokens too; with `services`,
+    /// backend services too.
+    Authenticated { api_tokens: bool, services: bool },
     /// Backend services only.
     Service,
     /// A member of the organization named in the request.
@@ -50,6 +51,7 @@ struct Declared {
     child_resource: bool,
     api_tokens: bool,
     own_permission: String,
+    services: bool,
 }
 
 /// A method as the table knows it.
@@ -105,6 +107,7 @@ impl PolicyTable {
                         child_resource: flag("child_resource"),
                         api_tokens: flag("api_tokens"),
                         own_permission: text("own_permission"),
+                        services: flag("services"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -168,12 +171,16 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         child_resource,
         api_tokens,
         own_permission,
+        services,
     } = declared;
     let org_scoped = !permission.is_empty() || member;
     if api_tokens && !authenticated {
         bail!(
             "api_tokens applies to authenticated policies only (organization policies always admit tokens)"
         );
+    }
+    if services && !authenticated {
+        bail!("services applies to authenticated policies only");
     }
     if !org_scoped && (!org_field.is_empty() || allow_deleted || child_resource) {
         bail!(
@@ -200,7 +207,10 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
                 allow_deleted,
             }))
         }
-        (false, false, true, false) => Ok(Policy::Authenticated { api_tokens }),
+        (false, false, true, false) => Ok(Policy::Authenticated {
+            api_tokens,
+            services,
+        }),
         (false, false, false, true) => Ok(Policy::Service),
         _ => bail!("set exactly one of permission, member, authenticated and service"),
     }
@@ -343,6 +353,24 @@ mod tests {
                 },
             )
         };
+        let with_services = |authenticated| {
+            parse_policy(
+                &input,
+                Declared {
+                    authenticated,
+                    services: true,
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(with_services(false).is_err());
+        assert_eq!(
+            with_services(true).unwrap(),
+            Policy::Authenticated {
+                api_tokens: false,
+                services: true
+            }
+        );
         assert!(narrowed("org.update", "org.read", false).is_ok());
         assert!(narrowed("org.read", "org.read", false).is_err());
         assert!(narrowed("", "org.read", true).is_err());

@@ -12,24 +12,13 @@ use uuid::Uuid;
 
 use super::org_row::OrgRow;
 use super::orgs::ListedOrg;
-use super::schema::{organizations, permissions};
+use super::schema::organizations;
 use super::standing::{Grants, MemberAccess, access_in, grant_columns};
 use super::tokens::{TokenCaller, TokenWithCreator, admit_token, refused, token_with_creator};
 use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest, Secret};
 use crate::error::Result;
-
-/// The answer to "may this user do that here?".
-#[derive(Debug, QueryableByName)]
-pub struct PermissionCheck {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub user_exists: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub permission_exists: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub allowed: bool,
-}
 
 /// A membership with its organization, for listings.
 pub struct MembershipView {
@@ -254,59 +243,6 @@ impl Store {
     pub async fn find_org(&self, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
         self.read(|conn| find_org(conn, org_ref).scope_boxed())
             .await
-    }
-
-    /// Whether `user_id` holds `permission` in `org_id`, themselves or through
-    /// a permission that implies it, in one indexed query.
-    pub async fn check_permission(
-        &self,
-        org_id: Uuid,
-        user_id: Uuid,
-        permission: &str,
-    ) -> Result<PermissionCheck> {
-        self.read(|conn| {
-            async move {
-                Ok(diesel::sql_query(
-                    "WITH granting AS (
-                         SELECT $3::text AS permission
-                         UNION ALL
-                         SELECT i.permission FROM permission_implications i WHERE i.implies = $3)
-                     SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
-                            EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
-                            EXISTS (SELECT 1 FROM membership_roles r
-                                        JOIN role_permissions rp ON rp.role = r.role
-                                    WHERE r.org_id = $1 AND r.user_id = $2
-                                      AND rp.permission IN (SELECT permission FROM granting)
-                                    UNION ALL
-                                    SELECT 1 FROM membership_permissions g
-                                    WHERE g.org_id = $1 AND g.user_id = $2
-                                      AND g.permission IN (SELECT permission FROM granting))
-                            AS allowed",
-                )
-                .bind::<diesel::sql_types::Uuid, _>(org_id)
-                .bind::<diesel::sql_types::Uuid, _>(user_id)
-                .bind::<diesel::sql_types::Text, _>(permission)
-                .prepared()
-                .get_result(conn)
-                .await?)
-            }
-            .scope_boxed()
-        })
-        .await
-    }
-
-    pub async fn permission_exists(&self, name: &str) -> Result<bool> {
-        self.read(|conn| {
-            async move {
-                Ok(
-                    diesel::select(diesel::dsl::exists(permissions::table.find(name)))
-                        .get_result(conn)
-                        .await?,
-                )
-            }
-            .scope_boxed()
-        })
-        .await
     }
 
     /// A page of `user_id`'s live memberships with their roles and permissions.

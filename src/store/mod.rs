@@ -6,6 +6,7 @@ pub mod access;
 pub mod audit;
 pub mod billing_profiles;
 mod change;
+pub mod checks;
 mod connect;
 pub mod invitations;
 pub mod invoices;

@@ -1,0 +1,167 @@
+//! Backend services' questions about permissions: may this user do that there,
+//! one question or a batch of them, in one statement. Each is answered from the
+//! database when it is asked, so a role change or a removal shows in the very
+//! next answer; each reads through indexes, at a cost independent of the number
+//! of organizations.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use uuid::Uuid;
+
+use super::schema::permissions;
+use super::standing::holds;
+use super::{Conn, KeepPrepared, Store};
+use crate::domain::{OrgRef, Permission, UserName, quoted};
+use crate::error::{Error, Result};
+
+/// "May `user` do `permission` in `org`?"
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub org: OrgRef,
+    pub user: UserName,
+    pub permission: Permission,
+}
+
+/// An answer and why it is what it is, from most to least decisive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    OrganizationNotFound,
+    OrganizationDeleted,
+    NotMember,
+    LacksPermission,
+    Allowed,
+}
+
+/// One row of `CHECKS`: what decides an answer, read together.
+#[derive(QueryableByName)]
+struct Facts {
+    #[diesel(sql_type = Bool)]
+    org_found: bool,
+    #[diesel(sql_type = Bool)]
+    org_deleted: bool,
+    #[diesel(sql_type = Bool)]
+    permission_exists: bool,
+    #[diesel(sql_type = Bool)]
+    member: bool,
+    #[diesel(sql_type = Bool)]
+    allowed: bool,
+}
+
+impl Facts {
+    /// `None` when orgd defines no such permission: a mistake, not an answer.
+    fn verdict(&self) -> Option<Verdict> {
+        if !self.permission_exists {
+            return None;
+        }
+        Some(if !self.org_found {
+            Verdict::OrganizationNotFound
+        } else if self.org_deleted {
+            Verdict::OrganizationDeleted
+        } else if !self.member {
+            Verdict::NotMember
+        } else if !self.allowed {
+            Verdict::LacksPermission
+        } else {
+            Verdict::Allowed
+        })
+    }
+}
+
+/// The facts of each question, as five aligned arrays: the organization's id
+/// or slug, the user's id or subject (the other one NULL), the permission. One
+/// statement whatever the number of questions; each is looked up through the
+/// unique indexes of organizations and users, the memberships' primary key and
+/// `holds!`. A user orgd does not know is simply no member.
+const CHECKS: &str = concat!(
+    "SELECT o.id IS NOT NULL AS org_found,
+            o.deleted_at IS NOT NULL AS org_deleted,
+            EXISTS (SELECT 1 FROM permissions p WHERE p.name = x.permission) AS permission_exists,
+            m.user_id IS NOT NULL AS member, ",
+    holds!("x.permission"),
+    " AS allowed
+       FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY
+            AS x (org_id, slug, user_id, subject, permission, position)
+       LEFT JOIN organizations o
+         ON o.id = COALESCE(x.org_id, (SELECT s.id FROM organizations s WHERE s.slug = x.slug))
+       LEFT JOIN memberships m
+         ON m.org_id = o.id
+        AND m.user_id = COALESCE(x.user_id, (SELECT u.id FROM users u WHERE u.subject = x.subject))
+      ORDER BY x.position"
+);
+
+/// The refusal of a question about a permission orgd does not define.
+pub fn unknown_permission(field: &str, permission: &str) -> Error {
+    Error::invalid(
+        field,
+        format!(
+            "{} is not a permission orgd defines; e.g. org.read, members.manage, billing.manage",
+            quoted(permission)
+        ),
+    )
+}
+
+/// Whether orgd defines permission `name`.
+async fn permission_defined(conn: &Conn, name: &str) -> Result<bool> {
+    Ok(
+        diesel::select(diesel::dsl::exists(permissions::table.find(name)))
+            .get_result(&mut &*conn)
+            .await?,
+    )
+}
+
+/// The id and the subject of `user`, one of them `None`, as the queries bind them.
+fn user_key(user: &UserName) -> (Option<Uuid>, Option<&str>) {
+    match user {
+        UserName::Id(id) => (Some(*id), None),
+        UserName::Subject(subject) => (None, Some(subject)),
+    }
+}
+
+impl Store {
+    /// Whether orgd defines permission `name`.
+    pub async fn permission_exists(&self, name: &str) -> Result<bool> {
+        self.read(|conn| permission_defined(conn, name).scope_boxed())
+            .await
+    }
+
+    /// The verdict on each of `questions`, in their order, from one statement:
+    /// `None` where the permission is one orgd does not define.
+    pub async fn check_permissions(&self, questions: &[&Question]) -> Result<Vec<Option<Verdict>>> {
+        let mut org_ids = Vec::with_capacity(questions.len());
+        let mut slugs = Vec::with_capacity(questions.len());
+        let mut user_ids = Vec::with_capacity(questions.len());
+        let mut subjects = Vec::with_capacity(questions.len());
+        let mut names = Vec::with_capacity(questions.len());
+        for question in questions {
+            let (org_id, slug) = match &question.org {
+                OrgRef::Id(id) => (Some(*id), None),
+                OrgRef::Slug(slug) => (None, Some(slug.as_str())),
+            };
+            let (user_id, subject) = user_key(&question.user);
+            org_ids.push(org_id);
+            slugs.push(slug);
+            user_ids.push(user_id);
+            subjects.push(subject);
+            names.push(&*question.permission);
+        }
+        let facts: Vec<Facts> = self
+            .read(|conn| {
+                async move {
+                    Ok(diesel::sql_query(CHECKS)
+                        .bind::<Array<Nullable<SqlUuid>>, _>(&org_ids)
+                        .bind::<Array<Nullable<Text>>, _>(&slugs)
+                        .bind::<Array<Nullable<SqlUuid>>, _>(&user_ids)
+                        .bind::<Array<Nullable<Text>>, _>(&subjects)
+                        .bind::<Array<Text>, _>(&names)
+                        .prepared()
+                        .load(conn)
+                        .await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(facts.iter().map(Facts::verdict).collect())
+    }
+}
