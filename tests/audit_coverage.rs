@@ -15,7 +15,7 @@ use prost_types::FieldMask;
 
 /// RPCs that only read.
 fn reads(method: &str) -> bool {
-    ["Get", "List", "CheckPermission"]
+    ["Get", "List", "Lookup", "CheckPermission"]
         .iter()
         .any(|read| method.starts_with(read))
         || ["WhoAmI", "DownloadInvoice"].contains(&method)

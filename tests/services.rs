@@ -143,6 +143,16 @@ async fn a_service_asks_only_about_the_permissions_it_is_configured_for() {
             if e.code == Code::PermissionDenied as i32 && e.message.starts_with("checks[1].permission: ")),
         "{results:?}"
     );
+    expect_code(
+        service
+            .lookup_members(pb::LookupMembersRequest {
+                organization: acme.name.clone(),
+                permission: "members.manage".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+    );
     // Every role and permission of a user is more than it may see.
     let status = expect_code(
         orgs.list_user_organizations(memberships_of("subjects/alice"))

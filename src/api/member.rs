@@ -53,7 +53,7 @@ impl MemberApi {
 
 /// The wire form of a member; by value, so that lists move their strings
 /// instead of copying them.
-fn member(view: MemberView) -> pb::Member {
+pub(super) fn member(view: MemberView) -> pb::Member {
     pb::Member {
         name: view.name(),
         user: UserRef::name_of(view.user_id),

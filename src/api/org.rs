@@ -40,7 +40,7 @@ impl OrgApi {
     }
 }
 
-fn organization(row: &OrgRow) -> pb::Organization {
+pub(super) fn organization(row: &OrgRow) -> pb::Organization {
     let state = if row.deleted_at.is_some() {
         pb::organization::State::Deleted
     } else {

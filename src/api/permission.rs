@@ -5,7 +5,9 @@
 use tonic::{Request, Response, Status};
 
 use super::call_context;
-use crate::domain::{OrgRef, Permission, UserName};
+use super::member::member;
+use super::org::organization;
+use crate::domain::{OrgRef, PageRequest, Permission, UserName};
 use crate::error::{Error, Result};
 use crate::pb::{self, permission_service_server::PermissionService};
 use crate::store::Store;
@@ -139,5 +141,47 @@ impl PermissionService for PermissionApi {
             })
             .collect();
         Ok(Response::new(pb::CheckPermissionsResponse { results }))
+    }
+
+    async fn lookup_organizations(
+        &self,
+        request: Request<pb::LookupOrganizationsRequest>,
+    ) -> Result<Response<pb::LookupOrganizationsResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let body = request.get_ref();
+        let user = UserName::parse("user", &body.user)?;
+        let permission = Permission::parse("permission", &body.permission)?;
+        ctx.service()?.ensure_may_check("permission", &permission)?;
+        let page = PageRequest::parse_scoped(
+            body.page_size,
+            &body.page_token,
+            &["LookupOrganizations", &body.user, &body.permission],
+        )?;
+        let (orgs, next_page_token) = self.store.lookup_orgs(&user, &permission, page).await?;
+        Ok(Response::new(pb::LookupOrganizationsResponse {
+            organizations: orgs.iter().map(organization).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn lookup_members(
+        &self,
+        request: Request<pb::LookupMembersRequest>,
+    ) -> Result<Response<pb::LookupMembersResponse>, Status> {
+        let ctx = call_context(&request)?;
+        let body = request.get_ref();
+        let org = OrgRef::parse("organization", &body.organization)?;
+        let permission = Permission::parse("permission", &body.permission)?;
+        ctx.service()?.ensure_may_check("permission", &permission)?;
+        let page = PageRequest::parse_scoped(
+            body.page_size,
+            &body.page_token,
+            &["LookupMembers", &body.organization, &body.permission],
+        )?;
+        let (members, next_page_token) = self.store.lookup_members(&org, &permission, page).await?;
+        Ok(Response::new(pb::LookupMembersResponse {
+            members: members.into_iter().map(member).collect(),
+            next_page_token,
+        }))
     }
 }

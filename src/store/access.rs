@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::org_row::OrgRow;
+use super::org_row::{OrgRow, org_columns};
 use super::orgs::ListedOrg;
 use super::schema::organizations;
 use super::standing::{Grants, MemberAccess, access_in, grant_columns};
@@ -47,15 +47,12 @@ pub(super) async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option
 }
 
 /// An organization `o` with the columns of `m`, the membership of the user in
-/// question if there is one. A macro so that queries can `concat!` it. The
-/// columns are named: with `o.*`, a migration adding a column would break the
-/// statements that running replicas keep prepared.
+/// question if there is one. A macro so that queries can `concat!` it.
 macro_rules! org_access_columns {
     () => {
         concat!(
-            "o.id, o.slug, o.display_name, o.description, o.contact_email,
-             o.pending_contact_email, o.personal_owner_id, o.revision, o.created_at,
-             o.updated_at, o.deleted_at, o.purge_at, m.created_at AS joined_at, ",
+            org_columns!(),
+            ", m.created_at AS joined_at, ",
             grant_columns!()
         )
     };

@@ -1,19 +1,22 @@
-//! Backend services' questions about permissions: may this user do that there,
-//! one question or a batch of them, in one statement. Each is answered from the
-//! database when it is asked, so a role change or a removal shows in the very
-//! next answer; each reads through indexes, at a cost independent of the number
-//! of organizations.
+//! Backend services' questions about permissions: may this user do that there
+//! (one question or a batch of them, in one statement), where may they do it,
+//! who may do it there. Each is answered from the database when it is asked,
+//! so a role change or a removal shows in the very next answer; each reads
+//! through indexes, at a cost independent of the number of organizations.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::access::find_org;
+use super::members::{MemberView, Selection, load_members};
+use super::org_row::{OrgRow, org_columns};
 use super::schema::permissions;
 use super::standing::holds;
-use super::{Conn, KeepPrepared, Store};
-use crate::domain::{OrgRef, Permission, UserName, quoted};
+use super::{Conn, KeepPrepared, Store, both};
+use crate::domain::{OrgRef, PageRequest, PageToken, Permission, UserName, quoted};
 use crate::error::{Error, Result};
 
 /// "May `user` do `permission` in `org`?"
@@ -91,6 +94,42 @@ const CHECKS: &str = concat!(
       ORDER BY x.position"
 );
 
+/// The live organizations `o` where the user with id `$1` or subject `$2`
+/// holds permission `$3`, in the order the user joined them, from the
+/// user's memberships (`memberships_user`). `$filter` narrows them to a page.
+macro_rules! orgs_holding {
+    ($filter:literal, $limit:literal) => {
+        concat!(
+            "SELECT ",
+            org_columns!(),
+            ", m.created_at AS joined_at
+               FROM memberships m
+               JOIN organizations o ON o.id = m.org_id
+              WHERE m.user_id = COALESCE($1, (SELECT u.id FROM users u WHERE u.subject = $2))
+                AND o.deleted_at IS NULL AND ",
+            holds!("$3"),
+            $filter,
+            " ORDER BY m.created_at, m.org_id ",
+            $limit
+        )
+    };
+}
+
+/// The first `$4` organizations of `orgs_holding!`.
+const FIRST_ORGS_HOLDING: &str = orgs_holding!("", "LIMIT $4");
+/// The `$6` organizations of `orgs_holding!` after keyset position (`$4`, `$5`).
+const ORGS_HOLDING_AFTER: &str =
+    orgs_holding!(" AND (m.created_at, m.org_id) > ($4, $5)", "LIMIT $6");
+
+/// One row of `orgs_holding!`.
+#[derive(QueryableByName)]
+struct HoldingOrg {
+    #[diesel(embed)]
+    org: OrgRow,
+    #[diesel(sql_type = Timestamptz)]
+    joined_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The refusal of a question about a permission orgd does not define.
 pub fn unknown_permission(field: &str, permission: &str) -> Error {
     Error::invalid(
@@ -163,5 +202,90 @@ impl Store {
             })
             .await?;
         Ok(facts.iter().map(Facts::verdict).collect())
+    }
+
+    /// A page of the live organizations where `user` holds `permission`.
+    pub async fn lookup_orgs(
+        &self,
+        user: &UserName,
+        permission: &Permission,
+        page: PageRequest,
+    ) -> Result<(Vec<OrgRow>, String)> {
+        let (user_id, subject) = user_key(user);
+        let rows: Vec<HoldingOrg> = self
+            .read(|conn| {
+                async move {
+                    let query = |sql| {
+                        diesel::sql_query(sql)
+                            .into_boxed()
+                            .bind::<Nullable<SqlUuid>, _>(user_id)
+                            .bind::<Nullable<Text>, _>(subject)
+                            .bind::<Text, _>(&**permission)
+                    };
+                    let query = match page.after {
+                        None => query(FIRST_ORGS_HOLDING),
+                        Some(after) => query(ORGS_HOLDING_AFTER)
+                            .bind::<Timestamptz, _>(after.time)
+                            .bind::<SqlUuid, _>(after.id),
+                    }
+                    .bind::<Int8, _>(page.limit + 1)
+                    .prepared();
+                    let mut shared: &Conn = conn;
+                    // Both go out together: one round trip.
+                    let (defined, rows) = both(permission_defined(conn, permission), async {
+                        Ok(query.load(&mut shared).await?)
+                    })
+                    .await?;
+                    if !defined {
+                        return Err(unknown_permission("permission", permission));
+                    }
+                    Ok(rows)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        let (rows, next) = page.finish(rows, |row: &HoldingOrg| PageToken {
+            time: row.joined_at,
+            id: row.org.id,
+        });
+        Ok((rows.into_iter().map(|row| row.org).collect(), next))
+    }
+
+    /// A page of the members of the organization `org_ref` names who hold
+    /// `permission`: none while it is soft-deleted, as it grants nothing then.
+    pub async fn lookup_members(
+        &self,
+        org_ref: &OrgRef,
+        permission: &Permission,
+        page: PageRequest,
+    ) -> Result<(Vec<MemberView>, String)> {
+        let members = self
+            .read(|conn| {
+                async move {
+                    let org = find_org(conn, org_ref).await?.ok_or_else(|| {
+                        Error::NotFound(format!("organization {} not found", org_ref.name()))
+                    })?;
+                    let selection = Selection::Page {
+                        after: page.after,
+                        limit: page.limit + 1,
+                        holding: Some(permission),
+                    };
+                    let (members, catalog) = load_members(conn, org.id, selection).await?;
+                    if !catalog.defines_permission(permission) {
+                        return Err(unknown_permission("permission", permission));
+                    }
+                    Ok(if org.deleted_at.is_some() {
+                        Vec::new()
+                    } else {
+                        members
+                    })
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(page.finish(members, |m: &MemberView| PageToken {
+            time: m.access.joined_at,
+            id: m.user_id,
+        }))
     }
 }
