@@ -284,10 +284,17 @@ pub struct ServeArgs {
         default_value = "http://localhost:3000/verify-contact-email?token="
     )]
     pub verify_link_prefix: String,
-    /// Token subjects that are backend services (comma-separated): they may call
-    /// the service-only methods such as CheckPermission.
+    /// Token subjects that are backend services (comma-separated): platform-level
+    /// callers of PermissionService, ListUserOrganizations and WhoAmI, for any
+    /// organization.
     #[arg(long, env = "ORGD_SERVICE_SUBJECTS", value_delimiter = ',')]
     pub service_subjects: Vec<String>,
+    /// Limits a service to checking and looking up some permissions only:
+    /// `SUBJECT=PERMISSION[,PERMISSION…]`, repeated or separated by `;`, e.g.
+    /// `deploy=projects.create;mailer=billing.manage,members.manage`. A
+    /// service not named here may ask about every permission.
+    #[arg(long, env = "ORGD_SERVICE_PERMISSIONS", value_delimiter = ';', value_parser = service_permissions)]
+    pub service_permissions: Vec<ServicePermissions>,
     /// Largest accepted request message.
     #[arg(long, env = "ORGD_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
     pub max_request_bytes: usize,
@@ -297,6 +304,36 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ORGD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// One entry of `--service-permissions`: the permissions a service may ask about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePermissions {
+    pub subject: String,
+    pub permissions: Vec<String>,
+}
+
+/// `SUBJECT=PERMISSION[,PERMISSION…]`.
+fn service_permissions(raw: &str) -> Result<ServicePermissions, String> {
+    let expected = || {
+        format!(
+            "expected SUBJECT=PERMISSION[,PERMISSION…], e.g. deploy=projects.create, not '{raw}'"
+        )
+    };
+    let (subject, permissions) = raw.split_once('=').ok_or_else(expected)?;
+    let permissions: Vec<String> = permissions
+        .split(',')
+        .map(|permission| permission.trim().to_owned())
+        .collect();
+    if subject.trim().is_empty() || permissions.iter().any(String::is_empty) {
+        return Err(expected());
+    }
+    crate::domain::Names::permissions("--service-permissions", &permissions)
+        .map_err(|err| err.to_string())?;
+    Ok(ServicePermissions {
+        subject: subject.trim().to_owned(),
+        permissions,
+    })
 }
 
 /// The database pool and the limits of each of its sessions.
@@ -478,6 +515,54 @@ mod tests {
             args.jwt.key().is_err(),
             "a minimum above the refresh interval"
         );
+    }
+
+    #[test]
+    fn service_permissions_are_a_map_of_subjects() {
+        let parse = |flags: &[&str]| {
+            let argv = ["orgd", "serve"].iter().chain(flags);
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Serve(args)) => Ok(args.service_permissions),
+                Ok(_) => unreachable!("argv starts with serve"),
+                Err(err) => Err(err),
+            }
+        };
+        let limits = parse(&[
+            "--service-permissions",
+            "deploy=projects.create;mailer=billing.manage, members.manage",
+            "--service-permissions",
+            "audit=activity.read",
+        ])
+        .unwrap();
+        let pairs: Vec<(&str, Vec<&str>)> = limits
+            .iter()
+            .map(|l| {
+                (
+                    l.subject.as_str(),
+                    l.permissions.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("deploy", vec!["projects.create"]),
+                ("mailer", vec!["billing.manage", "members.manage"]),
+                ("audit", vec!["activity.read"]),
+            ]
+        );
+        for bad in [
+            "deploy",
+            "=org.read",
+            "deploy=",
+            "deploy=org.read,",
+            "deploy=Org Read",
+        ] {
+            assert!(
+                parse(&["--service-permissions", bad]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]

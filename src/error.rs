@@ -255,6 +255,15 @@ impl From<Error> for Status {
     }
 }
 
+impl From<Error> for tonic_types::Status {
+    /// The `google.rpc.Status` a call failing with `err` would carry: for the
+    /// error of one item among the answers of a batch.
+    fn from(err: Error) -> Self {
+        prost::Message::decode(Status::from(err).details())
+            .expect("the details of orgd's statuses are an encoded google.rpc.Status")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

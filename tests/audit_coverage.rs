@@ -16,9 +16,10 @@ use prost_types::FieldMask;
 
 /// RPCs that only read.
 fn reads(method: &str) -> bool {
-    method.starts_with("Get")
-        || method.starts_with("List")
-        || ["WhoAmI", "CheckPermission", "DownloadInvoice"].contains(&method)
+    ["Get", "List", "Lookup", "CheckPermission"]
+        .iter()
+        .any(|read| method.starts_with(read))
+        || ["WhoAmI", "DownloadInvoice"].contains(&method)
 }
 
 struct Audit<'a> {

@@ -93,15 +93,26 @@ fn managed_mode_gives_every_orgd_file_its_language_options() {
         assert!(!source.contains("option go_package"), "{name}");
     }
     assert!(orgd_files >= 7, "{orgd_files} orgd files generated");
-    // The well-known types keep their own packages.
-    let timestamp = request
-        .proto_file
-        .iter()
-        .find(|file| file.name() == "google/protobuf/timestamp.proto")
-        .expect("imports are passed to the plugin");
-    assert_eq!(
-        timestamp.options.clone().unwrap_or_default().go_package(),
-        "google.golang.org/protobuf/types/known/timestamppb"
-    );
+    // The well-known types and the google.rpc error model keep their own packages.
+    for (import, go_package) in [
+        (
+            "google/protobuf/timestamp.proto",
+            "google.golang.org/protobuf/types/known/timestamppb",
+        ),
+        (
+            "google/rpc/status.proto",
+            "google.golang.org/genproto/googleapis/rpc/status;status",
+        ),
+    ] {
+        let file = request
+            .proto_file
+            .iter()
+            .find(|file| file.name() == import)
+            .expect("imports are passed to the plugin");
+        assert_eq!(
+            file.options.clone().unwrap_or_default().go_package(),
+            go_package
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -130,6 +130,23 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         user_token("member"),
         user_token("outsider"),
     );
+    // An API token holding every permission its creator has.
+    let api_token = pb::token_service_client::TokenServiceClient::with_interceptor(
+        channel.clone(),
+        common::Bearer::new(Some(&owner_token)),
+    )
+    .create_api_token(pb::CreateApiTokenRequest {
+        parent: org.name.clone(),
+        api_token: Some(pb::ApiToken {
+            display_name: "everything".into(),
+            roles: vec!["owner".into()],
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .secret;
     let table = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE).unwrap();
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
 
@@ -223,14 +240,21 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                     )
                     .await;
                 }
-                Policy::Authenticated { .. } => {
+                Policy::Authenticated { services, .. } => {
                     let as_service =
                         raw::call(&channel, &path, body.clone(), Some(&service_token)).await;
-                    assert_eq!(
-                        code(&as_service),
-                        Code::PermissionDenied,
-                        "{path} for a service"
-                    );
+                    if *services {
+                        assert!(
+                            reached_handler(code(&as_service)),
+                            "{path} for a service: {as_service:?}"
+                        );
+                    } else {
+                        assert_eq!(
+                            code(&as_service),
+                            Code::PermissionDenied,
+                            "{path} for a service"
+                        );
+                    }
                     let as_user =
                         raw::call(&channel, &path, body.clone(), Some(&outsider_token)).await;
                     assert!(
@@ -287,6 +311,13 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                     let as_owner =
                         raw::call(&channel, &path, body.clone(), Some(&owner_token)).await;
                     assert_eq!(code(&as_owner), Code::PermissionDenied, "{path} for a user");
+                    let as_api_token =
+                        raw::call(&channel, &path, body.clone(), Some(&api_token)).await;
+                    assert_eq!(
+                        code(&as_api_token),
+                        Code::PermissionDenied,
+                        "{path} for an API token"
+                    );
                     let as_service =
                         raw::call(&channel, &path, body.clone(), Some(&service_token)).await;
                     assert!(
@@ -309,6 +340,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         "MemberService",
         "BillingService",
         "ActivityService",
+        "PermissionService",
     ] {
         assert!(
             checked
@@ -317,7 +349,7 @@ async fn every_rpc_declares_and_enforces_its_policy() {
             "expected {service} among {checked:?}"
         );
     }
-    assert!(declared >= 54, "expected every method, found {checked:?}");
+    assert!(declared >= 58, "expected every method, found {checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

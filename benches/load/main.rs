@@ -83,7 +83,7 @@ struct Row {
     half_rate: Run,
     direct: Option<Run>,
     /// The same callers on one HTTP/2 connection, as one client channel holds
-    /// (GetOrganization and CheckPermission).
+    /// (GetOrganization and the checks).
     one_connection: Option<Run>,
     /// The median over the rounds of orgd's throughput over direct SQL's.
     ratio: Option<f64>,
@@ -277,7 +277,11 @@ async fn measure(
 
     let one_connection = if matches!(
         workload,
-        Workload::GetOrganization | Workload::CheckPermission
+        Workload::GetOrganization
+            | Workload::CheckPermission
+            | Workload::ServiceCheck
+            | Workload::ServiceBatch10
+            | Workload::ServiceBatch100
     ) {
         eprintln!("bench: {} through orgd on one connection", workload.label());
         let measured = run(&channels[..1], Path::Rpc, 1).await;
@@ -526,6 +530,7 @@ impl Server {
             .env("DATABASE_URL", database_url)
             .env("ORGD_LISTEN", addr.to_string())
             .env("ORGD_JWT_SECRET", workload::JWT_SECRET)
+            .env("ORGD_SERVICE_SUBJECTS", workload::SERVICE_SUBJECT)
             .env("ORGD_POOL_SIZE", pool_size.to_string())
             .env("ORGD_DATA_DIR", work.join("orgd-data"))
             .stdin(Stdio::null())
@@ -661,7 +666,7 @@ fn print_by_rpc(mixed: &Row) {
     println!();
     println!("| RPC | share | saturated | at half rate |");
     println!("|---|---:|---:|---:|");
-    for rpc in Rpc::ALL {
+    for rpc in Rpc::MIXED {
         let (share, saturated) = mixed.saturated.of_rpc(rpc, QUANTILES);
         let (_, half_rate) = mixed.half_rate.of_rpc(rpc, QUANTILES);
         let ms = |[p50, p95, p99]: [f64; 3]| format!("{p50:.2} / {p95:.2} / {p99:.2}");

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use orgd::auth::{Claims, mint_token};
-use orgd::domain::{OrgRef, PageRequest};
+use orgd::domain::{OrgRef, PageRequest, UserName};
 use orgd::pb;
 use orgd::pb::member_service_client::MemberServiceClient;
 use orgd::pb::org_service_client::OrgServiceClient;
+use orgd::pb::permission_service_client::PermissionServiceClient;
 use orgd::store::Store;
+use orgd::store::checks::Question;
 use orgd::store::users::Identity;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -19,6 +21,8 @@ use crate::dataset::Dataset;
 pub const JWT_SECRET: &str = "orgd-bench-secret-not-for-production";
 pub const JWT_ISSUER: &str = "orgd-dev";
 pub const JWT_AUDIENCE: &str = "orgd";
+/// The backend service the PermissionService callers sign in as.
+pub const SERVICE_SUBJECT: &str = "bench-service";
 
 /// Permissions a backend service asks about.
 const CHECKED_PERMISSIONS: [&str; 4] = [
@@ -31,15 +35,26 @@ const CHECKED_PERMISSIONS: [&str; 4] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     CheckPermission,
+    /// PermissionService.CheckPermission asked by a backend service's own
+    /// token, about any organization, naming users by subject.
+    ServiceCheck,
+    /// PermissionService.CheckPermissions of 10 checks, likewise.
+    ServiceBatch10,
+    /// PermissionService.CheckPermissions of 100 checks, likewise.
+    ServiceBatch100,
     GetOrganization,
     ListMembers,
-    /// 80% reads (the three above) and 20% writes (UpdateOrganization, UpdateMember).
+    /// 80% reads (CheckPermission, GetOrganization, ListMembers) and 20% writes
+    /// (UpdateOrganization, UpdateMember).
     Mixed,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 7] = [
         Workload::CheckPermission,
+        Workload::ServiceCheck,
+        Workload::ServiceBatch10,
+        Workload::ServiceBatch100,
         Workload::GetOrganization,
         Workload::ListMembers,
         Workload::Mixed,
@@ -48,9 +63,21 @@ impl Workload {
     pub fn label(self) -> &'static str {
         match self {
             Workload::CheckPermission => "CheckPermission",
+            Workload::ServiceCheck => "CheckPermission (service)",
+            Workload::ServiceBatch10 => "CheckPermissions (service, 10 checks/call)",
+            Workload::ServiceBatch100 => "CheckPermissions (service, 100 checks/call)",
             Workload::GetOrganization => "GetOrganization",
             Workload::ListMembers => "ListMembers (50/page)",
             Workload::Mixed => "Mixed 80% read / 20% write",
+        }
+    }
+
+    /// The checks of one CheckPermissions call of a batch workload.
+    fn batch_size(self) -> Option<usize> {
+        match self {
+            Workload::ServiceBatch10 => Some(10),
+            Workload::ServiceBatch100 => Some(100),
+            _ => None,
         }
     }
 }
@@ -59,6 +86,8 @@ impl Workload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rpc {
     CheckPermission,
+    ServiceCheck,
+    CheckPermissions,
     GetOrganization,
     ListMembers,
     UpdateOrganization,
@@ -66,7 +95,8 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 5] = [
+    /// The RPCs of the mixed load.
+    pub const MIXED: [Rpc; 5] = [
         Rpc::CheckPermission,
         Rpc::GetOrganization,
         Rpc::ListMembers,
@@ -88,6 +118,8 @@ pub struct Fixture {
     /// `Bearer <jwt>` of each user, in `data.users` order.
     pub bearers: Vec<MetadataValue<Ascii>>,
     pub tokens: Vec<ServiceToken>,
+    /// `Bearer <jwt>` of the backend service `SERVICE_SUBJECT`.
+    pub service_bearer: MetadataValue<Ascii>,
     /// Indexes of the teams with more than a page of members.
     pub large_teams: Vec<usize>,
     pub store: Store,
@@ -95,25 +127,32 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(data: Dataset, store: Store) -> anyhow::Result<Self> {
+        let claims = |subject: &str| {
+            Claims::new(
+                JWT_ISSUER,
+                JWT_AUDIENCE,
+                subject,
+                std::time::Duration::from_secs(24 * 3600),
+            )
+        };
+        let bearer = |claims: &Claims| -> anyhow::Result<MetadataValue<Ascii>> {
+            let jwt = mint_token(JWT_SECRET.as_bytes(), claims)?;
+            Ok(format!("Bearer {jwt}").parse()?)
+        };
         let bearers = data
             .users
             .iter()
             .map(|user| {
-                let mut claims = Claims::new(
-                    JWT_ISSUER,
-                    JWT_AUDIENCE,
-                    &user.subject,
-                    std::time::Duration::from_secs(24 * 3600),
-                );
+                let mut claims = claims(&user.subject);
                 claims.email = Some(user.email.clone());
                 claims.name = Some(user.display_name.clone());
                 claims.email_verified = true;
-                let jwt = mint_token(JWT_SECRET.as_bytes(), &claims)?;
-                Ok(format!("Bearer {jwt}").parse()?)
+                bearer(&claims)
             })
             .collect::<anyhow::Result<_>>()?;
         let large_teams = data.large_teams().map(|(index, _)| index).collect();
         Ok(Fixture {
+            service_bearer: bearer(&claims(SERVICE_SUBJECT))?,
             data,
             bearers,
             tokens: Vec::new(),
@@ -182,6 +221,7 @@ fn mask(path: &str) -> Option<prost_types::FieldMask> {
 pub struct Caller {
     orgs: OrgServiceClient<Channel>,
     members: MemberServiceClient<Channel>,
+    permissions: PermissionServiceClient<Channel>,
     fixture: Arc<Fixture>,
     pick: Picker,
 }
@@ -193,6 +233,8 @@ enum Call {
         user: usize,
         permission: &'static str,
     },
+    /// Questions of a backend service: (team, user, permission) each.
+    ServiceChecks(Vec<(usize, usize, &'static str)>),
     Get {
         team: usize,
         user: usize,
@@ -216,6 +258,8 @@ impl Call {
     fn rpc(&self) -> Rpc {
         match self {
             Call::Check { .. } => Rpc::CheckPermission,
+            Call::ServiceChecks(questions) if questions.len() == 1 => Rpc::ServiceCheck,
+            Call::ServiceChecks(_) => Rpc::CheckPermissions,
             Call::Get { .. } => Rpc::GetOrganization,
             Call::List { .. } => Rpc::ListMembers,
             Call::UpdateOrg { .. } => Rpc::UpdateOrganization,
@@ -228,7 +272,8 @@ impl Caller {
     pub fn new(channel: Channel, fixture: Arc<Fixture>, seed: u64) -> Self {
         Caller {
             orgs: OrgServiceClient::new(channel.clone()),
-            members: MemberServiceClient::new(channel),
+            members: MemberServiceClient::new(channel.clone()),
+            permissions: PermissionServiceClient::new(channel),
             fixture,
             pick: Picker::new(seed),
         }
@@ -259,6 +304,20 @@ impl Caller {
                 permission,
             }
         };
+        // Any team, about mostly its members, sometimes anyone.
+        let service_question = |pick: &mut Picker| {
+            let team = any_team(pick);
+            let user = if pick.below(4) == 0 {
+                pick.below(fixture.data.users.len())
+            } else {
+                member_of(pick, team)
+            };
+            (
+                team,
+                user,
+                CHECKED_PERMISSIONS[pick.below(CHECKED_PERMISSIONS.len())],
+            )
+        };
         let get = |pick: &mut Picker| {
             let team = any_team(pick);
             Call::Get {
@@ -275,6 +334,10 @@ impl Caller {
         };
         match workload {
             Workload::CheckPermission => check(pick),
+            Workload::ServiceCheck | Workload::ServiceBatch10 | Workload::ServiceBatch100 => {
+                let size = workload.batch_size().unwrap_or(1);
+                Call::ServiceChecks((0..size).map(|_| service_question(pick)).collect())
+            }
             Workload::GetOrganization => get(pick),
             Workload::ListMembers => list(pick),
             Workload::Mixed => match pick.below(100) {
@@ -321,6 +384,56 @@ impl Caller {
                 self.orgs
                     .check_permission(signed(message, &token.bearer))
                     .await?;
+            }
+            Call::ServiceChecks(questions) => {
+                let bearer = &fixture.service_bearer;
+                let ask = |(team, user, permission): (usize, usize, &str)| {
+                    (
+                        format!("organizations/{}", slug(team)),
+                        format!("subjects/{}", fixture.data.users[user].subject),
+                        permission.to_owned(),
+                    )
+                };
+                if rpc == Rpc::ServiceCheck {
+                    let (organization, user, permission) = ask(questions[0]);
+                    let message = pb::CheckPermissionRequest {
+                        user,
+                        organization,
+                        permission,
+                    };
+                    self.permissions
+                        .check_permission(signed(message, bearer))
+                        .await?;
+                } else {
+                    let checks = questions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, question)| {
+                            let (organization, user, permission) = ask(*question);
+                            pb::PermissionCheck {
+                                correlation_id: i.to_string(),
+                                organization,
+                                user,
+                                permission,
+                            }
+                        })
+                        .collect();
+                    let message = pb::CheckPermissionsRequest { checks };
+                    let answered = self
+                        .permissions
+                        .check_permissions(signed(message, bearer))
+                        .await?;
+                    let results = &answered.get_ref().results;
+                    let answers = results.iter().filter(|result| {
+                        matches!(
+                            result.outcome,
+                            Some(pb::permission_check_result::Outcome::Result(_))
+                        )
+                    });
+                    if answers.count() != questions.len() {
+                        return Err(tonic::Status::internal("expected an answer to every check"));
+                    }
+                }
             }
             Call::Get { team, user } => {
                 let message = pb::GetOrganizationRequest {
@@ -406,9 +519,27 @@ impl Caller {
                 if !org_ref(token.team)?.names(org.id, &org.slug) {
                     return Err(not_found());
                 }
-                store
-                    .check_permission(org.id, fixture.data.users[user].id, permission)
-                    .await?;
+                let question = Question {
+                    org: OrgRef::Id(org.id),
+                    user: UserName::Id(fixture.data.users[user].id),
+                    permission: permission.into(),
+                };
+                store.check_permissions(&[&question]).await?;
+            }
+            Call::ServiceChecks(questions) => {
+                // A service's token is checked without SQL: the questions are all.
+                let questions = questions
+                    .into_iter()
+                    .map(|(team, user, permission)| {
+                        Ok(Question {
+                            org: org_ref(team)?,
+                            user: UserName::Subject(fixture.data.users[user].subject.clone()),
+                            permission: permission.into(),
+                        })
+                    })
+                    .collect::<orgd::error::Result<Vec<_>>>()?;
+                let asked: Vec<&Question> = questions.iter().collect();
+                store.check_permissions(&asked).await?;
             }
             Call::Get { team, user } => {
                 let Some((_, _, Some(_))) = store

@@ -2,7 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{call_context, child_id, declared_permission, emailed_token, org_access, timestamp};
+use super::{
+    call_context, child_id, declared_permission, emailed_token, named_user, org_access, timestamp,
+};
 use crate::auth::OrgAccess;
 use crate::domain::{
     Action, ChildName, DEFAULT_ROLE, Email, Etag, Grant, Names, PageRequest, Permission, UserRef,
@@ -51,7 +53,7 @@ impl MemberApi {
 
 /// The wire form of a member; by value, so that lists move their strings
 /// instead of copying them.
-fn member(view: MemberView) -> pb::Member {
+pub(super) fn member(view: MemberView) -> pb::Member {
     pb::Member {
         name: view.name(),
         user: UserRef::name_of(view.user_id),
@@ -489,12 +491,20 @@ impl MemberService for MemberApi {
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
         let ctx = call_context(&request)?;
         let access = org_access(&request)?;
-        let new_owner = child_id(
-            "new_owner",
-            &request.get_ref().new_owner,
-            ChildName::MEMBERS,
-            &access,
-        )?;
+        let raw = &request.get_ref().new_owner;
+        let new_owner = if raw.starts_with("organizations/") {
+            child_id("new_owner", raw, ChildName::MEMBERS, &access)?
+        } else {
+            // A user orgd has never seen is no member either.
+            let user = named_user(&self.store, "new_owner", raw).await?;
+            user.map(|user| user.row.id).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} is not a member of {}",
+                    quoted(raw),
+                    access.org().name()
+                ))
+            })?
+        };
         let (new_owner, previous_owner) = self
             .store
             .transfer_ownership(&ctx.actor(), &access, new_owner)

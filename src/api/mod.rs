@@ -6,6 +6,7 @@ pub mod activity;
 pub mod billing;
 pub mod member;
 pub mod org;
+pub mod permission;
 pub mod resource;
 pub mod token;
 
@@ -15,8 +16,10 @@ use chrono::{DateTime, Utc};
 use tonic::Request;
 
 use crate::auth::{AccountAccess, CallContext, OrgAccess, PolicyTable};
-use crate::domain::{ChildName, Permission, quoted};
+use crate::domain::{ChildName, Permission, UserName, quoted};
 use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::users::User;
 
 /// The caller of a call that passed the policy layer. Shared, not copied: a
 /// copy would cost an allocation per string of the caller's profile, every call.
@@ -86,6 +89,18 @@ fn child_id(field: &str, raw: &str, collection: &str, access: &OrgAccess) -> Res
         ));
     }
     Ok(name.id)
+}
+
+/// The user `raw` names, `users/{id}` or `subjects/{subject}`: an unknown id
+/// is NOT_FOUND, an unknown subject `None`, a user orgd has not seen yet.
+async fn named_user(store: &Store, field: &str, raw: &str) -> Result<Option<User>> {
+    match UserName::parse(field, raw)? {
+        UserName::Id(id) => match store.user_by_id(id).await? {
+            None => Err(Error::NotFound(format!("user {} not found", quoted(raw)))),
+            found => Ok(found),
+        },
+        UserName::Subject(subject) => store.user_by_subject(&subject).await,
+    }
 }
 
 /// A `token` field holding a secret from a message `source` (e.g. "the invitation

@@ -6,10 +6,10 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{
-    account_access, call_context, declared_permission, emailed_token, optional, org_access,
-    timestamp,
+    account_access, call_context, declared_permission, emailed_token, named_user, optional,
+    org_access, permission, timestamp,
 };
-use crate::auth::Principal;
+use crate::auth::{Checkable, Principal, ServiceCaller};
 use crate::domain::{
     Description, DisplayName, Email, Etag, OrgRef, PageRequest, Permission, Slug, UserRef, quoted,
 };
@@ -54,7 +54,7 @@ impl OrgApi {
     }
 }
 
-fn organization(row: &OrgRow) -> pb::Organization {
+pub(super) fn organization(row: &OrgRow) -> pb::Organization {
     let state = if row.deleted_at.is_some() {
         pb::organization::State::Deleted
     } else {
@@ -104,6 +104,19 @@ fn user(user: &User) -> pb::User {
     }
 }
 
+fn backend_service(service: &ServiceCaller) -> pb::BackendService {
+    let (checks_every_permission, checkable_permissions) = match &*service.checkable {
+        Checkable::Every => (true, Vec::new()),
+        Checkable::Only(permissions) => (false, permissions.iter().cloned().collect()),
+    };
+    pb::BackendService {
+        name: service.name(),
+        subject: service.subject.clone(),
+        checks_every_permission,
+        checkable_permissions,
+    }
+}
+
 /// Reads the fields named in an update mask out of `org`.
 fn changes_from_mask(
     org: &pb::Organization,
@@ -150,15 +163,6 @@ fn unverified_email(user: &User) -> Option<Email> {
         return None;
     }
     Email::parse("email", &user.row.email).ok()
-}
-
-/// The user named by a service request, which must exist.
-async fn existing_user(store: &Store, field: &str, raw: &str) -> Result<User> {
-    let user_ref = UserRef::parse(field, raw)?;
-    store
-        .user_by_id(user_ref.0)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("user {raw} not found")))
 }
 
 #[tonic::async_trait]
@@ -322,6 +326,12 @@ impl OrgService for OrgApi {
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let ctx = call_context(&request)?;
+        if let Principal::Service(service) = &ctx.principal {
+            return Ok(Response::new(pb::WhoAmIResponse {
+                service: Some(backend_service(service)),
+                ..Default::default()
+            }));
+        }
         let caller = ctx.user()?;
         // Through an API token: its organization only, within its limit.
         let token = match &ctx.principal {
@@ -351,6 +361,7 @@ impl OrgService for OrgApi {
                 .map(|token| OrgRef::name_of(token.org_id))
                 .unwrap_or_default(),
             memberships,
+            service: None,
         }))
     }
 
@@ -360,31 +371,30 @@ impl OrgService for OrgApi {
     ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
         let access = org_access(&request)?;
         let body = request.get_ref();
-        let user = UserRef::parse("user", &body.user)?;
-        if body.permission.is_empty() {
-            return Err(
-                Error::invalid("permission", "a permission is required, e.g. org.update").into(),
-            );
-        }
-        let check = self
-            .store
-            .check_permission(access.org().id, user.0, &body.permission)
-            .await?;
-        // An unknown user is simply not allowed: the answer must not tell which
-        // user ids exist. A soft-deleted organization grants nothing.
-        Ok(Response::new(pb::CheckPermissionResponse {
-            allowed: check.user_exists && check.allowed && access.org().deleted_at.is_none(),
-        }))
+        // The organization the policy layer resolved: the token's own. An
+        // unknown user is simply not a member, so the answer tells nobody
+        // which user ids exist.
+        let org = OrgRef::Id(access.org().id);
+        let question = permission::question("", org, &body.user, &body.permission)?;
+        Ok(Response::new(
+            permission::check_one(&self.store, &question).await?,
+        ))
     }
 
     async fn list_user_organizations(
         &self,
         request: Request<pb::ListUserOrganizationsRequest>,
     ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
+        let ctx = call_context(&request)?;
+        ctx.service()?
+            .ensure_sees_everything("ListUserOrganizations")?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let subject = existing_user(&self.store, "user", &body.user).await?;
-        let (views, next_page_token) = self.store.memberships_of_user(subject.row.id, page).await?;
+        let Some(user) = named_user(&self.store, "user", &body.user).await? else {
+            // A subject orgd has never seen belongs to no organization.
+            return Ok(Response::new(Default::default()));
+        };
+        let (views, next_page_token) = self.store.memberships_of_user(user.row.id, page).await?;
         Ok(Response::new(pb::ListUserOrganizationsResponse {
             memberships: views.into_iter().map(membership).collect(),
             next_page_token,

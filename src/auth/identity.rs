@@ -247,7 +247,7 @@ impl Claims {
     /// The identity these claims describe, cleaned for storage: control
     /// characters (NUL included) in the subject are refused, elsewhere dropped.
     pub fn to_identity(&self) -> Result<Identity> {
-        if self.sub.is_empty() || self.sub.len() > 255 || self.sub.chars().any(char::is_control) {
+        if !crate::domain::is_valid_subject(&self.sub) {
             return Err(Error::Unauthenticated(
                 "the token's subject is empty, too long or contains control characters".into(),
             ));

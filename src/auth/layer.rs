@@ -2,7 +2,6 @@
 //! a handler. Deny by default: a method missing from the policy table, or one
 //! without a declared policy, never reaches its handler.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +15,10 @@ use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
 use super::policy::{MethodEntry, OrgPolicy, Policy, PolicyTable, read_string_field};
-use super::{AccountAccess, CallContext, JwtVerifier, Mint, OrgAccess, Principal};
+use super::{
+    AccountAccess, CallContext, JwtVerifier, Mint, OrgAccess, Principal, ServiceCaller,
+    ServiceDirectory,
+};
 use crate::domain::{OrgRef, UserRef, count};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -39,7 +41,7 @@ pub struct AuthState {
     /// Shared by every call, with the tokens it remembers.
     pub verifier: Arc<JwtVerifier>,
     pub policies: PolicyTable,
-    pub service_subjects: HashSet<String>,
+    pub services: ServiceDirectory,
     pub max_request_bytes: usize,
 }
 
@@ -178,7 +180,7 @@ enum Caller {
         org: OrgRow,
         member: MemberAccess,
     },
-    Service(String),
+    Service(ServiceCaller),
 }
 
 /// The longest bearer token read. Real identity-provider tokens are a few
@@ -220,8 +222,8 @@ async fn authenticate(state: &AuthState, headers: &http::HeaderMap) -> Result<Ca
         });
     }
     let claims = state.verifier.verify(token).await?;
-    if state.service_subjects.contains(&claims.sub) {
-        return Ok(Caller::Service(claims.sub.clone()));
+    if let Some(service) = state.services.caller(&claims.sub) {
+        return Ok(Caller::Service(service));
     }
     Ok(Caller::User(claims.to_identity()?))
 }
@@ -246,28 +248,34 @@ async fn admit<'p>(
     request_id: &str,
 ) -> Result<Admitted<'p>> {
     Ok(match (policy, caller) {
-        (Policy::Service, Caller::Service(subject)) => {
-            Admitted::Caller(Principal::Service { subject })
-        }
-        (Policy::Account { user_field }, Caller::Service(subject)) => {
-            Admitted::ForAccount(user_field, Principal::Service { subject })
+        (
+            Policy::Service | Policy::Authenticated { services: true, .. },
+            Caller::Service(service),
+        ) => Admitted::Caller(Principal::Service(service)),
+        (Policy::Account { user_field }, Caller::Service(service)) => {
+            service.ensure_may_act_on_accounts(path)?;
+            Admitted::ForAccount(user_field, Principal::Service(service))
         }
         (Policy::Service, _) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} is for backend services only"
             )));
         }
-        (_, Caller::Service(subject)) => {
+        (_, Caller::Service(service)) => {
             return Err(Error::PermissionDenied(format!(
-                "{path} needs a user token; services/{subject} is a service"
+                "{path} needs a user token; {} is a service",
+                service.name()
             )));
         }
         (Policy::Authenticated { .. }, Caller::User(identity)) => Admitted::Caller(
             Principal::User(state.store.ensure_user(&identity, request_id).await?),
         ),
-        (Policy::Authenticated { api_tokens: true }, Caller::ApiToken { caller, .. }) => {
-            Admitted::Caller(Principal::ApiToken(caller))
-        }
+        (
+            Policy::Authenticated {
+                api_tokens: true, ..
+            },
+            Caller::ApiToken { caller, .. },
+        ) => Admitted::Caller(Principal::ApiToken(caller)),
         // Looked up, never created: acting on an account needs one already.
         (Policy::Account { user_field }, Caller::User(identity)) => {
             let user = state.store.known_user(&identity).await?.ok_or_else(|| {
@@ -279,7 +287,10 @@ async fn admit<'p>(
             Admitted::ForAccount(user_field, Principal::User(user))
         }
         (
-            Policy::Authenticated { api_tokens: false } | Policy::Account { .. },
+            Policy::Authenticated {
+                api_tokens: false, ..
+            }
+            | Policy::Account { .. },
             Caller::ApiToken { .. },
         ) => {
             return Err(Error::PermissionDenied(format!(

@@ -12,6 +12,7 @@ mod layer;
 mod mint;
 mod policy;
 mod screen;
+mod services;
 mod verified_tokens;
 
 /// Defined in the store, which takes them; minted only here (see `Mint`).
@@ -20,6 +21,7 @@ pub use identity::{Audience, Claims, JwtVerifier, mint_token};
 pub use layer::{AuthLayer, AuthState, MAX_BEARER_BYTES, request_id};
 pub use mint::Mint;
 pub use policy::{OrgPolicy, Policy, PolicyTable};
+pub use services::{Checkable, ServiceCaller, ServiceDirectory};
 
 use crate::error::{Error, Result};
 use crate::store::Actor;
@@ -35,7 +37,7 @@ pub enum Principal {
     /// organization, and only within the token's limit.
     ApiToken(TokenCaller),
     /// A backend service (its token subject is configured as a service).
-    Service { subject: String },
+    Service(ServiceCaller),
 }
 
 /// Identity and request id of a call that passed the policy check.
@@ -56,7 +58,7 @@ impl CallContext {
                 Some(caller.user.row.id),
                 crate::domain::UserRef::name_of(caller.user.row.id),
             ),
-            Principal::Service { subject } => (None, format!("services/{subject}")),
+            Principal::Service(service) => (None, service.name()),
         };
         Actor {
             user_id,
@@ -69,12 +71,23 @@ impl CallContext {
         }
     }
 
+    /// The calling service; the policy layer lets only services reach service
+    /// methods.
+    pub fn service(&self) -> Result<&ServiceCaller> {
+        match &self.principal {
+            Principal::Service(service) => Ok(service),
+            _ => Err(Error::PermissionDenied(
+                "this method is for backend services only".into(),
+            )),
+        }
+    }
+
     /// The calling user; the policy layer lets only users reach user methods.
     pub fn user(&self) -> Result<&User> {
         match &self.principal {
             Principal::User(user) => Ok(user),
             Principal::ApiToken(caller) => Ok(&caller.user),
-            Principal::Service { .. } => Err(Error::PermissionDenied(
+            Principal::Service(_) => Err(Error::PermissionDenied(
                 "this method needs a user token".into(),
             )),
         }

@@ -15,8 +15,9 @@ use crate::pb;
 /// What a caller needs to call a method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Policy {
-    /// Any signed-in user; with `api_tokens`, API tokens too.
-    Authenticated { api_tokens: bool },
+    /// Any signed-in user; with `api_tokens`, API tokens too; with `services`,
+    /// backend services too.
+    Authenticated { api_tokens: bool, services: bool },
     /// Backend services only.
     Service,
     /// A method on the account of the user named at `user_field` (a path of
@@ -56,6 +57,7 @@ struct Declared {
     api_tokens: bool,
     own_permission: String,
     user_field: String,
+    services: bool,
 }
 
 /// A method as the table knows it.
@@ -113,6 +115,7 @@ impl PolicyTable {
                         api_tokens: flag("api_tokens"),
                         own_permission: text("own_permission"),
                         user_field: text("user_field"),
+                        services: flag("services"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -185,12 +188,16 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         api_tokens,
         own_permission,
         user_field,
+        services,
     } = declared;
     let org_scoped = !permission.is_empty() || member;
     if api_tokens && !authenticated {
         bail!(
             "api_tokens applies to authenticated policies only (organization policies always admit tokens)"
         );
+    }
+    if services && !authenticated {
+        bail!("services applies to authenticated policies only");
     }
     if !org_scoped && (!org_field.is_empty() || allow_deleted || child_resource) {
         bail!(
@@ -224,7 +231,10 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
                 allow_deleted,
             }))
         }
-        (false, false, true, false, false) => Ok(Policy::Authenticated { api_tokens }),
+        (false, false, true, false, false) => Ok(Policy::Authenticated {
+            api_tokens,
+            services,
+        }),
         (false, false, false, true, false) => Ok(Policy::Service),
         (false, false, false, false, true) => {
             let path: Vec<String> = user_field.split('.').map(str::to_owned).collect();
@@ -385,6 +395,24 @@ mod tests {
                 },
             )
         };
+        let with_services = |authenticated| {
+            parse_policy(
+                &input,
+                Declared {
+                    authenticated,
+                    services: true,
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(with_services(false).is_err());
+        assert_eq!(
+            with_services(true).unwrap(),
+            Policy::Authenticated {
+                api_tokens: false,
+                services: true
+            }
+        );
         assert!(narrowed("org.update", "org.read", false).is_ok());
         assert!(narrowed("org.read", "org.read", false).is_err());
         assert!(narrowed("", "org.read", true).is_err());

@@ -109,6 +109,30 @@ impl std::ops::Deref for Permission {
     }
 }
 
+impl Permission {
+    /// A permission a request asks about; whether orgd defines it is the
+    /// database's to say.
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        if raw.is_empty() {
+            return Err(Error::invalid(
+                field,
+                "a permission is required, e.g. members.manage",
+            ));
+        }
+        // Whether orgd defines it (and which it may have meant) is the catalogue's to say.
+        if raw.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} is not a permission name: expected 1 to {MAX_NAME_CHARS} characters",
+                    super::quoted(raw)
+                ),
+            ));
+        }
+        Ok(raw.into())
+    }
+}
+
 impl From<String> for Permission {
     fn from(name: String) -> Self {
         Permission(name.into())
@@ -137,9 +161,18 @@ mod tests {
         assert_eq!(roles.to_vec(), vec!["viewer".to_owned()]);
         assert!(Names::permissions("p", &["members.manage".into()]).is_ok());
         for bad in [String::new(), "x".repeat(65)] {
-            let err = Names::permissions("p", &["org.read".into(), bad]).unwrap_err();
+            let err = Names::permissions("p", &["org.read".into(), bad.clone()]).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "p[1]"));
+            let err = Permission::parse("checks[1].permission", &bad).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { ref field, .. } if field == "checks[1].permission")
+            );
         }
+        assert_eq!(
+            &*Permission::parse("permission", "tokens.create_own").unwrap(),
+            "tokens.create_own"
+        );
+        assert!(Permission::parse("permission", "").is_err());
     }
 
     #[test]

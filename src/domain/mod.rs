@@ -21,7 +21,7 @@ pub use card::{card_number_refusal, contains_card_number, mask_card_numbers, ref
 pub use email::Email;
 pub use grant::{DEFAULT_ROLE, Grant, Names, Permission, unknown_name};
 pub use money::{Currency, Money, prorate};
-pub use names::{ChildName, OrgRef, UserRef};
+pub use names::{ChildName, OrgRef, UserName, UserRef, is_valid_subject};
 pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
 pub use quote::quoted;

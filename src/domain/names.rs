@@ -1,5 +1,6 @@
 //! Resource names (AIP-122): `organizations/{id-or-slug}`, resources inside an
-//! organization (`organizations/{id-or-slug}/members/{user_id}`, …) and `users/{id}`.
+//! organization (`organizations/{id-or-slug}/members/{user_id}`, …), `users/{id}`
+//! and `subjects/{subject}`.
 
 use uuid::Uuid;
 
@@ -159,6 +160,66 @@ impl UserRef {
     }
 }
 
+/// How a request names a user: by orgd's id, `users/{id}`, or by the identity
+/// provider's subject, `subjects/{subject}` — what a backend service knows its
+/// callers by. The subject is percent-encoded (RFC 3986), so that one holding
+/// `/` stays one segment of the name: `subjects/auth0%7C42` for `auth0|42`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserName {
+    Id(Uuid),
+    Subject(String),
+}
+
+const SUBJECT_PREFIX: &str = "subjects/";
+
+/// The longest identity-provider subject orgd stores.
+pub const MAX_SUBJECT_BYTES: usize = 255;
+
+/// Whether orgd takes `subject` as a user's identity-provider subject: from a
+/// token or from a request alike.
+pub fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_BYTES
+        && !subject.chars().any(char::is_control)
+}
+
+impl UserName {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        if raw.starts_with("users/") {
+            return UserRef::parse(field, raw).map(|user| UserName::Id(user.0));
+        }
+        let Some(encoded) = raw.strip_prefix(SUBJECT_PREFIX) else {
+            let why = if raw.is_empty() {
+                "a user is required".to_owned()
+            } else {
+                format!("{} is not a user name", super::quoted(raw))
+            };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{why}: expected users/{{id}} or subjects/{{subject}} (the identity provider's subject, percent-encoded)"
+                ),
+            ));
+        };
+        // A raw `/` would make the name two segments; its encoding is %2F.
+        let subject = (!encoded.contains('/'))
+            .then(|| percent_encoding::percent_decode_str(encoded).decode_utf8().ok())
+            .flatten()
+            .filter(|subject| is_valid_subject(subject))
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!(
+                        "{} is not a percent-encoded subject: 1 to {} bytes of UTF-8 without control characters, with '/' written %2F and '%' written %25",
+                        super::quoted(encoded),
+                        MAX_SUBJECT_BYTES
+                    ),
+                )
+            })?;
+        Ok(UserName::Subject(subject.into_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +249,48 @@ mod tests {
             );
         }
         assert!(UserRef::parse("user", "users/nope").is_err());
+    }
+
+    #[test]
+    fn users_are_named_by_id_or_by_subject() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            UserName::parse("user", &format!("users/{id}")).unwrap(),
+            UserName::Id(id)
+        );
+        for (raw, subject) in [
+            ("subjects/alice", "alice"),
+            ("subjects/auth0%7C42", "auth0|42"),
+            ("subjects/auth0|42", "auth0|42"),
+            (
+                "subjects/https%3A%2F%2Fidp.example%2Fu%2F7",
+                "https://idp.example/u/7",
+            ),
+            ("subjects/J%C3%BCrgen", "Jürgen"),
+        ] {
+            assert_eq!(
+                UserName::parse("user", raw).unwrap(),
+                UserName::Subject(subject.into()),
+                "{raw}"
+            );
+        }
+        let too_long = format!("subjects/{}", "a".repeat(MAX_SUBJECT_BYTES + 1));
+        for bad in [
+            "",
+            "alice",
+            "users/alice",
+            "subjects/",
+            "subjects/a/b",
+            "subjects/%00",
+            "subjects/%FF",
+            too_long.as_str(),
+        ] {
+            let err = UserName::parse("checks[2].user", bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument { field, .. } if field == "checks[2].user"),
+                "{bad:?}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@ mod access_log;
 mod connections;
 mod layers;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,18 +25,20 @@ use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
+use crate::api::permission::PermissionApi;
 use crate::api::resource::ResourceApi;
 use crate::api::token::TokenApi;
 use crate::auth::{
     AuthLayer, AuthState, JwtVerifier, MAX_BEARER_BYTES, OrgPolicy, Policy, PolicyTable,
+    ServiceDirectory,
 };
 use crate::config::{ServeArgs, ServingLimits};
 use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
     billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer, resource_service_server::ResourceServiceServer,
-    token_service_server::TokenServiceServer,
+    org_service_server::OrgServiceServer, permission_service_server::PermissionServiceServer,
+    resource_service_server::ResourceServiceServer, token_service_server::TokenServiceServer,
 };
 use crate::postgres::{EmbeddedPostgres, Tuning};
 use crate::store::invitations::InvitationSettings;
@@ -50,7 +51,7 @@ use connections::{ClientConnection, ConnectionLimits};
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 7] = [
+const HEALTH_SERVICES: [&str; 8] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
@@ -58,6 +59,7 @@ const HEALTH_SERVICES: [&str; 7] = [
     "orgd.v1.ActivityService",
     "orgd.v1.TokenService",
     "orgd.v1.ResourceService",
+    "orgd.v1.PermissionService",
 ];
 
 /// A bound, ready-to-run orgd.
@@ -67,6 +69,7 @@ pub struct App {
     store: Store,
     db_probe: DbProbe,
     policies: PolicyTable,
+    services: ServiceDirectory,
     verifier: JwtVerifier,
     mailer: Mailer,
 }
@@ -113,6 +116,13 @@ impl App {
                 }
             }
         }
+        let services = ServiceDirectory::new(&args.service_subjects, &args.service_permissions)?;
+        for permission in services.limited_permissions() {
+            anyhow::ensure!(
+                store.permission_exists(permission).await?,
+                "--service-permissions names permission '{permission}', which orgd does not define"
+            );
+        }
         store
             .get_plan(&args.default_plan)
             .await
@@ -133,6 +143,7 @@ impl App {
             store,
             db_probe,
             policies,
+            services,
             verifier,
             mailer,
         })
@@ -156,13 +167,14 @@ impl App {
             store,
             db_probe,
             policies,
+            services,
             verifier,
             mailer,
         } = self;
         let health = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         let verifier = Arc::new(verifier);
-        let services = Services::new(&args, policies, verifier.clone(), health_service);
+        let services = Services::new(&args, policies, services, verifier.clone(), health_service);
         let (stop_tx, stop) = watch::channel(false);
         let probe = HealthProbe::new(db_probe, health.clone());
         probe.report().await;
@@ -270,7 +282,7 @@ struct Services {
     verification: ContactVerification,
     policies: PolicyTable,
     verifier: Arc<JwtVerifier>,
-    service_subjects: HashSet<String>,
+    services: ServiceDirectory,
     max_request_bytes: usize,
     health: HealthServer<HealthService>,
 }
@@ -279,6 +291,7 @@ impl Services {
     fn new(
         args: &ServeArgs,
         policies: PolicyTable,
+        services: ServiceDirectory,
         verifier: Arc<JwtVerifier>,
         health: HealthServer<HealthService>,
     ) -> Self {
@@ -306,7 +319,7 @@ impl Services {
             verification,
             policies,
             verifier,
-            service_subjects: args.service_subjects.iter().cloned().collect(),
+            services,
             max_request_bytes: args.max_request_bytes,
             health,
         }
@@ -318,7 +331,7 @@ impl Services {
             store,
             verifier: self.verifier.clone(),
             policies: self.policies.clone(),
-            service_subjects: self.service_subjects.clone(),
+            services: self.services.clone(),
             max_request_bytes: self.max_request_bytes,
         })
     }
@@ -358,7 +371,11 @@ impl Services {
                     .max_decoding_message_size(max_bytes),
             )
             .add_service(
-                ResourceServiceServer::new(ResourceApi::new(store))
+                ResourceServiceServer::new(ResourceApi::new(store.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                PermissionServiceServer::new(PermissionApi::new(store))
                     .max_decoding_message_size(max_bytes),
             ))
     }

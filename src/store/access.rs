@@ -10,27 +10,15 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::catalog::Catalog;
-use super::org_row::OrgRow;
+use super::org_row::{OrgRow, org_columns};
 use super::orgs::ListedOrg;
-use super::schema::{organizations, permissions};
+use super::schema::organizations;
 use super::standing::{Grants, MemberAccess, access_in, grant_columns};
 use super::tokens::{TokenCaller, TokenWithCreator, admit_token, refused, token_with_creator};
 use super::users::{Identity, PrefixedUser, User, prefixed_user_columns};
 use super::{Conn, KeepPrepared, Prepared, Store};
 use crate::domain::{OrgRef, PageRequest, Secret};
 use crate::error::Result;
-
-/// The answer to "may this user do that here?".
-#[derive(Debug, QueryableByName)]
-pub struct PermissionCheck {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub user_exists: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub permission_exists: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub allowed: bool,
-}
 
 /// A membership with its organization, for listings.
 pub struct MembershipView {
@@ -59,15 +47,12 @@ pub(super) async fn find_org(conn: &mut Conn, org_ref: &OrgRef) -> Result<Option
 }
 
 /// An organization `o` with the columns of `m`, the membership of the user in
-/// question if there is one. A macro so that queries can `concat!` it. The
-/// columns are named: with `o.*`, a migration adding a column would break the
-/// statements that running replicas keep prepared.
+/// question if there is one. A macro so that queries can `concat!` it.
 macro_rules! org_access_columns {
     () => {
         concat!(
-            "o.id, o.slug, o.display_name, o.description, o.contact_email,
-             o.pending_contact_email, o.personal_owner_id, o.revision, o.created_at,
-             o.updated_at, o.deleted_at, o.purge_at, m.created_at AS joined_at, ",
+            org_columns!(),
+            ", m.created_at AS joined_at, ",
             grant_columns!()
         )
     };
@@ -255,67 +240,6 @@ impl Store {
     pub async fn find_org(&self, org_ref: &OrgRef) -> Result<Option<OrgRow>> {
         self.read(|conn| find_org(conn, org_ref).scope_boxed())
             .await
-    }
-
-    /// Whether `user_id` holds `permission` in `org_id`, themselves or through
-    /// a permission that implies it, in one indexed query; a permission the
-    /// database does not define is INVALID_ARGUMENT (field `permission`).
-    pub async fn check_permission(
-        &self,
-        org_id: Uuid,
-        user_id: Uuid,
-        permission: &str,
-    ) -> Result<PermissionCheck> {
-        self.read(|conn| {
-            async move {
-                let check: PermissionCheck = diesel::sql_query(
-                    "WITH granting AS (
-                         SELECT $3::text AS permission
-                         UNION ALL
-                         SELECT i.permission FROM permission_implications i WHERE i.implies = $3)
-                     SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
-                            EXISTS (SELECT 1 FROM permissions WHERE name = $3) AS permission_exists,
-                            EXISTS (SELECT 1 FROM membership_roles r
-                                        JOIN role_permissions rp ON rp.role = r.role
-                                    WHERE r.org_id = $1 AND r.user_id = $2
-                                      AND rp.permission IN (SELECT permission FROM granting)
-                                    UNION ALL
-                                    SELECT 1 FROM membership_permissions g
-                                    WHERE g.org_id = $1 AND g.user_id = $2
-                                      AND g.permission IN (SELECT permission FROM granting))
-                            AS allowed",
-                )
-                .bind::<diesel::sql_types::Uuid, _>(org_id)
-                .bind::<diesel::sql_types::Uuid, _>(user_id)
-                .bind::<diesel::sql_types::Text, _>(permission)
-                .prepared()
-                .get_result(conn)
-                .await?;
-                if !check.permission_exists {
-                    // Only now the names: a rare refusal pays for them.
-                    return Err(Catalog::load(conn)
-                        .await?
-                        .unknown_permission("permission", permission));
-                }
-                Ok(check)
-            }
-            .scope_boxed()
-        })
-        .await
-    }
-
-    pub async fn permission_exists(&self, name: &str) -> Result<bool> {
-        self.read(|conn| {
-            async move {
-                Ok(
-                    diesel::select(diesel::dsl::exists(permissions::table.find(name)))
-                        .get_result(conn)
-                        .await?,
-                )
-            }
-            .scope_boxed()
-        })
-        .await
     }
 
     /// A page of `user_id`'s live memberships with their roles and permissions.

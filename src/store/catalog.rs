@@ -121,6 +121,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// The permissions the database defines, by name.
+    pub fn permissions(&self) -> &[String] {
+        &self.permissions
+    }
+
+    /// Whether the database defines permission `name`.
+    pub fn defines_permission(&self, name: &str) -> bool {
+        self.permissions.iter().any(|known| known == name)
+    }
+
     /// The refusal of `name`, which is no permission the database defines.
     pub fn unknown_permission(&self, field: &str, name: &str) -> Error {
         Error::invalid(field, unknown_name("permission", name, &self.permissions))

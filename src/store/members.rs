@@ -22,10 +22,10 @@ use super::catalog::Catalog;
 use super::change::{Change, OWNER_ROLE, owner_count};
 use super::proof::OrgAccess;
 use super::schema::{memberships, users};
-use super::standing::{MemberAccess, held_columns};
+use super::standing::{MemberAccess, held_columns, holds};
 use super::verification::cancel_orphaned_changes;
 use super::{Actor, Conn, KeepPrepared, Store, audit, both};
-use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken};
+use crate::domain::{Action, ChildName, Etag, Names, PageRequest, PageToken, Permission};
 use crate::error::{Error, Result};
 
 /// What a previous owner becomes after transferring ownership.
@@ -118,7 +118,7 @@ impl MemberState {
 /// (a generic plan of one statement with optional filters would read the whole
 /// organization).
 macro_rules! members_query {
-    ($filter:literal, $limit:literal) => {
+    ($filter:expr, $limit:literal) => {
         concat!(
             "WITH page AS (
                 SELECT m.org_id, m.user_id, m.created_at, m.invited_by, m.revision, m.updated_at
@@ -144,21 +144,34 @@ const MEMBERS_BY_ID: &str = members_query!("AND m.user_id = ANY($2)", "");
 const FIRST_MEMBERS: &str = members_query!("", "LIMIT $2");
 /// The `$4` members after keyset position (`$2`, `$3`).
 const MEMBERS_AFTER: &str = members_query!("AND (m.created_at, m.user_id) > ($2, $3)", "LIMIT $4");
+/// The first `$3` members holding permission `$2`.
+const FIRST_HOLDING: &str = members_query!(concat!("AND ", holds!("$2")), "LIMIT $3");
+/// The `$5` members holding permission `$2` after keyset position (`$3`, `$4`).
+const HOLDING_AFTER: &str = members_query!(
+    concat!(
+        "AND ",
+        holds!("$2"),
+        " AND (m.created_at, m.user_id) > ($3, $4)"
+    ),
+    "LIMIT $5"
+);
 
 /// Which members `load_members` reads.
-enum Selection<'a> {
+pub(super) enum Selection<'a> {
     /// These users, each once.
     Ids(&'a [Uuid]),
-    /// A page: the first, or the one after a keyset position.
+    /// A page: the first, or the one after a keyset position; with `holding`,
+    /// of the members who hold that permission only.
     Page {
         after: Option<PageToken>,
         limit: i64,
+        holding: Option<&'a Permission>,
     },
 }
 
 /// The members `selection` names, with the catalog their effective permissions
 /// came from.
-async fn load_members(
+pub(super) async fn load_members(
     conn: &Conn,
     org_id: Uuid,
     selection: Selection<'_>,
@@ -170,11 +183,32 @@ async fn load_members(
     };
     let query = match selection {
         Selection::Ids(ids) => query(MEMBERS_BY_ID).bind::<Array<SqlUuid>, _>(ids),
-        Selection::Page { after: None, limit } => query(FIRST_MEMBERS).bind::<Int8, _>(limit),
+        Selection::Page {
+            after: None,
+            limit,
+            holding: None,
+        } => query(FIRST_MEMBERS).bind::<Int8, _>(limit),
         Selection::Page {
             after: Some(after),
             limit,
+            holding: None,
         } => query(MEMBERS_AFTER)
+            .bind::<Timestamptz, _>(after.time)
+            .bind::<SqlUuid, _>(after.id)
+            .bind::<Int8, _>(limit),
+        Selection::Page {
+            after: None,
+            limit,
+            holding: Some(permission),
+        } => query(FIRST_HOLDING)
+            .bind::<Text, _>(&**permission)
+            .bind::<Int8, _>(limit),
+        Selection::Page {
+            after: Some(after),
+            limit,
+            holding: Some(permission),
+        } => query(HOLDING_AFTER)
+            .bind::<Text, _>(&**permission)
             .bind::<Timestamptz, _>(after.time)
             .bind::<SqlUuid, _>(after.id)
             .bind::<Int8, _>(limit),
@@ -400,6 +434,7 @@ impl Store {
                     let selection = Selection::Page {
                         after: page.after,
                         limit: page.limit + 1,
+                        holding: None,
                     };
                     let (members, _) = load_members(conn, org_id, selection).await?;
                     Ok(members)

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod billing_profiles;
 mod catalog;
 mod change;
+pub mod checks;
 mod closing;
 mod connect;
 mod contact_email;

@@ -94,6 +94,37 @@ macro_rules! with_implied {
 }
 pub(super) use with_implied;
 
+/// Whether the membership `m` holds the permission `$permission` (an SQL
+/// expression): through a role or an individual grant, of it or of a
+/// permission that implies it. A condition read through primary keys and
+/// `permission_implications_implies`, whatever the organization's size; a
+/// macro so that queries can `concat!` it. Every question "does this member
+/// hold that?" orgd asks in SQL goes through it.
+macro_rules! holds {
+    ($permission:literal) => {
+        concat!(
+            "EXISTS (WITH granting AS (
+                         SELECT ",
+            $permission,
+            " AS permission
+                         UNION ALL
+                         SELECT i.permission FROM permission_implications i
+                          WHERE i.implies = ",
+            $permission,
+            ")
+                     SELECT 1 FROM membership_roles r
+                       JOIN role_permissions rp ON rp.role = r.role
+                      WHERE r.org_id = m.org_id AND r.user_id = m.user_id
+                        AND rp.permission IN (SELECT permission FROM granting)
+                     UNION ALL
+                     SELECT 1 FROM membership_permissions g
+                      WHERE g.org_id = m.org_id AND g.user_id = m.user_id
+                        AND g.permission IN (SELECT permission FROM granting))"
+        )
+    };
+}
+pub(super) use holds;
+
 /// `held_columns!()` and the effective permissions they add up to (with what
 /// they imply), as three text-array columns of the membership `m`.
 macro_rules! grant_columns {

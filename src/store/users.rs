@@ -167,6 +167,11 @@ impl Store {
         self.read(|conn| find_user(conn, UserKey::Id(id)).scope_boxed())
             .await
     }
+
+    pub async fn user_by_subject(&self, subject: &str) -> Result<Option<User>> {
+        self.read(|conn| find_user(conn, UserKey::Subject(subject)).scope_boxed())
+            .await
+    }
 }
 
 async fn upsert(conn: &mut Conn, identity: &Identity, request_id: &str) -> Result<User> {

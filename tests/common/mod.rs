@@ -15,7 +15,7 @@ use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
 use orgd::pb::{
     self, billing_service_client::BillingServiceClient, member_service_client::MemberServiceClient,
-    org_service_client::OrgServiceClient,
+    org_service_client::OrgServiceClient, permission_service_client::PermissionServiceClient,
 };
 use orgd::postgres::EmbeddedPostgres;
 use prost_types::FieldMask;
@@ -155,6 +155,7 @@ pub fn free_local_addr() -> String {
 pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
 pub type MemberClient = MemberServiceClient<InterceptedService<Channel, Bearer>>;
 pub type BillingClient = BillingServiceClient<InterceptedService<Channel, Bearer>>;
+pub type PermissionClient = PermissionServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// URL of a new, migrated database of the test cluster.
 pub async fn fresh_database() -> String {
@@ -427,13 +428,17 @@ impl TestApp {
 
     /// A client for the configured backend service.
     pub async fn orgs_as_service(&self) -> OrgClient {
-        self.orgs(Some(&token_for(&Claims::new(
-            ISSUER,
-            AUDIENCE,
-            SERVICE_SUBJECT,
-            Duration::from_secs(600),
-        ))))
-        .await
+        self.orgs(Some(&service_token())).await
+    }
+
+    /// A PermissionService client sending `token`.
+    pub async fn permissions(&self, token: &str) -> PermissionClient {
+        PermissionServiceClient::with_interceptor(self.channel().await, Bearer::new(Some(token)))
+    }
+
+    /// A PermissionService client for the configured backend service.
+    pub async fn permissions_as_service(&self) -> PermissionClient {
+        self.permissions(&service_token()).await
     }
 
     /// Makes `user_id` a member of `org_id` with exactly these roles and grants
@@ -571,6 +576,14 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
             status
         }
     }
+}
+
+/// The field a refusal's `google.rpc.BadRequest` names.
+#[track_caller]
+pub fn violated_field(status: &Status) -> String {
+    let details = tonic_types::StatusExt::get_details_bad_request(status)
+        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
+    details.field_violations[0].field.clone()
 }
 
 /// buf's CLI from npm, installed beside the project if it is not there yet.
