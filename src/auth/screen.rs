@@ -109,6 +109,7 @@ mod tests {
         "actor",
         "plan",
         "request_id",
+        "correlation_id",
         "external_id",
         // Handles, codes and kinds, each of its own shape.
         "slug",
