@@ -45,6 +45,11 @@ impl Workload {
         Workload::Mixed,
     ];
 
+    /// Whether the workload's calls also run as direct SQL (the reads).
+    pub fn has_direct_path(self) -> bool {
+        !matches!(self, Workload::Mixed)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Workload::CheckPermission => "CheckPermission",
