@@ -11,11 +11,13 @@
 //! With several `--scale`s, each dataset is seeded into a database of its own
 //! in the one cluster and served by an orgd of its own; each round measures
 //! every dataset in turn, and a last table sets the costs per call side by
-//! side.
+//! side. `--explain` prints the plans of the hot statements instead of
+//! measuring (`explain.rs`).
 
 mod cpu;
 mod dataset;
 mod drive;
+mod explain;
 mod scale;
 mod workload;
 
@@ -80,6 +82,11 @@ struct Args {
     /// Run only these workloads (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
+    /// Instead of measuring, print EXPLAIN (ANALYZE, BUFFERS) of every
+    /// statement the read workloads (and a few more hot paths) run, as they
+    /// run it, at each scale.
+    #[arg(long)]
+    explain: bool,
     /// After the runs, keep PostgreSQL and orgd up (printing their addresses)
     /// until Ctrl-C, for EXPLAIN, perf and friends.
     #[arg(long)]
@@ -193,7 +200,11 @@ async fn bench_on(
     scales: Vec<Scale>,
 ) -> anyhow::Result<()> {
     let sites = prepare(args, work, pg, scales).await?;
-    measure_at(args, &sites).await?;
+    if args.explain {
+        explain_at(args, pg, &sites).await?;
+    } else {
+        measure_at(args, &sites).await?;
+    }
     if args.hold {
         for site in &sites {
             eprintln!(
@@ -207,6 +218,31 @@ async fn bench_on(
         eprintln!("bench: Ctrl-C ends");
         tokio::signal::ctrl_c().await?;
     }
+    Ok(())
+}
+
+/// `--explain`: the hot statements' plans at every dataset.
+async fn explain_at(args: &Args, pg: &EmbeddedPostgres, sites: &[Site]) -> anyhow::Result<()> {
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|workload| args.selected(*workload) && workload.has_direct_path())
+        .collect();
+    let mut explained = Vec::new();
+    for site in sites {
+        eprintln!("bench: explaining the hot statements at {}", site.scale);
+        explained.push(
+            explain::explain(
+                &site.url,
+                &pg.log_path(),
+                &site.fixture,
+                &site.channels[0],
+                &workloads,
+            )
+            .await?,
+        );
+    }
+    let labels: Vec<String> = sites.iter().map(|site| site.scale.to_string()).collect();
+    explain::print(&labels, &explained);
     Ok(())
 }
 

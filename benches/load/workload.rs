@@ -189,6 +189,8 @@ pub struct Caller {
     members: MemberServiceClient<Channel>,
     fixture: Arc<Fixture>,
     pick: Picker,
+    /// The direct path's store, when not the fixture's (see `using`).
+    store: Option<Store>,
 }
 
 /// One request's parameters, drawn before it is timed.
@@ -236,7 +238,15 @@ impl Caller {
             members: MemberServiceClient::new(channel),
             fixture,
             pick: Picker::new(seed),
+            store: None,
         }
+    }
+
+    /// This caller's direct path goes through `store` instead of the
+    /// fixture's (`--explain` reads plans from a session of its own).
+    pub fn using(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn draw(&mut self, workload: Workload) -> Call {
@@ -391,7 +401,7 @@ impl Caller {
         let call = self.draw(workload);
         let rpc = call.rpc();
         let fixture = self.fixture.clone();
-        let store = &fixture.store;
+        let store = self.store.as_ref().unwrap_or(&fixture.store);
         let org_ref = |team: usize| {
             OrgRef::parse(
                 "name",
