@@ -7,10 +7,18 @@
 //! straight against PostgreSQL, and prints throughput, latency quantiles, the
 //! ratio orgd / direct SQL and the server's peak RSS as a Markdown table, then
 //! the CPU time per call of orgd, PostgreSQL and itself as a second one.
+//!
+//! With several `--scale`s, each dataset is seeded into a database of its own
+//! in the one cluster and served by an orgd of its own; each round measures
+//! every dataset in turn, and a last table sets the costs per call side by
+//! side. `--explain` prints the plans of the hot statements instead of
+//! measuring (`explain.rs`).
 
 mod cpu;
 mod dataset;
 mod drive;
+mod explain;
+mod scale;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -27,8 +35,9 @@ use orgd::store::{DbConfig, Store};
 use tonic::transport::Channel;
 
 use cpu::CpuMeter;
-use dataset::Shape;
+use dataset::{Seeding, Shape};
 use drive::{Pace, Path, Run};
+use scale::Scale;
 use workload::{Caller, Fixture, Rpc, ServiceToken, Workload};
 
 #[derive(Parser)]
@@ -53,11 +62,17 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Team organizations to seed (a tenth of them large).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, conflicts_with = "scale")]
     orgs: u32,
     /// Users to seed, each with a personal organization.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, conflicts_with = "scale")]
     users: u32,
+    /// Datasets by their number of organizations, instead of --orgs and
+    /// --users: `400k` is 100,000 teams and 300,000 users (a quarter teams, as
+    /// by default). Several (`4k,400k`) are each measured in every round and
+    /// compared in a last table.
+    #[arg(long, alias = "scales", value_delimiter = ',')]
+    scale: Vec<Scale>,
     /// Database connections of orgd's pool, and of the direct-SQL pool.
     #[arg(long, default_value_t = 16)]
     pool_size: u32,
@@ -67,6 +82,11 @@ struct Args {
     /// Run only these workloads (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
+    /// Instead of measuring, print EXPLAIN (ANALYZE, BUFFERS) of every
+    /// statement the read workloads (and a few more hot paths) run, as they
+    /// run it, at each scale.
+    #[arg(long)]
+    explain: bool,
     /// After the runs, keep PostgreSQL and orgd up (printing their addresses)
     /// until Ctrl-C, for EXPLAIN, perf and friends.
     #[arg(long)]
@@ -74,6 +94,28 @@ struct Args {
     /// Set by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+impl Args {
+    /// The datasets to measure, smallest first as given.
+    fn scales(&self) -> anyhow::Result<Vec<Scale>> {
+        if self.scale.is_empty() {
+            return Ok(vec![Scale::of(Shape {
+                orgs: self.orgs,
+                users: self.users,
+            })]);
+        }
+        for (i, scale) in self.scale.iter().enumerate() {
+            if self.scale[..i].contains(scale) {
+                bail!("--scale {scale} is given twice");
+            }
+        }
+        Ok(self.scale.clone())
+    }
+
+    fn selected(&self, workload: Workload) -> bool {
+        self.only.is_empty() || self.only.contains(&workload)
+    }
 }
 
 /// One row of the report.
@@ -88,6 +130,35 @@ struct Row {
     /// The median over the rounds of orgd's throughput over direct SQL's.
     ratio: Option<f64>,
     statements: Option<(f64, f64)>,
+    /// PostgreSQL's shared buffers per call through orgd: found in them, and
+    /// read into them (from the kernel's page cache or the disk).
+    buffers: Buffers,
+    /// The median over the rounds of this dataset's CPU time per call (orgd
+    /// and PostgreSQL, saturated through orgd) over the first dataset's.
+    cpu_vs_first: Option<f64>,
+}
+
+/// Shared buffers per call.
+#[derive(Clone, Copy, Default)]
+struct Buffers {
+    hit: f64,
+    read: f64,
+}
+
+/// One dataset, seeded into a database of its own, with the orgd serving it.
+struct Site {
+    scale: Scale,
+    /// " at 4k" in progress lines when there are several datasets.
+    tag: String,
+    url: String,
+    /// A session on its database, for pg_stat_statements.
+    db: tokio_postgres::Client,
+    counts: Vec<(String, i64)>,
+    seeding: Seeding,
+    server: Server,
+    channels: Vec<Channel>,
+    fixture: Arc<Fixture>,
+    meter: CpuMeter,
 }
 
 #[tokio::main]
@@ -101,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
+    let scales = args.scales()?;
     eprintln!("bench: starting PostgreSQL");
     let pg_dir = work.join("postgres");
     // The embedded cluster's tuning (for 200 connections: orgd's pool and the
@@ -116,7 +188,7 @@ async fn bench(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
         EmbeddedPostgres::start(&pg_dir, &settings)
     })
     .await??;
-    let result = bench_on(args, work, &pg).await;
+    let result = bench_on(args, work, &pg, scales).await;
     tokio::task::spawn_blocking(move || pg.stop()).await?;
     result
 }
@@ -125,33 +197,138 @@ async fn bench_on(
     args: &Args,
     work: &std::path::Path,
     pg: &EmbeddedPostgres,
+    scales: Vec<Scale>,
 ) -> anyhow::Result<()> {
-    pg.ensure_database("orgd").await?;
-    let url = pg.url("orgd");
-    orgd::store::run_migrations(&url).await?;
-    let db = sql_client(&url).await?;
-    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .await
-        .context("pg_stat_statements (PostgreSQL's contrib) is needed to compare the SQL")?;
+    let sites = prepare(args, work, pg, scales).await?;
+    if args.explain {
+        explain_at(args, pg, &sites).await?;
+    } else {
+        measure_at(args, &sites).await?;
+    }
+    if args.hold {
+        for site in &sites {
+            eprintln!(
+                "bench: holding {}: database {}, orgd at {} (pid {})",
+                site.scale,
+                site.url,
+                site.server.addr,
+                site.server.child.id()
+            );
+        }
+        eprintln!("bench: Ctrl-C ends");
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
+}
 
-    eprintln!(
-        "bench: seeding {} team organizations and {} users",
-        args.orgs, args.users
-    );
-    let started = std::time::Instant::now();
-    let data = dataset::seed(
-        &db,
-        &Shape {
-            orgs: args.orgs,
-            users: args.users,
-        },
-    )
-    .await?;
-    eprintln!("bench: seeded in {:.1}s", started.elapsed().as_secs_f64());
-    let counts = data.counts.clone();
+/// `--explain`: the hot statements' plans at every dataset.
+async fn explain_at(args: &Args, pg: &EmbeddedPostgres, sites: &[Site]) -> anyhow::Result<()> {
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|workload| args.selected(*workload) && workload.has_direct_path())
+        .collect();
+    let mut explained = Vec::new();
+    for site in sites {
+        eprintln!("bench: explaining the hot statements at {}", site.scale);
+        explained.push(
+            explain::explain(
+                &site.url,
+                &pg.log_path(),
+                &site.fixture,
+                &site.channels[0],
+                &workloads,
+            )
+            .await?,
+        );
+    }
+    let labels: Vec<String> = sites.iter().map(|site| site.scale.to_string()).collect();
+    explain::print(&labels, &explained);
+    Ok(())
+}
 
-    let mut server = Server::start(&url, work, args.pool_size)?;
-    let result = async {
+/// Every selected workload at every dataset, then the report.
+async fn measure_at(args: &Args, sites: &[Site]) -> anyhow::Result<()> {
+    let mut rows: Vec<Vec<Row>> = sites.iter().map(|_| Vec::new()).collect();
+    for workload in Workload::ALL {
+        if args.selected(workload) {
+            for (i, row) in measure(args, sites, workload)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                rows[i].push(row);
+            }
+        }
+    }
+    print_header(args);
+    for (site, rows) in sites.iter().zip(&rows) {
+        print_report(args, site, rows, sites.len() > 1)?;
+    }
+    if sites.len() > 1 {
+        print_by_scale(sites, &rows);
+    }
+    Ok(())
+}
+
+/// Seeds every dataset (each into a database of its own when there are
+/// several), warms the cache with them, then starts an orgd for each.
+async fn prepare(
+    args: &Args,
+    work: &std::path::Path,
+    pg: &EmbeddedPostgres,
+    scales: Vec<Scale>,
+) -> anyhow::Result<Vec<Site>> {
+    let several = scales.len() > 1;
+    let mut seeded = Vec::new();
+    for scale in scales {
+        let database = if several {
+            scale.database()
+        } else {
+            "orgd".to_owned()
+        };
+        pg.ensure_database(&database).await?;
+        let url = pg.url(&database);
+        orgd::store::run_migrations(&url).await?;
+        let db = sql_client(&url).await?;
+        db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .context("pg_stat_statements (PostgreSQL's contrib) is needed to compare the SQL")?;
+        eprintln!(
+            "bench: seeding {scale}: {} team organizations and {} users",
+            scale.shape.orgs, scale.shape.users
+        );
+        let (data, seeding) = dataset::seed(&db, &scale.shape).await?;
+        eprintln!(
+            "bench: seeded {scale} in {:.1}s (rows and indexes {:.1}s, VACUUM (ANALYZE) and CHECKPOINT {:.1}s)",
+            seeding.total().as_secs_f64(),
+            seeding.load.as_secs_f64(),
+            seeding.settle.as_secs_f64(),
+        );
+        seeded.push((scale, database, url, db, data, seeding));
+    }
+    // After every seed, so that a later one does not push an earlier one out.
+    let mut warmed = 0;
+    for (scale, _, _, db, _, _) in &seeded {
+        let started = std::time::Instant::now();
+        let (bytes, shared_buffers) = dataset::prewarm(db).await?;
+        warmed += bytes;
+        eprintln!(
+            "bench: read {scale}'s {} MiB of tables and indexes into shared buffers in {:.1}s",
+            bytes >> 20,
+            started.elapsed().as_secs_f64()
+        );
+        if warmed > shared_buffers {
+            eprintln!(
+                "bench: warning: the datasets ({} MiB) do not fit in shared buffers ({} MiB); runs will read pages from outside them",
+                warmed >> 20,
+                shared_buffers >> 20
+            );
+        }
+    }
+    let mut sites = Vec::new();
+    for (scale, database, url, db, data, seeding) in seeded {
+        let counts = data.counts.clone();
+        let server = Server::start(&url, &work.join(&database), args.pool_size)?;
         let channels = connect(&server.addr, args.connections).await?;
         let store = Store::connect(
             &DbConfig::unlimited(&url, "orgd-bench"),
@@ -161,120 +338,168 @@ async fn bench_on(
         .await?;
         let mut fixture = Fixture::new(data, store)?;
         fixture.tokens = service_tokens(&channels[0], &fixture, args.service_tokens).await?;
-        let fixture = Arc::new(fixture);
         let meter = CpuMeter::new(server.child.id(), u32::try_from(pg.pid())?);
-
-        let mut rows = Vec::new();
-        for workload in Workload::ALL {
-            if args.only.is_empty() || args.only.contains(&workload) {
-                rows.push(
-                    measure(
-                        args,
-                        &db,
-                        &server.addr,
-                        &channels,
-                        &fixture,
-                        meter,
-                        workload,
-                    )
-                    .await?,
-                );
-            }
-        }
-        let peak_rss = server.peak_rss_kib()?;
-        print_report(args, &counts, &rows, peak_rss);
-        if args.hold {
-            eprintln!(
-                "bench: holding; database {url}, orgd at {} (pid {}); Ctrl-C ends",
-                server.addr,
-                server.child.id()
-            );
-            tokio::signal::ctrl_c().await?;
-        }
-        Ok(())
+        sites.push(Site {
+            tag: if several {
+                format!(" at {scale}")
+            } else {
+                String::new()
+            },
+            scale,
+            url,
+            db,
+            counts,
+            seeding,
+            server,
+            channels,
+            fixture: Arc::new(fixture),
+            meter,
+        });
     }
-    .await;
-    server.stop();
-    result
+    Ok(sites)
 }
 
-/// Saturation through orgd, the same rate halved, and (for reads) direct SQL.
-async fn measure(
-    args: &Args,
-    db: &tokio_postgres::Client,
-    server_addr: &str,
-    channels: &[Channel],
-    fixture: &Arc<Fixture>,
-    meter: CpuMeter,
-    workload: Workload,
-) -> anyhow::Result<Row> {
-    // Saturated: as many requests as `channels` carry.
-    let run = |channels: &[Channel], path, salt| {
-        drive::run(
-            callers(channels, fixture, args.callers, salt),
-            workload,
-            path,
-            Pace::Closed,
-            args.warmup,
-            args.duration,
-            meter,
-        )
-    };
-    // One saturated run, with the statements it ran per request.
-    let saturate = async |path: Path, salt: u64| -> anyhow::Result<(Run, BTreeMap<String, f64>)> {
-        let (label, name) = match path {
-            Path::Rpc => ("through orgd", "orgd"),
-            Path::Direct => ("as direct SQL", "direct SQL"),
-        };
-        eprintln!("bench: {} {label}", workload.label());
-        reset_statements(db).await?;
-        let measured = run(channels, path, salt).await;
-        let ran = statements(db, measured.requests).await?;
-        progress(&measured, &ran);
-        check_errors(workload, name, &measured)?;
-        Ok((measured, ran))
-    };
-    let per_request = |profile: &BTreeMap<String, f64>| profile.values().sum::<f64>();
-    let mut saturated = Vec::new();
-    let mut direct = Vec::new();
-    let mut ratios = Vec::new();
-    let mut statement_sums = (0.0, 0.0);
-    for round in 1..=args.rounds {
-        eprintln!(
-            "bench: {}, round {round} of {}",
-            workload.label(),
-            args.rounds
-        );
-        // Both paths of a round send the same sequence of requests (same salt).
-        let salt = u64::from(round);
-        if workload == Workload::Mixed {
-            saturated.push(saturate(Path::Rpc, salt).await?.0);
-            continue;
-        }
-        // Every other round measures direct SQL first, so that a drift of the
-        // machine during the rounds does not always favour the same path.
-        let ((rpc, rpc_statements), (sql, sql_statements)) = if round % 2 == 1 {
-            let rpc = saturate(Path::Rpc, salt).await?;
-            (rpc, saturate(Path::Direct, salt).await?)
-        } else {
-            let sql = saturate(Path::Direct, salt).await?;
-            (saturate(Path::Rpc, salt).await?, sql)
-        };
-        check_same_sql(workload, &rpc_statements, &sql_statements)?;
-        let ratio = rpc.rps() / sql.rps();
-        eprintln!("bench:   orgd / direct SQL: {:.0}%", 100.0 * ratio);
-        ratios.push(ratio);
-        statement_sums.0 += per_request(&rpc_statements);
-        statement_sums.1 += per_request(&sql_statements);
-        saturated.push(rpc);
-        direct.push(sql);
-    }
-    let rounds = f64::from(args.rounds);
-    let statements_per_call =
-        (!direct.is_empty()).then_some((statement_sums.0 / rounds, statement_sums.1 / rounds));
-    let saturated = Run::pooled(saturated);
-    let direct = (!direct.is_empty()).then(|| Run::pooled(direct));
+/// What one dataset's rounds of a workload add up to.
+#[derive(Default)]
+struct Tally {
+    saturated: Vec<Run>,
+    direct: Vec<Run>,
+    ratios: Vec<f64>,
+    statements: (f64, f64),
+    buffers: Buffers,
+    cpu_vs_first: Vec<f64>,
+}
 
+/// Saturation through orgd, the same rate halved, and (for reads) direct SQL,
+/// at every dataset; each round measures every dataset in turn (in the other
+/// order every other round), so that they meet the same moments of a shared
+/// machine.
+async fn measure(args: &Args, sites: &[Site], workload: Workload) -> anyhow::Result<Vec<Row>> {
+    let mut tallies: Vec<Tally> = sites.iter().map(|_| Tally::default()).collect();
+    for round in 1..=args.rounds {
+        let mut order: Vec<usize> = (0..sites.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let site = &sites[i];
+            eprintln!(
+                "bench: {}{}, round {round} of {}",
+                workload.label(),
+                site.tag,
+                args.rounds
+            );
+            measure_round(args, site, workload, round, &mut tallies[i]).await?;
+        }
+        let cpu: Vec<f64> = tallies
+            .iter()
+            .map(|tally| orgd_and_postgres_us(tally.saturated.last().expect("measured")))
+            .collect();
+        for (tally, own) in tallies.iter_mut().zip(&cpu).skip(1) {
+            tally.cpu_vs_first.push(own / cpu[0]);
+        }
+    }
+    let mut rows = Vec::new();
+    for (site, tally) in sites.iter().zip(tallies) {
+        rows.push(finish(args, site, workload, tally).await?);
+    }
+    Ok(rows)
+}
+
+/// A saturated run's CPU time per call in orgd and PostgreSQL, in µs.
+fn orgd_and_postgres_us(run: &Run) -> f64 {
+    let [orgd, postgres, _] = run.cpu_per_call_us();
+    orgd + postgres
+}
+
+/// One round at one dataset: through orgd, and for a read as direct SQL too.
+async fn measure_round(
+    args: &Args,
+    site: &Site,
+    workload: Workload,
+    round: u32,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    // Both paths of a round send the same sequence of requests (same salt).
+    let salt = u64::from(round);
+    let rounds = f64::from(args.rounds);
+    if !workload.has_direct_path() {
+        let (rpc, profile) = saturate(args, site, workload, Path::Rpc, salt).await?;
+        tally.buffers = add_buffers(tally.buffers, &profile, rounds);
+        tally.saturated.push(rpc);
+        return Ok(());
+    }
+    // Every other round measures direct SQL first, so that a drift of the
+    // machine during the rounds does not always favour the same path.
+    let ((rpc, rpc_statements), (sql, sql_statements)) = if round % 2 == 1 {
+        let rpc = saturate(args, site, workload, Path::Rpc, salt).await?;
+        (
+            rpc,
+            saturate(args, site, workload, Path::Direct, salt).await?,
+        )
+    } else {
+        let sql = saturate(args, site, workload, Path::Direct, salt).await?;
+        (saturate(args, site, workload, Path::Rpc, salt).await?, sql)
+    };
+    check_same_sql(workload, &rpc_statements, &sql_statements)?;
+    let ratio = rpc.rps() / sql.rps();
+    eprintln!("bench:   orgd / direct SQL: {:.0}%", 100.0 * ratio);
+    tally.ratios.push(ratio);
+    tally.statements.0 += calls_per_request(&rpc_statements) / rounds;
+    tally.statements.1 += calls_per_request(&sql_statements) / rounds;
+    tally.buffers = add_buffers(tally.buffers, &rpc_statements, rounds);
+    tally.saturated.push(rpc);
+    tally.direct.push(sql);
+    Ok(())
+}
+
+/// `sum` plus a round's buffers per call, over `rounds`.
+fn add_buffers(sum: Buffers, profile: &Profile, rounds: f64) -> Buffers {
+    Buffers {
+        hit: sum.hit + profile.values().map(|used| used.hit).sum::<f64>() / rounds,
+        read: sum.read + profile.values().map(|used| used.read).sum::<f64>() / rounds,
+    }
+}
+
+/// The statements a request ran, as counted in a run.
+fn calls_per_request(profile: &Profile) -> f64 {
+    frequent(profile).values().map(|used| used.calls).sum()
+}
+
+/// One saturated run, with the statements it ran per request.
+async fn saturate(
+    args: &Args,
+    site: &Site,
+    workload: Workload,
+    path: Path,
+    salt: u64,
+) -> anyhow::Result<(Run, Profile)> {
+    let (label, name) = match path {
+        Path::Rpc => ("through orgd", "orgd"),
+        Path::Direct => ("as direct SQL", "direct SQL"),
+    };
+    eprintln!("bench: {} {label}", workload.label());
+    reset_statements(&site.db).await?;
+    let measured = drive::run(
+        callers(&site.channels, &site.fixture, args.callers, salt),
+        workload,
+        path,
+        Pace::Closed,
+        args.warmup,
+        args.duration,
+        site.meter,
+    )
+    .await;
+    let ran = statements(&site.db, measured.requests).await?;
+    progress(&measured, &ran);
+    check_errors(workload, name, &measured)?;
+    Ok((measured, ran))
+}
+
+/// After the rounds: one connection, then half the saturation rate.
+async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> anyhow::Result<Row> {
+    let saturated = Run::pooled(tally.saturated);
+    let direct = (!tally.direct.is_empty()).then(|| Run::pooled(tally.direct));
     let one_connection = if matches!(
         workload,
         Workload::GetOrganization
@@ -283,8 +508,21 @@ async fn measure(
             | Workload::ServiceBatch10
             | Workload::ServiceBatch100
     ) {
-        eprintln!("bench: {} through orgd on one connection", workload.label());
-        let measured = run(&channels[..1], Path::Rpc, 1).await;
+        eprintln!(
+            "bench: {}{} through orgd on one connection",
+            workload.label(),
+            site.tag
+        );
+        let measured = drive::run(
+            callers(&site.channels[..1], &site.fixture, args.callers, 1),
+            workload,
+            Path::Rpc,
+            Pace::Closed,
+            args.warmup,
+            args.duration,
+            site.meter,
+        )
+        .await;
         check_errors(workload, "orgd on one connection", &measured)?;
         eprintln!(
             "bench:   one connection / {}: {:.0}%",
@@ -297,17 +535,31 @@ async fn measure(
     };
 
     let rate = saturated.rps() / 2.0;
-    eprintln!("bench: {} at {rate:.0} requests/s", workload.label());
-    let half_rate = open_loop(args, server_addr, fixture, meter, workload, rate).await?;
+    eprintln!(
+        "bench: {}{} at {rate:.0} requests/s",
+        workload.label(),
+        site.tag
+    );
+    let half_rate = open_loop(
+        args,
+        &site.server.addr,
+        &site.fixture,
+        site.meter,
+        workload,
+        rate,
+    )
+    .await?;
     check_errors(workload, "orgd at half rate", &half_rate)?;
     Ok(Row {
         workload,
         saturated,
         half_rate,
+        statements: direct.as_ref().map(|_| tally.statements),
         direct,
         one_connection,
-        ratio: median(ratios),
-        statements: statements_per_call,
+        ratio: median(tally.ratios),
+        buffers: tally.buffers,
+        cpu_vs_first: median(tally.cpu_vs_first),
     })
 }
 
@@ -367,16 +619,13 @@ fn callers(channels: &[Channel], fixture: &Arc<Fixture>, count: usize, salt: u64
 /// Fails unless orgd and the direct path ran the same statements, each as often
 /// per request (within noise: the server's background workers run a few of
 /// their own).
-fn check_same_sql(
-    workload: Workload,
-    rpc: &BTreeMap<String, f64>,
-    direct: &BTreeMap<String, f64>,
-) -> anyhow::Result<()> {
+fn check_same_sql(workload: Workload, rpc: &Profile, direct: &Profile) -> anyhow::Result<()> {
+    let (rpc, direct) = (frequent(rpc), frequent(direct));
     let same = rpc.len() == direct.len()
         && rpc
             .iter()
-            .zip(direct)
-            .all(|((a, a_calls), (b, b_calls))| a == b && (a_calls - b_calls).abs() < 0.05);
+            .zip(&direct)
+            .all(|((a, a_used), (b, b_used))| a == b && (a_used.calls - b_used.calls).abs() < 0.05);
     if !same {
         bail!(
             "{}: orgd and the direct path ran different SQL:\norgd: {rpc:#?}\ndirect: {direct:#?}",
@@ -398,7 +647,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// One run's numbers and SQL, on stderr while the benchmark goes on.
-fn progress(run: &Run, statements: &BTreeMap<String, f64>) {
+fn progress(run: &Run, statements: &Profile) {
     eprintln!(
         "bench:   {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
         run.rps(),
@@ -406,11 +655,12 @@ fn progress(run: &Run, statements: &BTreeMap<String, f64>) {
         run.quantile_ms(0.99),
         run.errors
     );
-    for (query, per_request) in statements {
+    for (query, used) in frequent(statements) {
         let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown: String = query.chars().take(100).collect();
         eprintln!(
-            "bench:     {per_request:5.2} × {}",
-            &query[..query.len().min(110)]
+            "bench:     {:5.2} × {shown} ({:.1} buffers hit, {:.1} read)",
+            used.calls, used.hit, used.read
         );
     }
 }
@@ -434,28 +684,53 @@ async fn reset_statements(db: &tokio_postgres::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The statements that ran about once per request or more, with their calls per
-/// request; rarer ones are the server's background workers.
-async fn statements(
-    db: &tokio_postgres::Client,
-    requests: u64,
-) -> anyhow::Result<BTreeMap<String, f64>> {
+/// What a statement did per request of a run.
+#[derive(Clone, Copy, Debug)]
+struct Used {
+    calls: f64,
+    /// Shared buffers found in PostgreSQL's cache.
+    hit: f64,
+    /// Shared buffers read into it.
+    read: f64,
+}
+
+/// The statements a run ran on its database, by text.
+type Profile = BTreeMap<String, Used>;
+
+/// Every statement that ran on the database since the last reset, with its
+/// calls and shared buffers per request.
+async fn statements(db: &tokio_postgres::Client, requests: u64) -> anyhow::Result<Profile> {
     let rows = db
         .query(
-            "SELECT query, calls FROM pg_stat_statements
+            "SELECT query, calls, shared_blks_hit, shared_blks_read FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[],
         )
         .await?;
+    let per_request = |n: i64| n as f64 / requests.max(1) as f64;
     Ok(rows
         .iter()
         .map(|row| {
             let query: String = row.get(0);
-            let calls: i64 = row.get(1);
-            (query, calls as f64 / requests.max(1) as f64)
+            let used = Used {
+                calls: per_request(row.get(1)),
+                hit: per_request(row.get(2)),
+                read: per_request(row.get(3)),
+            };
+            (query, used)
         })
-        .filter(|(query, per_request)| *per_request >= 0.2 && !query.contains("pg_stat_statements"))
+        .filter(|(query, _)| !query.contains("pg_stat_statements"))
         .collect())
+}
+
+/// The statements that ran about once per request or more; rarer ones are the
+/// server's background workers (or, in the mixed load, its writes).
+fn frequent(profile: &Profile) -> Profile {
+    profile
+        .iter()
+        .filter(|(_, used)| used.calls >= 0.2)
+        .map(|(query, used)| (query.clone(), *used))
+        .collect()
 }
 
 /// Owners of the first large teams mint tokens that may ask `permissions.check`.
@@ -522,7 +797,9 @@ struct Server {
 }
 
 impl Server {
+    /// Serves `database_url`, with its log and data directory in `work`.
     fn start(database_url: &str, work: &std::path::Path, pool_size: u32) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work)?;
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = std::fs::File::create(work.join("orgd.log"))?;
         let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
@@ -553,9 +830,11 @@ impl Server {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .context("no VmHWM in /proc/<pid>/status")
     }
+}
 
+impl Drop for Server {
     /// SIGTERM, as in production: orgd shuts down gracefully.
-    fn stop(&mut self) {
+    fn drop(&mut self) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
@@ -564,7 +843,8 @@ impl Server {
     }
 }
 
-fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_kib: u64) {
+/// The machine and the load, once for every dataset.
+fn print_header(args: &Args) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -576,11 +856,6 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!();
     println!("Machine: {cores} cores ({cpu}); orgd, PostgreSQL and the load generator share them.");
-    let dataset: Vec<String> = counts
-        .iter()
-        .map(|(table, count)| format!("{count} {table}"))
-        .collect();
-    println!("Dataset: {}.", dataset.join(", "));
     println!(
         "Load: {} callers on {} HTTP/2 connections; pool of {} connections. Saturated: {} rounds of {}s (each after {}s of warm-up) through orgd, each paired with one as direct SQL for the reads; the rps columns pool the rounds, \"orgd / direct\" is the median of the rounds' ratios. Half rate: {}s.",
         args.callers,
@@ -590,6 +865,26 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         (args.duration * args.rounds).as_secs_f64(),
+    );
+}
+
+/// One dataset's tables: throughput and latency, CPU per call, the mixed load
+/// by RPC, orgd's peak RSS. `headed` names the dataset in a heading first.
+fn print_report(args: &Args, site: &Site, rows: &[Row], headed: bool) -> anyhow::Result<()> {
+    println!();
+    if headed {
+        println!("### {} organizations", site.scale);
+        println!();
+    }
+    let dataset: Vec<String> = site
+        .counts
+        .iter()
+        .map(|(table, count)| format!("{count} {table}"))
+        .collect();
+    println!(
+        "Dataset: {}; seeded in {:.1}s.",
+        dataset.join(", "),
+        site.seeding.total().as_secs_f64()
     );
     println!();
     println!(
@@ -633,6 +928,7 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
         );
     }
     println!();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "CPU time per call in µs, orgd + PostgreSQL + load generator = total, and the cores the three kept busy (of {cores}):"
     );
@@ -654,8 +950,63 @@ fn print_report(args: &Args, counts: &[(String, i64)], rows: &[Row], peak_rss_ki
     println!();
     println!(
         "orgd peak RSS (VmHWM): {:.1} MiB",
-        peak_rss_kib as f64 / 1024.0
+        site.server.peak_rss_kib()? as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Every dataset's cost per call side by side (issue 20): CPU time through
+/// orgd at saturation, with each dataset's ratio to the first as the median of
+/// the rounds' (each round measured them all within seconds); PostgreSQL's
+/// shared buffers per call; and the p99 at half the saturation rate.
+fn print_by_scale(sites: &[Site], rows: &[Vec<Row>]) {
+    let first = &sites[0].scale;
+    let largest = &sites[sites.len() - 1].scale;
+    let columns = |what: &str| -> Vec<String> {
+        sites
+            .iter()
+            .map(|site| format!("{}: {what}", site.scale))
+            .collect()
+    };
+    let mut header = vec!["RPC".to_owned()];
+    header.extend(columns("CPU µs"));
+    header.extend(
+        sites[1..]
+            .iter()
+            .map(|site| format!("{} / {first}", site.scale)),
+    );
+    header.extend(columns("buffers"));
+    header.extend(columns("half-rate p99 ms"));
+    println!();
+    println!(
+        "Per call through orgd, by dataset: CPU time of orgd + PostgreSQL at saturation (the ratio is the median of the rounds' ratios); PostgreSQL's shared buffers (hit, and read if any; pg_stat_statements); p99 at half the saturation rate. Targets at {largest}: at most 1.2× the CPU time per call at {first}, and a half-rate p99 under 5 ms."
+    );
+    println!();
+    println!("| {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(header.len() - 1));
+    for (j, row) in rows[0].iter().enumerate() {
+        let at = |i: usize| &rows[i][j];
+        let mut cells = vec![row.workload.label().to_owned()];
+        cells.extend((0..sites.len()).map(|i| {
+            let [orgd, postgres, _] = at(i).saturated.cpu_per_call_us();
+            format!("{orgd:.0} + {postgres:.0} = {:.0}", orgd + postgres)
+        }));
+        cells.extend((1..sites.len()).map(|i| {
+            at(i)
+                .cpu_vs_first
+                .map_or("—".into(), |ratio| format!("{ratio:.2}×"))
+        }));
+        cells.extend((0..sites.len()).map(|i| {
+            let buffers = at(i).buffers;
+            if buffers.read >= 0.05 {
+                format!("{:.1} + {:.1} read", buffers.hit, buffers.read)
+            } else {
+                format!("{:.1}", buffers.hit)
+            }
+        }));
+        cells.extend((0..sites.len()).map(|i| format!("{:.2}", at(i).half_rate.quantile_ms(0.99))));
+        println!("| {} |", cells.join(" | "));
+    }
 }
 
 /// The mixed load's latencies by RPC: which of them make its tail.

@@ -60,6 +60,11 @@ impl Workload {
         Workload::Mixed,
     ];
 
+    /// Whether the workload's calls also run as direct SQL (the reads).
+    pub fn has_direct_path(self) -> bool {
+        !matches!(self, Workload::Mixed)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Workload::CheckPermission => "CheckPermission",
@@ -224,6 +229,8 @@ pub struct Caller {
     permissions: PermissionServiceClient<Channel>,
     fixture: Arc<Fixture>,
     pick: Picker,
+    /// The direct path's store, when not the fixture's (see `using`).
+    store: Option<Store>,
 }
 
 /// One request's parameters, drawn before it is timed.
@@ -276,7 +283,15 @@ impl Caller {
             permissions: PermissionServiceClient::new(channel),
             fixture,
             pick: Picker::new(seed),
+            store: None,
         }
+    }
+
+    /// This caller's direct path goes through `store` instead of the
+    /// fixture's (`--explain` reads plans from a session of its own).
+    pub fn using(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn draw(&mut self, workload: Workload) -> Call {
@@ -499,7 +514,7 @@ impl Caller {
         let call = self.draw(workload);
         let rpc = call.rpc();
         let fixture = self.fixture.clone();
-        let store = &fixture.store;
+        let store = self.store.as_ref().unwrap_or(&fixture.store);
         let org_ref = |team: usize| {
             OrgRef::parse(
                 "name",

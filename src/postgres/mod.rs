@@ -241,6 +241,11 @@ impl EmbeddedPostgres {
         self.pid
     }
 
+    /// The server's log: its stderr, beside the data directory.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
     /// The TCP port it listens on (127.0.0.1 only).
     pub fn port(&self) -> u16 {
         self.port

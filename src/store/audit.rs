@@ -165,11 +165,14 @@ impl Store {
                     if let Some(end) = filter.end {
                         query = query.filter(activity::created_at.lt(end));
                     }
+                    // After the last row of the previous page: the first
+                    // condition bounds the scan of `activity_org_page`, the
+                    // second drops the rows of the same instant up to it.
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            activity::created_at.lt(after.time).or(activity::created_at
-                                .eq(after.time)
-                                .and(activity::id.lt(after.id))),
+                        query = query.filter(activity::created_at.le(after.time)).filter(
+                            activity::created_at
+                                .lt(after.time)
+                                .or(activity::id.lt(after.id)),
                         );
                     }
                     Ok(query.load(conn).await?)
