@@ -887,6 +887,50 @@ async fn invitations_grant_only_what_their_inviter_still_may() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_resent_invitation_is_vouched_for_by_whoever_resent_it() {
+    let app = TestApp::spawn().await;
+    let (org, ids) = team(&app, "alice", &[("bob", &["admin"])]).await;
+    let sent = app
+        .members_as("bob")
+        .await
+        .create_invitation(invitation(&org, "dana@example.com", &["developer"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alice = app.members_as("alice").await;
+    alice
+        .remove_member(pb::RemoveMemberRequest {
+            name: member_name(&org, &ids[0]),
+        })
+        .await
+        .unwrap();
+    // Alice resends the invitation bob, now gone, had sent: she vouches for it.
+    let_resend_interval_pass(&app).await;
+    alice
+        .resend_invitation(pb::ResendInvitationRequest {
+            name: sent.name.clone(),
+        })
+        .await
+        .unwrap();
+    let token = latest_token(&app, "dana@example.com").await;
+    app.user_id("dana").await;
+    app.members_as("dana")
+        .await
+        .accept_invitation(accept(&token))
+        .await
+        .unwrap();
+    let dana = app.user_id("dana").await;
+    let member = alice
+        .get_member(pb::GetMemberRequest {
+            name: member_name(&org, &dana),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(member.roles, ["developer"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn only_an_owner_transfers_ownership_or_makes_owners() {
     let app = TestApp::spawn().await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
@@ -1011,11 +1055,19 @@ async fn names_are_exact_and_roles_default_to_developer() {
             .await,
         Code::InvalidArgument,
     );
+    // Named permissions alone are the whole grant (Platform.sh's
+    // `--permission=billing`); with neither, the invitee is a developer.
     let mut request = invitation(&org, "dan@example.com", &[]);
     request.invitation.as_mut().unwrap().extra_permissions = vec!["billing.read".into()];
     let sent = alice.create_invitation(request).await.unwrap().into_inner();
-    assert_eq!(sent.roles, ["developer"]);
+    assert!(sent.roles.is_empty(), "{sent:?}");
     assert_eq!(sent.extra_permissions, ["billing.read"]);
+    let plain = alice
+        .create_invitation(invitation(&org, "finn@example.com", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.roles, ["developer"]);
 }
 
 /// The members page gathers the grants of all its members at once; each member

@@ -227,7 +227,9 @@ impl MemberService for MemberApi {
                 &given.extra_permissions,
             )?,
         };
-        if grant.roles.is_empty() {
+        // Named permissions alone are what the inviter meant (Platform.sh's
+        // `--permission=billing`): the default role only fills an empty grant.
+        if grant.roles.is_empty() && grant.permissions.is_empty() {
             grant.roles.0.insert(DEFAULT_ROLE.to_owned());
         }
         let created = self

@@ -486,6 +486,9 @@ impl Store {
                             invitations::sent_at.eq(diesel::dsl::now),
                             invitations::expires_at.eq(Utc::now() + settings.ttl),
                             invitations::send_count.eq(invitations::send_count + 1),
+                            // Whoever resends it now vouches for it (checked above):
+                            // acceptance checks them, not an inviter who may have left.
+                            invitations::inviter_id.eq(inviter.row.id),
                         ))
                         .returning(InvitationRow::as_returning())
                         .prepared()
