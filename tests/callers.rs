@@ -230,22 +230,7 @@ async fn backend_services_check_permissions_and_list_memberships() {
         .await;
     // A backend service asks with an API token of the organization that holds
     // permissions.check (and nothing else).
-    let secret = pb::token_service_client::TokenServiceClient::with_interceptor(
-        app.channel().await,
-        Bearer::new(Some(&user_token("alice"))),
-    )
-    .create_api_token(pb::CreateApiTokenRequest {
-        parent: org.name.clone(),
-        api_token: Some(pb::ApiToken {
-            display_name: "billing service".into(),
-            extra_permissions: vec!["permissions.check".into()],
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .secret;
+    let secret = checker_token(&app, "alice", &org).await;
     let service = app.orgs(Some(&secret)).await;
     let check = |user: &str, organization: &str, permission: &str| pb::CheckPermissionRequest {
         user: format!("users/{user}"),

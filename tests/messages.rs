@@ -87,19 +87,7 @@ async fn every_unknown_permission_or_role_lists_the_valid_names_and_suggests_the
     );
 
     // CheckPermission, asked by a backend service's token.
-    let secret = tokens
-        .create_api_token(pb::CreateApiTokenRequest {
-            parent: org.name.clone(),
-            api_token: Some(pb::ApiToken {
-                display_name: "checker".into(),
-                extra_permissions: vec!["permissions.check".into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let secret = checker_token(&app, "alice", &org).await;
     let status = expect_code(
         app.orgs(Some(&secret))
             .await

@@ -273,22 +273,7 @@ async fn only_services_ask_permission_service_and_api_tokens_keep_their_own_chec
     join(&app, "alice", &acme, "bob", &["developer"])
         .await
         .unwrap();
-    let secret = pb::token_service_client::TokenServiceClient::with_interceptor(
-        app.channel().await,
-        Bearer::new(Some(&user_token("alice"))),
-    )
-    .create_api_token(pb::CreateApiTokenRequest {
-        parent: acme.name.clone(),
-        api_token: Some(pb::ApiToken {
-            display_name: "checker".into(),
-            extra_permissions: vec!["permissions.check".into()],
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .secret;
+    let secret = checker_token(&app, "alice", &acme).await;
 
     for token in [user_token("alice"), secret.clone()] {
         let mut client = app.permissions(&token).await;

@@ -586,6 +586,28 @@ pub fn violated_field(status: &Status) -> String {
     details.field_violations[0].field.clone()
 }
 
+/// The secret of a new API token of `org`, created by `owner`, holding
+/// `permissions.check` and nothing else: how a backend service asks
+/// OrgService.CheckPermission about one organization.
+pub async fn checker_token(app: &TestApp, owner: &str, org: &pb::Organization) -> String {
+    pb::token_service_client::TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token(owner))),
+    )
+    .create_api_token(pb::CreateApiTokenRequest {
+        parent: org.name.clone(),
+        api_token: Some(pb::ApiToken {
+            display_name: "checker".into(),
+            extra_permissions: vec!["permissions.check".into()],
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .secret
+}
+
 /// buf's CLI from npm, installed beside the project if it is not there yet.
 pub fn buf(project: &std::path::Path) -> PathBuf {
     let buf = project.join("node_modules/.bin/buf");
