@@ -4,48 +4,17 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
+use common::logged::LoggedOrgd;
 use common::*;
 use orgd::pb;
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn connect(addr: &str) -> Channel {
-    for _ in 0..300 {
-        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("orgd did not start listening on {addr}");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_call_gets_one_access_line_with_its_code_and_duration() {
     let db_url = fresh_database().await;
-    let dir = scratch_dir("access-log");
-    let log_path = dir.join("orgd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let addr = free_local_addr();
-    let mut orgd = Command::new(env!("CARGO_BIN_EXE_orgd"))
-        .args(["serve", "--listen", &addr, "--log-format", "json"])
-        .args(["--jwt-secret", SECRET, "--jwt-issuer", ISSUER])
-        .args(["--jwt-audience", AUDIENCE, "--shutdown-grace", "2s"])
-        .env("DATABASE_URL", &db_url)
-        .env_remove("RUST_LOG")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let channel = connect(&addr).await;
+    // At the default level (info), in JSON.
+    let orgd = LoggedOrgd::start(&db_url, &["--log-format", "json"], "info");
+    let channel = orgd.channel().await;
     let token = user_token("alice");
     let mut orgs = pb::org_service_client::OrgServiceClient::with_interceptor(
         channel.clone(),
@@ -69,9 +38,7 @@ async fn every_call_gets_one_access_line_with_its_code_and_duration() {
         Code::Unauthenticated,
     );
 
-    unsafe { libc::kill(orgd.id() as i32, libc::SIGTERM) };
-    assert!(orgd.wait().unwrap().success());
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = orgd.stop();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

@@ -7,17 +7,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
+use common::logged::LoggedOrgd;
 use common::*;
 use orgd::pb::{
     self, billing_service_client::BillingServiceClient, org_service_client::OrgServiceClient,
     resource_service_client::ResourceServiceClient, token_service_client::TokenServiceClient,
 };
 use prost_types::FieldMask;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Test card numbers (they pass every card rule), as people type them.
@@ -79,57 +75,6 @@ fn assert_no_card_number(text: &str, what: &str) {
     }
 }
 
-/// The real binary, logging at debug level into a file.
-struct LoggedOrgd {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-}
-
-impl LoggedOrgd {
-    fn start(db_url: &str) -> LoggedOrgd {
-        let dir = std::env::temp_dir().join(format!("orgd-cards-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("orgd.log")).unwrap();
-        let addr = common::free_local_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
-            .args(["serve", "--listen", &addr, "--jwt-secret", SECRET])
-            .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
-            .args(["--shutdown-grace", "2s"])
-            .env("DATABASE_URL", db_url)
-            .env("RUST_LOG", "debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        LoggedOrgd { child, addr, dir }
-    }
-
-    async fn channel(&self) -> Channel {
-        for _ in 0..300 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
-                return channel;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("orgd did not start listening on {}", self.addr);
-    }
-
-    /// Stops orgd, so that its log is complete, and returns the log.
-    fn stop(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(self.child.wait().unwrap().success());
-        let log = std::fs::read_to_string(self.dir.join("orgd.log")).unwrap();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        log
-    }
-}
-
 /// Asserts a card-number refusal naming `field`, and that it repeats no number.
 fn assert_refused(result: Result<(), Status>, field: &str) {
     let status = expect_code(result, Code::InvalidArgument);
@@ -144,7 +89,7 @@ fn assert_refused(result: Result<(), Status>, field: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn card_numbers_are_refused_in_free_text_and_never_echoed_stored_or_logged() {
     let db_url = fresh_database().await;
-    let orgd = LoggedOrgd::start(&db_url);
+    let orgd = LoggedOrgd::start(&db_url, &[], "debug");
     let channel = orgd.channel().await;
     let bearer = Bearer::new(Some(&user_token("alice")));
     let mut orgs = OrgServiceClient::with_interceptor(channel.clone(), bearer.clone());
