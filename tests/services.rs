@@ -83,6 +83,23 @@ async fn a_service_is_told_who_it_is_and_reads_memberships_by_subject() {
         service.create_organization(new_org("Service Org")).await,
         Code::PermissionDenied,
     );
+    // The organization-token check points a service to its own.
+    let status = expect_code(
+        service
+            .check_permission(pb::CheckPermissionRequest {
+                user: "subjects/alice".into(),
+                organization: acme.name.clone(),
+                permission: "org.read".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        status
+            .message()
+            .contains("PermissionService/CheckPermission"),
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -262,8 +262,14 @@ async fn admit<'p>(
             )));
         }
         (_, Caller::Service(service)) => {
+            // A service asking an organization's question has its own method.
+            let instead = if path.ends_with("/CheckPermission") {
+                "; services ask orgd.v1.PermissionService/CheckPermission, for any organization"
+            } else {
+                ""
+            };
             return Err(Error::PermissionDenied(format!(
-                "{path} needs a user token; {} is a service",
+                "{path} needs a user token; {} is a service{instead}",
                 service.name()
             )));
         }
