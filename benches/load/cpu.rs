@@ -1,5 +1,6 @@
-//! CPU time of the three processes that share the machine: orgd, PostgreSQL
-//! (the postmaster and every backend and helper it forked) and this load
+//! CPU time of the three processes that share the machine: the server under
+//! load (orgd, or the peer measured next to it, Cerbos), PostgreSQL (the
+//! postmaster and every backend and helper it forked) and this load
 //! generator. It shows where a call's cost goes, and how busy the cores were
 //! while latency was measured.
 
@@ -9,14 +10,15 @@ use std::time::Duration;
 /// CPU time (user + system) used by each process group.
 #[derive(Clone, Copy, Default)]
 pub struct CpuTime {
-    pub orgd: Duration,
+    /// orgd, or the peer a Cerbos workload drives.
+    pub server: Duration,
     pub postgres: Duration,
     pub generator: Duration,
 }
 
 impl CpuTime {
     pub fn total(&self) -> Duration {
-        self.orgd + self.postgres + self.generator
+        self.server + self.postgres + self.generator
     }
 }
 
@@ -24,7 +26,7 @@ impl Add for CpuTime {
     type Output = CpuTime;
     fn add(self, other: CpuTime) -> CpuTime {
         CpuTime {
-            orgd: self.orgd + other.orgd,
+            server: self.server + other.server,
             postgres: self.postgres + other.postgres,
             generator: self.generator + other.generator,
         }
@@ -35,7 +37,7 @@ impl Sub for CpuTime {
     type Output = CpuTime;
     fn sub(self, earlier: CpuTime) -> CpuTime {
         CpuTime {
-            orgd: self.orgd.saturating_sub(earlier.orgd),
+            server: self.server.saturating_sub(earlier.server),
             postgres: self.postgres.saturating_sub(earlier.postgres),
             generator: self.generator.saturating_sub(earlier.generator),
         }
@@ -45,7 +47,7 @@ impl Sub for CpuTime {
 /// Reads the processes' CPU time from /proc.
 #[derive(Clone, Copy)]
 pub struct CpuMeter {
-    orgd: u32,
+    server: u32,
     postmaster: u32,
     generator: u32,
     /// Clock ticks per second, the unit of /proc/<pid>/stat.
@@ -53,7 +55,8 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
-    pub fn new(orgd: u32, postmaster: u32) -> Self {
+    /// Meters `server` (orgd's pid, or Cerbos's), PostgreSQL and this process.
+    pub fn new(server: u32, postmaster: u32) -> Self {
         // SAFETY: sysconf only reads a configuration value.
         let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
             ticks if ticks > 0 => ticks as f64,
@@ -61,7 +64,7 @@ impl CpuMeter {
             _ => 100.0,
         };
         CpuMeter {
-            orgd,
+            server,
             postmaster,
             generator: std::process::id(),
             ticks,
@@ -91,7 +94,7 @@ impl CpuMeter {
         let seconds = |ticks: f64| Duration::from_secs_f64(ticks / self.ticks);
         let own = |pid| stat(pid).map_or(0.0, |stat| stat.ticks);
         CpuTime {
-            orgd: seconds(own(self.orgd)),
+            server: seconds(own(self.server)),
             postgres: seconds(postgres),
             generator: seconds(own(self.generator)),
         }

@@ -46,13 +46,13 @@ impl Run {
         self.latencies_us.len() as f64 / self.measured.as_secs_f64()
     }
 
-    /// CPU time per answered request, in microseconds: orgd, PostgreSQL and
-    /// the load generator.
+    /// CPU time per answered request, in microseconds: the server (orgd, or
+    /// Cerbos for its workloads), PostgreSQL and the load generator.
     pub fn cpu_per_call_us(&self) -> [f64; 3] {
         let calls = self.latencies_us.len().max(1) as f64;
         let us = |time: Duration| time.as_secs_f64() * 1e6 / calls;
         [
-            us(self.cpu.orgd),
+            us(self.cpu.server),
             us(self.cpu.postgres),
             us(self.cpu.generator),
         ]

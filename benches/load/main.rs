@@ -13,7 +13,12 @@
 //! every dataset in turn, and a last table sets the costs per call side by
 //! side. `--explain` prints the plans of the hot statements instead of
 //! measuring (`explain.rs`).
+//!
+//! Cerbos, a stateless policy decision point, runs next to orgd as a peer
+//! (`cerbos.rs`); its CheckResources workload is measured like orgd's checks,
+//! and a last table per dataset sets orgd's checks against it.
 
+mod cerbos;
 mod cpu;
 mod dataset;
 mod drive;
@@ -79,7 +84,9 @@ struct Args {
     /// Organizations whose API token the CheckPermission callers use.
     #[arg(long, default_value_t = 100)]
     service_tokens: usize,
-    /// Run only these workloads (default: all).
+    /// Run only these workloads (default: all). `cerbos-check` is the peer,
+    /// Cerbos, installed with npm on first use (where it cannot be, it is
+    /// skipped, saying so).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Instead of measuring, print EXPLAIN (ANALYZE, BUFFERS) of every
@@ -159,6 +166,30 @@ struct Site {
     channels: Vec<Channel>,
     fixture: Arc<Fixture>,
     meter: CpuMeter,
+    /// Cerbos, when its workload is selected and it could be installed.
+    cerbos: Option<Peer>,
+}
+
+/// The Cerbos process (one for every dataset), with this site's connections
+/// to it and a meter of its CPU time.
+struct Peer {
+    server: Arc<cerbos::Cerbos>,
+    channels: Vec<Channel>,
+    meter: CpuMeter,
+}
+
+impl Site {
+    /// The connections, CPU meter and address `workload` drives: orgd's, or
+    /// Cerbos's.
+    fn target(&self, workload: Workload) -> (&[Channel], CpuMeter, &str) {
+        match &self.cerbos {
+            Some(peer) if workload.is_cerbos() => (&peer.channels, peer.meter, &peer.server.addr),
+            _ => {
+                assert!(!workload.is_cerbos(), "Cerbos workloads run with Cerbos");
+                (&self.channels, self.meter, &self.server.addr)
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -250,6 +281,9 @@ async fn explain_at(args: &Args, pg: &EmbeddedPostgres, sites: &[Site]) -> anyho
 async fn measure_at(args: &Args, sites: &[Site]) -> anyhow::Result<()> {
     let mut rows: Vec<Vec<Row>> = sites.iter().map(|_| Vec::new()).collect();
     for workload in Workload::ALL {
+        if workload.is_cerbos() && sites.iter().any(|site| site.cerbos.is_none()) {
+            continue;
+        }
         if args.selected(workload) {
             for (i, row) in measure(args, sites, workload)
                 .await?
@@ -325,6 +359,13 @@ async fn prepare(
             );
         }
     }
+    // One Cerbos for every dataset: its policy is the catalogue, which the
+    // migrations make the same in each.
+    let cerbos = if args.selected(Workload::CerbosCheck) && !args.explain {
+        start_cerbos(work, &seeded[0].3).await?
+    } else {
+        None
+    };
     let mut sites = Vec::new();
     for (scale, database, url, db, data, seeding) in seeded {
         let counts = data.counts.clone();
@@ -336,9 +377,22 @@ async fn prepare(
             Duration::from_secs(5),
         )
         .await?;
+        let roles = match &cerbos {
+            Some((_, catalogue)) => Some(cerbos::Roles::read(&db, &data, catalogue).await?),
+            None => None,
+        };
         let mut fixture = Fixture::new(data, store)?;
         fixture.tokens = service_tokens(&channels[0], &fixture, args.service_tokens).await?;
+        fixture.cerbos_roles = roles;
         let meter = CpuMeter::new(server.child.id(), u32::try_from(pg.pid())?);
+        let peer = match &cerbos {
+            Some((server, _)) => Some(Peer {
+                server: server.clone(),
+                channels: connect(&server.addr, args.connections).await?,
+                meter: CpuMeter::new(server.pid(), u32::try_from(pg.pid())?),
+            }),
+            None => None,
+        };
         sites.push(Site {
             tag: if several {
                 format!(" at {scale}")
@@ -354,9 +408,29 @@ async fn prepare(
             channels,
             fixture: Arc::new(fixture),
             meter,
+            cerbos: peer,
         });
     }
     Ok(sites)
+}
+
+/// Installs (once) and starts Cerbos with the policy of `db`'s catalogue, and
+/// checks that it decides as orgd would; `None` where it cannot be installed.
+async fn start_cerbos(
+    work: &std::path::Path,
+    db: &tokio_postgres::Client,
+) -> anyhow::Result<Option<(Arc<cerbos::Cerbos>, cerbos::Catalogue)>> {
+    let Some(binary) = tokio::task::spawn_blocking(cerbos::install).await? else {
+        return Ok(None);
+    };
+    let catalogue = cerbos::Catalogue::read(db).await?;
+    eprintln!("bench: starting Cerbos {}", cerbos::VERSION);
+    let server = cerbos::Cerbos::start(&binary, &catalogue, &work.join("cerbos"))?;
+    let probe = connect(&server.addr, 1)
+        .await
+        .with_context(|| format!("Cerbos's log: {}", work.join("cerbos/cerbos.log").display()))?;
+    cerbos::Cerbos::check_decisions(&probe[0], &catalogue).await?;
+    Ok(Some((Arc::new(server), catalogue)))
 }
 
 /// What one dataset's rounds of a workload add up to.
@@ -475,19 +549,21 @@ async fn saturate(
     salt: u64,
 ) -> anyhow::Result<(Run, Profile)> {
     let (label, name) = match path {
+        Path::Rpc if workload.is_cerbos() => ("through Cerbos", "Cerbos"),
         Path::Rpc => ("through orgd", "orgd"),
         Path::Direct => ("as direct SQL", "direct SQL"),
     };
     eprintln!("bench: {} {label}", workload.label());
     reset_statements(&site.db).await?;
+    let (channels, meter, _) = site.target(workload);
     let measured = drive::run(
-        callers(&site.channels, &site.fixture, args.callers, salt),
+        callers(channels, &site.fixture, args.callers, salt),
         workload,
         path,
         Pace::Closed,
         args.warmup,
         args.duration,
-        site.meter,
+        meter,
     )
     .await;
     let ran = statements(&site.db, measured.requests).await?;
@@ -500,6 +576,12 @@ async fn saturate(
 async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> anyhow::Result<Row> {
     let saturated = Run::pooled(tally.saturated);
     let direct = (!tally.direct.is_empty()).then(|| Run::pooled(tally.direct));
+    let (channels, meter, addr) = site.target(workload);
+    let server = if workload.is_cerbos() {
+        "Cerbos"
+    } else {
+        "orgd"
+    };
     let one_connection = if matches!(
         workload,
         Workload::GetOrganization
@@ -507,23 +589,24 @@ async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> a
             | Workload::ServiceCheck
             | Workload::ServiceBatch10
             | Workload::ServiceBatch100
+            | Workload::CerbosCheck
     ) {
         eprintln!(
-            "bench: {}{} through orgd on one connection",
+            "bench: {}{} through {server} on one connection",
             workload.label(),
             site.tag
         );
         let measured = drive::run(
-            callers(&site.channels[..1], &site.fixture, args.callers, 1),
+            callers(&channels[..1], &site.fixture, args.callers, 1),
             workload,
             Path::Rpc,
             Pace::Closed,
             args.warmup,
             args.duration,
-            site.meter,
+            meter,
         )
         .await;
-        check_errors(workload, "orgd on one connection", &measured)?;
+        check_errors(workload, &format!("{server} on one connection"), &measured)?;
         eprintln!(
             "bench:   one connection / {}: {:.0}%",
             args.connections,
@@ -540,16 +623,8 @@ async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> a
         workload.label(),
         site.tag
     );
-    let half_rate = open_loop(
-        args,
-        &site.server.addr,
-        &site.fixture,
-        site.meter,
-        workload,
-        rate,
-    )
-    .await?;
-    check_errors(workload, "orgd at half rate", &half_rate)?;
+    let half_rate = open_loop(args, addr, &site.fixture, meter, workload, rate).await?;
+    check_errors(workload, &format!("{server} at half rate"), &half_rate)?;
     Ok(Row {
         workload,
         saturated,
@@ -764,7 +839,7 @@ async fn service_tokens(
     Ok(tokens)
 }
 
-/// `count` HTTP/2 connections to orgd at `addr`, once it answers.
+/// `count` HTTP/2 connections to orgd (or Cerbos) at `addr`, once it answers.
 async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Channel::from_shared(format!("http://{addr}"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -774,7 +849,7 @@ async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
             Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(err) => bail!("orgd did not start listening on {addr}: {err}"),
+            Err(err) => bail!("nothing started listening on {addr}: {err}"),
         }
     };
     let mut channels = vec![first];
@@ -820,16 +895,16 @@ impl Server {
             addr: addr.to_string(),
         })
     }
+}
 
-    /// The server's peak resident set (VmHWM), in KiB.
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/<pid>/status")
-    }
+/// A process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/<pid>/status")
 }
 
 impl Drop for Server {
@@ -930,7 +1005,7 @@ fn print_report(args: &Args, site: &Site, rows: &[Row], headed: bool) -> anyhow:
     println!();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "CPU time per call in µs, orgd + PostgreSQL + load generator = total, and the cores the three kept busy (of {cores}):"
+        "CPU time per call in µs, orgd + PostgreSQL + load generator = total, and the cores the three kept busy (of {cores}); in Cerbos's row, Cerbos's own in orgd's place:"
     );
     println!();
     println!("| RPC | saturated through orgd | direct SQL | at half rate |");
@@ -947,12 +1022,94 @@ fn print_report(args: &Args, site: &Site, rows: &[Row], headed: bool) -> anyhow:
     if let Some(mixed) = rows.iter().find(|row| row.workload == Workload::Mixed) {
         print_by_rpc(mixed);
     }
+    if let Some(cerbos) = rows.iter().find(|row| row.workload.is_cerbos()) {
+        print_vs_cerbos(args, rows, cerbos);
+    }
     println!();
     println!(
         "orgd peak RSS (VmHWM): {:.1} MiB",
-        site.server.peak_rss_kib()? as f64 / 1024.0
+        peak_rss_kib(site.server.child.id())? as f64 / 1024.0
     );
+    if let Some(peer) = &site.cerbos {
+        println!(
+            "Cerbos peak RSS (VmHWM): {:.1} MiB",
+            peak_rss_kib(peer.server.pid())? as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// orgd's checks against Cerbos's (issue 19): checks answered per second (a
+/// batch call's items counted), saturated on all connections and on one, over
+/// Cerbos's single checks; the p99 at half the saturation rate; CPU time per
+/// check. Cerbos is told the roles; orgd reads them from PostgreSQL.
+fn print_vs_cerbos(args: &Args, rows: &[Row], cerbos: &Row) {
+    const P99_TARGET_MS: f64 = 5.0;
+    let checks = |row: &Row| row.workload.batch_size().unwrap_or(1) as f64;
+    let one = |row: &Row| row.one_connection.as_ref().map(Run::rps);
+    let ratio = |ours: f64, theirs: f64| format!("{:.2}×", ours / theirs);
+    println!();
+    println!(
+        "orgd's checks against Cerbos's CheckResources (one check per call, roles passed in; same callers, {} connections and one), checks/s counting each item of a batch; targets (issue 19): a service's single check ≥ 1.3× Cerbos's checks/s, items of 100-check batches ≥ 20× Cerbos's single checks/s, p99 < {P99_TARGET_MS} ms at half the saturation rate:",
+        args.connections
+    );
+    println!();
+    println!(
+        "| RPC | checks/s | ÷ Cerbos | target | one connection: checks/s | ÷ Cerbos's | half-rate p99 ms | CPU µs per check (server + PostgreSQL) |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|");
+    let theirs = cerbos.saturated.rps();
+    let theirs_one = one(cerbos);
+    for row in rows.iter().filter(|row| {
+        matches!(
+            row.workload,
+            Workload::CheckPermission
+                | Workload::ServiceCheck
+                | Workload::ServiceBatch10
+                | Workload::ServiceBatch100
+                | Workload::CerbosCheck
+        )
+    }) {
+        let ours = row.saturated.rps() * checks(row);
+        let p99 = row.half_rate.quantile_ms(0.99);
+        let target = match row.workload {
+            Workload::ServiceCheck => Some(1.3),
+            Workload::ServiceBatch100 => Some(20.0),
+            _ => None,
+        };
+        let target = match target {
+            Some(target) => format!(
+                "≥ {target}×: {}; p99: {}",
+                if ours / theirs >= target {
+                    "met"
+                } else {
+                    "not met"
+                },
+                if p99 < P99_TARGET_MS {
+                    "met"
+                } else {
+                    "not met"
+                }
+            ),
+            None => "—".into(),
+        };
+        let (one_checks, one_ratio) = match (one(row), theirs_one) {
+            (Some(ours), Some(theirs)) => (
+                format!("{:.0}", ours * checks(row)),
+                ratio(ours * checks(row), theirs),
+            ),
+            _ => ("—".into(), "—".into()),
+        };
+        let [server, postgres, _] = row.saturated.cpu_per_call_us();
+        println!(
+            "| {} | {ours:.0} | {} | {target} | {one_checks} | {one_ratio} | {p99:.2} | {:.1} + {:.1} = {:.1} |",
+            row.workload.label(),
+            ratio(ours, theirs),
+            server / checks(row),
+            postgres / checks(row),
+            (server + postgres) / checks(row),
+        );
+    }
 }
 
 /// Every dataset's cost per call side by side (issue 20): CPU time through

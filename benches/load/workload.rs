@@ -13,9 +13,11 @@ use orgd::pb::permission_service_client::PermissionServiceClient;
 use orgd::store::Store;
 use orgd::store::checks::Question;
 use orgd::store::users::Identity;
+use tonic::client::Grpc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use crate::cerbos::{self, Roles};
 use crate::dataset::Dataset;
 
 pub const JWT_SECRET: &str = "orgd-bench-secret-not-for-production";
@@ -42,6 +44,10 @@ pub enum Workload {
     ServiceBatch10,
     /// PermissionService.CheckPermissions of 100 checks, likewise.
     ServiceBatch100,
+    /// Cerbos's CheckResources (a peer, not orgd): the service workload's
+    /// questions, one resource and action per call, the principal's roles in
+    /// the request (`cerbos.rs`).
+    CerbosCheck,
     GetOrganization,
     ListMembers,
     /// 80% reads (CheckPermission, GetOrganization, ListMembers) and 20% writes
@@ -50,11 +56,12 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::CheckPermission,
         Workload::ServiceCheck,
         Workload::ServiceBatch10,
         Workload::ServiceBatch100,
+        Workload::CerbosCheck,
         Workload::GetOrganization,
         Workload::ListMembers,
         Workload::Mixed,
@@ -62,7 +69,12 @@ impl Workload {
 
     /// Whether the workload's calls also run as direct SQL (the reads).
     pub fn has_direct_path(self) -> bool {
-        !matches!(self, Workload::Mixed)
+        !matches!(self, Workload::Mixed | Workload::CerbosCheck)
+    }
+
+    /// Whether the workload drives Cerbos instead of orgd.
+    pub fn is_cerbos(self) -> bool {
+        self == Workload::CerbosCheck
     }
 
     pub fn label(self) -> &'static str {
@@ -71,6 +83,7 @@ impl Workload {
             Workload::ServiceCheck => "CheckPermission (service)",
             Workload::ServiceBatch10 => "CheckPermissions (service, 10 checks/call)",
             Workload::ServiceBatch100 => "CheckPermissions (service, 100 checks/call)",
+            Workload::CerbosCheck => "Cerbos CheckResources (peer, 1 check/call)",
             Workload::GetOrganization => "GetOrganization",
             Workload::ListMembers => "ListMembers (50/page)",
             Workload::Mixed => "Mixed 80% read / 20% write",
@@ -78,7 +91,7 @@ impl Workload {
     }
 
     /// The checks of one CheckPermissions call of a batch workload.
-    fn batch_size(self) -> Option<usize> {
+    pub fn batch_size(self) -> Option<usize> {
         match self {
             Workload::ServiceBatch10 => Some(10),
             Workload::ServiceBatch100 => Some(100),
@@ -93,6 +106,7 @@ pub enum Rpc {
     CheckPermission,
     ServiceCheck,
     CheckPermissions,
+    CerbosCheck,
     GetOrganization,
     ListMembers,
     UpdateOrganization,
@@ -125,6 +139,8 @@ pub struct Fixture {
     pub tokens: Vec<ServiceToken>,
     /// `Bearer <jwt>` of the backend service `SERVICE_SUBJECT`.
     pub service_bearer: MetadataValue<Ascii>,
+    /// Members' roles as the Cerbos callers pass them, when Cerbos runs.
+    pub cerbos_roles: Option<Roles>,
     /// Indexes of the teams with more than a page of members.
     pub large_teams: Vec<usize>,
     pub store: Store,
@@ -161,6 +177,7 @@ impl Fixture {
             data,
             bearers,
             tokens: Vec::new(),
+            cerbos_roles: None,
             large_teams,
             store,
         })
@@ -227,6 +244,8 @@ pub struct Caller {
     orgs: OrgServiceClient<Channel>,
     members: MemberServiceClient<Channel>,
     permissions: PermissionServiceClient<Channel>,
+    /// Cerbos's CheckResources, when the channel is Cerbos's.
+    cerbos: Grpc<Channel>,
     fixture: Arc<Fixture>,
     pick: Picker,
     /// The direct path's store, when not the fixture's (see `using`).
@@ -242,6 +261,8 @@ enum Call {
     },
     /// Questions of a backend service: (team, user, permission) each.
     ServiceChecks(Vec<(usize, usize, &'static str)>),
+    /// The same question to Cerbos: (team, user, permission).
+    Cerbos(usize, usize, &'static str),
     Get {
         team: usize,
         user: usize,
@@ -267,6 +288,7 @@ impl Call {
             Call::Check { .. } => Rpc::CheckPermission,
             Call::ServiceChecks(questions) if questions.len() == 1 => Rpc::ServiceCheck,
             Call::ServiceChecks(_) => Rpc::CheckPermissions,
+            Call::Cerbos(..) => Rpc::CerbosCheck,
             Call::Get { .. } => Rpc::GetOrganization,
             Call::List { .. } => Rpc::ListMembers,
             Call::UpdateOrg { .. } => Rpc::UpdateOrganization,
@@ -280,7 +302,8 @@ impl Caller {
         Caller {
             orgs: OrgServiceClient::new(channel.clone()),
             members: MemberServiceClient::new(channel.clone()),
-            permissions: PermissionServiceClient::new(channel),
+            permissions: PermissionServiceClient::new(channel.clone()),
+            cerbos: Grpc::new(channel),
             fixture,
             pick: Picker::new(seed),
             store: None,
@@ -352,6 +375,10 @@ impl Caller {
             Workload::ServiceCheck | Workload::ServiceBatch10 | Workload::ServiceBatch100 => {
                 let size = workload.batch_size().unwrap_or(1);
                 Call::ServiceChecks((0..size).map(|_| service_question(pick)).collect())
+            }
+            Workload::CerbosCheck => {
+                let (team, user, permission) = service_question(pick);
+                Call::Cerbos(team, user, permission)
             }
             Workload::GetOrganization => get(pick),
             Workload::ListMembers => list(pick),
@@ -448,6 +475,21 @@ impl Caller {
                     if answers.count() != questions.len() {
                         return Err(tonic::Status::internal("expected an answer to every check"));
                     }
+                }
+            }
+            Call::Cerbos(team, user, permission) => {
+                let roles = fixture
+                    .cerbos_roles
+                    .as_ref()
+                    .expect("Cerbos workloads run with members' roles")
+                    .of(team, user);
+                let subject = &fixture.data.users[user].subject;
+                let effect =
+                    cerbos::check(&mut self.cerbos, subject, roles, slug(team), permission).await?;
+                if effect != cerbos::EFFECT_ALLOW && effect != cerbos::EFFECT_DENY {
+                    return Err(tonic::Status::internal(format!(
+                        "Cerbos answered effect {effect}"
+                    )));
                 }
             }
             Call::Get { team, user } => {
@@ -575,8 +617,8 @@ impl Caller {
                     .list_members(org.id, PageRequest::parse(50, "")?)
                     .await?;
             }
-            Call::UpdateOrg { .. } | Call::UpdateMember { .. } => {
-                unreachable!("only read workloads run directly")
+            Call::UpdateOrg { .. } | Call::UpdateMember { .. } | Call::Cerbos(..) => {
+                unreachable!("only orgd's read workloads run directly")
             }
         }
         Ok(rpc)
