@@ -88,14 +88,19 @@ fn amount(money: &Option<pb::Money>) -> i64 {
 /// into the past, as if that month had gone by: the period has now ended.
 async fn let_a_month_pass(app: &TestApp, org: &pb::Organization) {
     let id: uuid::Uuid = org.uid.parse().unwrap();
-    for statement in [
-        "UPDATE subscriptions SET period_start = period_start - interval '1 month',
-                period_end = period_end - interval '1 month' WHERE org_id = $1",
-        "UPDATE subscription_segments SET starts_at = starts_at - interval '1 month'
-         WHERE org_id = $1",
-    ] {
-        app.db.execute(statement, &[&id]).await.unwrap();
-    }
+    // One statement, so a billing job running meanwhile never sees the period
+    // moved without its segments (it would close a period of zero days).
+    app.db
+        .execute(
+            "WITH moved AS (
+                 UPDATE subscriptions SET period_start = period_start - interval '1 month',
+                        period_end = period_end - interval '1 month' WHERE org_id = $1)
+             UPDATE subscription_segments SET starts_at = starts_at - interval '1 month'
+             WHERE org_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
