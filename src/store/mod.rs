@@ -12,6 +12,7 @@ pub mod checks;
 mod closing;
 mod connect;
 mod contact_email;
+pub mod events;
 pub mod invitations;
 pub mod invoices;
 mod limits;
