@@ -256,6 +256,17 @@ pub struct ServeArgs {
     /// How often expired deletions are purged.
     #[arg(long, env = "ORGD_PURGE_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     pub purge_interval: Duration,
+    /// How long the change feed keeps events (EventService); older ones are
+    /// deleted with each purge round (--purge-interval).
+    #[arg(long, env = "ORGD_EVENT_RETENTION", default_value = "30days", value_parser = positive_duration)]
+    pub event_retention: Duration,
+    /// How often an idle WatchEvents stream sends a checkpoint.
+    #[arg(long, env = "ORGD_WATCH_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub watch_checkpoint_interval: Duration,
+    /// How often a WatchEvents stream looks for new events when no commit has
+    /// woken it (a wake-up can be lost, e.g. while orgd reconnects to PostgreSQL).
+    #[arg(long, env = "ORGD_WATCH_POLL_INTERVAL", default_value = "500ms", value_parser = positive_duration)]
+    pub watch_poll_interval: Duration,
     /// How often the email outbox is delivered.
     #[arg(long, env = "ORGD_OUTBOX_INTERVAL", default_value = "5s", value_parser = positive_duration)]
     pub outbox_interval: Duration,

@@ -35,6 +35,10 @@ pub enum Error {
     /// A concurrent change won (stale etag, serialization conflict): retry.
     #[error("{0}")]
     Aborted(String),
+    /// A change-feed cursor older than the events kept; `oldest` is the
+    /// oldest cursor that can be read from.
+    #[error("{message}")]
+    CursorExpired { oldest: String, message: String },
     /// The request exceeds a size limit (the code tonic itself uses for this).
     #[error("{0}")]
     TooLarge(String),
@@ -193,6 +197,7 @@ impl Error {
             Error::TokenDeactivated(_) => "TOKEN_DEACTIVATED",
             Error::Aborted(_) | Error::SerializationConflict => "CONCURRENT_CHANGE",
             Error::TooLarge(_) => "REQUEST_TOO_LARGE",
+            Error::CursorExpired { .. } => "CURSOR_EXPIRED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::UnknownMethod(_) => "UNKNOWN_METHOD",
             Error::UnsupportedEncoding(_) => "UNSUPPORTED_ENCODING",
@@ -239,6 +244,10 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::UnknownMethod(_) | Error::UnsupportedEncoding(_) => Code::Unimplemented,
             Error::TooLarge(_) => Code::OutOfRange,
+            Error::CursorExpired { oldest, .. } => {
+                metadata.insert("oldest_cursor".to_owned(), oldest.clone());
+                Code::OutOfRange
+            }
             Error::Internal(_) => Code::Internal,
         };
         details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);

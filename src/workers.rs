@@ -1,5 +1,6 @@
 //! Background work shared safely between replicas: purging organizations whose
-//! restore window ended, and delivering the email outbox.
+//! restore window ended, deleting events past their retention, closing billing
+//! periods, and delivering the email outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,61 @@ pub fn spawn_purger(
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "purging deleted organizations failed; will retry")
+                }
+            }
+        }
+    })
+}
+
+/// Invitation and token expiries one round records at most (each kind).
+const EXPIRY_BATCH: i64 = 500;
+
+/// Records the expiries of invitations and API tokens in the change feed.
+pub fn spawn_expiries(
+    store: Store,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    every(interval, stop, move || {
+        let store = store.clone();
+        async move {
+            let actor = Actor::system(format!("expiry-{}", uuid::Uuid::now_v7()));
+            match store.record_expiries(&actor, EXPIRY_BATCH).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "recorded expired invitations and API tokens"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "recording expiries failed; will retry")
+                }
+            }
+        }
+    })
+}
+
+/// Events one retention round deletes at most, so that a long backlog is
+/// deleted over several rounds rather than in one long transaction.
+const EVENT_PURGE_BATCH: i64 = 10_000;
+
+/// Deletes the change feed's events older than `retention`.
+pub fn spawn_event_retention(
+    store: Store,
+    retention: Duration,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    every(interval, stop, move || {
+        let store = store.clone();
+        async move {
+            let Ok(retention) = chrono::Duration::from_std(retention) else {
+                return;
+            };
+            match store
+                .purge_events(chrono::Utc::now() - retention, EVENT_PURGE_BATCH)
+                .await
+            {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "deleted events past their retention"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "deleting old events failed; will retry")
                 }
             }
         }

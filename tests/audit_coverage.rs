@@ -1,7 +1,8 @@
 //! Every mutating RPC of every service, as listed by the descriptor's policy
 //! table, leaves exactly one activity row (a resource transfer: one in each of
-//! its two organizations; an account deletion: one in each of the account's),
-//! written in the same transaction as the change.
+//! its two organizations; an account deletion: one in each of the account's)
+//! and one event of the change feed beside each, written in the same
+//! transaction as the change; a call that fails leaves neither.
 
 mod common;
 
@@ -16,7 +17,7 @@ use prost_types::FieldMask;
 
 /// RPCs that only read.
 fn reads(method: &str) -> bool {
-    ["Get", "List", "Lookup", "CheckPermission"]
+    ["Get", "List", "Lookup", "CheckPermission", "Watch"]
         .iter()
         .any(|read| method.starts_with(read))
         || ["WhoAmI", "DownloadInvoice"].contains(&method)
@@ -28,11 +29,24 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
-    async fn rows(&self) -> i64 {
-        self.app.count("SELECT 1 FROM activity", &[]).await
+    /// Activity rows, and events with an activity row of the same id, action
+    /// and request id; every event has one (checked at the end).
+    async fn rows(&self) -> (i64, i64) {
+        let activity = self.app.count("SELECT 1 FROM activity", &[]).await;
+        let events = self
+            .app
+            .count(
+                "SELECT 1 FROM events e JOIN activity a ON a.id = e.id
+                 WHERE a.request_id = e.request_id AND a.target = e.subject
+                   AND a.org_id IS NOT DISTINCT FROM e.org_id",
+                &[],
+            )
+            .await;
+        (activity, events)
     }
 
-    /// Runs `call`, the RPC `method`, and checks it wrote `rows` activity rows.
+    /// Runs `call`, the RPC `method`, and checks it wrote `rows` activity rows
+    /// and as many events.
     async fn expect<T>(
         &mut self,
         method: &str,
@@ -44,9 +58,27 @@ impl Audit<'_> {
             .await
             .unwrap_or_else(|status| panic!("{method}: {status:?}"))
             .into_inner();
-        assert_eq!(self.rows().await - before, rows, "{method}'s activity rows");
+        let after = self.rows().await;
+        assert_eq!(after.0 - before.0, rows, "{method}'s activity rows");
+        assert_eq!(after.1 - before.1, rows, "{method}'s events");
         self.covered.insert(method.to_owned());
         result
+    }
+
+    /// Runs `call`, the RPC `method` made to fail, and checks it wrote nothing.
+    async fn refused<T: std::fmt::Debug>(
+        &self,
+        method: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) {
+        let before = self.rows().await;
+        let outcome = call.await;
+        assert!(outcome.is_err(), "{method} should fail: {outcome:?}");
+        assert_eq!(
+            self.rows().await,
+            before,
+            "{method} failed and wrote nothing"
+        );
     }
 
     async fn once<T>(
@@ -110,6 +142,16 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
             orgs.update_organization(update(change, &["contact_email"])),
         )
         .await;
+    // A change refused part-way (a stale etag; an invitation to an address
+    // already invited) writes no activity and no event.
+    let mut stale = org.clone();
+    stale.description = "stale".into();
+    audit
+        .refused(
+            "UpdateOrganization",
+            orgs.update_organization(update(stale, &["description"])),
+        )
+        .await;
     let token = latest_token(&app, "ops@acme.test").await;
     audit
         .once(
@@ -121,6 +163,12 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
     // Invitations and members.
     audit
         .once(
+            "CreateInvitation",
+            members.create_invitation(invite(&org, "bob")),
+        )
+        .await;
+    audit
+        .refused(
             "CreateInvitation",
             members.create_invitation(invite(&org, "bob")),
         )
@@ -429,4 +477,30 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
         .filter(|method| !reads(method))
         .collect();
     assert_eq!(audit.covered, mutating);
+    // Every event is its activity row's twin, typed after the action.
+    let orphans = app
+        .count(
+            "SELECT 1 FROM events e LEFT JOIN activity a ON a.id = e.id WHERE a.id IS NULL",
+            &[],
+        )
+        .await;
+    assert_eq!(orphans, 0, "events without their activity row");
+    let rows = app
+        .db
+        .query(
+            "SELECT DISTINCT a.action, e.type FROM events e JOIN activity a ON a.id = e.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 30, "{} kinds of event", rows.len());
+    for row in rows {
+        let (action, event_type): (String, String) = (row.get(0), row.get(1));
+        let expected = orgd::domain::Action::ALL
+            .iter()
+            .find(|a| a.as_str() == action)
+            .unwrap_or_else(|| panic!("unknown action {action}"))
+            .event_type();
+        assert_eq!(event_type, expected, "{action}");
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod billing;
+pub mod event;
 pub mod member;
 pub mod org;
 pub mod permission;

@@ -256,6 +256,10 @@ async fn admit<'p>(
             service.ensure_may_act_on_accounts(path)?;
             Admitted::ForAccount(user_field, Principal::Service(service))
         }
+        // For any organization: the handler reads which from the request.
+        (Policy::Org(scope), Caller::Service(service)) if scope.services => {
+            Admitted::Caller(Principal::Service(service))
+        }
         (Policy::Service, _) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} is for backend services only"

@@ -42,6 +42,9 @@ pub struct OrgPolicy {
     pub child_resource: bool,
     /// Whether the method also applies to a soft-deleted organization.
     pub allow_deleted: bool,
+    /// Whether backend services may call it too, for any organization (or,
+    /// with the field empty, all): the handler reads which.
+    pub services: bool,
 }
 
 /// The `(orgd.v1.policy)` option as written in the proto.
@@ -196,8 +199,8 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
             "api_tokens applies to authenticated policies only (organization policies always admit tokens)"
         );
     }
-    if services && !authenticated {
-        bail!("services applies to authenticated policies only");
+    if services && !authenticated && permission.is_empty() {
+        bail!("services applies to authenticated and permission policies only");
     }
     if !org_scoped && (!org_field.is_empty() || allow_deleted || child_resource) {
         bail!(
@@ -229,6 +232,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
                 org_field: path,
                 child_resource,
                 allow_deleted,
+                services,
             }))
         }
         (false, false, true, false, false) => Ok(Policy::Authenticated {
@@ -305,6 +309,7 @@ mod tests {
                 org_field: vec!["organization".into(), "name".into()],
                 child_resource: false,
                 allow_deleted: false,
+                services: false,
             }))
         );
     }
@@ -441,7 +446,8 @@ mod tests {
                 own_permission: None,
                 org_field: vec!["name".into()],
                 child_resource: false,
-                allow_deleted: false
+                allow_deleted: false,
+                services: false,
             })
         );
     }

@@ -99,6 +99,7 @@ mod tests {
         "names",
         "parent",
         "organization",
+        "organizations",
         "destination",
         "new_owner",
         "user",
@@ -132,11 +133,13 @@ mod tests {
         "effective_permissions",
         "permission",
         "action",
-        // Tokens orgd issued, etags, page tokens, field masks.
+        "type_prefixes",
+        // Tokens orgd issued, etags, page tokens, field masks, feed cursors.
         "token",
         "etag",
         "page_token",
         "paths",
+        "after",
     ];
 
     /// Every string field of every message a request can hold.

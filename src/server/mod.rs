@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::activity::ActivityApi;
 use crate::api::billing::BillingApi;
+use crate::api::event::{EventApi, WatchSettings};
 use crate::api::member::{MemberApi, MemberSettings};
 use crate::api::org::{OrgApi, OrgSettings};
 use crate::api::permission::PermissionApi;
@@ -36,11 +37,13 @@ use crate::config::{ServeArgs, ServingLimits};
 use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
-    billing_service_server::BillingServiceServer, member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer, permission_service_server::PermissionServiceServer,
+    billing_service_server::BillingServiceServer, event_service_server::EventServiceServer,
+    member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
+    permission_service_server::PermissionServiceServer,
     resource_service_server::ResourceServiceServer, token_service_server::TokenServiceServer,
 };
 use crate::postgres::{EmbeddedPostgres, Tuning};
+use crate::store::events::EventWakeups;
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
@@ -51,7 +54,7 @@ use connections::{ClientConnection, ConnectionLimits};
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 8] = [
+const HEALTH_SERVICES: [&str; 9] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
@@ -60,12 +63,15 @@ const HEALTH_SERVICES: [&str; 8] = [
     "orgd.v1.TokenService",
     "orgd.v1.ResourceService",
     "orgd.v1.PermissionService",
+    "orgd.v1.EventService",
 ];
 
 /// A bound, ready-to-run orgd.
 pub struct App {
     args: ServeArgs,
     listener: TcpListener,
+    /// How orgd connects: the pool's settings, for connections of its own.
+    db: DbConfig,
     store: Store,
     db_probe: DbProbe,
     policies: PolicyTable,
@@ -98,7 +104,7 @@ impl App {
         }
         let db_probe = DbProbe::new(&DbConfig {
             application_name: "orgd-health".to_owned(),
-            ..db
+            ..db.clone()
         });
         let policies = PolicyTable::from_descriptor_set(pb::FILE_DESCRIPTOR_SET, pb::PACKAGE)?;
         for (path, entry) in policies.methods() {
@@ -140,6 +146,7 @@ impl App {
         Ok(App {
             args,
             listener,
+            db,
             store,
             db_probe,
             policies,
@@ -164,6 +171,7 @@ impl App {
         let App {
             args,
             listener,
+            db,
             store,
             db_probe,
             policies,
@@ -179,8 +187,22 @@ impl App {
         let probe = HealthProbe::new(db_probe, health.clone());
         probe.report().await;
         let probe = probe.spawn(stop.clone());
+        let wakeups = EventWakeups::spawn(
+            DbConfig {
+                application_name: "orgd-events".to_owned(),
+                ..db
+            },
+            stop.clone(),
+        );
         let mut workers = vec![
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
+            workers::spawn_expiries(store.clone(), args.purge_interval, stop.clone()),
+            workers::spawn_event_retention(
+                store.clone(),
+                args.event_retention,
+                args.purge_interval,
+                stop.clone(),
+            ),
             workers::spawn_billing(store.clone(), args.billing_interval, stop.clone()),
             workers::spawn_outbox(
                 store.clone(),
@@ -239,7 +261,7 @@ impl App {
         let served = serve_calls(
             limits,
             services.auth(store.clone()),
-            services.routes(store.clone())?,
+            services.routes(store.clone(), wakeups, drain.clone())?,
             incoming,
             signal,
         );
@@ -284,6 +306,7 @@ struct Services {
     verifier: Arc<JwtVerifier>,
     services: ServiceDirectory,
     max_request_bytes: usize,
+    watch: WatchSettings,
     health: HealthServer<HealthService>,
 }
 
@@ -321,6 +344,10 @@ impl Services {
             verifier,
             services,
             max_request_bytes: args.max_request_bytes,
+            watch: WatchSettings {
+                checkpoint_interval: args.watch_checkpoint_interval,
+                poll_interval: args.watch_poll_interval,
+            },
             health,
         }
     }
@@ -336,8 +363,14 @@ impl Services {
         })
     }
 
-    /// orgd's services on `store`, with health and reflection.
-    fn routes(&self, store: Store) -> anyhow::Result<Routes> {
+    /// orgd's services on `store`, with health and reflection; change-feed
+    /// streams follow `wakeups` and end when `draining` turns true.
+    fn routes(
+        &self,
+        store: Store,
+        wakeups: EventWakeups,
+        draining: watch::Receiver<bool>,
+    ) -> anyhow::Result<Routes> {
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -375,7 +408,11 @@ impl Services {
                     .max_decoding_message_size(max_bytes),
             )
             .add_service(
-                PermissionServiceServer::new(PermissionApi::new(store))
+                PermissionServiceServer::new(PermissionApi::new(store.clone()))
+                    .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                EventServiceServer::new(EventApi::new(store, wakeups, self.watch, draining))
                     .max_decoding_message_size(max_bytes),
             ))
     }

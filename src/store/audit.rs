@@ -1,5 +1,6 @@
 //! The activity trail. Every mutation calls `record` inside its own transaction,
-//! so a change and its audit row commit or roll back together.
+//! so a change, its audit row and its event in the change feed commit or roll
+//! back together.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -7,7 +8,9 @@ use uuid::Uuid;
 
 use scoped_futures::ScopedFutureExt;
 
-use super::{Conn, Store, schema::activity};
+use diesel::sql_types::{Jsonb, Nullable, Text, Uuid as SqlUuid};
+
+use super::{Conn, KeepPrepared, Store, schema::activity};
 use crate::domain::{Action, PageRequest, PageToken};
 use crate::error::Result;
 
@@ -74,6 +77,8 @@ fn with_token(details: serde_json::Value, actor: &Actor) -> serde_json::Value {
     }
 }
 
+/// Records a change: its activity row, and its event in the change feed
+/// (`super::events`), in one statement of the change's transaction.
 pub async fn record(
     conn: &Conn,
     actor: &Actor,
@@ -82,19 +87,25 @@ pub async fn record(
     target: &str,
     details: serde_json::Value,
 ) -> Result<()> {
-    diesel::insert_into(activity::table)
-        .values((
-            activity::id.eq(Uuid::now_v7()),
-            activity::org_id.eq(org_id),
-            activity::actor_user_id.eq(actor.user_id),
-            activity::actor.eq(&actor.label),
-            activity::action.eq(action.as_str()),
-            activity::target.eq(target),
-            activity::request_id.eq(&actor.request_id),
-            activity::details.eq(with_token(details, actor)),
-        ))
-        .execute(&mut &*conn)
-        .await?;
+    diesel::sql_query(
+        "WITH trail AS (
+             INSERT INTO activity (id, org_id, actor_user_id, actor, action, target, request_id, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8))
+         INSERT INTO events (id, type, org_id, subject, actor, request_id, data)
+         VALUES ($1, $9, $2, $6, $4, $7, $8)",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Nullable<SqlUuid>, _>(org_id)
+    .bind::<Nullable<SqlUuid>, _>(actor.user_id)
+    .bind::<Text, _>(&actor.label)
+    .bind::<Text, _>(action.as_str())
+    .bind::<Text, _>(target)
+    .bind::<Text, _>(&actor.request_id)
+    .bind::<Jsonb, _>(with_token(details, actor))
+    .bind::<Text, _>(action.event_type())
+    .prepared()
+    .execute(&mut &*conn)
+    .await?;
     Ok(())
 }
 

@@ -12,6 +12,8 @@ pub mod checks;
 mod closing;
 mod connect;
 mod contact_email;
+pub mod events;
+mod expiries;
 pub mod invitations;
 pub mod invoices;
 mod limits;

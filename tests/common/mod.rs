@@ -15,8 +15,9 @@ use clap::Parser;
 use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
 use orgd::pb::{
-    self, billing_service_client::BillingServiceClient, member_service_client::MemberServiceClient,
-    org_service_client::OrgServiceClient, permission_service_client::PermissionServiceClient,
+    self, billing_service_client::BillingServiceClient, event_service_client::EventServiceClient,
+    member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
+    permission_service_client::PermissionServiceClient,
 };
 use orgd::postgres::EmbeddedPostgres;
 use prost_types::FieldMask;
@@ -157,6 +158,7 @@ pub type OrgClient = OrgServiceClient<InterceptedService<Channel, Bearer>>;
 pub type MemberClient = MemberServiceClient<InterceptedService<Channel, Bearer>>;
 pub type BillingClient = BillingServiceClient<InterceptedService<Channel, Bearer>>;
 pub type PermissionClient = PermissionServiceClient<InterceptedService<Channel, Bearer>>;
+pub type EventClient = EventServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// URL of a new, migrated database of the test cluster.
 pub async fn fresh_database() -> String {
@@ -440,6 +442,16 @@ impl TestApp {
     /// A PermissionService client for the configured backend service.
     pub async fn permissions_as_service(&self) -> PermissionClient {
         self.permissions(&service_token()).await
+    }
+
+    /// An EventService client sending `token`.
+    pub async fn events(&self, token: &str) -> EventClient {
+        EventServiceClient::with_interceptor(self.channel().await, Bearer::new(Some(token)))
+    }
+
+    /// An EventService client for the configured backend service.
+    pub async fn events_as_service(&self) -> EventClient {
+        self.events(&service_token()).await
     }
 
     /// Makes `user_id` a member of `org_id` with exactly these roles and grants

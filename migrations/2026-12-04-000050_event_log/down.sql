@@ -1,0 +1,3 @@
+DROP TABLE event_retention;
+DROP TABLE events;
+DROP FUNCTION notify_events();
