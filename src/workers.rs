@@ -37,6 +37,33 @@ where
     })
 }
 
+/// Runs `round` every `interval` (as `every` does), logging how many things
+/// it did, when any (`logged.0`), or that it failed (`logged.1`: what it was
+/// doing); a failed round is simply run again next time.
+fn counted_rounds<F, Fut>(
+    store: Store,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+    logged: (&'static str, &'static str),
+    round: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Store) -> Fut + Send + 'static,
+    Fut: Future<Output = crate::error::Result<usize>> + Send,
+{
+    let (done, doing) = logged;
+    every(interval, stop, move || {
+        let round = round(store.clone());
+        async move {
+            match round.await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "{done}"),
+                Err(err) => tracing::warn!(error = %err, "{doing} failed; will retry"),
+            }
+        }
+    })
+}
+
 /// Hard-deletes organizations whose `purge_time` has passed.
 pub fn spawn_purger(
     store: Store,
@@ -71,19 +98,19 @@ pub fn spawn_expiries(
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    every(interval, stop, move || {
-        let store = store.clone();
-        async move {
+    counted_rounds(
+        store,
+        interval,
+        stop,
+        (
+            "recorded expired invitations and API tokens",
+            "recording expiries",
+        ),
+        |store| async move {
             let actor = Actor::system(format!("expiry-{}", uuid::Uuid::now_v7()));
-            match store.record_expiries(&actor, EXPIRY_BATCH).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "recorded expired invitations and API tokens"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "recording expiries failed; will retry")
-                }
-            }
-        }
-    })
+            store.record_expiries(&actor, EXPIRY_BATCH).await
+        },
+    )
 }
 
 /// Events one retention round deletes at most, so that a long backlog is
@@ -97,24 +124,19 @@ pub fn spawn_event_retention(
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    every(interval, stop, move || {
-        let store = store.clone();
-        async move {
-            let Ok(retention) = chrono::Duration::from_std(retention) else {
-                return;
-            };
-            match store
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    counted_rounds(
+        store,
+        interval,
+        stop,
+        ("deleted events past their retention", "deleting old events"),
+        move |store| async move {
+            let deleted = store
                 .purge_events(chrono::Utc::now() - retention, EVENT_PURGE_BATCH)
-                .await
-            {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "deleted events past their retention"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "deleting old events failed; will retry")
-                }
-            }
-        }
-    })
+                .await?;
+            Ok(deleted as usize)
+        },
+    )
 }
 
 /// Messages one delivery round claims. Small, because they must all be sent
@@ -131,19 +153,16 @@ pub fn spawn_billing(
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    every(interval, stop, move || {
-        let store = store.clone();
-        async move {
+    counted_rounds(
+        store,
+        interval,
+        stop,
+        ("closed billing periods", "closing billing periods"),
+        |store| async move {
             let actor = Actor::system(format!("billing-{}", uuid::Uuid::now_v7()));
-            match store.close_due_periods(&actor, 100).await {
-                Ok(0) => {}
-                Ok(issued) => tracing::info!(issued, "closed billing periods"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "closing billing periods failed; will retry")
-                }
-            }
-        }
-    })
+            store.close_due_periods(&actor, 100).await
+        },
+    )
 }
 
 /// Delivers queued email through `mailer`, retrying failures as `retry` says;
