@@ -5,6 +5,7 @@
 
 pub mod logged;
 pub mod raw;
+pub mod receiver;
 pub mod smtp;
 
 use std::net::SocketAddr;
