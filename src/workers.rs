@@ -64,6 +64,30 @@ pub fn spawn_purger(
     })
 }
 
+/// Invitation and token expiries one round records at most (each kind).
+const EXPIRY_BATCH: i64 = 500;
+
+/// Records the expiries of invitations and API tokens in the change feed.
+pub fn spawn_expiries(
+    store: Store,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    every(interval, stop, move || {
+        let store = store.clone();
+        async move {
+            let actor = Actor::system(format!("expiry-{}", uuid::Uuid::now_v7()));
+            match store.record_expiries(&actor, EXPIRY_BATCH).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "recorded expired invitations and API tokens"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "recording expiries failed; will retry")
+                }
+            }
+        }
+    })
+}
+
 /// Events one retention round deletes at most, so that a long backlog is
 /// deleted over several rounds rather than in one long transaction.
 const EVENT_PURGE_BATCH: i64 = 10_000;

@@ -75,7 +75,11 @@ impl Audit<'_> {
         let before = self.rows().await;
         let outcome = call.await;
         assert!(outcome.is_err(), "{method} should fail: {outcome:?}");
-        assert_eq!(self.rows().await, before, "{method} failed and wrote nothing");
+        assert_eq!(
+            self.rows().await,
+            before,
+            "{method} failed and wrote nothing"
+        );
     }
 
     async fn once<T>(

@@ -170,9 +170,15 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
         .into_inner();
     assert!(!ours.events.is_empty());
     for event in &ours.events {
-        assert_eq!(attribute(event, "organization"), format!("organizations/{}", acme.uid));
+        assert_eq!(
+            attribute(event, "organization"),
+            format!("organizations/{}", acme.uid)
+        );
         let cloud = event.cloud_event.as_ref().unwrap();
-        assert_eq!((cloud.spec_version.as_str(), cloud.source.as_str()), ("1.0", "orgd"));
+        assert_eq!(
+            (cloud.spec_version.as_str(), cloud.source.as_str()),
+            ("1.0", "orgd")
+        );
         let Some(pb::cloud_event::Data::TextData(json)) = &cloud.data else {
             panic!("JSON data: {cloud:?}");
         };
@@ -189,7 +195,10 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
         .await;
     expect_code(foreign, Code::NotFound);
     let unnamed = alice.list_events(pb::ListEventsRequest::default()).await;
-    assert_eq!(violated_field(&expect_code(unnamed, Code::InvalidArgument)), "organization");
+    assert_eq!(
+        violated_field(&expect_code(unnamed, Code::InvalidArgument)),
+        "organization"
+    );
     let widened = alice
         .list_events(pb::ListEventsRequest {
             organization: acme.name.clone(),
@@ -208,7 +217,10 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
     // Bad cursors and filters name their field.
     let mut service = app.events_as_service().await;
     let garbage = service.list_events(after("not-a-cursor")).await;
-    assert_eq!(violated_field(&expect_code(garbage, Code::InvalidArgument)), "after");
+    assert_eq!(
+        violated_field(&expect_code(garbage, Code::InvalidArgument)),
+        "after"
+    );
     let misspelt = service
         .list_events(pb::ListEventsRequest {
             filter: Some(pb::EventFilter {
@@ -220,7 +232,11 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
         .await;
     let status = expect_code(misspelt, Code::InvalidArgument);
     assert_eq!(violated_field(&status), "filter.type_prefixes");
-    assert!(status.message().contains("orgd.member.removed.v1"), "{}", status.message());
+    assert!(
+        status.message().contains("orgd.member.removed.v1"),
+        "{}",
+        status.message()
+    );
 
     // A service reads any organizations', filtered by type.
     let both = service
@@ -235,7 +251,11 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
         .await
         .unwrap()
         .into_inner();
-    let mut created: Vec<String> = both.events.iter().map(|e| attribute(e, "subject")).collect();
+    let mut created: Vec<String> = both
+        .events
+        .iter()
+        .map(|e| attribute(e, "subject"))
+        .collect();
     created.sort();
     let mut expected = vec![acme.name.clone(), other.name.clone()];
     expected.sort();
@@ -330,9 +350,15 @@ async fn a_watch_resumes_across_an_orgd_restart_without_a_gap() {
         .await
         .unwrap()
         .into_inner();
-    let next_two = [next_event(&mut resumed).await, next_event(&mut resumed).await];
+    let next_two = [
+        next_event(&mut resumed).await,
+        next_event(&mut resumed).await,
+    ];
     assert_eq!(
-        next_two.iter().map(|e| attribute(e, "subject")).collect::<Vec<_>>(),
+        next_two
+            .iter()
+            .map(|e| attribute(e, "subject"))
+            .collect::<Vec<_>>(),
         [b.name, c.name]
     );
     assert!(seen.cursor < next_two[0].cursor && next_two[0].cursor < next_two[1].cursor);
@@ -363,4 +389,44 @@ async fn events_past_retention_go_and_older_cursors_are_out_of_range() {
         assert!(page.events.is_empty(), "{:?}", page.events);
         assert!(page.next_cursor.as_str() >= last.as_str());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_s_expiry_is_an_event_recorded_once() {
+    let flags = ["--purge-interval", "100ms"];
+    let app = TestApp::spawn_with(&flags).await;
+    let _replica = TestApp::spawn_on(&app.db_url, &flags).await;
+    let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
+    let invited = app
+        .members_as("alice")
+        .await
+        .create_invitation(invitation(&org, "bob@example.com", &["developer"]))
+        .await
+        .unwrap()
+        .into_inner();
+    app.db
+        .execute(
+            "UPDATE invitations SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut feed = app.events_as_service().await;
+    let expired = |events: &[pb::Event]| {
+        events
+            .iter()
+            .filter(|e| event_type(e) == "orgd.invitation.expired.v1")
+            .count()
+    };
+    let read = read_until(&mut feed, "", |events| expired(events) == 1).await;
+    let event = read
+        .iter()
+        .find(|e| event_type(e) == "orgd.invitation.expired.v1")
+        .unwrap();
+    assert_eq!(attribute(event, "subject"), invited.name);
+    assert_eq!(attribute(event, "actor"), "system");
+    // Both replicas keep running their rounds: still one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = read_until(&mut feed, "", |events| !events.is_empty()).await;
+    assert_eq!(expired(&all), 1);
 }

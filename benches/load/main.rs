@@ -23,6 +23,7 @@ mod cpu;
 mod dataset;
 mod drive;
 mod explain;
+mod feed;
 mod scale;
 mod workload;
 
@@ -134,6 +135,9 @@ struct Row {
     /// The same callers on one HTTP/2 connection, as one client channel holds
     /// (GetOrganization and the checks).
     one_connection: Option<Run>,
+    /// The mixed load's writes: from commit to arrival on a WatchEvents stream,
+    /// during the half-rate run.
+    feed: Option<feed::FeedLatency>,
     /// The median over the rounds of orgd's throughput over direct SQL's.
     ratio: Option<f64>,
     statements: Option<(f64, f64)>,
@@ -210,6 +214,8 @@ async fn bench(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     // direct-SQL callers), with query statistics.
     let mut settings = Tuning::new(None, 200).settings();
     settings.push(("shared_preload_libraries", "pg_stat_statements".to_owned()));
+    // The change feed's latency is measured from each event's commit (feed.rs).
+    settings.push(("track_commit_timestamp", "on".to_owned()));
     eprintln!("bench: PostgreSQL settings {settings:?}");
     let pg = tokio::task::spawn_blocking(move || {
         let settings: Vec<(&str, &str)> = settings
@@ -623,8 +629,26 @@ async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> a
         workload.label(),
         site.tag
     );
+    let watch = if workload == Workload::Mixed {
+        let channel = connect(addr, 1).await?.remove(0);
+        Some(feed::FeedWatch::start(channel, site.fixture.service_bearer.clone()).await?)
+    } else {
+        None
+    };
     let half_rate = open_loop(args, addr, &site.fixture, meter, workload, rate).await?;
     check_errors(workload, &format!("{server} at half rate"), &half_rate)?;
+    let feed = match watch {
+        Some(watch) => {
+            tokio::time::sleep(feed::SETTLE).await;
+            let latency = watch.finish(&site.fixture.store).await?;
+            eprintln!(
+                "bench:   change feed: {} events, commit to WatchEvents p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                latency.events, latency.p50_ms, latency.p99_ms, latency.max_ms
+            );
+            Some(latency)
+        }
+        None => None,
+    };
     Ok(Row {
         workload,
         saturated,
@@ -632,6 +656,7 @@ async fn finish(args: &Args, site: &Site, workload: Workload, tally: Tally) -> a
         statements: direct.as_ref().map(|_| tally.statements),
         direct,
         one_connection,
+        feed,
         ratio: median(tally.ratios),
         buffers: tally.buffers,
         cpu_vs_first: median(tally.cpu_vs_first),
@@ -1183,6 +1208,13 @@ fn print_by_rpc(mixed: &Row) {
             100.0 * share,
             ms(saturated),
             ms(half_rate)
+        );
+    }
+    if let Some(feed) = &mixed.feed {
+        println!();
+        println!(
+            "The writes' events, from commit to arrival on a backend service's WatchEvents stream at half rate (target p99 < 50 ms): {} events, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.",
+            feed.events, feed.p50_ms, feed.p99_ms, feed.max_ms
         );
     }
 }

@@ -17,9 +17,7 @@ use crate::auth::Principal;
 use crate::domain::OrgRef;
 use crate::error::{Error, Result};
 use crate::pb::CloudEvent;
-use crate::pb::cloud_event::{
-    CloudEventAttributeValue, Data, cloud_event_attribute_value::Attr,
-};
+use crate::pb::cloud_event::{CloudEventAttributeValue, Data, cloud_event_attribute_value::Attr};
 use crate::pb::{self, event_service_server::EventService};
 use crate::store::Store;
 use crate::store::events::{Cursor, Event, EventFilter, EventWakeups};
@@ -80,7 +78,8 @@ impl EventApi {
         let org_ids = match &context.principal {
             Principal::Service(service) => {
                 service.ensure_sees_everything("the change feed")?;
-                self.service_orgs(organization, &wanted.organizations).await?
+                self.service_orgs(organization, &wanted.organizations)
+                    .await?
             }
             Principal::User(_) | Principal::ApiToken(_) => {
                 if !wanted.organizations.is_empty() {
@@ -127,7 +126,12 @@ impl EventApi {
                     self.store
                         .find_org(&org_ref)
                         .await?
-                        .ok_or_else(|| Error::NotFound(format!("{field}: organization {} not found", org_ref.name())))?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "{field}: organization {} not found",
+                                org_ref.name()
+                            ))
+                        })?
                         .id
                 }
             };
@@ -167,7 +171,10 @@ pub fn cloud_event(event: Event) -> pb::Event {
                 attr: Some(Attr::CeTimestamp(timestamp(event.time))),
             },
         ),
-        ("datacontenttype".to_owned(), string("application/json".into())),
+        (
+            "datacontenttype".to_owned(),
+            string("application/json".into()),
+        ),
         ("actor".to_owned(), string(event.actor)),
         ("requestid".to_owned(), string(event.request_id)),
     ]);
@@ -292,21 +299,27 @@ impl Follow {
                     .is_none_or(|sent| sent.elapsed() >= self.settings.checkpoint_interval);
                 if checkpoint_due {
                     let message = pb::WatchEventsResponse {
-                        kind: Some(pb::watch_events_response::Kind::Checkpoint(pb::Checkpoint {
-                            cursor: cursor.to_string(),
-                            time: Some(timestamp(chrono::Utc::now())),
-                        })),
+                        kind: Some(pb::watch_events_response::Kind::Checkpoint(
+                            pb::Checkpoint {
+                                cursor: cursor.to_string(),
+                                time: Some(timestamp(chrono::Utc::now())),
+                            },
+                        )),
                     };
                     if self.sender.send(Ok(message)).await.is_err() {
                         return Stop::ClientGone;
                     }
                     last_sent = Some(Instant::now());
                 }
-                let next_checkpoint = last_sent
-                    .map_or(Duration::ZERO, |sent| {
-                        self.settings.checkpoint_interval.saturating_sub(sent.elapsed())
-                    });
-                let wait = self.settings.poll_interval.min(next_checkpoint.max(Duration::from_millis(1)));
+                let next_checkpoint = last_sent.map_or(Duration::ZERO, |sent| {
+                    self.settings
+                        .checkpoint_interval
+                        .saturating_sub(sent.elapsed())
+                });
+                let wait = self
+                    .settings
+                    .poll_interval
+                    .min(next_checkpoint.max(Duration::from_millis(1)));
                 tokio::select! {
                     _ = self.wake.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
@@ -318,7 +331,11 @@ impl Follow {
                     _ = self.sender.closed() => return Stop::ClientGone,
                 }
             }
-            page = match self.store.read_events(cursor, &self.filter, WATCH_BATCH).await {
+            page = match self
+                .store
+                .read_events(cursor, &self.filter, WATCH_BATCH)
+                .await
+            {
                 Ok(page) => page,
                 Err(err) => return Stop::Failed(err.into()),
             };

@@ -39,15 +39,15 @@ use crate::mail::Mailer;
 use crate::pb::{
     self, activity_service_server::ActivityServiceServer,
     billing_service_server::BillingServiceServer, event_service_server::EventServiceServer,
-    member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer, permission_service_server::PermissionServiceServer,
+    member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
+    permission_service_server::PermissionServiceServer,
     resource_service_server::ResourceServiceServer, token_service_server::TokenServiceServer,
     webhook_service_server::WebhookServiceServer,
 };
 use crate::postgres::{EmbeddedPostgres, Tuning};
+use crate::store::events::EventWakeups;
 use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
-use crate::store::events::EventWakeups;
 use crate::store::outbox::RetryPolicy;
 use crate::store::{self, DbConfig, DbProbe, Store};
 use crate::webhooks::address::Destinations;
@@ -229,6 +229,7 @@ impl App {
         };
         let mut workers = vec![
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
+            workers::spawn_expiries(store.clone(), args.purge_interval, stop.clone()),
             workers::spawn_event_retention(
                 store.clone(),
                 args.event_retention,

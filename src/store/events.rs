@@ -22,7 +22,7 @@ use scoped_futures::ScopedFutureExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{DbConfig, Store};
+use super::{DbConfig, Prepared, Store};
 use crate::domain::Action;
 use crate::error::{Error, Result};
 
@@ -204,11 +204,13 @@ impl Row {
 /// filter), so each is prepared once and planned for what it filters by.
 fn read_statement(by_org: bool, by_type: bool) -> String {
     let mut conditions = String::new();
+    let mut next_parameter = 4;
     if by_org {
-        conditions.push_str(" AND e.org_id = ANY($3)");
+        conditions.push_str(&format!(" AND e.org_id = ANY(${next_parameter})"));
+        next_parameter += 1;
     }
     if by_type {
-        conditions.push_str(" AND e.type LIKE ANY($4)");
+        conditions.push_str(&format!(" AND e.type LIKE ANY(${next_parameter})"));
     }
     // The horizon, the retention mark and the page come from one statement,
     // so from one snapshot; LEFT JOIN: the first two even when no event is due.
@@ -225,7 +227,7 @@ fn read_statement(by_org: bool, by_type: bool) -> String {
              FROM events e
              WHERE (e.txid, e.position) > ($1::text::xid8, $2) AND e.txid < h.xmin{conditions}
              ORDER BY e.txid, e.position
-             LIMIT $5
+             LIMIT $3
          ) p ON true
          ORDER BY p.txid, p.position"
     )
@@ -242,24 +244,31 @@ impl Store {
         limit: i64,
     ) -> Result<EventPage> {
         let statement = read_statement(filter.org_ids.is_some(), !filter.type_prefixes.is_empty());
-        let org_ids = filter.org_ids.clone().unwrap_or_default();
+        let org_ids = filter.org_ids.clone();
         let patterns = filter.type_patterns();
         let rows: Vec<Row> = self
             .read(|conn| {
                 async move {
-                    Ok(diesel::sql_query(statement)
+                    let mut query = diesel::sql_query(statement)
+                        .into_boxed()
                         .bind::<BigInt, _>(after.txid)
                         .bind::<BigInt, _>(after.position)
-                        .bind::<Array<SqlUuid>, _>(org_ids)
-                        .bind::<Array<Text>, _>(patterns)
-                        .bind::<BigInt, _>(limit)
-                        .load(conn)
-                        .await?)
+                        .bind::<BigInt, _>(limit);
+                    if let Some(org_ids) = org_ids {
+                        query = query.bind::<Array<SqlUuid>, _>(org_ids);
+                    }
+                    if !patterns.is_empty() {
+                        query = query.bind::<Array<Text>, _>(patterns);
+                    }
+                    Ok(Prepared(query).load(conn).await?)
                 }
                 .scope_boxed()
             })
             .await?;
-        let first = rows.first().expect("the horizon row is always there");
+        let first = rows
+            .as_slice()
+            .first()
+            .expect("the horizon row is always there");
         let (horizon, purged) = (
             first.horizon,
             Cursor {

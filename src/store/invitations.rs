@@ -485,6 +485,8 @@ impl Store {
                             invitations::token_hash.eq(&secret.hash),
                             invitations::sent_at.eq(diesel::dsl::now),
                             invitations::expires_at.eq(Utc::now() + settings.ttl),
+                            // A new validity, whose end the feed announces again.
+                            invitations::expiry_recorded_at.eq(None::<chrono::DateTime<Utc>>),
                             invitations::send_count.eq(invitations::send_count + 1),
                             // Whoever resends it now vouches for it (checked above):
                             // acceptance checks them, not an inviter who may have left.

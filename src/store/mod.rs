@@ -13,6 +13,7 @@ mod closing;
 mod connect;
 mod contact_email;
 pub mod events;
+mod expiries;
 pub mod invitations;
 pub mod invoices;
 mod limits;

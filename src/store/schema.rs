@@ -164,6 +164,7 @@ diesel::table! {
         sent_at -> Timestamptz,
         expires_at -> Timestamptz,
         closed_at -> Nullable<Timestamptz>,
+        expiry_recorded_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -315,6 +316,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         last_used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        expiry_recorded_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -17,8 +17,8 @@ use orgd::auth::{Claims, mint_token};
 use orgd::config::{Cli, Command};
 use orgd::pb::{
     self, billing_service_client::BillingServiceClient, event_service_client::EventServiceClient,
-    member_service_client::MemberServiceClient,
-    org_service_client::OrgServiceClient, permission_service_client::PermissionServiceClient,
+    member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
+    permission_service_client::PermissionServiceClient,
 };
 use orgd::postgres::EmbeddedPostgres;
 use prost_types::FieldMask;
