@@ -75,7 +75,11 @@ fn new_endpoint(parent: &str, url: &str) -> pb::CreateWebhookEndpointRequest {
     }
 }
 
-async fn create(client: &mut WebhookClient, parent: &str, url: &str) -> (pb::WebhookEndpoint, String) {
+async fn create(
+    client: &mut WebhookClient,
+    parent: &str,
+    url: &str,
+) -> (pb::WebhookEndpoint, String) {
     let created = client
         .create_webhook_endpoint(new_endpoint(parent, url))
         .await
@@ -95,7 +99,12 @@ async fn touch(orgs: &mut OrgClient, org: &pb::Organization, n: usize) {
 
 /// The ids of the events after `cursor` that `filter` admits, in feed order,
 /// read with `events` (ListEvents).
-async fn feed(events: &mut EventClient, organization: &str, filter: pb::EventFilter, cursor: &str) -> Vec<String> {
+async fn feed(
+    events: &mut EventClient,
+    organization: &str,
+    filter: pb::EventFilter,
+    cursor: &str,
+) -> Vec<String> {
     let page = events
         .list_events(pb::ListEventsRequest {
             organization: organization.into(),
@@ -130,8 +139,12 @@ async fn deliveries(client: &mut WebhookClient, endpoint: &str) -> Vec<pb::Webho
 fn assert_signed_cloud_events(receiver: &Receiver, secret: &str) {
     for request in receiver.received() {
         assert!(request.signed_with(secret), "bad signature: {request:?}");
-        assert_eq!(request.headers["content-type"], "application/cloudevents+json");
-        let age = chrono::Utc::now().timestamp() - request.headers["webhook-timestamp"].parse::<i64>().unwrap();
+        assert_eq!(
+            request.headers["content-type"],
+            "application/cloudevents+json"
+        );
+        let age = chrono::Utc::now().timestamp()
+            - request.headers["webhook-timestamp"].parse::<i64>().unwrap();
         assert!((0..60).contains(&age), "timestamp {age}s old");
         let event = request.json();
         assert_eq!(event["specversion"], "1.0");
@@ -154,10 +167,19 @@ async fn an_outage_loses_nothing_and_keeps_the_order() {
     let beta = create_org(&mut orgs, "Beta").await;
     let mut service = client(app.channel().await, &service_token());
     let mut request = new_endpoint("", &receiver.url());
-    request.webhook_endpoint.as_mut().unwrap().organizations = vec![acme.name.clone(), beta.name.clone()];
-    let created = service.create_webhook_endpoint(request).await.unwrap().into_inner();
+    request.webhook_endpoint.as_mut().unwrap().organizations =
+        vec![acme.name.clone(), beta.name.clone()];
+    let created = service
+        .create_webhook_endpoint(request)
+        .await
+        .unwrap()
+        .into_inner();
     let (endpoint, secret) = (created.webhook_endpoint.unwrap(), created.secret);
-    assert!(endpoint.name.starts_with("webhookEndpoints/"), "{}", endpoint.name);
+    assert!(
+        endpoint.name.starts_with("webhookEndpoints/"),
+        "{}",
+        endpoint.name
+    );
 
     receiver.set_mode(Mode::Unavailable);
     for n in 0..6 {
@@ -165,7 +187,9 @@ async fn an_outage_loses_nothing_and_keeps_the_order() {
         touch(&mut orgs, org, n).await;
     }
     receiver
-        .wait_for(LONG, |got| got.iter().filter(|r| r.answered == 503).count() >= 4)
+        .wait_for(LONG, |got| {
+            got.iter().filter(|r| r.answered == 503).count() >= 4
+        })
         .await;
     receiver.set_mode(Mode::Up);
 
@@ -173,29 +197,56 @@ async fn an_outage_loses_nothing_and_keeps_the_order() {
         organizations: vec![acme.name.clone(), beta.name.clone()],
         type_prefixes: vec![],
     };
-    let expected = feed(&mut app.events_as_service().await, "", filter, &endpoint.cursor).await;
-    assert!(expected.len() >= 6, "the six changes, in the two organizations");
+    let expected = feed(
+        &mut app.events_as_service().await,
+        "",
+        filter,
+        &endpoint.cursor,
+    )
+    .await;
+    assert!(
+        expected.len() >= 6,
+        "the six changes, in the two organizations"
+    );
     receiver
         .wait_for(LONG, |_| receiver.acknowledged().len() >= expected.len())
         .await;
     // In feed order, which is each organization's order too; none twice.
     assert_eq!(receiver.acknowledged(), expected);
     assert_signed_cloud_events(&receiver, &secret);
-    let failed_first = receiver.received().iter().filter(|r| r.answered == 503).count();
-    assert!(receiver.received()[..failed_first].iter().all(|r| r.id() == expected[0]));
+    let failed_first = receiver
+        .received()
+        .iter()
+        .filter(|r| r.answered == 503)
+        .count();
+    assert!(
+        receiver.received()[..failed_first]
+            .iter()
+            .all(|r| r.id() == expected[0])
+    );
 
     let attempts = deliveries(&mut service, &endpoint.name).await;
-    let first: Vec<&pb::WebhookDelivery> = attempts.iter().rev().filter(|d| d.event_id == expected[0]).collect();
+    let first: Vec<&pb::WebhookDelivery> = attempts
+        .iter()
+        .rev()
+        .filter(|d| d.event_id == expected[0])
+        .collect();
     assert_eq!(first.len(), failed_first + 1);
     for (n, attempt) in first.iter().enumerate() {
         assert_eq!(attempt.attempt as usize, n + 1);
         let last = n == failed_first;
-        assert_eq!(attempt.http_status, if last { 200 } else { 503 }, "{attempt:?}");
+        assert_eq!(
+            attempt.http_status,
+            if last { 200 } else { 503 },
+            "{attempt:?}"
+        );
         assert_eq!(attempt.error.is_empty(), last, "{attempt:?}");
         assert_eq!(attempt.event_type, "orgd.organization.updated.v1");
     }
     let endpoint = service
-        .get_webhook_endpoint(pb::GetWebhookEndpointRequest { name: endpoint.name })
+        .get_webhook_endpoint(pb::GetWebhookEndpointRequest {
+            name: endpoint.name,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -210,7 +261,12 @@ async fn a_delivery_cut_by_a_crash_is_made_again_after_restart() {
     let db = fresh_database().await;
     let key = key_file();
     let mut flags = flags(&key, 40);
-    flags.extend(["--webhook-lease".into(), "3s".into(), "--webhook-timeout".into(), "1s".into()]);
+    flags.extend([
+        "--webhook-lease".into(),
+        "3s".into(),
+        "--webhook-timeout".into(),
+        "1s".into(),
+    ]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let receiver = Receiver::start(Mode::Hold).await;
 
@@ -221,7 +277,12 @@ async fn a_delivery_cut_by_a_crash_is_made_again_after_restart() {
         Bearer::new(Some(&user_token("alice"))),
     );
     let org = create_org(&mut orgs, "Acme").await;
-    let (endpoint, secret) = create(&mut client(channel, &user_token("alice")), &org.name, &receiver.url()).await;
+    let (endpoint, secret) = create(
+        &mut client(channel, &user_token("alice")),
+        &org.name,
+        &receiver.url(),
+    )
+    .await;
     // The first event, the endpoint's creation, is held open: kill orgd then.
     receiver.wait_for(LONG, |got| !got.is_empty()).await;
     let held = receiver.received()[0].id().to_owned();
@@ -239,12 +300,19 @@ async fn a_delivery_cut_by_a_crash_is_made_again_after_restart() {
         .wait_for(LONG, |_| receiver.acknowledged().len() >= 2)
         .await;
     let acknowledged = receiver.acknowledged();
-    assert_eq!(acknowledged[0], held, "the cut delivery is made again, first");
+    assert_eq!(
+        acknowledged[0], held,
+        "the cut delivery is made again, first"
+    );
     assert_eq!(receiver.received()[0].answered, 0);
     assert_signed_cloud_events(&receiver, &secret);
     let mut webhooks = client(channel, &user_token("alice"));
     let attempts = deliveries(&mut webhooks, &endpoint.name).await;
-    assert!(attempts.iter().any(|d| d.event_id == held && d.http_status == 200));
+    assert!(
+        attempts
+            .iter()
+            .any(|d| d.event_id == held && d.http_status == 200)
+    );
     let _ = orgd.stop();
 }
 
@@ -258,19 +326,34 @@ async fn two_replicas_deliver_each_event_once() {
     let receiver = Receiver::start(Mode::Up).await;
     let mut orgs = [first.orgs_as("alice").await, second.orgs_as("alice").await];
     let org = create_org(&mut orgs[0], "Acme").await;
-    let (endpoint, secret) = create(&mut webhooks_as(&second, "alice").await, &org.name, &receiver.url()).await;
+    let (endpoint, secret) = create(
+        &mut webhooks_as(&second, "alice").await,
+        &org.name,
+        &receiver.url(),
+    )
+    .await;
     for n in 0..20 {
         touch(&mut orgs[n % 2], &org, n).await;
     }
     let mut events = first.events(&user_token("alice")).await;
-    let expected = feed(&mut events, &org.name, pb::EventFilter::default(), &endpoint.cursor).await;
+    let expected = feed(
+        &mut events,
+        &org.name,
+        pb::EventFilter::default(),
+        &endpoint.cursor,
+    )
+    .await;
     assert!(expected.len() >= 21, "its creation and the twenty changes");
     receiver
         .wait_for(LONG, |_| receiver.acknowledged().len() >= expected.len())
         .await;
     // Let a stray duplicate show up, if there were one.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let every: Vec<String> = receiver.received().iter().map(|r| r.id().to_owned()).collect();
+    let every: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.id().to_owned())
+        .collect();
     assert_eq!(every, expected, "each event once, in order");
     assert_signed_cloud_events(&receiver, &secret);
 }
@@ -297,19 +380,38 @@ async fn unsafe_urls_are_refused() {
         ("https://0.0.0.0/orgd", "unspecified"),
         ("https://224.0.0.1/orgd", "multicast"),
         ("https://nonexistent.invalid/orgd", "does not resolve"),
-        ("https://user:pw@93.184.215.14/orgd", "user name or password"),
+        (
+            "https://user:pw@93.184.215.14/orgd",
+            "user name or password",
+        ),
     ] {
         let status = expect_code(
-            webhooks.create_webhook_endpoint(new_endpoint(&org.name, url)).await,
+            webhooks
+                .create_webhook_endpoint(new_endpoint(&org.name, url))
+                .await,
             Code::InvalidArgument,
         );
         assert_eq!(violated_field(&status), "webhook_endpoint.url", "{url}");
-        assert!(status.message().contains(rule), "{url}: {}", status.message());
+        assert!(
+            status.message().contains(rule),
+            "{url}: {}",
+            status.message()
+        );
     }
     let mut filtered = new_endpoint(&org.name, "https://93.184.215.14/orgd");
-    filtered.webhook_endpoint.as_mut().unwrap().event_type_prefixes = vec!["orgd.nothing.".into()];
-    let status = expect_code(webhooks.create_webhook_endpoint(filtered).await, Code::InvalidArgument);
-    assert_eq!(violated_field(&status), "webhook_endpoint.event_type_prefixes");
+    filtered
+        .webhook_endpoint
+        .as_mut()
+        .unwrap()
+        .event_type_prefixes = vec!["orgd.nothing.".into()];
+    let status = expect_code(
+        webhooks.create_webhook_endpoint(filtered).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_field(&status),
+        "webhook_endpoint.event_type_prefixes"
+    );
 
     // A public address is taken; changing it to a private one is not.
     let (endpoint, _) = create(&mut webhooks, &org.name, "https://93.184.215.14/orgd").await;
@@ -321,14 +423,18 @@ async fn unsafe_urls_are_refused() {
                     url: "https://10.1.2.3/orgd".into(),
                     ..Default::default()
                 }),
-                update_mask: Some(FieldMask { paths: vec!["url".into()] }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["url".into()],
+                }),
             })
             .await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("private"), "{}", status.message());
     webhooks
-        .delete_webhook_endpoint(pb::DeleteWebhookEndpointRequest { name: endpoint.name })
+        .delete_webhook_endpoint(pb::DeleteWebhookEndpointRequest {
+            name: endpoint.name,
+        })
         .await
         .unwrap();
 }
@@ -344,21 +450,47 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
     let org = create_org(&mut orgs, "Acme").await;
     let mut webhooks = webhooks_as(&app, "alice").await;
     let (endpoint, secret) = create(&mut webhooks, &org.name, &receiver.url()).await;
-    let get = pb::GetWebhookEndpointRequest { name: endpoint.name.clone() };
+    let get = pb::GetWebhookEndpointRequest {
+        name: endpoint.name.clone(),
+    };
     let deadline = tokio::time::Instant::now() + LONG;
     let disabled = loop {
-        let got = webhooks.get_webhook_endpoint(get.clone()).await.unwrap().into_inner();
+        let got = webhooks
+            .get_webhook_endpoint(get.clone())
+            .await
+            .unwrap()
+            .into_inner();
         if got.state() == State::Disabled {
             break got;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never disabled: {got:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never disabled: {got:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(disabled.disabled_reason.contains("3 attempts in a row failed"), "{}", disabled.disabled_reason);
-    assert!(disabled.disabled_reason.contains("503"), "{}", disabled.disabled_reason);
+    assert!(
+        disabled
+            .disabled_reason
+            .contains("3 attempts in a row failed"),
+        "{}",
+        disabled.disabled_reason
+    );
+    assert!(
+        disabled.disabled_reason.contains("503"),
+        "{}",
+        disabled.disabled_reason
+    );
     let attempts = deliveries(&mut webhooks, &endpoint.name).await;
-    assert_eq!(attempts.iter().map(|d| d.attempt).collect::<Vec<_>>(), [3, 2, 1]);
-    assert!(attempts.iter().all(|d| d.http_status == 503 && d.event_type == "orgd.webhook_endpoint.created.v1"));
+    assert_eq!(
+        attempts.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|d| d.http_status == 503 && d.event_type == "orgd.webhook_endpoint.created.v1")
+    );
     let by_orgd = app
         .count(
             "SELECT 1 FROM events WHERE type = 'orgd.webhook_endpoint.disabled.v1' AND subject = $1 AND actor = 'system'",
@@ -370,7 +502,11 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
     receiver.set_mode(Mode::Up);
     touch(&mut orgs, &org, 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(receiver.received().len(), 3, "nothing is sent while disabled");
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "nothing is sent while disabled"
+    );
     let enabled = webhooks
         .update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
             webhook_endpoint: Some(pb::WebhookEndpoint {
@@ -378,7 +514,9 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
                 state: State::Enabled.into(),
                 ..Default::default()
             }),
-            update_mask: Some(FieldMask { paths: vec!["state".into()] }),
+            update_mask: Some(FieldMask {
+                paths: vec!["state".into()],
+            }),
         })
         .await
         .unwrap()
@@ -386,8 +524,17 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
     assert_eq!(enabled.state(), State::Enabled);
     assert!(enabled.disabled_reason.is_empty());
     let mut events = app.events(&user_token("alice")).await;
-    let expected = feed(&mut events, &org.name, pb::EventFilter::default(), &endpoint.cursor).await;
-    assert!(expected.len() >= 4, "created, disabled, the change, updated (enabled)");
+    let expected = feed(
+        &mut events,
+        &org.name,
+        pb::EventFilter::default(),
+        &endpoint.cursor,
+    )
+    .await;
+    assert!(
+        expected.len() >= 4,
+        "created, disabled, the change, updated (enabled)"
+    );
     receiver
         .wait_for(LONG, |_| receiver.acknowledged().len() >= expected.len())
         .await;
@@ -406,8 +553,16 @@ async fn an_event_is_redelivered_on_request() {
     let other = create_org(&mut orgs, "Other").await;
     let mut webhooks = webhooks_as(&app, "alice").await;
     let mut request = new_endpoint(&org.name, &receiver.url());
-    request.webhook_endpoint.as_mut().unwrap().event_type_prefixes = vec!["orgd.webhook_endpoint.created".into()];
-    let created = webhooks.create_webhook_endpoint(request).await.unwrap().into_inner();
+    request
+        .webhook_endpoint
+        .as_mut()
+        .unwrap()
+        .event_type_prefixes = vec!["orgd.webhook_endpoint.created".into()];
+    let created = webhooks
+        .create_webhook_endpoint(request)
+        .await
+        .unwrap()
+        .into_inner();
     let (endpoint, secret) = (created.webhook_endpoint.unwrap(), created.secret);
     receiver.wait_for(LONG, |got| got.len() == 1).await;
     let first = receiver.acknowledged()[0].clone();
@@ -455,20 +610,33 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
     let app = spawn(&flags(&key_file(), 40)).await;
     let mut orgs = app.orgs_as("alice").await;
     let org = create_org(&mut orgs, "Acme").await;
-    join(&app, "alice", &org, "bob", &["developer"]).await.unwrap();
-    join(&app, "alice", &org, "carol", &["admin"]).await.unwrap();
+    join(&app, "alice", &org, "bob", &["developer"])
+        .await
+        .unwrap();
+    join(&app, "alice", &org, "carol", &["admin"])
+        .await
+        .unwrap();
     let url = "http://127.0.0.1:9/hooks";
     let mut bob = webhooks_as(&app, "bob").await;
-    expect_code(bob.create_webhook_endpoint(new_endpoint(&org.name, url)).await, Code::PermissionDenied);
+    expect_code(
+        bob.create_webhook_endpoint(new_endpoint(&org.name, url))
+            .await,
+        Code::PermissionDenied,
+    );
     let list = pb::ListWebhookEndpointsRequest {
         parent: org.name.clone(),
         ..Default::default()
     };
-    expect_code(bob.list_webhook_endpoints(list.clone()).await, Code::PermissionDenied);
+    expect_code(
+        bob.list_webhook_endpoints(list.clone()).await,
+        Code::PermissionDenied,
+    );
 
     let mut alice = webhooks_as(&app, "alice").await;
     let (endpoint, secret) = create(&mut alice, &org.name, url).await;
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
     assert_eq!(key.len(), 32);
     let listed = webhooks_as(&app, "carol")
         .await
@@ -476,9 +644,13 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
         .await
         .unwrap()
         .into_inner();
-    let names = |list: &[pb::WebhookEndpoint]| list.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    let names =
+        |list: &[pb::WebhookEndpoint]| list.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&listed.webhook_endpoints), [endpoint.name.clone()]);
-    assert_eq!(endpoint.creator, format!("users/{}", app.user_id("alice").await));
+    assert_eq!(
+        endpoint.creator,
+        format!("users/{}", app.user_id("alice").await)
+    );
     // Neither the secret nor its key bytes are stored anywhere in clear.
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     for table in public_tables(&app.db).await {
@@ -491,19 +663,28 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
             .map(|row| row.get(0))
             .collect();
         let dump = dump.join("\n");
-        assert!(!dump.contains(&secret[6..]) && !dump.contains(&hex), "{table} holds the secret");
+        assert!(
+            !dump.contains(&secret[6..]) && !dump.contains(&hex),
+            "{table} holds the secret"
+        );
     }
 
     // A service's endpoints are its own, named without an organization.
     let mut service = client(app.channel().await, &service_token());
     let status = expect_code(
-        service.create_webhook_endpoint(new_endpoint(&org.name, url)).await,
+        service
+            .create_webhook_endpoint(new_endpoint(&org.name, url))
+            .await,
         Code::InvalidArgument,
     );
     assert_eq!(violated_field(&status), "parent");
     let (own, _) = create(&mut service, "", url).await;
     for name in [&endpoint.name, &own.name] {
-        let theirs = if name == &own.name { &mut alice } else { &mut service };
+        let theirs = if name == &own.name {
+            &mut alice
+        } else {
+            &mut service
+        };
         expect_code(
             theirs
                 .get_webhook_endpoint(pb::GetWebhookEndpointRequest { name: name.clone() })

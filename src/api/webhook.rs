@@ -69,8 +69,8 @@ impl Caller {
 
     fn owner(&self) -> Owner<'_> {
         match self {
-            Caller::Member(access) => Owner::Org(access),
-            Caller::Service(subject) => Owner::Service(subject),
+            Caller::Member(access) => Owner::Org(access.as_ref()),
+            Caller::Service(subject) => Owner::Service(subject.as_str()),
         }
     }
 
@@ -159,7 +159,11 @@ fn delivery(row: DeliveryRow) -> pb::WebhookDelivery {
 
 impl WebhookApi {
     async fn url(&self, field: &str, raw: &str) -> Result<String> {
-        Ok(self.destinations.check(field, raw.trim()).await?.to_string())
+        Ok(self
+            .destinations
+            .check(field, raw.trim())
+            .await?
+            .to_string())
     }
 
     fn description(field: &str, raw: &str) -> Result<String> {
@@ -175,7 +179,10 @@ impl WebhookApi {
 
     fn type_prefixes(field: &str, raw: &[String]) -> Result<Vec<String>> {
         if raw.len() > MAX_FILTERS {
-            return Err(Error::invalid(field, format!("at most {MAX_FILTERS} prefixes")));
+            return Err(Error::invalid(
+                field,
+                format!("at most {MAX_FILTERS} prefixes"),
+            ));
         }
         EventFilter::check_type_prefixes(field, raw)?;
         let mut prefixes = raw.to_vec();
@@ -202,7 +209,10 @@ impl WebhookApi {
             ));
         }
         if raw.len() > MAX_FILTERS {
-            return Err(Error::invalid(field, format!("at most {MAX_FILTERS} organizations")));
+            return Err(Error::invalid(
+                field,
+                format!("at most {MAX_FILTERS} organizations"),
+            ));
         }
         let mut ids = Vec::with_capacity(raw.len());
         for (i, name) in raw.iter().enumerate() {
@@ -214,7 +224,10 @@ impl WebhookApi {
                         .find_org(&org_ref)
                         .await?
                         .ok_or_else(|| {
-                            Error::NotFound(format!("{item}: organization {} not found", org_ref.name()))
+                            Error::NotFound(format!(
+                                "{item}: organization {} not found",
+                                org_ref.name()
+                            ))
                         })?
                         .id
                 }
@@ -244,12 +257,18 @@ impl WebhookApi {
             let field = format!("webhook_endpoint.{path}");
             match path.as_str() {
                 "url" => changes.url = Some(self.url(&field, &given.url).await?),
-                "description" => changes.description = Some(Self::description(&field, &given.description)?),
+                "description" => {
+                    changes.description = Some(Self::description(&field, &given.description)?)
+                }
                 "event_type_prefixes" => {
-                    changes.type_prefixes = Some(Self::type_prefixes(&field, &given.event_type_prefixes)?)
+                    changes.type_prefixes =
+                        Some(Self::type_prefixes(&field, &given.event_type_prefixes)?)
                 }
                 "organizations" => {
-                    changes.org_filter = Some(self.org_filter(caller, &field, &given.organizations).await?)
+                    changes.org_filter = Some(
+                        self.org_filter(caller, &field, &given.organizations)
+                            .await?,
+                    )
                 }
                 "state" => {
                     use pb::webhook_endpoint::State;
@@ -267,7 +286,10 @@ impl WebhookApi {
                 other => {
                     return Err(Error::invalid(
                         "update_mask",
-                        format!("{} cannot be updated; updatable: {UPDATABLE_FIELDS}", quoted(other)),
+                        format!(
+                            "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                            quoted(other)
+                        ),
                     ));
                 }
             }
@@ -286,10 +308,9 @@ impl WebhookService for WebhookApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         caller.check_parent("parent", &body.parent)?;
-        let given = body
-            .webhook_endpoint
-            .as_ref()
-            .ok_or_else(|| Error::invalid("webhook_endpoint", "the endpoint to register is required"))?;
+        let given = body.webhook_endpoint.as_ref().ok_or_else(|| {
+            Error::invalid("webhook_endpoint", "the endpoint to register is required")
+        })?;
         if given.url.trim().is_empty() {
             return Err(Error::invalid(
                 "webhook_endpoint.url",
@@ -305,7 +326,11 @@ impl WebhookService for WebhookApi {
                 &given.event_type_prefixes,
             )?,
             org_filter: self
-                .org_filter(&caller, "webhook_endpoint.organizations", &given.organizations)
+                .org_filter(
+                    &caller,
+                    "webhook_endpoint.organizations",
+                    &given.organizations,
+                )
                 .await?,
         };
         let id = Uuid::now_v7();
@@ -360,10 +385,9 @@ impl WebhookService for WebhookApi {
         let ctx = call_context(&request)?;
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
-        let given = body
-            .webhook_endpoint
-            .as_ref()
-            .ok_or_else(|| Error::invalid("webhook_endpoint", "the endpoint to update is required"))?;
+        let given = body.webhook_endpoint.as_ref().ok_or_else(|| {
+            Error::invalid("webhook_endpoint", "the endpoint to update is required")
+        })?;
         let id = caller.endpoint_id("webhook_endpoint.name", &given.name)?;
         let changes = self
             .changes(&caller, given, body.update_mask.as_ref())

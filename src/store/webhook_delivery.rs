@@ -336,7 +336,7 @@ impl Store {
                 .bind::<Text, _>(error)
                 .load(conn)
                 .await?;
-                let Some(failed) = failed.first() else {
+                let Some(failed) = failed.into_iter().next() else {
                     return Ok(Recorded::LeaseLost);
                 };
                 if !failed.disabled_now {

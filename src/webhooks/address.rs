@@ -38,7 +38,10 @@ impl Destinations {
         let addrs = resolve(&host, port).await.map_err(|why| {
             Error::invalid(
                 field,
-                format!("host {} does not resolve ({why}); use a host name with public DNS records", quoted(&host)),
+                format!(
+                    "host {} does not resolve ({why}); use a host name with public DNS records",
+                    quoted(&host)
+                ),
             )
         })?;
         if !self.allow_private {
@@ -63,7 +66,10 @@ impl Destinations {
         let url = Url::parse(raw).map_err(|err| {
             Error::invalid(
                 field,
-                format!("{} is not a URL ({err}); expected e.g. https://hooks.example.com/orgd", quoted(raw)),
+                format!(
+                    "{} is not a URL ({err}); expected e.g. https://hooks.example.com/orgd",
+                    quoted(raw)
+                ),
             )
         })?;
         match url.scheme() {
@@ -92,7 +98,11 @@ impl Destinations {
             return Err(Error::invalid(field, "the URL has no host"));
         };
         // An address in the URL (IPv6 in brackets) is never resolved.
-        let literal: Option<IpAddr> = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
+        let literal: Option<IpAddr> = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok();
         if let Some(ip) = literal.filter(|_| !self.allow_private)
             && let Some(rule) = forbidden(ip)
         {
@@ -147,16 +157,40 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         ([10, 0, 0, 0], 8, "a private address (10.0.0.0/8)"),
         ([100, 64, 0, 0], 10, "a shared address (100.64.0.0/10)"),
         ([127, 0, 0, 0], 8, "a loopback address (127.0.0.0/8)"),
-        ([169, 254, 0, 0], 16, "a link-local address (169.254.0.0/16)"),
+        (
+            [169, 254, 0, 0],
+            16,
+            "a link-local address (169.254.0.0/16)",
+        ),
         ([172, 16, 0, 0], 12, "a private address (172.16.0.0/12)"),
-        ([192, 0, 0, 0], 24, "a protocol-assignment address (192.0.0.0/24)"),
+        (
+            [192, 0, 0, 0],
+            24,
+            "a protocol-assignment address (192.0.0.0/24)",
+        ),
         ([192, 0, 2, 0], 24, "a documentation address (192.0.2.0/24)"),
         ([192, 168, 0, 0], 16, "a private address (192.168.0.0/16)"),
-        ([198, 18, 0, 0], 15, "a benchmarking address (198.18.0.0/15)"),
-        ([198, 51, 100, 0], 24, "a documentation address (198.51.100.0/24)"),
-        ([203, 0, 113, 0], 24, "a documentation address (203.0.113.0/24)"),
+        (
+            [198, 18, 0, 0],
+            15,
+            "a benchmarking address (198.18.0.0/15)",
+        ),
+        (
+            [198, 51, 100, 0],
+            24,
+            "a documentation address (198.51.100.0/24)",
+        ),
+        (
+            [203, 0, 113, 0],
+            24,
+            "a documentation address (203.0.113.0/24)",
+        ),
         ([224, 0, 0, 0], 4, "a multicast address (224.0.0.0/4)"),
-        ([240, 0, 0, 0], 4, "a reserved or broadcast address (240.0.0.0/4)"),
+        (
+            [240, 0, 0, 0],
+            4,
+            "a reserved or broadcast address (240.0.0.0/4)",
+        ),
     ];
     RULES
         .iter()

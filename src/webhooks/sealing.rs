@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use aes_gcm::aead::{Aead, Nonce, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -32,7 +32,10 @@ impl SealingKey {
         let fingerprint = Sha256::digest(key);
         SealingKey {
             cipher: Aes256Gcm::new_from_slice(&key).expect("SHA-256 gives 32 bytes"),
-            id: fingerprint[..4].iter().map(|b| format!("{b:02x}")).collect(),
+            id: fingerprint[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
         }
     }
 
@@ -50,7 +53,7 @@ impl SealingKey {
         };
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), payload)
+            .encrypt(&Nonce::<Aes256Gcm>::from(nonce), payload)
             .expect("AES-GCM encrypts any short message");
         [nonce.as_slice(), &sealed].concat()
     }
@@ -70,7 +73,8 @@ impl SealingKey {
                     msg: ciphertext,
                     aad: endpoint_id.as_bytes(),
                 };
-                self.cipher.decrypt(Nonce::from_slice(nonce), payload).ok()
+                let nonce = Nonce::<Aes256Gcm>::try_from(nonce).ok()?;
+                self.cipher.decrypt(&nonce, payload).ok()
             })
             .flatten();
         opened.map(SigningKey::from_bytes).ok_or_else(|| {
@@ -112,7 +116,10 @@ impl Keyring {
     }
 
     fn load(&self) -> anyhow::Result<Arc<SealingKey>> {
-        let mut loaded = self.loaded.lock().expect("never poisoned: nothing panics holding it");
+        let mut loaded = self
+            .loaded
+            .lock()
+            .expect("never poisoned: nothing panics holding it");
         if let Some(key) = loaded.as_ref() {
             return Ok(key.clone());
         }
@@ -138,8 +145,16 @@ mod tests {
         let (endpoint, other) = (Uuid::now_v7(), Uuid::now_v7());
         let secret = SigningKey::generate();
         let sealed = key.seal(endpoint, &secret);
-        assert_ne!(key.seal(endpoint, &secret), sealed, "a fresh nonce each time");
-        assert!(!sealed.windows(8).any(|w| secret.bytes().windows(8).any(|s| s == w)));
+        assert_ne!(
+            key.seal(endpoint, &secret),
+            sealed,
+            "a fresh nonce each time"
+        );
+        assert!(
+            !sealed
+                .windows(8)
+                .any(|w| secret.bytes().windows(8).any(|s| s == w))
+        );
         let opened = key.open(endpoint, key.id(), &sealed).unwrap();
         assert_eq!(opened.bytes(), secret.bytes());
         assert!(key.open(other, key.id(), &sealed).is_err());

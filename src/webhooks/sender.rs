@@ -60,7 +60,13 @@ impl Sender {
 
     /// POSTs `event` to `url`, signed with `key`, waiting at most `within`
     /// (and `--webhook-timeout`) for the answer.
-    pub async fn send(&self, url: &str, key: &SigningKey, event: &Event, within: Duration) -> Outcome {
+    pub async fn send(
+        &self,
+        url: &str,
+        key: &SigningKey,
+        event: &Event,
+        within: Duration,
+    ) -> Outcome {
         let attempted_at = Utc::now();
         let started = Instant::now();
         let outcome = |http_status: Option<u16>, error: Option<String>| Outcome {

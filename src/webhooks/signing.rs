@@ -62,10 +62,7 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
@@ -74,7 +71,10 @@ mod tests {
         assert_ne!(a.secret(), b.secret());
         assert!(a.secret().starts_with(SECRET_PREFIX));
         assert_eq!(
-            STANDARD.decode(&a.secret()[SECRET_PREFIX.len()..]).unwrap().len(),
+            STANDARD
+                .decode(&a.secret()[SECRET_PREFIX.len()..])
+                .unwrap()
+                .len(),
             SECRET_BYTES
         );
     }
