@@ -644,9 +644,10 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
         .await
         .unwrap()
         .into_inner();
-    let names =
-        |list: &[pb::WebhookEndpoint]| list.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&listed.webhook_endpoints), [endpoint.name.clone()]);
+    fn names(list: &[pb::WebhookEndpoint]) -> Vec<&str> {
+        list.iter().map(|e| e.name.as_str()).collect()
+    }
+    assert_eq!(names(&listed.webhook_endpoints), [endpoint.name.as_str()]);
     assert_eq!(
         endpoint.creator,
         format!("users/{}", app.user_id("alice").await)
@@ -697,5 +698,5 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(names(&mine.webhook_endpoints), [own.name.clone()]);
+    assert_eq!(names(&mine.webhook_endpoints), [own.name.as_str()]);
 }
