@@ -92,6 +92,7 @@ async fn create(
 async fn touch(orgs: &mut OrgClient, org: &pb::Organization, n: usize) {
     let mut change = org.clone();
     change.description = format!("change {n}");
+    change.etag.clear();
     orgs.update_organization(update(change, &["description"]))
         .await
         .unwrap();
