@@ -137,6 +137,15 @@ mod tests {
         "etag",
         "page_token",
         "paths",
+        // Webhooks: endpoint URLs, event ids and types, feed cursors, and the
+        // output-only reason an endpoint was disabled.
+        "url",
+        "event_type_prefixes",
+        "organizations",
+        "webhook_endpoint",
+        "event_id",
+        "cursor",
+        "disabled_reason",
     ];
 
     /// Every string field of every message a request can hold.
