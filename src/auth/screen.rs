@@ -99,6 +99,7 @@ mod tests {
         "names",
         "parent",
         "organization",
+        "organizations",
         "destination",
         "new_owner",
         "user",
@@ -132,16 +133,17 @@ mod tests {
         "effective_permissions",
         "permission",
         "action",
-        // Tokens orgd issued, etags, page tokens, field masks.
+        "type_prefixes",
+        // Tokens orgd issued, etags, page tokens, field masks, feed cursors.
         "token",
         "etag",
         "page_token",
         "paths",
-        // Webhooks: endpoint URLs, event ids and types, feed cursors, and the
-        // output-only reason an endpoint was disabled.
+        "after",
+        // Webhooks: endpoint URLs, event ids and types, and the output-only
+        // reason an endpoint was disabled.
         "url",
         "event_type_prefixes",
-        "organizations",
         "webhook_endpoint",
         "event_id",
         "cursor",

@@ -51,7 +51,8 @@ impl Cursor {
             Error::invalid(
                 field,
                 format!(
-                    "'{text}' is not a cursor of orgd's change feed: pass one an event or a checkpoint gave you, or leave it empty"
+                    "{} is not a cursor of orgd's change feed: pass one an event or a checkpoint gave you, or leave it empty",
+                    crate::domain::quoted(text)
                 ),
             )
         };
@@ -90,21 +91,30 @@ impl EventFilter {
     /// Checks that each prefix starts at least one event type orgd writes, so
     /// that a misspelt filter is refused rather than silently matching nothing.
     pub fn check_type_prefixes(field: &str, prefixes: &[String]) -> Result<()> {
+        let types = || Action::ALL.iter().map(|action| action.event_type());
         for prefix in prefixes {
-            let known = Action::ALL
-                .iter()
-                .any(|action| action.event_type().starts_with(prefix.as_str()));
-            if prefix.is_empty() || !known {
-                let mut types: Vec<&str> = Action::ALL.iter().map(|a| a.event_type()).collect();
-                types.sort();
-                return Err(Error::invalid(
-                    field,
-                    format!(
-                        "'{prefix}' starts no event type orgd writes; the types are {}",
-                        types.join(", ")
-                    ),
-                ));
+            if !prefix.is_empty() && types().any(|known| known.starts_with(prefix.as_str())) {
+                continue;
             }
+            let closest = types()
+                .map(|known| (strsim::levenshtein(prefix, known), known))
+                .min()
+                .filter(|(distance, _)| distance * 3 <= prefix.chars().count().max(3))
+                .map(|(_, known)| format!(" did you mean '{known}'?"))
+                .unwrap_or_default();
+            // The resources, not all the types: the reply stays short.
+            let mut resources: Vec<&str> = types()
+                .filter_map(|known| known.rsplitn(3, '.').nth(2))
+                .collect();
+            resources.dedup();
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} starts no event type orgd writes:{closest} Types are orgd.<resource>.<what happened>.v1 (e.g. orgd.member.removed.v1), for the resources {}",
+                    crate::domain::quoted(prefix),
+                    resources.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
