@@ -265,7 +265,15 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_sends_events_as_they_commit_and_checkpoints_when_idle() {
-    let app = TestApp::spawn_with(&["--watch-checkpoint-interval", "300ms"]).await;
+    // A stream outlives --call-timeout, which bounds unary calls only.
+    let app = TestApp::spawn_with(&[
+        "--watch-checkpoint-interval",
+        "300ms",
+        "--call-timeout",
+        "1s",
+    ])
+    .await;
+    let opened = tokio::time::Instant::now();
     let mut feed = app.events_as_service().await;
     let mut stream = feed
         .watch_events(pb::WatchEventsRequest::default())
@@ -293,6 +301,12 @@ async fn a_watch_sends_events_as_they_commit_and_checkpoints_when_idle() {
         }
     };
     assert!(checkpoint.cursor >= event.cursor, "{checkpoint:?}");
+    while opened.elapsed() < Duration::from_millis(1500) {
+        let Kind::Checkpoint(later) = next(&mut stream).await else {
+            continue;
+        };
+        assert!(later.cursor >= checkpoint.cursor, "{later:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

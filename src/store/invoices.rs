@@ -333,9 +333,12 @@ pub(super) async fn close_period(
             Some(org_id),
             Action::InvoiceCreate,
             &invoice.name(),
+            // The plan of the period that starts now: a cancelled plan ends
+            // here, and the change feed's readers adjust their quotas by it.
             serde_json::json!({
                 "number": number, "reason": format!("{reason:?}"),
                 "subtotal_minor": subtotal, "credit_minor": credit, "currency": currency,
+                "next_plan": next_plan,
             }),
         )
         .await?;

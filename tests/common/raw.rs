@@ -46,7 +46,9 @@ impl Decoder for RawCodec {
     }
 }
 
-/// Calls `path` with `message` and an optional bearer `token`.
+/// Calls `path` with `message` and an optional bearer `token`; returns the
+/// first response message, so that a server-streaming method (which goes on
+/// streaming) answers like a unary one.
 pub async fn call(
     channel: &Channel,
     path: &str,
@@ -63,9 +65,15 @@ pub async fn call(
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
-    grpc.unary(request, PathAndQuery::try_from(path).unwrap(), RawCodec)
-        .await
-        .map(|response| response.into_inner())
+    let mut stream = grpc
+        .server_streaming(request, PathAndQuery::try_from(path).unwrap(), RawCodec)
+        .await?
+        .into_inner();
+    // Dropping the stream after its first message cancels the call.
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("the call ended without a response message"))
 }
 
 /// An encoded request for `input` whose field at `org_field` (a path of field
