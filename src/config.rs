@@ -9,6 +9,9 @@ use lettre::message::Mailbox;
 
 use crate::secret_file::{self, MIN_SECRET_LEN};
 
+mod webhooks;
+pub use webhooks::WebhookArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "orgd",
@@ -166,8 +169,12 @@ impl JwtArgs {
 
     /// Where the development secret is kept.
     pub fn dev_secret_path(&self) -> PathBuf {
-        std::path::absolute(self.data_dir.join("dev-jwt-secret"))
-            .unwrap_or_else(|_| self.data_dir.join("dev-jwt-secret"))
+        self.data_dir_file("dev-jwt-secret")
+    }
+
+    /// The absolute path of `name` in the data directory.
+    pub fn data_dir_file(&self, name: &str) -> PathBuf {
+        std::path::absolute(self.data_dir.join(name)).unwrap_or_else(|_| self.data_dir.join(name))
     }
 }
 
@@ -231,6 +238,8 @@ pub struct ServeArgs {
     pub embedded_db: EmbeddedDbArgs,
     #[command(flatten)]
     pub limits: ServingLimits,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,

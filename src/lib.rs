@@ -17,4 +17,5 @@ pub mod postgres;
 pub mod secret_file;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 pub mod workers;

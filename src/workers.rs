@@ -1,6 +1,6 @@
 //! Background work shared safely between replicas: purging organizations whose
 //! restore window ended, deleting events past their retention, closing billing
-//! periods, and delivering the email outbox.
+//! periods, delivering the email outbox and webhooks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::mail::Mailer;
+use crate::store::events::EventWakeups;
 use crate::store::outbox::RetryPolicy;
 use crate::store::{Actor, Store};
+use crate::webhooks::delivery::Deliverer;
 
 /// Runs `tick` every `interval`, the first time one interval after start, until
 /// `stop` changes (it only ever turns true). Not at once: start-up has just done
@@ -191,6 +193,75 @@ pub fn spawn_outbox(
                         tracing::warn!(error = %err, "delivering the outbox failed; will retry");
                         return;
                     }
+                }
+            }
+        }
+    })
+}
+
+/// Delivers webhooks: a round whenever an event commits (`wakeups`), and at
+/// least every `poll` for retries that came due and leases that ran out;
+/// rounds follow each other while they deliver something.
+pub fn spawn_webhooks(
+    deliverer: Deliverer,
+    wakeups: EventWakeups,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wake = wakeups.subscribe();
+        loop {
+            let more = match deliverer.round().await {
+                Ok(more) => more,
+                Err(err) => {
+                    tracing::warn!(error = %err, "delivering webhooks failed; will retry");
+                    false
+                }
+            };
+            if *stop.borrow() {
+                return;
+            }
+            if more {
+                continue;
+            }
+            tokio::select! {
+                woken = wake.changed() => {
+                    // The listener stopped (orgd is stopping): poll meanwhile.
+                    if woken.is_err() {
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
+/// Attempts one retention round deletes at most.
+const WEBHOOK_HISTORY_BATCH: i64 = 10_000;
+
+/// Deletes webhook delivery attempts older than the events (`retention`).
+pub fn spawn_webhook_history_retention(
+    store: Store,
+    retention: Duration,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    every(interval, stop, move || {
+        let store = store.clone();
+        async move {
+            let Ok(retention) = chrono::Duration::from_std(retention) else {
+                return;
+            };
+            match store
+                .purge_webhook_deliveries(chrono::Utc::now() - retention, WEBHOOK_HISTORY_BATCH)
+                .await
+            {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "deleted webhook attempts past their retention"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "deleting old webhook attempts failed; will retry")
                 }
             }
         }

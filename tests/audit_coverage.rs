@@ -12,6 +12,7 @@ use common::*;
 use orgd::auth::PolicyTable;
 use orgd::pb::{
     self, resource_service_client::ResourceServiceClient, token_service_client::TokenServiceClient,
+    webhook_service_client::WebhookServiceClient,
 };
 use prost_types::FieldMask;
 
@@ -110,7 +111,15 @@ fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
-    let app = TestApp::spawn().await;
+    let key = scratch_dir("audit").join("webhook-key");
+    // Webhook endpoints on loopback, where nothing listens: delivery fails
+    // quietly (no activity) and retries after the default 5 s.
+    let app = TestApp::spawn_with(&[
+        "--webhook-allow-private",
+        "--webhook-key-file",
+        key.to_str().unwrap(),
+    ])
+    .await;
     for user in ["alice", "bob", "carol", "dave"] {
         app.user_id(user).await;
     }
@@ -381,6 +390,74 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
             "RevokeApiToken",
             tokens.revoke_api_token(pb::RevokeApiTokenRequest {
                 name: created.api_token.unwrap().name,
+            }),
+        )
+        .await;
+
+    // Webhooks.
+    let mut webhooks = WebhookServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    let hook = |url: &str| pb::CreateWebhookEndpointRequest {
+        parent: org.name.clone(),
+        webhook_endpoint: Some(pb::WebhookEndpoint {
+            url: url.into(),
+            ..Default::default()
+        }),
+    };
+    let endpoint = audit
+        .once(
+            "CreateWebhookEndpoint",
+            webhooks.create_webhook_endpoint(hook("http://127.0.0.1:9/hooks")),
+        )
+        .await
+        .webhook_endpoint
+        .unwrap();
+    audit
+        .refused(
+            "CreateWebhookEndpoint",
+            webhooks.create_webhook_endpoint(hook("ftp://127.0.0.1/hooks")),
+        )
+        .await;
+    audit
+        .once(
+            "UpdateWebhookEndpoint",
+            webhooks.update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
+                webhook_endpoint: Some(pb::WebhookEndpoint {
+                    name: endpoint.name.clone(),
+                    description: "audited".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["description".into()],
+                }),
+            }),
+        )
+        .await;
+    let created: uuid::Uuid = app
+        .db
+        .query_one(
+            "SELECT id FROM events WHERE type = 'orgd.webhook_endpoint.created.v1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    audit
+        .once(
+            "RedeliverEvent",
+            webhooks.redeliver_event(pb::RedeliverEventRequest {
+                webhook_endpoint: endpoint.name.clone(),
+                event_id: created.to_string(),
+            }),
+        )
+        .await;
+    audit
+        .once(
+            "DeleteWebhookEndpoint",
+            webhooks.delete_webhook_endpoint(pb::DeleteWebhookEndpointRequest {
+                name: endpoint.name,
             }),
         )
         .await;

@@ -10,6 +10,7 @@ pub mod org;
 pub mod permission;
 pub mod resource;
 pub mod token;
+pub mod webhook;
 
 use std::sync::Arc;
 

@@ -140,6 +140,14 @@ mod tests {
         "page_token",
         "paths",
         "after",
+        // Webhooks: endpoint URLs, event ids and types, and the output-only
+        // reason an endpoint was disabled.
+        "url",
+        "event_type_prefixes",
+        "webhook_endpoint",
+        "event_id",
+        "cursor",
+        "disabled_reason",
     ];
 
     /// Every string field of every message a request can hold.

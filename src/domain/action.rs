@@ -73,6 +73,11 @@ actions! {
     UserCreate => "user.create", "orgd.user.created.v1",
     UserUpdate => "user.update", "orgd.user.updated.v1",
     UserDelete => "user.delete", "orgd.user.deleted.v1",
+    WebhookEndpointCreate => "webhook_endpoint.create", "orgd.webhook_endpoint.created.v1",
+    WebhookEndpointUpdate => "webhook_endpoint.update", "orgd.webhook_endpoint.updated.v1",
+    WebhookEndpointDelete => "webhook_endpoint.delete", "orgd.webhook_endpoint.deleted.v1",
+    WebhookEndpointDisable => "webhook_endpoint.disable", "orgd.webhook_endpoint.disabled.v1",
+    WebhookEndpointRedeliver => "webhook_endpoint.redeliver", "orgd.webhook_endpoint.redelivery_requested.v1",
 }
 
 #[cfg(test)]

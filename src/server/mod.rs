@@ -29,6 +29,7 @@ use crate::api::org::{OrgApi, OrgSettings};
 use crate::api::permission::PermissionApi;
 use crate::api::resource::ResourceApi;
 use crate::api::token::TokenApi;
+use crate::api::webhook::WebhookApi;
 use crate::auth::{
     AuthLayer, AuthState, JwtVerifier, MAX_BEARER_BYTES, OrgPolicy, Policy, PolicyTable,
     ServiceDirectory,
@@ -41,6 +42,7 @@ use crate::pb::{
     member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
     permission_service_server::PermissionServiceServer,
     resource_service_server::ResourceServiceServer, token_service_server::TokenServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use crate::postgres::{EmbeddedPostgres, Tuning};
 use crate::store::events::EventWakeups;
@@ -48,13 +50,17 @@ use crate::store::invitations::InvitationSettings;
 use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
 use crate::store::{self, DbConfig, DbProbe, Store};
+use crate::webhooks::address::Destinations;
+use crate::webhooks::delivery::Deliverer;
+use crate::webhooks::sealing::Keyring;
+use crate::webhooks::sender::Sender;
 use crate::workers;
 pub use connections::ConnectionInfo;
 use connections::{ClientConnection, ConnectionLimits};
 
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 9] = [
+const HEALTH_SERVICES: [&str; 10] = [
     "",
     "orgd.v1.OrgService",
     "orgd.v1.MemberService",
@@ -64,6 +70,7 @@ const HEALTH_SERVICES: [&str; 9] = [
     "orgd.v1.ResourceService",
     "orgd.v1.PermissionService",
     "orgd.v1.EventService",
+    "orgd.v1.WebhookService",
 ];
 
 /// A bound, ready-to-run orgd.
@@ -78,6 +85,8 @@ pub struct App {
     services: ServiceDirectory,
     verifier: JwtVerifier,
     mailer: Mailer,
+    /// The key webhook signing secrets are sealed with.
+    keyring: Arc<Keyring>,
 }
 
 impl App {
@@ -140,6 +149,11 @@ impl App {
         )
         .await?;
         let mailer = Mailer::from_config(&args.mail)?;
+        args.webhooks.check()?;
+        let keyring = Arc::new(match &args.webhooks.webhook_key_file {
+            Some(path) => Keyring::new(path.clone(), true)?,
+            None => Keyring::new(args.jwt.data_dir_file("webhook-key"), false)?,
+        });
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -153,6 +167,7 @@ impl App {
             services,
             verifier,
             mailer,
+            keyring,
         })
     }
 
@@ -178,11 +193,22 @@ impl App {
             services,
             verifier,
             mailer,
+            keyring,
         } = self;
         let health = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         let verifier = Arc::new(verifier);
-        let services = Services::new(&args, policies, services, verifier.clone(), health_service);
+        let destinations = Destinations {
+            allow_private: args.webhooks.webhook_allow_private,
+        };
+        let services = Services::new(
+            &args,
+            policies,
+            services,
+            verifier.clone(),
+            health_service,
+            (keyring.clone(), destinations),
+        );
         let (stop_tx, stop) = watch::channel(false);
         let probe = HealthProbe::new(db_probe, health.clone());
         probe.report().await;
@@ -194,6 +220,13 @@ impl App {
             },
             stop.clone(),
         );
+        let deliverer = Deliverer {
+            store: store.clone(),
+            sender: Sender::new(args.webhooks.webhook_timeout, destinations)?,
+            keyring,
+            schedule: args.webhooks.webhook_retry_schedule.clone(),
+            lease: args.webhooks.webhook_lease,
+        };
         let mut workers = vec![
             workers::spawn_purger(store.clone(), args.purge_interval, stop.clone()),
             workers::spawn_expiries(store.clone(), args.purge_interval, stop.clone()),
@@ -217,6 +250,18 @@ impl App {
                 stop.clone(),
             ),
         ];
+        workers.push(workers::spawn_webhooks(
+            deliverer,
+            wakeups.clone(),
+            args.webhooks.webhook_poll_interval,
+            stop.clone(),
+        ));
+        workers.push(workers::spawn_webhook_history_retention(
+            store.clone(),
+            args.event_retention,
+            args.purge_interval,
+            stop.clone(),
+        ));
         workers.extend(verifier.spawn_key_refresher(stop));
         match &args.mail.smtp_host {
             Some(host) => tracing::info!(
@@ -308,6 +353,7 @@ struct Services {
     max_request_bytes: usize,
     watch: WatchSettings,
     health: HealthServer<HealthService>,
+    webhooks: (Arc<Keyring>, Destinations),
 }
 
 impl Services {
@@ -317,6 +363,7 @@ impl Services {
         services: ServiceDirectory,
         verifier: Arc<JwtVerifier>,
         health: HealthServer<HealthService>,
+        webhooks: (Arc<Keyring>, Destinations),
     ) -> Self {
         let verification = ContactVerification {
             ttl: args.contact_verification_ttl,
@@ -349,6 +396,7 @@ impl Services {
                 poll_interval: args.watch_poll_interval,
             },
             health,
+            webhooks,
         }
     }
 
@@ -410,6 +458,14 @@ impl Services {
             .add_service(
                 PermissionServiceServer::new(PermissionApi::new(store.clone()))
                     .max_decoding_message_size(max_bytes),
+            )
+            .add_service(
+                WebhookServiceServer::new(WebhookApi::new(
+                    store.clone(),
+                    self.webhooks.0.clone(),
+                    self.webhooks.1,
+                ))
+                .max_decoding_message_size(max_bytes),
             )
             .add_service(
                 EventServiceServer::new(EventApi::new(store, wakeups, self.watch, draining))

@@ -30,6 +30,8 @@ mod tls;
 pub mod tokens;
 pub mod users;
 pub mod verification;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;

@@ -53,6 +53,14 @@ impl LoggedOrgd {
         panic!("orgd did not start listening on {}", self.addr);
     }
 
+    /// Kills orgd at once (SIGKILL), as a crash or an OOM kill would: it
+    /// records nothing more.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Stops orgd (SIGTERM), so that its log is complete, and returns the log.
     pub fn stop(mut self) -> String {
         // SAFETY: signalling our own child.

@@ -5,7 +5,9 @@
 
 pub mod logged;
 pub mod raw;
+pub mod receiver;
 pub mod smtp;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
