@@ -133,10 +133,11 @@ pub fn spawn_event_retention(
         stop,
         ("deleted events past their retention", "deleting old events"),
         move |store| async move {
-            let deleted = store
-                .purge_events(chrono::Utc::now() - retention, EVENT_PURGE_BATCH)
-                .await?;
-            Ok(deleted as usize)
+            // (A retention longer than the calendar deletes nothing.)
+            let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else {
+                return Ok(0);
+            };
+            Ok(store.purge_events(before, EVENT_PURGE_BATCH).await? as usize)
         },
     )
 }
@@ -248,22 +249,22 @@ pub fn spawn_webhook_history_retention(
     interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    every(interval, stop, move || {
-        let store = store.clone();
-        async move {
-            let Ok(retention) = chrono::Duration::from_std(retention) else {
-                return;
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    counted_rounds(
+        store,
+        interval,
+        stop,
+        (
+            "deleted webhook attempts past their retention",
+            "deleting old webhook attempts",
+        ),
+        move |store| async move {
+            let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else {
+                return Ok(0);
             };
-            match store
-                .purge_webhook_deliveries(chrono::Utc::now() - retention, WEBHOOK_HISTORY_BATCH)
-                .await
-            {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "deleted webhook attempts past their retention"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "deleting old webhook attempts failed; will retry")
-                }
-            }
-        }
-    })
+            Ok(store
+                .purge_webhook_deliveries(before, WEBHOOK_HISTORY_BATCH)
+                .await? as usize)
+        },
+    )
 }
