@@ -115,11 +115,13 @@ pub fn spawn_expiries(
     )
 }
 
-/// Events one retention round deletes at most, so that a long backlog is
-/// deleted over several rounds rather than in one long transaction.
-const EVENT_PURGE_BATCH: i64 = 10_000;
+/// Events, and webhook attempts, one retention round deletes at most (each),
+/// so that a long backlog is deleted over several rounds rather than in one
+/// long transaction.
+const RETENTION_BATCH: i64 = 10_000;
 
-/// Deletes the change feed's events older than `retention`.
+/// Deletes the change feed's events, and the webhook delivery attempts, older
+/// than `retention`.
 pub fn spawn_event_retention(
     store: Store,
     retention: Duration,
@@ -131,13 +133,20 @@ pub fn spawn_event_retention(
         store,
         interval,
         stop,
-        ("deleted events past their retention", "deleting old events"),
+        (
+            "deleted events and webhook attempts past their retention",
+            "deleting old events and webhook attempts",
+        ),
         move |store| async move {
             // (A retention longer than the calendar deletes nothing.)
             let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else {
                 return Ok(0);
             };
-            Ok(store.purge_events(before, EVENT_PURGE_BATCH).await? as usize)
+            let events = store.purge_events(before, RETENTION_BATCH).await?;
+            let attempts = store
+                .purge_webhook_deliveries(before, RETENTION_BATCH)
+                .await?;
+            Ok((events + attempts) as usize)
         },
     )
 }
@@ -237,34 +246,4 @@ pub fn spawn_webhooks(
             }
         }
     })
-}
-
-/// Attempts one retention round deletes at most.
-const WEBHOOK_HISTORY_BATCH: i64 = 10_000;
-
-/// Deletes webhook delivery attempts older than the events (`retention`).
-pub fn spawn_webhook_history_retention(
-    store: Store,
-    retention: Duration,
-    interval: Duration,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    counted_rounds(
-        store,
-        interval,
-        stop,
-        (
-            "deleted webhook attempts past their retention",
-            "deleting old webhook attempts",
-        ),
-        move |store| async move {
-            let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else {
-                return Ok(0);
-            };
-            Ok(store
-                .purge_webhook_deliveries(before, WEBHOOK_HISTORY_BATCH)
-                .await? as usize)
-        },
-    )
 }

@@ -256,12 +256,6 @@ impl App {
             args.webhooks.webhook_poll_interval,
             stop.clone(),
         ));
-        workers.push(workers::spawn_webhook_history_retention(
-            store.clone(),
-            args.event_retention,
-            args.purge_interval,
-            stop.clone(),
-        ));
         workers.extend(verifier.spawn_key_refresher(stop));
         match &args.mail.smtp_host {
             Some(host) => tracing::info!(
