@@ -180,14 +180,19 @@ impl Claim {
     }
 }
 
+/// When a round that claims something for `lease` now must stop sending: a
+/// margin before the lease ends, so that recording an outcome does not race
+/// another replica's claim of the same thing. Shared with webhook delivery.
+pub(super) fn lease_deadline(lease: Duration) -> Instant {
+    let margin = (lease / 10).min(Duration::from_secs(30));
+    Instant::now() + (lease - margin)
+}
+
 impl Store {
     /// Claims up to `limit` due messages for `lease`, in a statement of its own.
     pub async fn claim_outbox(&self, limit: i64, lease: Duration) -> Result<Claim> {
         let lease_id = Uuid::now_v7();
-        // Sending stops a margin before the lease ends, so that recording the
-        // outcome does not race another replica's claim of the same message.
-        let margin = (lease / 10).min(Duration::from_secs(30));
-        let deadline = Instant::now() + (lease - margin);
+        let deadline = lease_deadline(lease);
         let messages = self
             .read(|conn| {
                 async move {

@@ -23,8 +23,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::events::{Cursor, Event, EventFilter};
+use super::outbox::lease_deadline;
 use super::webhooks::endpoint_name;
-use super::{Actor, Store, audit};
+use super::{Actor, KeepPrepared, Store, audit};
 use crate::domain::{Action, PageRequest, PageToken};
 use crate::error::Result;
 
@@ -208,8 +209,7 @@ impl Store {
     /// Claims up to `limit` due endpoints for `lease`, in a statement of its own.
     pub async fn claim_webhook_endpoints(&self, limit: i64, lease: Duration) -> Result<Claim> {
         let lease_id = Uuid::now_v7();
-        let margin = (lease / 10).min(Duration::from_secs(30));
-        let deadline = Instant::now() + (lease - margin);
+        let deadline = lease_deadline(lease);
         let endpoints = self
             .read(|conn| {
                 async move {
@@ -217,6 +217,7 @@ impl Store {
                         .bind::<SqlUuid, _>(lease_id)
                         .bind::<Double, _>(lease.as_secs_f64())
                         .bind::<BigInt, _>(limit)
+                        .prepared()
                         .load(conn)
                         .await?)
                 }
