@@ -212,6 +212,11 @@ pub fn spawn_outbox(
 /// Delivers webhooks: a round whenever an event commits (`wakeups`), and at
 /// least every `poll` for retries that came due and leases that ran out;
 /// rounds follow each other while they deliver something.
+///
+/// While no endpoint is enabled (most deployments, most of the time) a commit
+/// wakes nothing: a round per commit would cost a query per write. Whether one
+/// is enabled is looked up at each poll, so an endpoint created on any replica
+/// gets its first delivery within `poll`.
 pub fn spawn_webhooks(
     deliverer: Deliverer,
     wakeups: EventWakeups,
@@ -220,14 +225,20 @@ pub fn spawn_webhooks(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut wake = wakeups.subscribe();
+        // A timer of its own, not a sleep started anew after each wake-up, so
+        // that a steady stream of commits does not keep postponing the poll.
+        let mut polls = tokio::time::interval(poll);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut endpoints_enabled = true;
         loop {
-            let more = match deliverer.round().await {
-                Ok(more) => more,
-                Err(err) => {
-                    tracing::warn!(error = %err, "delivering webhooks failed; will retry");
-                    false
-                }
-            };
+            let more = endpoints_enabled
+                && match deliverer.round().await {
+                    Ok(more) => more,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "delivering webhooks failed; will retry");
+                        false
+                    }
+                };
             if *stop.borrow() {
                 return;
             }
@@ -238,12 +249,28 @@ pub fn spawn_webhooks(
                 woken = wake.changed() => {
                     // The listener stopped (orgd is stopping): poll meanwhile.
                     if woken.is_err() {
-                        tokio::time::sleep(poll).await;
+                        polls.tick().await;
+                        endpoints_enabled = any_endpoint_enabled(&deliverer).await;
                     }
                 }
-                _ = tokio::time::sleep(poll) => {}
+                _ = polls.tick() => {
+                    endpoints_enabled = any_endpoint_enabled(&deliverer).await;
+                }
                 _ = stop.changed() => return,
             }
         }
     })
+}
+
+/// Whether delivery has an endpoint to serve; `true` when it cannot tell, so
+/// that a failing lookup never stops delivery.
+async fn any_endpoint_enabled(deliverer: &Deliverer) -> bool {
+    deliverer
+        .store
+        .any_webhook_endpoint_enabled()
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "looking for enabled webhook endpoints failed; delivering anyway");
+            true
+        })
 }

@@ -231,6 +231,29 @@ impl Store {
         })
     }
 
+    /// Whether any endpoint is enabled, on any replica: while none is, a new
+    /// event gives delivery nothing to do.
+    pub async fn any_webhook_endpoint_enabled(&self) -> Result<bool> {
+        #[derive(diesel::QueryableByName)]
+        struct Enabled {
+            #[diesel(sql_type = Bool)]
+            enabled: bool,
+        }
+        let row: Enabled = self
+            .read(|conn| {
+                async move {
+                    Ok(diesel::sql_query(
+                        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL) AS enabled",
+                    )
+                    .get_result(conn)
+                    .await?)
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(row.enabled)
+    }
+
     /// The oldest event queued for the endpoint by RedeliverEvent (one that
     /// retention deleted meanwhile is skipped: it cannot be sent).
     pub async fn next_redelivery(&self, endpoint_id: Uuid) -> Result<Option<Event>> {
