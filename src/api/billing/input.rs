@@ -1,0 +1,195 @@
+//! BillingService's requests read and checked: names, codes, a payment
+//! method's display data, a billing profile's update mask.
+
+use crate::auth::OrgAccess;
+use crate::domain::{Email, LegalName, OrgRef, PostalAddress, TaxId, quoted};
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::billing_profiles::{AddressFields, NewPaymentMethod, ProfileChanges};
+
+/// Fields UpdateBillingProfile can change.
+const UPDATABLE_FIELDS: &str = "legal_name, billing_email, tax_id, address";
+
+pub(super) fn ensure_singleton(
+    field: &str,
+    raw: &str,
+    singleton: &str,
+    access: &OrgAccess,
+) -> Result<()> {
+    let org = raw
+        .strip_suffix(singleton)
+        .and_then(|rest| rest.strip_suffix('/'))
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{} is not a {singleton} name: expected organizations/{{organization}}/{singleton}", quoted(raw)),
+            )
+        })?;
+    let org = OrgRef::parse(field, org)?;
+    if !org.names(access.org().id, &access.org().slug) {
+        return Err(Error::invalid(
+            field,
+            format!("{} names another organization", quoted(raw)),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn plan_id(field: &str, raw: &str) -> Result<String> {
+    raw.strip_prefix("plans/")
+        .filter(|id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!(
+                    "{} is not a plan name: expected plans/{{id}}, e.g. plans/startup",
+                    quoted(raw)
+                ),
+            )
+        })
+}
+
+/// A voucher code, normalized to upper case.
+pub(super) fn voucher_code(field: &str, raw: &str) -> Result<String> {
+    let code = raw.trim().to_ascii_uppercase();
+    let valid = (4..=40).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !code.starts_with('-');
+    if !valid {
+        return Err(Error::invalid(
+            field,
+            "a voucher code is 4 to 40 letters, digits and hyphens",
+        ));
+    }
+    Ok(code)
+}
+
+/// A payment method from the request.
+pub(super) fn new_payment_method(given: &pb::PaymentMethod) -> Result<NewPaymentMethod> {
+    let token = given.processor_token.trim();
+    if !(token.starts_with("pm_")
+        && (6..=103).contains(&token.len())
+        && token[3..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(Error::invalid(
+            "payment_method.processor_token",
+            "expected the payment processor's token, e.g. pm_1NvXyz…",
+        ));
+    }
+    let brand = given.brand.trim().to_ascii_lowercase();
+    if brand.is_empty()
+        || brand.len() > 30
+        || !brand
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'_')
+    {
+        return Err(Error::invalid(
+            "payment_method.brand",
+            "expected a card brand such as visa or mastercard",
+        ));
+    }
+    if given.last4.len() != 4 || !given.last4.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(
+            "payment_method.last4",
+            "expected the card's last four digits",
+        ));
+    }
+    if !(1..=12).contains(&given.exp_month) {
+        return Err(Error::invalid(
+            "payment_method.exp_month",
+            "expected a month from 1 to 12",
+        ));
+    }
+    let today = chrono::Utc::now().date_naive();
+    let (year, month) = (
+        chrono::Datelike::year(&today),
+        chrono::Datelike::month(&today) as i32,
+    );
+    if given.exp_year > 2200 || (given.exp_year, given.exp_month) < (year, month) {
+        return Err(Error::invalid(
+            "payment_method.exp_year",
+            "the card has expired or the expiry date is not valid",
+        ));
+    }
+    Ok(NewPaymentMethod {
+        processor_token: token.to_owned(),
+        brand,
+        last4: given.last4.clone(),
+        exp_month: given.exp_month,
+        exp_year: given.exp_year,
+    })
+}
+
+/// Reads the fields named in an update mask out of `given`.
+pub(super) fn profile_changes(
+    given: &pb::BillingProfile,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<ProfileChanges> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            format!("name the fields to change; updatable: {UPDATABLE_FIELDS}"),
+        ));
+    }
+    let mut changes = ProfileChanges::default();
+    for path in paths {
+        match path.as_str() {
+            "legal_name" => {
+                changes.legal_name = Some(
+                    LegalName::parse("billing_profile.legal_name", &given.legal_name)?
+                        .as_str()
+                        .to_owned(),
+                )
+            }
+            "billing_email" => {
+                changes.billing_email = Some(Email::parse(
+                    "billing_profile.billing_email",
+                    &given.billing_email,
+                )?)
+            }
+            "tax_id" => {
+                changes.tax_id = Some(
+                    TaxId::parse_optional("billing_profile.tax_id", &given.tax_id)?
+                        .map_or_else(String::new, |id| id.as_str().to_owned()),
+                )
+            }
+            "address" => {
+                let address = given.address.clone().unwrap_or_default();
+                let parsed = PostalAddress::parse(
+                    "billing_profile.address",
+                    &address.address_lines,
+                    &address.city,
+                    &address.postal_code,
+                    &address.region,
+                    &address.country,
+                )?;
+                changes.address = Some(AddressFields {
+                    lines: parsed.lines,
+                    city: parsed.city,
+                    postal_code: parsed.postal_code,
+                    region: parsed.region,
+                    country: parsed.country.as_str().to_owned(),
+                });
+            }
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!(
+                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                        quoted(other)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(changes)
+}
