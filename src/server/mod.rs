@@ -1,13 +1,14 @@
-//! Assembles orgd: database, migrations, auth layer, health, reflection, services,
-//! background workers; serves until the shutdown signal, then drains.
+//! Assembles orgd: database, migrations, auth layer, background workers;
+//! serves the router (`routes`) until the shutdown signal, then drains.
 
 mod access_log;
 mod connections;
+mod health;
 mod layers;
+mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::Stream;
@@ -21,33 +22,14 @@ use tower::util::MapRequestLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::activity::ActivityApi;
-use crate::api::billing::BillingApi;
-use crate::api::event::{EventApi, WatchSettings};
-use crate::api::member::{MemberApi, MemberSettings};
-use crate::api::org::{OrgApi, OrgSettings};
-use crate::api::permission::PermissionApi;
-use crate::api::resource::ResourceApi;
-use crate::api::token::TokenApi;
-use crate::api::webhook::WebhookApi;
 use crate::auth::{
-    AuthLayer, AuthState, JwtVerifier, MAX_BEARER_BYTES, OrgPolicy, Policy, PolicyTable,
-    ServiceDirectory,
+    AuthLayer, JwtVerifier, MAX_BEARER_BYTES, OrgPolicy, Policy, PolicyTable, ServiceDirectory,
 };
 use crate::config::{ServeArgs, ServingLimits};
 use crate::mail::Mailer;
-use crate::pb::{
-    self, activity_service_server::ActivityServiceServer,
-    billing_service_server::BillingServiceServer, event_service_server::EventServiceServer,
-    member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
-    permission_service_server::PermissionServiceServer,
-    resource_service_server::ResourceServiceServer, token_service_server::TokenServiceServer,
-    webhook_service_server::WebhookServiceServer,
-};
+use crate::pb;
 use crate::postgres::{EmbeddedPostgres, Tuning};
 use crate::store::events::EventWakeups;
-use crate::store::invitations::InvitationSettings;
-use crate::store::orgs::{ContactVerification, OrgLimits};
 use crate::store::outbox::RetryPolicy;
 use crate::store::{self, DbConfig, DbProbe, Store};
 use crate::webhooks::address::Destinations;
@@ -57,21 +39,8 @@ use crate::webhooks::sender::Sender;
 use crate::workers;
 pub use connections::ConnectionInfo;
 use connections::{ClientConnection, ConnectionLimits};
-
-const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// Health is reported for the whole server ("") and for each orgd service.
-const HEALTH_SERVICES: [&str; 10] = [
-    "",
-    "orgd.v1.OrgService",
-    "orgd.v1.MemberService",
-    "orgd.v1.BillingService",
-    "orgd.v1.ActivityService",
-    "orgd.v1.TokenService",
-    "orgd.v1.ResourceService",
-    "orgd.v1.PermissionService",
-    "orgd.v1.EventService",
-    "orgd.v1.WebhookService",
-];
+use health::{HEALTH_SERVICES, HealthProbe};
+use routes::Services;
 
 /// A bound, ready-to-run orgd.
 pub struct App {
@@ -336,138 +305,6 @@ impl App {
     }
 }
 
-/// What the router is built from.
-struct Services {
-    org: OrgSettings,
-    member: MemberSettings,
-    verification: ContactVerification,
-    policies: PolicyTable,
-    verifier: Arc<JwtVerifier>,
-    services: ServiceDirectory,
-    max_request_bytes: usize,
-    watch: WatchSettings,
-    health: HealthServer<HealthService>,
-    webhooks: (Arc<Keyring>, Destinations),
-}
-
-impl Services {
-    fn new(
-        args: &ServeArgs,
-        policies: PolicyTable,
-        services: ServiceDirectory,
-        verifier: Arc<JwtVerifier>,
-        health: HealthServer<HealthService>,
-        webhooks: (Arc<Keyring>, Destinations),
-    ) -> Self {
-        let verification = ContactVerification {
-            ttl: args.contact_verification_ttl,
-            link_prefix: args.verify_link_prefix.clone(),
-        };
-        let limits = OrgLimits {
-            max_orgs_per_user: args.max_orgs_per_user,
-        };
-        Services {
-            org: OrgSettings {
-                limits,
-                deleted_retention: args.deleted_retention,
-                verification: verification.clone(),
-                default_plan: args.default_plan.clone(),
-            },
-            member: MemberSettings {
-                invitations: InvitationSettings {
-                    ttl: args.invitation_ttl,
-                    link_prefix: args.invite_link_prefix.clone(),
-                },
-                limits,
-            },
-            verification,
-            policies,
-            verifier,
-            services,
-            max_request_bytes: args.max_request_bytes,
-            watch: WatchSettings {
-                checkpoint_interval: args.watch_checkpoint_interval,
-                poll_interval: args.watch_poll_interval,
-            },
-            health,
-            webhooks,
-        }
-    }
-
-    /// The auth layer, deciding with `store`.
-    fn auth(&self, store: Store) -> AuthLayer {
-        AuthLayer::new(AuthState {
-            store,
-            verifier: self.verifier.clone(),
-            policies: self.policies.clone(),
-            services: self.services.clone(),
-            max_request_bytes: self.max_request_bytes,
-        })
-    }
-
-    /// orgd's services on `store`, with health and reflection; change-feed
-    /// streams follow `wakeups` and end when `draining` turns true.
-    fn routes(
-        &self,
-        store: Store,
-        wakeups: EventWakeups,
-        draining: watch::Receiver<bool>,
-    ) -> anyhow::Result<Routes> {
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let max_bytes = self.max_request_bytes;
-        Ok(Routes::new(self.health.clone())
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .add_service(
-                OrgServiceServer::new(OrgApi::new(store.clone(), self.org.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                MemberServiceServer::new(MemberApi::new(store.clone(), self.member.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                BillingServiceServer::new(BillingApi::new(
-                    store.clone(),
-                    self.verification.clone(),
-                ))
-                .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                ActivityServiceServer::new(ActivityApi::new(store.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                TokenServiceServer::new(TokenApi::new(store.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                ResourceServiceServer::new(ResourceApi::new(store.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                PermissionServiceServer::new(PermissionApi::new(store.clone()))
-                    .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                WebhookServiceServer::new(WebhookApi::new(
-                    store.clone(),
-                    self.webhooks.0.clone(),
-                    self.webhooks.1,
-                ))
-                .max_decoding_message_size(max_bytes),
-            )
-            .add_service(
-                EventServiceServer::new(EventApi::new(store, wakeups, self.watch, draining))
-                    .max_decoding_message_size(max_bytes),
-            ))
-    }
-}
-
 /// Serves `routes` on the `incoming` connections under the serving limits,
 /// each call through the steps of `layers` (outermost first) and then `auth`,
 /// until `shutdown` completes and the connections have closed.
@@ -509,55 +346,6 @@ async fn serve_calls(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-}
-
-/// Reports SERVING only while the database answers, asked on a connection of
-/// the probe's own (calls filling the pool do not make orgd look down). A Health.Watch stream
-/// gets a message whenever a status is set, so a status is set only when it
-/// changes: a watcher sees changes, not every probe.
-#[derive(Clone)]
-struct HealthProbe {
-    db: Arc<DbProbe>,
-    health: HealthReporter,
-    last: Arc<std::sync::Mutex<Option<ServingStatus>>>,
-}
-
-impl HealthProbe {
-    fn new(db: DbProbe, health: HealthReporter) -> Self {
-        HealthProbe {
-            db: Arc::new(db),
-            health,
-            last: Arc::default(),
-        }
-    }
-
-    async fn report(&self) {
-        let answered = tokio::time::timeout(HEALTH_PROBE_INTERVAL, self.db.answers()).await;
-        let status = if answered == Ok(true) {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        let previous = self
-            .last
-            .lock()
-            .expect("never poisoned: nothing panics holding it")
-            .replace(status);
-        if previous == Some(status) {
-            return;
-        }
-        for service in HEALTH_SERVICES {
-            self.health.set_service_status(service, status).await;
-        }
-    }
-
-    /// Reports every `HEALTH_PROBE_INTERVAL` until `stop`.
-    fn spawn(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        workers::every(HEALTH_PROBE_INTERVAL, stop, move || {
-            let probe = self.clone();
-            async move { probe.report().await }
-        })
-    }
 }
 
 /// The embedded cluster's settings: tuned for its memory and orgd's
