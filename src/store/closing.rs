@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::invoices::{self, CloseReason};
 use super::org_row::{OrgRow, touch};
+use super::period_close::{self, CloseReason, Closed};
 use super::schema::{org_resources, organizations};
-use super::{Actor, Conn, KeepPrepared, subscriptions};
+use super::{Actor, Conn, KeepPrepared, subscription_row};
 use crate::domain::count;
 use crate::error::{Error, Result};
 
@@ -76,10 +76,10 @@ pub(super) async fn close(
             ),
         ));
     }
-    let period_start = subscriptions::lock_subscription(conn, org_id)
+    let period_start = subscription_row::lock_subscription(conn, org_id)
         .await?
         .period_start;
-    let final_invoice = match invoices::close_period(
+    let final_invoice = match period_close::close_period(
         conn,
         actor,
         org_id,
@@ -88,10 +88,8 @@ pub(super) async fn close(
     )
     .await?
     {
-        invoices::Closed::Issued(invoice) | invoices::Closed::Before(invoice) => {
-            Some(invoice.row.name())
-        }
-        invoices::Closed::Nothing => None,
+        Closed::Issued(invoice) | Closed::Before(invoice) => Some(invoice.row.name()),
+        Closed::Nothing => None,
     };
     let purge_at = Utc::now() + retention;
     diesel::update(organizations::table.find(org_id))

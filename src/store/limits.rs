@@ -12,7 +12,7 @@ use super::Conn;
 use super::members::member_count;
 use super::org_row::OrgRow;
 use super::schema::{org_resources, plans, subscriptions};
-use super::subscriptions::{PlanRow, free_plan};
+use super::subscription_row::{PlanRow, free_plan};
 use crate::domain::{count, plural};
 use crate::error::{Error, Result};
 

@@ -20,7 +20,7 @@ use super::schema::{
     create_requests, membership_roles, memberships, org_resources, organizations, users,
 };
 use super::verification::Requester;
-use super::{Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, subscriptions};
+use super::{Actor, Conn, KeepPrepared, Store, audit, billing_profiles, both, subscription_row};
 use crate::domain::{
     Action, Description, DisplayName, Email, Etag, OrgRef, PageRequest, PageToken, Permission,
     Slug, UserRef, count,
@@ -115,7 +115,7 @@ pub async fn insert_with_owner(conn: &mut Conn, actor: &Actor, new: NewOrg) -> R
         ))
         .execute(conn)
         .await?;
-    subscriptions::open_subscription(conn, org.id, new.plan.as_deref()).await?;
+    subscription_row::open_subscription(conn, org.id, new.plan.as_deref()).await?;
     billing_profiles::create_profile(conn, org.id).await?;
     audit::record(
         conn,
@@ -565,7 +565,7 @@ impl Store {
                     .prepared()
                     .execute(conn)
                     .await?;
-                subscriptions::reopen_subscription(conn, org_id).await?;
+                subscription_row::reopen_subscription(conn, org_id).await?;
                 let restored = touch(conn, org_id).await?;
                 audit::record(
                     conn,

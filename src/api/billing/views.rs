@@ -9,7 +9,7 @@ use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
 use crate::pb;
 use crate::store::billing_profiles::{PaymentMethodRow, ProfileRow};
 use crate::store::invoices::{InvoiceView, VoucherRow};
-use crate::store::subscriptions::{PlanRow, SubscriptionView};
+use crate::store::subscription_row::{PlanRow, SubscriptionView};
 
 pub(super) fn money(amount_minor: i64, currency: &str) -> Option<pb::Money> {
     Some(pb::Money {
