@@ -5,12 +5,14 @@
 use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, datetime, declared_permission, emailed_token, org_access};
+use crate::auth::OrgAccess;
 use crate::domain::{Currency, Etag, OrgRef, PageRequest, Permission, quoted};
 use crate::error::{Error, Result};
 use crate::pb::{self, billing_service_server::BillingService};
 use crate::store::Store;
 use crate::store::billing_profiles::PAYMENT_METHODS;
 use crate::store::invoices::{INVOICES, NewVoucher};
+use crate::store::subscription_row::SubscriptionView;
 use crate::store::verification::ContactVerification;
 
 mod input;
@@ -42,6 +44,15 @@ impl BillingApi {
             ),
         }
     }
+
+    /// The subscription as the caller may see it (`views::subscription`).
+    fn subscription_reply(
+        &self,
+        view: &SubscriptionView,
+        access: &OrgAccess,
+    ) -> Response<pb::Subscription> {
+        Response::new(subscription(view, access, &self.reads_billing))
+    }
 }
 
 #[tonic::async_trait]
@@ -71,11 +82,7 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         ensure_singleton("name", &request.get_ref().name, "subscription", &access)?;
         let view = self.store.get_subscription(access.org().id).await?;
-        Ok(Response::new(subscription(
-            &view,
-            &access,
-            &self.reads_billing,
-        )))
+        Ok(self.subscription_reply(&view, &access))
     }
 
     async fn change_plan(
@@ -92,11 +99,7 @@ impl BillingService for BillingApi {
             .store
             .change_plan(&ctx.actor(), &access, &plan, etag)
             .await?;
-        Ok(Response::new(subscription(
-            &view,
-            &access,
-            &self.reads_billing,
-        )))
+        Ok(self.subscription_reply(&view, &access))
     }
 
     async fn cancel_subscription(
@@ -110,11 +113,7 @@ impl BillingService for BillingApi {
             .store
             .cancel_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(
-            &view,
-            &access,
-            &self.reads_billing,
-        )))
+        Ok(self.subscription_reply(&view, &access))
     }
 
     async fn resume_subscription(
@@ -128,11 +127,7 @@ impl BillingService for BillingApi {
             .store
             .resume_subscription(&ctx.actor(), &access)
             .await?;
-        Ok(Response::new(subscription(
-            &view,
-            &access,
-            &self.reads_billing,
-        )))
+        Ok(self.subscription_reply(&view, &access))
     }
 
     async fn get_billing_profile(
