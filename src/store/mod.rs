@@ -16,6 +16,7 @@ pub mod events;
 mod expiries;
 pub mod invitations;
 pub mod invoices;
+mod lease;
 mod limits;
 pub mod members;
 pub mod org_row;

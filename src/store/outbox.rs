@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use tokio::time::Instant;
@@ -180,38 +179,15 @@ impl Claim {
     }
 }
 
-/// When a round that claims something for `lease` now must stop sending: a
-/// margin before the lease ends, so that recording an outcome does not race
-/// another replica's claim of the same thing. Shared with webhook delivery.
-pub(super) fn lease_deadline(lease: Duration) -> Instant {
-    let margin = (lease / 10).min(Duration::from_secs(30));
-    Instant::now() + (lease - margin)
-}
-
 impl Store {
     /// Claims up to `limit` due messages for `lease`, in a statement of its own.
     pub async fn claim_outbox(&self, limit: i64, lease: Duration) -> Result<Claim> {
-        let lease_id = Uuid::now_v7();
-        let deadline = lease_deadline(lease);
-        let messages = self
-            .read(|conn| {
-                async move {
-                    Ok(diesel::sql_query(CLAIM_DUE)
-                        .bind::<SqlUuid, _>(lease_id)
-                        .bind::<Double, _>(lease.as_secs_f64())
-                        .bind::<BigInt, _>(limit)
-                        .prepared()
-                        .load(conn)
-                        .await?)
-                }
-                .scope_boxed()
-            })
-            .await?;
+        let leased = self.claim_leased(CLAIM_DUE, limit, lease).await?;
         Ok(Claim {
-            lease_id,
+            lease_id: leased.lease_id,
             lease,
-            deadline,
-            messages,
+            deadline: leased.deadline,
+            messages: leased.rows,
         })
     }
 

@@ -23,9 +23,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::events::{Cursor, Event, EventFilter};
-use super::outbox::lease_deadline;
 use super::webhooks::endpoint_name;
-use super::{Actor, KeepPrepared, Store, audit};
+use super::{Actor, Store, audit};
 use crate::domain::{Action, PageRequest, PageToken};
 use crate::error::Result;
 
@@ -208,26 +207,11 @@ pub struct DeliveryRow {
 impl Store {
     /// Claims up to `limit` due endpoints for `lease`, in a statement of its own.
     pub async fn claim_webhook_endpoints(&self, limit: i64, lease: Duration) -> Result<Claim> {
-        let lease_id = Uuid::now_v7();
-        let deadline = lease_deadline(lease);
-        let endpoints = self
-            .read(|conn| {
-                async move {
-                    Ok(diesel::sql_query(CLAIM_DUE)
-                        .bind::<SqlUuid, _>(lease_id)
-                        .bind::<Double, _>(lease.as_secs_f64())
-                        .bind::<BigInt, _>(limit)
-                        .prepared()
-                        .load(conn)
-                        .await?)
-                }
-                .scope_boxed()
-            })
-            .await?;
+        let leased = self.claim_leased(CLAIM_DUE, limit, lease).await?;
         Ok(Claim {
-            lease_id,
-            deadline,
-            endpoints,
+            lease_id: leased.lease_id,
+            deadline: leased.deadline,
+            endpoints: leased.rows,
         })
     }
 
