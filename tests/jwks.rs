@@ -308,3 +308,47 @@ async fn orgd_does_not_start_without_its_keys() {
     assert!(message.contains(&url), "{message}");
     assert!(message.contains("error sending request"), "{message}");
 }
+
+/// Serves one response of `body_bytes` of JSON padding, with or without a
+/// Content-Length, and returns its URL.
+async fn oversized_jwks(body_bytes: usize, with_length: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0; 4096];
+        let _ = stream.read(&mut buf).await;
+        let body = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(body_bytes));
+        let length = if with_length {
+            format!("content-length: {}\r\n", body.len())
+        } else {
+            String::new()
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{length}connection: close\r\n\r\n"
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body.as_bytes()).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_oversized_key_set_is_refused_unread() {
+    for with_length in [true, false] {
+        let url = oversized_jwks(1 << 20, with_length).await;
+        let source = JwksSource {
+            url: url.parse().unwrap(),
+            refresh: Duration::from_secs(300),
+            min_refresh: Duration::from_secs(30),
+        };
+        let Err(err) = JwtVerifier::new(&JwtKey::Jwks(source), ISSUER, AUDIENCE).await else {
+            panic!("started with a 1 MiB key set");
+        };
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("larger than 256 KiB"),
+            "with_length {with_length}: {message}"
+        );
+    }
+}

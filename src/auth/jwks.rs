@@ -25,6 +25,11 @@ use crate::error::{Error, Result};
 /// unknown `kid` waits for it at most.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest JWKS response read. Real key sets are a few kilobytes (a 4096-bit
+/// RSA key is under 1 KiB of JSON); a provider that sends more is broken or
+/// hostile, and reading on would hold that much memory per fetch.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 /// A key and the rules of the tokens it verifies, its algorithm among them.
 pub(super) struct VerifyingKey {
     pub key: DecodingKey,
@@ -83,6 +88,9 @@ impl Jwks {
     /// Fetches the key set once: orgd does not start without it. `rules` are
     /// those of every token, to which each key adds its algorithm.
     pub async fn fetch_first(source: JwksSource, rules: Validation) -> anyhow::Result<Arc<Self>> {
+        if source.url.scheme() == "http" && !is_loopback(&source.url) {
+            tracing::warn!(url = %source.url, "the JWKS is fetched over plain http: whoever can change it on the way can sign tokens orgd accepts; use https unless the provider is on a network you trust");
+        }
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .user_agent(concat!("orgd/", env!("CARGO_PKG_VERSION")))
@@ -237,11 +245,41 @@ async fn fetch(
         .find_map(|directive| directive.trim().strip_prefix("max-age="))
         .and_then(|seconds| seconds.parse().ok())
         .map(Duration::from_secs);
-    let set = response
-        .json()
-        .await
-        .context("the response is not a JWK set")?;
+    let body = read_bounded(response, MAX_JWKS_BYTES).await?;
+    let set = serde_json::from_slice(&body).context("the response is not a JWK set")?;
     Ok((set, max_age))
+}
+
+/// The body of `response`, refused once it passes `limit` bytes (by its
+/// Content-Length before reading, or as it arrives).
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let too_large = || anyhow::anyhow!("the response is larger than {} KiB", limit / 1024);
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Whether `url` names this host (a loopback address or `localhost`).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// The keys of `set` that can verify tokens; the others are logged and skipped.
@@ -365,6 +403,22 @@ mod tests {
         assert_eq!(keys.generation, 7);
         assert_eq!(keys.keys.keys().collect::<Vec<_>>(), ["signs"]);
         assert_eq!(keys.get("signs").unwrap().algorithm(), Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn only_this_host_counts_as_loopback() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:8080/jwks", true),
+            ("http://127.9.9.9/jwks", true),
+            ("http://[::1]:8080/jwks", true),
+            ("http://LocalHost/jwks", true),
+            ("http://idp.internal/jwks", false),
+            ("http://10.0.0.1/jwks", false),
+            ("http://[::ffff:10.0.0.1]/jwks", false),
+        ] {
+            let parsed: reqwest::Url = url.parse().unwrap();
+            assert_eq!(is_loopback(&parsed), loopback, "{url}");
+        }
     }
 
     #[test]
