@@ -562,3 +562,76 @@ async fn managing_endpoints_needs_the_permission_and_the_secret_shows_once() {
         .into_inner();
     assert_eq!(names(&mine.webhook_endpoints), [own.name.as_str()]);
 }
+
+/// An endpoint disabled for longer than events are kept: when enabled again,
+/// delivery goes on from the oldest event retention kept, in order, and the
+/// deleted ones are gone for it (as for a WatchEvents consumer).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_disabled_past_retention_resumes_at_the_oldest_kept_event() {
+    let app = spawn(&flags(&key_file(), 1)).await;
+    let receiver = Receiver::start(Mode::Unavailable).await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Acme").await;
+    let mut webhooks = webhooks_as(&app, "alice").await;
+    let (endpoint, secret) = create(&mut webhooks, &org.name, &receiver.url()).await;
+    let get = pb::GetWebhookEndpointRequest {
+        name: endpoint.name.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + LONG;
+    while webhooks
+        .get_webhook_endpoint(get.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .state()
+        != State::Disabled
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // While it is off, two changes, then retention deletes every event so far.
+    touch(&mut orgs, &org, 1).await;
+    touch(&mut orgs, &org, 2).await;
+    let store = orgd::store::Store::connect(
+        &orgd::store::DbConfig::unlimited(&app.db_url, "retention"),
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let purged = store
+        .purge_events(chrono::Utc::now() + chrono::TimeDelta::seconds(1), 1000)
+        .await
+        .unwrap();
+    assert!(purged >= 4, "created, disabled, two changes: {purged}");
+    assert_eq!(app.count("SELECT 1 FROM events", &[]).await, 0);
+
+    receiver.set_mode(Mode::Up);
+    touch(&mut orgs, &org, 3).await;
+    let enabled = webhooks
+        .update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
+            webhook_endpoint: Some(pb::WebhookEndpoint {
+                name: endpoint.name.clone(),
+                state: State::Enabled.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["state".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(enabled.state(), State::Enabled);
+
+    // What is left of its feed: the third change and the endpoint's update.
+    let mut events = app.events(&user_token("alice")).await;
+    let kept = feed(&mut events, &org.name, pb::EventFilter::default(), "").await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    receiver
+        .wait_for(LONG, |_| receiver.acknowledged().len() >= kept.len())
+        .await;
+    assert_eq!(receiver.acknowledged(), kept);
+    assert_signed_cloud_events(&receiver, &secret);
+}
