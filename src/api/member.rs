@@ -16,7 +16,8 @@ use crate::store::Store;
 use crate::store::invitations::{
     InvitationFilter, InvitationSettings, InvitationState, InvitationView, NewInvitation,
 };
-use crate::store::members::{MemberUpdate, MemberView};
+use crate::store::member_changes::MemberUpdate;
+use crate::store::members::MemberView;
 use crate::store::orgs::OrgLimits;
 
 /// Fields UpdateMember can replace.

@@ -18,6 +18,7 @@ pub mod invitations;
 pub mod invoices;
 mod lease;
 mod limits;
+pub mod member_changes;
 pub mod members;
 pub mod org_row;
 pub mod orgs;
