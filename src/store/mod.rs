@@ -20,6 +20,7 @@ mod lease;
 mod limits;
 pub mod member_changes;
 pub mod members;
+mod org_deletion;
 pub mod org_row;
 pub mod orgs;
 pub mod outbox;
