@@ -14,6 +14,7 @@ mod connect;
 mod contact_email;
 pub mod events;
 mod expiries;
+mod invitation_answers;
 pub mod invitations;
 pub mod invoices;
 mod lease;
