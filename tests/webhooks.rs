@@ -312,25 +312,7 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
     let org = create_org(&mut orgs, "Acme").await;
     let mut webhooks = webhooks_as(&app, "alice").await;
     let (endpoint, secret) = create(&mut webhooks, &org.name, &receiver.url()).await;
-    let get = pb::GetWebhookEndpointRequest {
-        name: endpoint.name.clone(),
-    };
-    let deadline = tokio::time::Instant::now() + LONG;
-    let disabled = loop {
-        let got = webhooks
-            .get_webhook_endpoint(get.clone())
-            .await
-            .unwrap()
-            .into_inner();
-        if got.state() == State::Disabled {
-            break got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never disabled: {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let disabled = disabled(&mut webhooks, &endpoint.name).await;
     assert!(
         disabled
             .disabled_reason
@@ -369,20 +351,7 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
         3,
         "nothing is sent while disabled"
     );
-    let enabled = webhooks
-        .update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
-            webhook_endpoint: Some(pb::WebhookEndpoint {
-                name: endpoint.name.clone(),
-                state: State::Enabled.into(),
-                ..Default::default()
-            }),
-            update_mask: Some(FieldMask {
-                paths: vec!["state".into()],
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let enabled = enable(&mut webhooks, &endpoint.name).await;
     assert_eq!(enabled.state(), State::Enabled);
     assert!(enabled.disabled_reason.is_empty());
     let mut events = app.events(&user_token("alice")).await;
@@ -574,21 +543,7 @@ async fn an_endpoint_disabled_past_retention_resumes_at_the_oldest_kept_event() 
     let org = create_org(&mut orgs, "Acme").await;
     let mut webhooks = webhooks_as(&app, "alice").await;
     let (endpoint, secret) = create(&mut webhooks, &org.name, &receiver.url()).await;
-    let get = pb::GetWebhookEndpointRequest {
-        name: endpoint.name.clone(),
-    };
-    let deadline = tokio::time::Instant::now() + LONG;
-    while webhooks
-        .get_webhook_endpoint(get.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .state()
-        != State::Disabled
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never disabled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    disabled(&mut webhooks, &endpoint.name).await;
 
     // While it is off, two changes, then retention deletes every event so far.
     touch(&mut orgs, &org, 1).await;
@@ -609,20 +564,7 @@ async fn an_endpoint_disabled_past_retention_resumes_at_the_oldest_kept_event() 
 
     receiver.set_mode(Mode::Up);
     touch(&mut orgs, &org, 3).await;
-    let enabled = webhooks
-        .update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
-            webhook_endpoint: Some(pb::WebhookEndpoint {
-                name: endpoint.name.clone(),
-                state: State::Enabled.into(),
-                ..Default::default()
-            }),
-            update_mask: Some(FieldMask {
-                paths: vec!["state".into()],
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let enabled = enable(&mut webhooks, &endpoint.name).await;
     assert_eq!(enabled.state(), State::Enabled);
 
     // What is left of its feed: the third change and the endpoint's update.

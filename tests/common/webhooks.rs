@@ -148,3 +148,44 @@ pub fn assert_signed_cloud_events(receiver: &Receiver, secret: &str) {
         assert!(event["data"].is_object(), "{event}");
     }
 }
+
+/// Waits until `endpoint` is disabled (its retries used up); returns it then.
+pub async fn disabled(client: &mut WebhookClient, endpoint: &str) -> pb::WebhookEndpoint {
+    let get = pb::GetWebhookEndpointRequest {
+        name: endpoint.into(),
+    };
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let got = client
+            .get_webhook_endpoint(get.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        if got.state() == pb::webhook_endpoint::State::Disabled {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never disabled: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Enables `endpoint` again (UpdateWebhookEndpoint of its state).
+pub async fn enable(client: &mut WebhookClient, endpoint: &str) -> pb::WebhookEndpoint {
+    client
+        .update_webhook_endpoint(pb::UpdateWebhookEndpointRequest {
+            webhook_endpoint: Some(pb::WebhookEndpoint {
+                name: endpoint.into(),
+                state: pb::webhook_endpoint::State::Enabled.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["state".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
