@@ -159,6 +159,23 @@ fn operator_client(
     OrgServiceClient::with_interceptor(channel.clone(), Bearer::new(Some(&token(data_dir))))
 }
 
+/// The services README.md's `buf curl` session shows `--list-services` printing:
+/// the `#   name` lines after that command.
+fn readme_service_list() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let listing = &readme[readme
+        .find("$CURL --list-services")
+        .expect("README.md lists the services")..];
+    let mut names: Vec<String> = listing
+        .lines()
+        .skip(1)
+        .map_while(|line| line.strip_prefix("#   "))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
 fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
         .ok()?
@@ -192,8 +209,11 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
 
     // Reflection v1 (buf curl, grpcurl) and v1alpha (older clients such as Python's)
     // list the services, so operators need no proto files.
-    let v1 = list_services!(v1, channel);
+    let mut v1 = list_services!(v1, channel);
     let v1alpha = list_services!(v1alpha, channel);
+    // The README shows what `buf curl --list-services` (v1) prints: all of it.
+    v1.sort();
+    assert_eq!(readme_service_list(), v1, "README.md's list of services");
     for (listed, reflection) in [
         (&v1, "grpc.reflection.v1.ServerReflection"),
         (&v1alpha, "grpc.reflection.v1alpha.ServerReflection"),
