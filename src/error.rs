@@ -156,12 +156,32 @@ impl From<DieselError> for Error {
                     "a personal organization has only its owner as member",
                 )
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-                Error::Unavailable("the database connection was lost; retry".into())
+            // The session ended under the call: PostgreSQL stopped, crashed or
+            // ended it (FATAL "terminating connection …", SQLSTATE 57P01,
+            // 57P02, 57P05, which diesel reports only by message), or the
+            // socket closed without a word (tokio-postgres's errors without a
+            // SQLSTATE, which diesel-async reports as UnableToSendCommand).
+            // The input was fine: a retry on a new connection may succeed.
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => lost_connection(),
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("terminating connection") =>
+            {
+                lost_connection()
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info)
+                if ["connection closed", "error communicating with the server"]
+                    .iter()
+                    .any(|lost| info.message().starts_with(lost)) =>
+            {
+                lost_connection()
             }
             other => Error::Internal(other.into()),
         }
     }
+}
+
+fn lost_connection() -> Error {
+    Error::Unavailable("the database connection was lost; retry".into())
 }
 
 /// Longest status message sent. Values callers sent are echoed `quoted` (cut

@@ -1,7 +1,8 @@
 //! Input the database cannot hold is the caller's mistake: a NUL character in
 //! any text field, or a time outside years 1 to 9999 (in a field or a forged
 //! page token), is INVALID_ARGUMENT naming the field, never INTERNAL, and
-//! writes nothing; and an error repeats at most a short part of a long value.
+//! writes nothing; an error repeats at most a short part of a long value; and a
+//! name that shows nothing (zero-width characters only) is no name.
 
 mod common;
 
@@ -96,4 +97,67 @@ async fn nul_characters_and_unstorable_times_are_invalid_arguments() {
 
     assert_eq!(app.count("SELECT 1 FROM organizations", &[]).await, before);
     assert_eq!(app.count("SELECT 1 FROM api_tokens", &[]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_made_only_of_zero_width_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let mut orgs = app.orgs_as("alice").await;
+    let org = create_org(&mut orgs, "Acme").await;
+    let mut tokens = TokenServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    let mut resources = pb::resource_service_client::ResourceServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&user_token("alice"))),
+    );
+    for blank in [
+        "\u{200B}\u{200B}\u{200B}",         // zero-width spaces
+        "\u{200C}\u{200D}\u{2060}\u{FEFF}", // joiners, word joiner, BOM
+        " \u{200B} \u{3000}",               // mixed with spaces
+    ] {
+        expect_invalid(
+            orgs.create_organization(new_org(blank)).await,
+            "organization.display_name",
+        );
+        let mut renamed = org.clone();
+        renamed.display_name = blank.into();
+        expect_invalid(
+            orgs.update_organization(update(renamed, &["display_name"]))
+                .await,
+            "organization.display_name",
+        );
+        expect_invalid(
+            tokens
+                .create_api_token(pb::CreateApiTokenRequest {
+                    parent: org.name.clone(),
+                    api_token: Some(pb::ApiToken {
+                        display_name: blank.into(),
+                        roles: vec!["viewer".into()],
+                        ..Default::default()
+                    }),
+                })
+                .await,
+            "api_token.display_name",
+        );
+        expect_invalid(
+            resources
+                .register_resource(pb::RegisterResourceRequest {
+                    parent: org.name.clone(),
+                    resource: Some(pb::Resource {
+                        kind: "app".into(),
+                        external_id: "web".into(),
+                        display_name: blank.into(),
+                        ..Default::default()
+                    }),
+                })
+                .await,
+            "resource.display_name",
+        );
+    }
+    // Visible text around a zero-width character is a name.
+    create_org(&mut orgs, "Ac\u{200B}me Labs").await;
+    assert_eq!(app.count("SELECT 1 FROM api_tokens", &[]).await, 0);
+    assert_eq!(app.count("SELECT 1 FROM org_resources", &[]).await, 0);
 }

@@ -30,7 +30,17 @@ fn hostile_strings() -> Vec<String> {
         "9".repeat(100),
         "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🦀".into(),
         "organizations/../organizations/%2e%2e".into(),
+        forged_page_token(),
     ]
+}
+
+/// A page token in orgd's own form whose position is a time PostgreSQL cannot
+/// hold (some 190,000 years BCE), as a forger would write it: in every List
+/// RPC's `page_token` it must be INVALID_ARGUMENT, like any bad token.
+fn forged_page_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("-6000000000000000000:{}", uuid::Uuid::nil()))
 }
 
 /// (seconds, nanos) PostgreSQL or chrono cannot hold, or a Timestamp may not be.
@@ -166,6 +176,8 @@ async fn hostile_values_in_every_field_never_fault_and_replies_stay_small() {
     let service = service_token();
 
     let (mut methods, mut calls, mut faults) = (0, 0, Vec::new());
+    // List calls that refused a forged page token, naming it.
+    let mut pages = 0;
     // Calls a handler or the request screen judged: OK or INVALID_ARGUMENT.
     let mut answered = 0;
     for method in pool
@@ -213,9 +225,23 @@ async fn hostile_values_in_every_field_never_fault_and_replies_stay_small() {
             };
             for value in values {
                 let shown = format!("{path} {} = {value:.60?}", field.join("."));
+                let forged_page = field.join(".") == "page_token"
+                    && value.as_str() == Some(forged_page_token().as_str());
                 let body = corpus_request(&method.input(), &org_field, &target, field, value);
                 let result = raw::call(&channel, &path, body, Some(&token)).await;
                 calls += 1;
+                if forged_page {
+                    // A method that needs more than the corpus fills in refuses
+                    // the call for that first; the rest must name the token.
+                    match &result {
+                        Err(status) if status.code() == Code::InvalidArgument => {
+                            pages += usize::from(status.message().starts_with("page_token"));
+                        }
+                        other => {
+                            faults.push(format!("{shown}: a forged page token gave {other:?}"))
+                        }
+                    }
+                }
                 let Err(status) = result else {
                     answered += 1;
                     continue;
@@ -235,6 +261,10 @@ async fn hostile_values_in_every_field_never_fault_and_replies_stay_small() {
         faults.join("\n")
     );
     assert!(methods >= 54, "only {methods} methods");
+    assert!(
+        pages >= 10,
+        "only {pages} List RPCs refused the forged page_token"
+    );
     assert!(calls > 1_500, "only {calls} calls");
     // Most values reach the code that judges them, not a refusal of the caller.
     assert!(

@@ -3,7 +3,7 @@
 //! and its database cleanly; health follows the database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 mod common;
@@ -61,16 +61,22 @@ impl Orgd {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(Self::log_path(data_dir)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_orgd"))
             .args(["serve", "--listen", &addr, "--shutdown-grace", "2s"])
             .args(flags)
             .env("ORGD_DATA_DIR", data_dir)
             .env_remove("DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         Orgd { child, addr }
+    }
+
+    /// Where orgd's log goes: beside the data directory, not in it.
+    fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.with_extension("log")
     }
 
     async fn channel(&self) -> Channel {
@@ -153,6 +159,23 @@ fn operator_client(
     OrgServiceClient::with_interceptor(channel.clone(), Bearer::new(Some(&token(data_dir))))
 }
 
+/// The services README.md's `buf curl` session shows `--list-services` printing:
+/// the `#   name` lines after that command.
+fn readme_service_list() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let listing = &readme[readme
+        .find("$CURL --list-services")
+        .expect("README.md lists the services")..];
+    let mut names: Vec<String> = listing
+        .lines()
+        .skip(1)
+        .map_while(|line| line.strip_prefix("#   "))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
 fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
         .ok()?
@@ -165,6 +188,7 @@ fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 fn fresh_data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("orgd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(Orgd::log_path(&dir));
     dir
 }
 
@@ -185,8 +209,11 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
 
     // Reflection v1 (buf curl, grpcurl) and v1alpha (older clients such as Python's)
     // list the services, so operators need no proto files.
-    let v1 = list_services!(v1, channel);
+    let mut v1 = list_services!(v1, channel);
     let v1alpha = list_services!(v1alpha, channel);
+    // The README shows what `buf curl --list-services` (v1) prints: all of it.
+    v1.sort();
+    assert_eq!(readme_service_list(), v1, "README.md's list of services");
     for (listed, reflection) in [
         (&v1, "grpc.reflection.v1.ServerReflection"),
         (&v1alpha, "grpc.reflection.v1alpha.ServerReflection"),
@@ -299,6 +326,49 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
     assert_eq!(status, ServingStatus::NotServing);
     orgd.terminate();
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(Orgd::log_path(&data_dir));
+}
+
+/// A newcomer starting orgd twice in one folder is told so in words, and the
+/// first one serves on; falling back to the development secret is a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_orgd_on_the_same_data_dir_is_refused_in_plain_words() {
+    let data_dir = fresh_data_dir("second");
+    let first = Orgd::start(&data_dir);
+    let channel = first.channel().await;
+    let second = Command::new(env!("CARGO_BIN_EXE_orgd"))
+        .args(["serve", "--listen", &common::free_local_addr()])
+        .env("ORGD_DATA_DIR", &data_dir)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        said.contains("orgd: another orgd is using this data directory"),
+        "{said}"
+    );
+    // Neither PostgreSQL's own complaint nor Rust's debug view of an error.
+    for raw in ["postmaster.pid", "lock file", "Os {", "kind:", "[(\""] {
+        assert!(!said.contains(raw), "{raw} in {said}");
+    }
+    assert_eq!(health(&channel).await, ServingStatus::Serving);
+
+    assert!(first.terminate().success());
+    let log = std::fs::read_to_string(Orgd::log_path(&data_dir)).unwrap();
+    let secret = std::path::absolute(data_dir.join("dev-jwt-secret")).unwrap();
+    assert!(
+        log.lines().any(|line| line.contains("WARN")
+            && line.contains("development secret")
+            && line.contains(&secret.display().to_string())),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(Orgd::log_path(&data_dir));
 }
 
 /// Where no death signal stops PostgreSQL with orgd (not Linux), an orgd killed
@@ -351,4 +421,27 @@ fn a_leftover_postgres_is_stopped_and_a_second_orgd_is_refused() {
     );
     cluster.stop();
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
+/// `orgd token` run in any folder of a checkout keeps a development secret in
+/// `.orgd-data` there: git must ignore it wherever it is.
+#[test]
+fn a_data_dir_in_any_folder_of_the_checkout_is_git_ignored() {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !project.join(".git").exists() {
+        eprintln!("not a git checkout: nothing to ignore");
+        return;
+    }
+    for path in [
+        ".orgd-data/dev-jwt-secret",
+        "tests/.orgd-data/dev-jwt-secret",
+        "src/api/.orgd-data/postgres.password",
+    ] {
+        let ignored = Command::new("git")
+            .args(["check-ignore", "--quiet", "--no-index", path])
+            .current_dir(project)
+            .status()
+            .unwrap();
+        assert!(ignored.success(), "git would commit {path}");
+    }
 }

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, org_access, timestamp};
-use crate::domain::{OrgRef, PageRequest};
+use crate::domain::{OrgRef, PageRequest, shows_nothing};
 use crate::error::{Error, Result};
 use crate::pb::{self, resource_service_server::ResourceService};
 use crate::store::Store;
@@ -53,17 +53,21 @@ fn new_resource(given: &pb::Resource) -> Result<NewResource> {
             "the id in the owning service is required: 1 to 200 characters, no control characters",
         ));
     }
-    if given.display_name.chars().count() > 200 || given.display_name.chars().any(char::is_control)
+    let display_name = given.display_name.trim();
+    // Optional, but one that shows blank (zero-width characters) is no name.
+    if display_name.chars().count() > 200
+        || display_name.chars().any(char::is_control)
+        || (!display_name.is_empty() && shows_nothing(display_name))
     {
         return Err(Error::invalid(
             "resource.display_name",
-            "up to 200 characters, no control characters",
+            "up to 200 characters, some visible, no control characters",
         ));
     }
     Ok(NewResource {
         kind: kind.to_owned(),
         external_id: external_id.to_owned(),
-        display_name: given.display_name.trim().to_owned(),
+        display_name: display_name.to_owned(),
     })
 }
 

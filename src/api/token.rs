@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, datetime, org_access, timestamp};
-use crate::domain::{Names, PageRequest, UserRef};
+use crate::domain::{Names, PageRequest, UserRef, is_hidden, shows_nothing};
 use crate::error::{Error, Result};
 use crate::pb::{self, token_service_server::TokenService};
 use crate::store::Store;
@@ -49,10 +49,14 @@ fn api_token(row: &ApiTokenRow, creator_is_member: bool) -> pb::ApiToken {
 
 fn new_api_token(given: &pb::ApiToken) -> Result<NewApiToken> {
     let display_name = given.display_name.trim();
-    if display_name.is_empty() || display_name.chars().count() > 100 {
+    // A name that shows blank, or not as written, cannot tell tokens apart.
+    if shows_nothing(display_name)
+        || display_name.chars().count() > 100
+        || display_name.chars().any(is_hidden)
+    {
         return Err(Error::invalid(
             "api_token.display_name",
-            "name the token (1 to 100 characters), e.g. \"deploy bot\"",
+            "name the token (1 to 100 characters, some visible, no control characters), e.g. \"deploy bot\"",
         ));
     }
     let roles = Names::roles("api_token.roles", &given.roles)?;

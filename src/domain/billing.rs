@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::card::refuse_card_numbers;
+use super::text::is_hidden;
 use crate::error::{Error, Result};
 
 /// Every officially assigned ISO 3166-1 alpha-2 code (249), sorted. User-assigned
@@ -204,14 +205,6 @@ fn plain_text(field: &str, what: &str, raw: &str, max: usize) -> Result<String> 
         ));
     }
     Ok(value.to_owned())
-}
-
-/// Characters that do not show as themselves: control characters and the
-/// bidirectional overrides that make text display differently than it reads.
-/// (The same rule as display names in `org.rs`.)
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 const LEGAL_NAME_MAX: usize = 200;

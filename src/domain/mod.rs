@@ -12,6 +12,7 @@ mod org;
 mod page;
 mod quote;
 mod secret;
+mod text;
 mod time;
 mod words;
 
@@ -26,5 +27,6 @@ pub use org::{Description, DisplayName, Etag, Slug};
 pub use page::{PageRequest, PageToken};
 pub use quote::quoted;
 pub use secret::Secret;
+pub use text::{is_hidden, shows_nothing};
 pub use time::is_storable_time;
 pub use words::{count, plural};

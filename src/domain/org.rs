@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::text::{is_hidden, shows_nothing};
 use crate::error::{Error, Result};
 
 const SLUG_MIN: usize = 3;
@@ -93,13 +94,6 @@ pub fn looks_like_uuid(key: &str) -> bool {
     uuid::Uuid::try_parse(key).is_ok() || (key.len() == 36 && key.matches('-').count() == 4)
 }
 
-/// Characters that do not show as themselves: control characters and the
-/// bidirectional overrides that make text display differently than it reads.
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
 /// A human-readable organization name, 1–100 characters, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
@@ -107,8 +101,11 @@ pub struct DisplayName(String);
 impl DisplayName {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         let value = raw.trim();
-        if value.is_empty() {
-            return Err(Error::invalid(field, "a display name is required"));
+        if shows_nothing(value) {
+            return Err(Error::invalid(
+                field,
+                "a display name is required, with at least one visible character",
+            ));
         }
         if value.chars().count() > 100 {
             return Err(Error::invalid(

@@ -297,7 +297,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     let lock = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     lock.try_lock().map_err(|err| match err {
         fs::TryLockError::WouldBlock => anyhow::anyhow!(
-            "another orgd is using {}; give each its own --data-dir",
+            "another orgd is using this data directory ({}): stop it, or give each orgd its own --data-dir",
             data_dir.display()
         ),
         fs::TryLockError::Error(err) => {

@@ -374,7 +374,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => {
             let dir = args.jwt.data_dir.join("postgres");
             let settings = embedded_settings(&args);
-            tracing::info!(dir = %dir.display(), ?settings, "no DATABASE_URL: starting the embedded PostgreSQL cluster");
+            let shown: Vec<String> = settings
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            tracing::info!(dir = %dir.display(), settings = %shown.join(" "), "no DATABASE_URL: starting the embedded PostgreSQL cluster");
             let cluster = tokio::task::spawn_blocking(move || {
                 let settings: Vec<(&str, &str)> = settings
                     .iter()
