@@ -36,7 +36,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
-    let JwtKey::Secret(secret) = args.jwt.key()? else {
+    let (JwtKey::Secret(secret) | JwtKey::DevSecret(secret)) = args.jwt.key()? else {
         anyhow::bail!(
             "orgd token signs with an HS256 secret; with a public key or a JWKS, get tokens from your identity provider"
         );

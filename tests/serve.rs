@@ -240,6 +240,20 @@ async fn serves_on_the_embedded_database_and_stops_cleanly() {
         .unwrap()
         .into_inner();
     assert_eq!(org.slug, "operators");
+    // One minted with another data directory's secret is told where to look.
+    let elsewhere = fresh_data_dir("serve-elsewhere");
+    let status = operator_client(&channel, &elsewhere)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status
+            .message()
+            .contains("development secret in its data directory")
+            && status.message().contains("--data-dir"),
+        "{status:?}"
+    );
 
     // Nobody without the password in the data directory gets into the cluster.
     let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).unwrap();

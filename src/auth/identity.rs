@@ -49,7 +49,9 @@ pub enum Audience {
 /// A key from the configuration, with the algorithm it is configured for.
 fn fixed_key(key: &JwtKey, rules: &Validation) -> anyhow::Result<VerifyingKey> {
     let (decoding, algorithm) = match key {
-        JwtKey::Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
+        JwtKey::Secret(secret) | JwtKey::DevSecret(secret) => {
+            (DecodingKey::from_secret(secret), Algorithm::HS256)
+        }
         JwtKey::PublicKeyPem {
             algorithm: JwtAlgorithm::Es256,
             pem,
@@ -69,8 +71,9 @@ fn fixed_key(key: &JwtKey, rules: &Validation) -> anyhow::Result<VerifyingKey> {
 
 /// The keys tokens are checked with.
 enum Keys {
-    /// One key from the configuration, for the life of the process.
-    Fixed(Box<VerifyingKey>),
+    /// One key from the configuration, for the life of the process, and what a
+    /// token whose signature does not match it is told.
+    Fixed(Box<VerifyingKey>, &'static str),
     /// The identity provider's keys, chosen by each token's `kid`.
     Jwks(Arc<Jwks>),
 }
@@ -78,7 +81,7 @@ enum Keys {
 impl Keys {
     fn generation(&self) -> KeyGeneration {
         match self {
-            Keys::Fixed(_) => 0,
+            Keys::Fixed(..) => 0,
             Keys::Jwks(jwks) => jwks.generation(),
         }
     }
@@ -95,6 +98,13 @@ pub struct JwtVerifier {
 /// Why an expired token is refused.
 const EXPIRED: &str = "the token has expired; get a new one";
 
+/// Why a token whose signature does not match is refused.
+const BAD_SIGNATURE: &str = "the token's signature is not valid";
+
+/// The same, when orgd checks tokens with its development secret: the usual
+/// cause is a token minted with another data directory's secret.
+const BAD_DEV_SIGNATURE: &str = "the token's signature is not valid: this orgd checks tokens with the development secret in its data directory; mint them with `orgd token` given the same --data-dir (or run it from the folder the server runs in)";
+
 impl JwtVerifier {
     /// A verifier for tokens of `issuer` meant for `audience`; with a JWKS, once
     /// its keys are fetched.
@@ -110,7 +120,10 @@ impl JwtVerifier {
             JwtKey::Jwks(source) => {
                 Keys::Jwks(Jwks::fetch_first(source.clone(), rules.clone()).await?)
             }
-            fixed => Keys::Fixed(Box::new(fixed_key(fixed, &rules)?)),
+            JwtKey::DevSecret(_) => {
+                Keys::Fixed(Box::new(fixed_key(key, &rules)?), BAD_DEV_SIGNATURE)
+            }
+            fixed => Keys::Fixed(Box::new(fixed_key(fixed, &rules)?), BAD_SIGNATURE),
         };
         Ok(JwtVerifier {
             keys,
@@ -123,7 +136,7 @@ impl JwtVerifier {
     /// changes.
     pub fn spawn_key_refresher(&self, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
         match &self.keys {
-            Keys::Fixed(_) => None,
+            Keys::Fixed(..) => None,
             Keys::Jwks(jwks) => Some(jwks.clone().spawn_refresher(stop)),
         }
     }
@@ -151,7 +164,9 @@ impl JwtVerifier {
             return Ok(claims);
         }
         let (claims, generation) = match &self.keys {
-            Keys::Fixed(key) => (check_signature_and_claims(token, key)?, 0),
+            Keys::Fixed(key, bad_signature) => {
+                (check_signature_and_claims(token, key, bad_signature)?, 0)
+            }
             Keys::Jwks(jwks) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
                 let kid = header.kid.ok_or_else(|| {
@@ -166,7 +181,10 @@ impl JwtVerifier {
                         key.algorithm()
                     )));
                 }
-                (check_signature_and_claims(token, key)?, keys.generation)
+                (
+                    check_signature_and_claims(token, key, BAD_SIGNATURE)?,
+                    keys.generation,
+                )
             }
         };
         let claims = Arc::new(claims);
@@ -194,7 +212,11 @@ impl JwtVerifier {
     }
 }
 
-fn check_signature_and_claims(token: &str, key: &VerifyingKey) -> Result<Claims> {
+fn check_signature_and_claims(
+    token: &str,
+    key: &VerifyingKey,
+    bad_signature: &'static str,
+) -> Result<Claims> {
     use jsonwebtoken::errors::ErrorKind;
     jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
         .map(|data| data.claims)
@@ -212,9 +234,7 @@ fn check_signature_and_claims(token: &str, key: &VerifyingKey) -> Result<Claims>
                     "the token was issued by an issuer this server does not trust"
                 }
                 ErrorKind::InvalidAudience => "the token is meant for another audience",
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    "the token's signature is not valid"
-                }
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => bad_signature,
                 ErrorKind::MissingRequiredClaim(_) => {
                     "the token lacks a required claim (sub, exp, iss, aud)"
                 }
@@ -364,11 +384,14 @@ mod tests {
         let first = token(&claims("alice"));
         verifier.verify(&first).await.unwrap();
         // With another key, only a remembered token still passes.
-        verifier.keys = Keys::Fixed(Box::new(VerifyingKey::new(
-            DecodingKey::from_secret(b"another secret, thirty-two bytes long"),
-            Algorithm::HS256,
-            &verifier.rules,
-        )));
+        verifier.keys = Keys::Fixed(
+            Box::new(VerifyingKey::new(
+                DecodingKey::from_secret(b"another secret, thirty-two bytes long"),
+                Algorithm::HS256,
+                &verifier.rules,
+            )),
+            BAD_SIGNATURE,
+        );
         assert_eq!(verifier.verify(&first).await.unwrap().sub, "alice");
         assert_refused(
             verifier.verify(&token(&claims("bob"))).await,

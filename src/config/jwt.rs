@@ -67,6 +67,8 @@ pub struct JwtArgs {
 #[derive(Clone)]
 pub enum JwtKey {
     Secret(Vec<u8>),
+    /// The development secret orgd created in its data directory.
+    DevSecret(Vec<u8>),
     PublicKeyPem {
         algorithm: JwtAlgorithm,
         pem: Vec<u8>,
@@ -121,7 +123,7 @@ impl JwtArgs {
                 algorithm,
                 pem: fs::read(path).with_context(|| format!("reading {}", path.display()))?,
             }),
-            (None, None, JwtAlgorithm::Hs256) => Ok(JwtKey::Secret(self.dev_secret()?)),
+            (None, None, JwtAlgorithm::Hs256) => Ok(JwtKey::DevSecret(self.dev_secret()?)),
             (None, None, other) => bail!("--jwt-algorithm {other:?} needs --jwt-public-key-file"),
         }
     }
