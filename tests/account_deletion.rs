@@ -170,7 +170,13 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
     );
     let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
     assert_eq!(info.reason, "TOKEN_DEACTIVATED");
-    assert!(status.message().contains("deleted"), "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "was deleted; a member of \"Acme Rockets\" ({}, {}) can create a new one",
+            acme.slug, acme.name
+        )),
+        "{status:?}"
+    );
 
     // Her personal organization is closed, billed to the end, purged later.
     let closed = app
