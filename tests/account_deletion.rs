@@ -64,47 +64,82 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
     let app = TestApp::spawn().await;
     let mut alice = app.orgs_as("alice").await;
     let acme = create_org(&mut alice, "Acme Rockets").await;
+    let globex = create_org(&mut alice, "Globex").await;
     let bob = join(&app, "alice", &acme, "bob", &["admin"]).await.unwrap();
     let secret = api_token(&app, "alice", &acme).await;
     let before = who_am_i(&app, "alice").await.user.unwrap();
     let personal = id_of(&before.personal_organization);
 
-    // The last owner of a team organization is refused, the organization named.
-    let status = expect_code(
-        alice.delete_user(delete_user(&before.uid)).await,
-        Code::FailedPrecondition,
-    );
-    let message = status.message();
-    for expected in [
-        "'Acme Rockets'",
-        acme.slug.as_str(),
-        acme.name.as_str(),
-        "TransferOwnership",
+    // The last owner of team organizations is refused, each organization named
+    // by display name, slug and id, whether she or a service asks.
+    let mut service = app.orgs_as_service().await;
+    for (caller, account) in [
+        (
+            &mut alice,
+            "your account cannot be deleted while you are".to_owned(),
+        ),
+        (
+            &mut service,
+            format!(
+                "the account users/{} cannot be deleted while it is",
+                before.uid
+            ),
+        ),
     ] {
-        assert!(message.contains(expected), "{expected} in {message}");
+        let status = expect_code(
+            caller.delete_user(delete_user(&before.uid)).await,
+            Code::FailedPrecondition,
+        );
+        let message = status.message();
+        for expected in [
+            account.as_str(),
+            "the last owner of 2 team organizations:",
+            "\"Acme Rockets\"",
+            acme.slug.as_str(),
+            acme.name.as_str(),
+            "\"Globex\"",
+            globex.slug.as_str(),
+            globex.name.as_str(),
+            "TransferOwnership",
+        ] {
+            assert!(message.contains(expected), "{expected} in {message}");
+        }
+        let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
+        assert_eq!(info.reason, "LAST_OWNER");
+        let failure = tonic_types::StatusExt::get_details_precondition_failure(&status).unwrap();
+        let mut subjects: Vec<&str> = failure
+            .violations
+            .iter()
+            .map(|v| v.subject.as_str())
+            .collect();
+        subjects.sort();
+        let mut expected = [acme.name.as_str(), globex.name.as_str()];
+        expected.sort();
+        assert_eq!(
+            subjects, expected,
+            "the personal organization is no obstacle"
+        );
     }
-    let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
-    assert_eq!(info.reason, "LAST_OWNER");
-    let failure = tonic_types::StatusExt::get_details_precondition_failure(&status).unwrap();
-    let subjects: Vec<&str> = failure
-        .violations
-        .iter()
-        .map(|v| v.subject.as_str())
-        .collect();
-    assert_eq!(
-        subjects,
-        [acme.name.as_str()],
-        "the personal organization is no obstacle"
-    );
     assert_eq!(activity_count(&app, "user.delete").await, 0);
 
-    // Once ownership is passed on, the account goes.
+    // Once Acme has another owner and Globex is deleted, the account goes.
     let bob_id = bob.name.rsplit('/').next().unwrap();
     app.members_as("alice")
         .await
         .transfer_ownership(transfer(&acme, bob_id))
         .await
         .unwrap();
+    let status = expect_code(
+        alice.delete_user(delete_user(&before.uid)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status
+            .message()
+            .contains("the last owner of 1 team organization: \"Globex\""),
+        "{status:?}"
+    );
+    alice.delete_organization(delete(&globex)).await.unwrap();
     alice.delete_user(delete_user(&before.uid)).await.unwrap();
 
     // Alice left Acme; her token there is deactivated, saying why.
@@ -135,7 +170,13 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
     );
     let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
     assert_eq!(info.reason, "TOKEN_DEACTIVATED");
-    assert!(status.message().contains("deleted"), "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "was deleted; a member of \"Acme Rockets\" ({}, {}) can create a new one",
+            acme.slug, acme.name
+        )),
+        "{status:?}"
+    );
 
     // Her personal organization is closed, billed to the end, purged later.
     let closed = app
@@ -169,7 +210,8 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
     let acme_id: Uuid = acme.uid.parse().unwrap();
     let recorded: Vec<(Uuid, Option<String>)> =
         audited.iter().map(|row| (row.get(0), row.get(1))).collect();
-    let mut expected = vec![acme_id, personal];
+    let globex_id: Uuid = globex.uid.parse().unwrap();
+    let mut expected = vec![acme_id, globex_id, personal];
     expected.sort();
     assert_eq!(
         recorded.iter().map(|(org, _)| *org).collect::<Vec<_>>(),
@@ -204,7 +246,6 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
         Code::PermissionDenied,
     );
     assert!(status.message().contains(&fresh.uid), "{status:?}");
-    let mut service = app.orgs_as_service().await;
     expect_code(
         service.delete_user(delete_user(&before.uid)).await,
         Code::NotFound,

@@ -1132,12 +1132,15 @@ async fn managing_billing_includes_reading_it() {
         })
         .await
         .unwrap();
-    billing
+    // The subscription, with the credit vouchers gave (shown to billing.read).
+    let subscription = billing
         .get_subscription(pb::GetSubscriptionRequest {
             name: subscription_name(&org),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert!(subscription.credit_balance.is_some(), "{subscription:?}");
     // Not more: plans and members are not billing's.
     expect_code(
         billing.change_plan(change_plan(&org, "team")).await,

@@ -190,10 +190,10 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                             // narrower own-resources permission): refused.
                             let mut admitting = vec![permission.to_string()];
                             admitting.extend(scope.own_permission.iter().map(|p| p.to_string()));
-                            let granting = granting(&app, &admitting).await;
+                            let admitted = granting(&app, &admitting).await;
                             let others: Vec<&str> = all_permissions
                                 .iter()
-                                .filter(|p| !granting.contains(p))
+                                .filter(|p| !admitted.contains(p))
                                 .map(String::as_str)
                                 .collect();
                             app.set_member(&org.uid, &member_id, &[], &others).await;
@@ -214,6 +214,24 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                                 assert!(
                                     reached_handler(code(&narrowed)),
                                     "{path} for a member holding {own}: {narrowed:?}"
+                                );
+                            }
+                            // Each permission implying it (the catalogue's
+                            // implications), held alone: past the policy.
+                            let required = permission.to_string();
+                            for implying in granting(&app, std::slice::from_ref(&required))
+                                .await
+                                .into_iter()
+                                .filter(|p| *p != required)
+                            {
+                                app.set_member(&org.uid, &member_id, &[], &[&implying])
+                                    .await;
+                                let implied =
+                                    raw::call(&channel, &path, body.clone(), Some(&member_token))
+                                        .await;
+                                assert!(
+                                    reached_handler(code(&implied)),
+                                    "{path} for a member holding {implying}, which implies {permission}: {implied:?}"
                                 );
                             }
                             // Exactly the permission required: past the policy.

@@ -135,10 +135,12 @@ async fn a_token_lives_and_dies_with_its_creator_and_its_revocation() {
         })
         .await
         .unwrap();
-    expect_code(
+    let refused = expect_code(
         orgs.get_organization(get(&org.name)).await,
         Code::Unauthenticated,
     );
+    let info = tonic_types::StatusExt::get_details_error_info(&refused).unwrap();
+    assert_eq!(info.reason, "TOKEN_DEACTIVATED", "{refused:?}");
     // Bob rejoins: it works again.
     let bob = join(&app, "alice", &org, "bob", &["admin"]).await.unwrap();
     orgs.get_organization(get(&org.name)).await.unwrap();
@@ -355,15 +357,25 @@ async fn a_token_of_a_creator_who_left_is_deactivated_until_they_rejoin() {
         .await
         .unwrap();
     let mut orgs = app.orgs(Some(&secret)).await;
+    // Whatever the call: reading, changing, or naming another organization.
     let refusals = [
         orgs.who_am_i(pb::WhoAmIRequest {}).await.map(|_| ()),
         orgs.get_organization(get(&org.name)).await.map(|_| ()),
+        orgs.update_organization(update(org.clone(), &["description"]))
+            .await
+            .map(|_| ()),
+        orgs.get_organization(get("organizations/no-such-org"))
+            .await
+            .map(|_| ()),
     ];
     for refusal in refusals {
         let status = expect_code(refusal, Code::Unauthenticated);
         let message = status.message();
         assert!(
-            message.contains("no longer a member") && message.contains("rejoin"),
+            message.contains(&format!(
+                "is no longer a member of \"Acme\" ({}, {})",
+                org.slug, org.name
+            )) && message.contains("it works again if they rejoin"),
             "{message}"
         );
         let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();

@@ -18,7 +18,7 @@ use super::schema::{membership_roles, memberships, organizations, users};
 use super::standing::access_in;
 use super::verification::cancel_orphaned_changes;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::{Action, UserRef, quoted};
+use crate::domain::{Action, UserRef, count};
 use crate::error::{Error, Result};
 
 impl Store {
@@ -50,7 +50,7 @@ impl Store {
                 let orgs: Vec<&OrgRow> = org_ids.iter().map(|id| &locked[id]).collect();
                 let last_owned = last_owned(conn, user_id, &orgs).await?;
                 if !last_owned.is_empty() {
-                    return Err(last_owner_of(user_id, &last_owned));
+                    return Err(last_owner_of(actor, user_id, &last_owned));
                 }
                 let personal = orgs
                     .iter()
@@ -173,30 +173,31 @@ async fn last_owned<'o>(
 }
 
 /// The refusal to delete `user_id`'s account while they are the last owner of
-/// `orgs`, naming each and how to pass it on.
-fn last_owner_of(user_id: Uuid, orgs: &[&OrgRow]) -> Error {
+/// `orgs`, naming each and how to pass it on; to the user themself, "you".
+fn last_owner_of(actor: &Actor, user_id: Uuid, orgs: &[&OrgRow]) -> Error {
     let user = UserRef::name_of(user_id);
-    let listed: Vec<String> = orgs
-        .iter()
-        .map(|org| {
-            format!(
-                "{} ({}, {})",
-                quoted(&org.display_name),
-                org.slug,
-                org.name()
-            )
-        })
-        .collect();
+    let (account, who, owner) = if actor.user_id == Some(user_id) {
+        (
+            "your account".to_owned(),
+            "you are",
+            "you are its only owner".to_owned(),
+        )
+    } else {
+        (
+            format!("the account {user}"),
+            "it is",
+            format!("{user} is its only owner"),
+        )
+    };
+    let listed: Vec<String> = orgs.iter().map(|org| org.described()).collect();
     Error::preconditions(
         "LAST_OWNER",
-        orgs.iter()
-            .map(|org| (org.name(), format!("{user} is its only owner")))
-            .collect(),
+        orgs.iter().map(|org| (org.name(), owner.clone())).collect(),
         format!(
-            "{user} cannot be deleted while it is the last owner of {} team organization(s): {}. \
+            "{account} cannot be deleted while {who} the last owner of {}: {}. \
              Each must keep an owner: make another member its owner (TransferOwnership) or \
              delete the organization (DeleteOrganization), then delete the account",
-            orgs.len(),
+            count(orgs.len() as i64, "team organization"),
             listed.join(", ")
         ),
     )

@@ -159,11 +159,11 @@ pub(super) async fn admit_token(
         return Err(Error::TokenDeactivated(match creator.row.subject {
             Some(_) => format!(
                 "this API token is deactivated: its creator, {creator_name}, is no longer a member of {}; it works again if they rejoin",
-                org.name()
+                org.described()
             ),
             None => format!(
                 "this API token is deactivated for good: its creator's account, {creator_name}, was deleted; a member of {} can create a new one",
-                org.name()
+                org.described()
             ),
         }));
     };
