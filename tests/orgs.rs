@@ -382,11 +382,17 @@ async fn update_with_field_mask_and_etag() {
             .await,
         Code::InvalidArgument,
     );
-    expect_code(
+    let no_fields = expect_code(
         alice
             .update_organization(update(updated.clone(), &[]))
             .await,
         Code::InvalidArgument,
+    );
+    assert!(
+        no_fields
+            .message()
+            .starts_with("update_mask: name the fields to change; updatable: display_name"),
+        "{no_fields:?}"
     );
     let unknown = expect_code(
         alice
@@ -394,7 +400,12 @@ async fn update_with_field_mask_and_etag() {
             .await,
         Code::InvalidArgument,
     );
-    assert!(unknown.message().contains("updatable"), "{unknown:?}");
+    assert!(
+        unknown
+            .message()
+            .starts_with("update_mask: 'uid' cannot be updated; updatable: display_name"),
+        "{unknown:?}"
+    );
     let mut empty_name = updated.clone();
     empty_name.display_name = String::new();
     expect_code(

@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::{
-    call_context, child_id, declared_permission, emailed_token, named_user, org_access, timestamp,
+    call_context, child_id, declared_permission, emailed_token, mask_paths, named_user,
+    not_updatable, org_access, timestamp,
 };
 use crate::auth::OrgAccess;
 use crate::domain::{
@@ -119,17 +120,11 @@ fn member_update(
         .as_ref()
         .ok_or_else(|| Error::invalid(prefix("member"), "the member to update is required"))?;
     let member_field = prefix("member");
-    let paths = request
-        .update_mask
-        .as_ref()
-        .map(|m| m.paths.as_slice())
-        .unwrap_or_default();
-    if paths.is_empty() {
-        return Err(Error::invalid(
-            prefix("update_mask"),
-            format!("name the fields to replace; updatable: {UPDATABLE_FIELDS}"),
-        ));
-    }
+    let paths = mask_paths(
+        &prefix("update_mask"),
+        request.update_mask.as_ref(),
+        UPDATABLE_FIELDS,
+    )?;
     let mut update = MemberUpdate {
         user_id: child_id(
             &format!("{member_field}.name"),
@@ -157,12 +152,10 @@ fn member_update(
                 )?)
             }
             other => {
-                return Err(Error::invalid(
-                    prefix("update_mask"),
-                    format!(
-                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
-                        quoted(other)
-                    ),
+                return Err(not_updatable(
+                    &prefix("update_mask"),
+                    other,
+                    UPDATABLE_FIELDS,
                 ));
             }
         }

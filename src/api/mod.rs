@@ -133,6 +133,31 @@ fn datetime(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {
         })
 }
 
+/// The paths of an update's mask (`field`), refused when it names none;
+/// `updatable` lists the ones the update can change.
+fn mask_paths<'a>(
+    field: &str,
+    mask: Option<&'a prost_types::FieldMask>,
+    updatable: &str,
+) -> Result<&'a [String]> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!("name the fields to change; updatable: {updatable}"),
+        ));
+    }
+    Ok(paths)
+}
+
+/// The refusal of a mask (`field`) naming `path`, which the update cannot change.
+fn not_updatable(field: &str, path: &str, updatable: &str) -> Error {
+    Error::invalid(
+        field,
+        format!("{} cannot be updated; updatable: {updatable}", quoted(path)),
+    )
+}
+
 /// An optional string field: empty means "not given".
 fn optional(raw: &str) -> Option<&str> {
     (!raw.is_empty()).then_some(raw)

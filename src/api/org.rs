@@ -6,8 +6,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{
-    account_access, call_context, declared_permission, emailed_token, named_user, optional,
-    org_access, permission, timestamp,
+    account_access, call_context, declared_permission, emailed_token, mask_paths, named_user,
+    not_updatable, optional, org_access, permission, timestamp,
 };
 use crate::auth::{Checkable, Principal, ServiceCaller};
 use crate::domain::{
@@ -122,13 +122,7 @@ fn changes_from_mask(
     org: &pb::Organization,
     mask: Option<&prost_types::FieldMask>,
 ) -> Result<OrgChanges> {
-    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
-    if paths.is_empty() {
-        return Err(Error::invalid(
-            "update_mask",
-            format!("name the fields to change; updatable: {UPDATABLE_FIELDS}"),
-        ));
-    }
+    let paths = mask_paths("update_mask", mask, UPDATABLE_FIELDS)?;
     let mut changes = OrgChanges::default();
     for path in paths {
         let field = format!("organization.{path}");
@@ -143,15 +137,7 @@ fn changes_from_mask(
             "contact_email" => {
                 changes.contact_email = Some(Email::parse(&field, &org.contact_email)?)
             }
-            other => {
-                return Err(Error::invalid(
-                    "update_mask",
-                    format!(
-                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
-                        quoted(other)
-                    ),
-                ));
-            }
+            other => return Err(not_updatable("update_mask", other, UPDATABLE_FIELDS)),
         }
     }
     Ok(changes)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{call_context, child_id, org_access, timestamp};
+use super::{call_context, child_id, mask_paths, not_updatable, org_access, timestamp};
 use crate::auth::{Checkable, OrgAccess, Principal};
 use crate::domain::{OrgRef, PageRequest, quoted};
 use crate::error::{Error, Result};
@@ -245,13 +245,7 @@ impl WebhookApi {
         given: &pb::WebhookEndpoint,
         mask: Option<&prost_types::FieldMask>,
     ) -> Result<EndpointChanges> {
-        let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
-        if paths.is_empty() {
-            return Err(Error::invalid(
-                "update_mask",
-                format!("name the fields to change; updatable: {UPDATABLE_FIELDS}"),
-            ));
-        }
+        let paths = mask_paths("update_mask", mask, UPDATABLE_FIELDS)?;
         let mut changes = EndpointChanges::default();
         for path in paths {
             let field = format!("webhook_endpoint.{path}");
@@ -283,15 +277,7 @@ impl WebhookApi {
                         }
                     })
                 }
-                other => {
-                    return Err(Error::invalid(
-                        "update_mask",
-                        format!(
-                            "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
-                            quoted(other)
-                        ),
-                    ));
-                }
+                other => return Err(not_updatable("update_mask", other, UPDATABLE_FIELDS)),
             }
         }
         Ok(changes)

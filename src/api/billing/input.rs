@@ -1,6 +1,7 @@
 //! BillingService's requests read and checked: names, codes, a payment
 //! method's display data, a billing profile's update mask.
 
+use crate::api::{mask_paths, not_updatable};
 use crate::auth::OrgAccess;
 use crate::domain::{Email, LegalName, OrgRef, PostalAddress, TaxId, quoted};
 use crate::error::{Error, Result};
@@ -133,13 +134,7 @@ pub(super) fn profile_changes(
     given: &pb::BillingProfile,
     mask: Option<&prost_types::FieldMask>,
 ) -> Result<ProfileChanges> {
-    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
-    if paths.is_empty() {
-        return Err(Error::invalid(
-            "update_mask",
-            format!("name the fields to change; updatable: {UPDATABLE_FIELDS}"),
-        ));
-    }
+    let paths = mask_paths("update_mask", mask, UPDATABLE_FIELDS)?;
     let mut changes = ProfileChanges::default();
     for path in paths {
         match path.as_str() {
@@ -180,15 +175,7 @@ pub(super) fn profile_changes(
                     country: parsed.country.as_str().to_owned(),
                 });
             }
-            other => {
-                return Err(Error::invalid(
-                    "update_mask",
-                    format!(
-                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
-                        quoted(other)
-                    ),
-                ));
-            }
+            other => return Err(not_updatable("update_mask", other, UPDATABLE_FIELDS)),
         }
     }
     Ok(changes)
