@@ -47,6 +47,10 @@ pub enum Error {
     SerializationConflict,
     #[error("{0}")]
     Unavailable(String),
+    /// The connection to PostgreSQL was lost while committing: the change may
+    /// have been made or not, so a blind retry could make it twice.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The called method does not exist on this server.
     #[error("{0}")]
     UnknownMethod(String),
@@ -156,32 +160,48 @@ impl From<DieselError> for Error {
                     "a personal organization has only its owner as member",
                 )
             }
-            // The session ended under the call: PostgreSQL stopped, crashed or
-            // ended it (FATAL "terminating connection …", SQLSTATE 57P01,
-            // 57P02, 57P05, which diesel reports only by message), or the
-            // socket closed without a word (tokio-postgres's errors without a
-            // SQLSTATE, which diesel-async reports as UnableToSendCommand).
-            // The input was fine: a retry on a new connection may succeed.
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => lost_connection(),
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if info.message().starts_with("terminating connection") =>
-            {
-                lost_connection()
-            }
-            DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info)
-                if ["connection closed", "error communicating with the server"]
-                    .iter()
-                    .any(|lost| info.message().starts_with(lost)) =>
-            {
-                lost_connection()
+            lost if lost_connection(&lost).is_some() => {
+                tracing::warn!(error = %lost, "the database connection was lost");
+                Error::Unavailable("the database connection was lost; retry".into())
             }
             other => Error::Internal(other.into()),
         }
     }
 }
 
-fn lost_connection() -> Error {
-    Error::Unavailable("the database connection was lost; retry".into())
+/// How PostgreSQL says it ends a session for an outage (SQLSTATE 57P01,
+/// 57P02, 57P05 and the postmaster's death), which diesel reports only by
+/// message. Other "terminating connection" messages (a protocol error, an idle
+/// transaction's timeout) are orgd's own faults and stay INTERNAL.
+const OUTAGE_MESSAGES: [&str; 5] = [
+    "terminating connection due to administrator command",
+    "terminating connection due to immediate shutdown command",
+    "terminating connection because of crash of another server process",
+    "terminating connection due to idle-session timeout",
+    "terminating connection due to unexpected postmaster exit",
+];
+
+/// What says that `err` lost the session, if it did: PostgreSQL stopped,
+/// crashed or ended it, or the socket closed without a word (tokio-postgres's
+/// errors without a SQLSTATE, which diesel-async reports as
+/// UnableToSendCommand). The input was fine: on a new connection the call may
+/// succeed.
+pub(crate) fn lost_connection(err: &DieselError) -> Option<&str> {
+    let DieselError::DatabaseError(kind, info) = err else {
+        return None;
+    };
+    let message = info.message();
+    let lost = match kind {
+        DatabaseErrorKind::ClosedConnection => true,
+        DatabaseErrorKind::Unknown => OUTAGE_MESSAGES.iter().any(|m| message.starts_with(m)),
+        DatabaseErrorKind::UnableToSendCommand => {
+            ["connection closed", "error communicating with the server"]
+                .iter()
+                .any(|m| message.starts_with(m))
+        }
+        _ => false,
+    };
+    lost.then_some(message)
 }
 
 /// Longest status message sent. Values callers sent are echoed `quoted` (cut
@@ -219,6 +239,7 @@ impl Error {
             Error::TooLarge(_) => "REQUEST_TOO_LARGE",
             Error::CursorExpired { .. } => "CURSOR_EXPIRED",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::OutcomeUnknown(_) => "COMMIT_OUTCOME_UNKNOWN",
             Error::UnknownMethod(_) => "UNKNOWN_METHOD",
             Error::UnsupportedEncoding(_) => "UNSUPPORTED_ENCODING",
             Error::Internal(_) => "INTERNAL",
@@ -262,6 +283,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) | Error::TokenDeactivated(_) => Code::Unauthenticated,
             Error::Aborted(_) | Error::SerializationConflict => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::OutcomeUnknown(_) => Code::Unknown,
             Error::UnknownMethod(_) | Error::UnsupportedEncoding(_) => Code::Unimplemented,
             Error::TooLarge(_) => Code::OutOfRange,
             Error::CursorExpired { oldest, .. } => {
@@ -296,6 +318,47 @@ impl From<Error> for tonic_types::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_outage_counts_as_a_lost_connection() {
+        let db =
+            |kind, message: &str| DieselError::DatabaseError(kind, Box::new(message.to_owned()));
+        for lost in [
+            db(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to unexpected postmaster exit",
+            ),
+            db(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            db(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection",
+            ),
+        ] {
+            assert!(lost_connection(&lost).is_some(), "{lost:?}");
+            assert!(matches!(Error::from(lost), Error::Unavailable(_)));
+        }
+        for fault in [
+            db(
+                DatabaseErrorKind::Unknown,
+                "terminating connection because protocol synchronization was lost",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to idle-in-transaction timeout",
+            ),
+            db(
+                DatabaseErrorKind::UnableToSendCommand,
+                "error serializing parameter 1",
+            ),
+        ] {
+            assert!(lost_connection(&fault).is_none(), "{fault:?}");
+            assert!(matches!(Error::from(fault), Error::Internal(_)));
+        }
+    }
 
     #[test]
     fn card_numbers_echoed_unquoted_are_masked() {

@@ -312,10 +312,18 @@ where
     }
     .await;
     match outcome {
-        Ok(value) => {
-            AnsiTransactionManager::commit_transaction(conn).await?;
-            Ok(value)
-        }
+        Ok(value) => match AnsiTransactionManager::commit_transaction(conn).await {
+            Ok(()) => Ok(value),
+            // COMMIT was sent: PostgreSQL may have applied it before the
+            // connection went. Saying "retry" would invite doing it twice.
+            Err(err) if crate::error::lost_connection(&err).is_some() => {
+                tracing::warn!(error = %err, "the database connection was lost while committing");
+                Err(Error::OutcomeUnknown(
+                    "the database connection was lost while committing: the change may have been made; read it back before retrying".into(),
+                ))
+            }
+            Err(err) => Err(err.into()),
+        },
         Err(error) => match AnsiTransactionManager::rollback_transaction(conn).await {
             // As diesel-async does: the cause matters more than a failed cleanup.
             Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
