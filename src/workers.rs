@@ -246,17 +246,22 @@ pub fn spawn_webhooks(
                 continue;
             }
             tokio::select! {
+                // Stopping first: the listener ends at the same moment.
+                biased;
+                _ = stop.changed() => return,
                 woken = wake.changed() => {
-                    // The listener stopped (orgd is stopping): poll meanwhile.
+                    // The listener stopped without orgd stopping: poll meanwhile.
                     if woken.is_err() {
-                        polls.tick().await;
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = polls.tick() => {}
+                        }
                         endpoints_enabled = any_endpoint_enabled(&deliverer).await;
                     }
                 }
                 _ = polls.tick() => {
                     endpoints_enabled = any_endpoint_enabled(&deliverer).await;
                 }
-                _ = stop.changed() => return,
             }
         }
     })

@@ -156,6 +156,39 @@ async fn names_made_only_of_zero_width_characters_are_refused() {
             "resource.display_name",
         );
     }
+    // A bidirectional override makes a resource's name read otherwise than it
+    // is written, as in every other name.
+    expect_invalid(
+        resources
+            .register_resource(pb::RegisterResourceRequest {
+                parent: org.name.clone(),
+                resource: Some(pb::Resource {
+                    kind: "app".into(),
+                    external_id: "web".into(),
+                    display_name: "invoice\u{202E}fdp.exe".into(),
+                    ..Default::default()
+                }),
+            })
+            .await,
+        "resource.display_name",
+    );
+    // A legal name, required on the billing profile, is no name blank either.
+    let mut billing = app.billing_as("alice").await;
+    expect_invalid(
+        billing
+            .update_billing_profile(pb::UpdateBillingProfileRequest {
+                billing_profile: Some(pb::BillingProfile {
+                    name: format!("{}/billingProfile", org.name),
+                    legal_name: "\u{200B}\u{200B}".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["legal_name".into()],
+                }),
+            })
+            .await,
+        "billing_profile.legal_name",
+    );
     // Visible text around a zero-width character is a name.
     create_org(&mut orgs, "Ac\u{200B}me Labs").await;
     assert_eq!(app.count("SELECT 1 FROM api_tokens", &[]).await, 0);

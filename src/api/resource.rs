@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, org_access, timestamp};
-use crate::domain::{OrgRef, PageRequest, shows_nothing};
+use crate::domain::{OrgRef, PageRequest, is_hidden, shows_nothing};
 use crate::error::{Error, Result};
 use crate::pb::{self, resource_service_server::ResourceService};
 use crate::store::Store;
@@ -56,7 +56,7 @@ fn new_resource(given: &pb::Resource) -> Result<NewResource> {
     let display_name = given.display_name.trim();
     // Optional, but one that shows blank (zero-width characters) is no name.
     if display_name.chars().count() > 200
-        || display_name.chars().any(char::is_control)
+        || display_name.chars().any(is_hidden)
         || (!display_name.is_empty() && shows_nothing(display_name))
     {
         return Err(Error::invalid(

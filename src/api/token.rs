@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, datetime, org_access, timestamp};
-use crate::domain::{Names, PageRequest, UserRef, is_hidden, shows_nothing};
+use crate::domain::{DisplayName, Names, PageRequest, UserRef};
 use crate::error::{Error, Result};
 use crate::pb::{self, token_service_server::TokenService};
 use crate::store::Store;
@@ -48,17 +48,9 @@ fn api_token(row: &ApiTokenRow, creator_is_member: bool) -> pb::ApiToken {
 }
 
 fn new_api_token(given: &pb::ApiToken) -> Result<NewApiToken> {
-    let display_name = given.display_name.trim();
-    // A name that shows blank, or not as written, cannot tell tokens apart.
-    if shows_nothing(display_name)
-        || display_name.chars().count() > 100
-        || display_name.chars().any(is_hidden)
-    {
-        return Err(Error::invalid(
-            "api_token.display_name",
-            "name the token (1 to 100 characters, some visible, no control characters), e.g. \"deploy bot\"",
-        ));
-    }
+    // The rules of every display name: one that shows blank, or not as
+    // written, cannot tell tokens apart.
+    let display_name = DisplayName::parse("api_token.display_name", &given.display_name)?;
     let roles = Names::roles("api_token.roles", &given.roles)?;
     let permissions = Names::permissions("api_token.extra_permissions", &given.extra_permissions)?;
     if roles.is_empty() && permissions.is_empty() {
@@ -79,7 +71,7 @@ fn new_api_token(given: &pb::ApiToken) -> Result<NewApiToken> {
         ));
     }
     Ok(NewApiToken {
-        display_name: display_name.to_owned(),
+        display_name: display_name.as_str().to_owned(),
         roles,
         permissions,
         expires_at,

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::card::refuse_card_numbers;
-use super::text::is_hidden;
+use super::text::{is_hidden, shows_nothing};
 use crate::error::{Error, Result};
 
 /// Every officially assigned ISO 3166-1 alpha-2 code (249), sorted. User-assigned
@@ -216,7 +216,7 @@ pub struct LegalName(String);
 impl LegalName {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         let value = plain_text(field, "legal name", raw, LEGAL_NAME_MAX)?;
-        if value.is_empty() {
+        if shows_nothing(&value) {
             return Err(Error::invalid(
                 field,
                 "a legal name is required: the registered name of the company or person invoiced",

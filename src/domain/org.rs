@@ -94,7 +94,8 @@ pub fn looks_like_uuid(key: &str) -> bool {
     uuid::Uuid::try_parse(key).is_ok() || (key.len() == 36 && key.matches('-').count() == 4)
 }
 
-/// A human-readable organization name, 1–100 characters, trimmed.
+/// A human-readable name of an organization or an API token, 1–100 characters,
+/// trimmed, some of them visible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::events::{Cursor, Event, EventFilter};
 use super::webhooks::endpoint_name;
-use super::{Actor, Store, audit};
+use super::{Actor, KeepPrepared, Store, audit};
 use crate::domain::{Action, PageRequest, PageToken};
 use crate::error::Result;
 
@@ -229,6 +229,7 @@ impl Store {
                     Ok(diesel::sql_query(
                         "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL) AS enabled",
                     )
+                    .prepared()
                     .get_result(conn)
                     .await?)
                 }
