@@ -170,11 +170,12 @@ async fn the_last_owner_passes_ownership_on_then_the_account_goes() {
     );
     let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
     assert_eq!(info.reason, "TOKEN_DEACTIVATED");
+    // Whoever holds the token may be no member: the id only, not the name.
     assert!(
         status.message().contains(&format!(
-            "was deleted; a member of \"Acme Rockets\" ({}, {}) can create a new one",
-            acme.slug, acme.name
-        )),
+            "was deleted; a member of {} can create a new one",
+            acme.name
+        )) && !status.message().contains("Acme Rockets"),
         "{status:?}"
     );
 

@@ -153,17 +153,18 @@ pub(super) async fn admit_token(
         return Err(refused("has expired"));
     }
     // Kept, not deleted: it works again if its creator rejoins (as on Koyeb),
-    // unless their account was deleted (it has no subject any more).
+    // unless their account was deleted (it has no subject any more). Whoever
+    // holds it now may be no member: the organization is named by its id only.
     let Some(creator_access) = creator_access else {
         let creator_name = UserRef::name_of(creator.row.id);
         return Err(Error::TokenDeactivated(match creator.row.subject {
             Some(_) => format!(
                 "this API token is deactivated: its creator, {creator_name}, is no longer a member of {}; it works again if they rejoin",
-                org.described()
+                org.name()
             ),
             None => format!(
                 "this API token is deactivated for good: its creator's account, {creator_name}, was deleted; a member of {} can create a new one",
-                org.described()
+                org.name()
             ),
         }));
     };
