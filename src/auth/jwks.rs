@@ -94,6 +94,12 @@ impl Jwks {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .user_agent(concat!("orgd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(
+                |attempt| match redirect_refusal(attempt.previous(), attempt.url()) {
+                    Some(why) => attempt.error(why),
+                    None => attempt.follow(),
+                },
+            ))
             .build()?;
         let (set, max_age) = fetch(&client, &source.url)
             .await
@@ -270,6 +276,19 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> anyhow::
     Ok(body)
 }
 
+/// Redirects followed at most when fetching the JWKS.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why the JWKS fetch must not follow a redirect to `next` after `previous`:
+/// from https to plain http (whoever can change the keys on the way could sign
+/// tokens), or one too many.
+fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'static str> {
+    if next.scheme() != "https" && previous.iter().any(|url| url.scheme() == "https") {
+        return Some("the JWKS URL redirects from https to plain http");
+    }
+    (previous.len() > MAX_REDIRECTS).then_some("the JWKS URL redirects too many times")
+}
+
 /// Whether `url` names this host (a loopback address or `localhost`).
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
@@ -403,6 +422,37 @@ mod tests {
         assert_eq!(keys.generation, 7);
         assert_eq!(keys.keys.keys().collect::<Vec<_>>(), ["signs"]);
         assert_eq!(keys.get("signs").unwrap().algorithm(), Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn a_redirect_never_leaves_https() {
+        let url = |raw: &str| raw.parse::<reqwest::Url>().unwrap();
+        let https = url("https://idp.example/jwks");
+        assert!(
+            redirect_refusal(
+                std::slice::from_ref(&https),
+                &url("http://idp.example/jwks")
+            )
+            .is_some()
+        );
+        assert!(
+            redirect_refusal(
+                std::slice::from_ref(&https),
+                &url("https://keys.example/jwks")
+            )
+            .is_none()
+        );
+        // A provider configured on plain http may move on plain http.
+        let http = url("http://127.0.0.1:8080/jwks");
+        assert!(
+            redirect_refusal(
+                std::slice::from_ref(&http),
+                &url("http://127.0.0.1:8080/v2")
+            )
+            .is_none()
+        );
+        let hops = vec![https.clone(); MAX_REDIRECTS + 1];
+        assert!(redirect_refusal(&hops, &https).is_some());
     }
 
     #[test]
