@@ -189,3 +189,13 @@ pub async fn enable(client: &mut WebhookClient, endpoint: &str) -> pb::WebhookEn
         .unwrap()
         .into_inner()
 }
+
+/// Waits until `receiver` acknowledged as many events as `expected` holds, then
+/// asserts they are exactly those, in that order, each signed with `secret`.
+pub async fn assert_delivered_in_order(receiver: &Receiver, expected: &[String], secret: &str) {
+    receiver
+        .wait_for(LONG, |_| receiver.acknowledged().len() >= expected.len())
+        .await;
+    assert_eq!(receiver.acknowledged(), expected);
+    assert_signed_cloud_events(receiver, secret);
+}
