@@ -200,8 +200,9 @@ impl Store {
         }
     }
 
-    /// Registers an endpoint whose delivery starts at the feed's present (so
-    /// its first event is its own creation's).
+    /// Registers an endpoint whose delivery starts at the feed's present: the
+    /// oldest transaction still open, so it gets its own creation's event and
+    /// possibly a few that committed moments before, never one missed.
     pub async fn create_webhook_endpoint(
         &self,
         actor: &Actor,

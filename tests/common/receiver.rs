@@ -46,6 +46,14 @@ impl Received {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
+    /// The CloudEvent's `type`.
+    pub fn event_type(&self) -> String {
+        self.json()["type"]
+            .as_str()
+            .expect("a CloudEvent type")
+            .to_owned()
+    }
+
     /// Whether `webhook-signature` holds the Standard Webhooks signature of
     /// this request under `secret` (`whsec_…`).
     pub fn signed_with(&self, secret: &str) -> bool {
