@@ -62,9 +62,12 @@ pub struct ServeArgs {
     /// How many organizations a user may belong to.
     #[arg(long, env = "ORGD_MAX_ORGS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_orgs_per_user: i64,
-    /// The plan new team organizations subscribe to (personal ones get the free plan).
-    #[arg(long, env = "ORGD_DEFAULT_PLAN", default_value = "starter")]
-    pub default_plan: String,
+    /// The plan new team organizations subscribe to; by default the free plan,
+    /// as personal ones. A paid plan here is invoiced from creation, before
+    /// anyone chose it or added a payment method: only for deployments that
+    /// bill by agreement.
+    #[arg(long, env = "ORGD_DEFAULT_PLAN")]
+    pub default_plan: Option<String>,
     /// How often billing periods that have ended are closed and invoiced.
     #[arg(long, env = "ORGD_BILLING_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     pub billing_interval: Duration,

@@ -14,7 +14,11 @@ use tonic::Code;
 async fn every_call_gets_one_access_line_with_its_code_and_duration() {
     let db_url = fresh_database().await;
     // At the default level (info), in JSON.
-    let orgd = LoggedOrgd::start(&db_url, &["--log-format", "json"], "info");
+    let orgd = LoggedOrgd::start(
+        &db_url,
+        &["--log-format", "json", "--default-plan", "starter"],
+        "info",
+    );
     let channel = orgd.channel().await;
     let token = user_token("alice");
     let mut orgs = pb::org_service_client::OrgServiceClient::with_interceptor(

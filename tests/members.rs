@@ -515,7 +515,7 @@ async fn limits_are_checked_when_accepting() {
     assert_eq!(details.violations[0].r#type, "MEMBER_LIMIT");
     assert!(
         refused.message().contains("\"Team\"")
-            && refused.message().contains("has reached the Starter plan's limit of 3 members: ChangePlan to Startup (plans/startup) for up to 6 members, or remove 1 member, then invite again"),
+            && refused.message().contains("has reached the Starter plan's limit of 3 members: add a payment method (AddPaymentMethod), then ChangePlan to Startup (plans/startup) for up to 6 members, or remove 1 member, then invite again"),
         "{refused:?}"
     );
     assert_eq!(snapshot(&app).await, before);

@@ -120,6 +120,8 @@ async fn the_readme_walkthrough_runs_as_written() {
     let order: Vec<usize> = [
         "api_token.create",
         "invitation.create",
+        "subscription.change_plan",
+        "payment_method.add",
         "organization.create",
     ]
     .iter()

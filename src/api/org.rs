@@ -27,8 +27,8 @@ const UPDATABLE_FIELDS: &str = "display_name, description, slug, contact_email";
 #[derive(Debug, Clone)]
 pub struct OrgSettings {
     pub limits: OrgLimits,
-    /// The plan new team organizations subscribe to.
-    pub default_plan: String,
+    /// The plan new team organizations subscribe to (None: the free plan).
+    pub default_plan: Option<String>,
     pub deleted_retention: Duration,
     pub verification: ContactVerification,
 }

@@ -107,10 +107,18 @@ impl App {
                 "--service-permissions names permission '{permission}', which orgd does not define"
             );
         }
-        store
-            .get_plan(&args.default_plan)
-            .await
-            .map_err(|_| anyhow::anyhow!("--default-plan {} is not a plan", args.default_plan))?;
+        if let Some(id) = &args.default_plan {
+            let plan = store
+                .get_plan(id)
+                .await
+                .map_err(|_| anyhow::anyhow!("--default-plan {id} is not a plan"))?;
+            if plan.is_paid() {
+                tracing::warn!(
+                    plan = %plan.name(),
+                    "new team organizations start on a paid plan and are invoiced from creation, before anyone adds a payment method"
+                );
+            }
+        }
         let verifier = JwtVerifier::new(
             &args.jwt.key()?,
             &args.jwt.jwt_issuer,

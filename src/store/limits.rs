@@ -12,7 +12,7 @@ use super::Conn;
 use super::members::member_count;
 use super::org_row::OrgRow;
 use super::schema::{org_resources, plans, subscriptions};
-use super::subscription_row::{PlanRow, free_plan};
+use super::subscription_row::{PlanRow, free_plan, has_default_payment_method};
 use crate::domain::{count, plural};
 use crate::error::{Error, Result};
 
@@ -64,6 +64,14 @@ impl Limited {
         .map(i64::from)
     }
 
+    /// The fewest an organization can be left with: it keeps an owner.
+    fn fewest(self) -> i64 {
+        match self {
+            Limited::Members => 1,
+            Limited::Resources => 0,
+        }
+    }
+
     /// `n` of these, in words that agree with the number: "1 member", "3 members".
     pub fn count(self, n: i64) -> String {
         count(n, self.noun())
@@ -81,9 +89,11 @@ impl Limited {
 
 /// The smallest larger plan in `plan`'s currency with room for one more of
 /// `what` than `used`, as a step to take: "ChangePlan to Startup (plans/startup)
-/// for up to 6 members"; `None` when no plan has that room.
+/// for up to 6 members", first adding a payment method if a paid plan needs
+/// one that `org` lacks; `None` when no plan has that room.
 async fn larger_plan_step(
     conn: &mut Conn,
+    org: &OrgRow,
     plan: &PlanRow,
     what: Limited,
     used: i64,
@@ -95,20 +105,26 @@ async fn larger_plan_step(
         .select(PlanRow::as_select())
         .load(conn)
         .await?;
-    Ok(larger
+    let Some(larger) = larger
         .into_iter()
         .find(|larger| what.limit(larger).is_none_or(|more| more > used))
-        .map(|larger| {
-            let room = match what.limit(&larger) {
-                Some(more) => format!("up to {}", what.count(more)),
-                None => format!("unlimited {}", plural(what.noun())),
-            };
-            format!(
-                "ChangePlan to {} ({}) for {room}",
-                larger.display_name,
-                larger.name()
-            )
-        }))
+    else {
+        return Ok(None);
+    };
+    let room = match what.limit(&larger) {
+        Some(more) => format!("up to {}", what.count(more)),
+        None => format!("unlimited {}", plural(what.noun())),
+    };
+    let pay_first = if larger.is_paid() && !has_default_payment_method(conn, org.id).await? {
+        "add a payment method (AddPaymentMethod), then "
+    } else {
+        ""
+    };
+    Ok(Some(format!(
+        "{pay_first}ChangePlan to {} ({}) for {room}",
+        larger.display_name,
+        larger.name()
+    )))
 }
 
 /// An organization with `used` of `what` and no room for one more under `plan`
@@ -140,9 +156,10 @@ async fn no_room(
             what.count(limit)
         )
     };
-    // A plan may allow no resources at all: then removing does not help.
-    let remove = (limit > 0).then(|| what.removal(used - limit + 1));
-    let steps = match (larger_plan_step(conn, plan, what, used).await?, remove) {
+    // Removing helps only if what is left may be that few: a plan may allow no
+    // resources at all, and the free plan's one member is the owner.
+    let remove = (limit > what.fewest()).then(|| what.removal(used - limit + 1));
+    let steps = match (larger_plan_step(conn, org, plan, what, used).await?, remove) {
         (Some(step), Some(remove)) => format!("{step}, or {remove}"),
         (Some(step), None) => step,
         (None, Some(remove)) => remove,

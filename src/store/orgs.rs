@@ -210,8 +210,8 @@ pub(super) fn too_many_orgs(whose: Whose, user_id: Uuid, limits: OrgLimits) -> E
 pub struct CreateOrg {
     /// Idempotency key: a retry with the same id returns the first result.
     pub request_id: Option<Uuid>,
-    /// The plan a new team organization subscribes to.
-    pub plan: String,
+    /// The plan a new team organization subscribes to (None: the free plan).
+    pub plan: Option<String>,
     pub display_name: DisplayName,
     pub slug: Option<Slug>,
     pub description: Option<Description>,
@@ -291,7 +291,7 @@ impl Store {
                         contact_email: creator_email
                             .map_or_else(String::new, |e| e.as_str().to_owned()),
                         personal_owner_id: None,
-                        plan: Some(input.plan.clone()),
+                        plan: input.plan.clone(),
                     },
                 )
                 .await?;

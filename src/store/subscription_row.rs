@@ -1,14 +1,15 @@
 //! The subscription record and its plan, as plan changes (`subscriptions`),
 //! period closing (`invoices`) and the plan limits (`limits`) all read and
 //! write it: plans, the subscription row and its lock, periods by the
-//! database's clock, the plan segments of a period, the credit balance.
+//! database's clock, the plan segments of a period, the credit balance, and
+//! whether a paid plan has a payment method to charge.
 
 use chrono::{DateTime, Months, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use super::schema::{credit_entries, plans, subscription_segments, subscriptions};
+use super::schema::{credit_entries, payment_methods, plans, subscription_segments, subscriptions};
 use super::{Conn, KeepPrepared};
 use crate::domain::Etag;
 use crate::error::{Error, Result};
@@ -200,4 +201,14 @@ pub(super) async fn credit_balance(conn: &mut Conn, org_id: Uuid, currency: &str
         .iter()
         .try_fold(0i64, |sum, amount| sum.checked_add(*amount))
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the credit balance of {org_id} overflows")))
+}
+
+/// Whether `org_id` has a default payment method, which a paid plan needs.
+pub(super) async fn has_default_payment_method(conn: &mut Conn, org_id: Uuid) -> Result<bool> {
+    let query = payment_methods::table
+        .filter(payment_methods::org_id.eq(org_id))
+        .filter(payment_methods::is_default);
+    Ok(diesel::select(diesel::dsl::exists(query))
+        .get_result(conn)
+        .await?)
 }

@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::limits::Limited;
 use super::org_row::OrgRow;
 use super::proof::OrgAccess;
-use super::schema::{memberships, org_resources, payment_methods, plans, subscriptions};
+use super::schema::{memberships, org_resources, plans, subscriptions};
 use super::subscription_row::{
     PlanRow, SubscriptionRow, SubscriptionView, credit_balance, db_now, find_plan,
-    lock_subscription, start_segment,
+    has_default_payment_method, lock_subscription, start_segment,
 };
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{Action, Etag};
@@ -52,15 +52,6 @@ async fn ensure_fits(conn: &mut Conn, org: &OrgRow, plan: &PlanRow) -> Result<()
         }
     }
     Ok(())
-}
-
-async fn has_default_payment_method(conn: &mut Conn, org_id: Uuid) -> Result<bool> {
-    let query = payment_methods::table
-        .filter(payment_methods::org_id.eq(org_id))
-        .filter(payment_methods::is_default);
-    Ok(diesel::select(diesel::dsl::exists(query))
-        .get_result(conn)
-        .await?)
 }
 
 async fn view(conn: &mut Conn, org_id: Uuid) -> Result<SubscriptionView> {

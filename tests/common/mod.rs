@@ -361,6 +361,13 @@ impl TestApp {
         if !extra.iter().any(|flag| own_keys.contains(flag)) {
             argv.extend(["--jwt-secret", SECRET]);
         }
+        // Most scenarios build a team: these servers start team organizations on
+        // Starter (3 members), as a deployment billing by agreement may, which
+        // saves each test the upgrade. The free default is tested on the real
+        // binary (tests/billing.rs, the README walkthrough).
+        if !extra.contains(&"--default-plan") {
+            argv.extend(["--default-plan", "starter"]);
+        }
         argv.extend_from_slice(extra);
         let Command::Serve(args) = Cli::parse_from(std::iter::once("orgd").chain(argv)).command
         else {
