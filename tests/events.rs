@@ -157,6 +157,7 @@ async fn members_read_their_own_organization_s_feed_and_services_any() {
     let app = TestApp::spawn().await;
     let acme = create_org(&mut app.orgs_as("alice").await, "Acme").await;
     let other = create_org(&mut app.orgs_as("bob").await, "Other").await;
+    app.feed_caught_up().await;
     let mut alice = app.events(&user_token("alice")).await;
 
     let ours = alice

@@ -60,6 +60,7 @@ async fn an_outage_loses_nothing_and_keeps_the_order() {
         type_prefixes: vec![],
     };
     let expected = feed(
+        &app,
         &mut app.events_as_service().await,
         "",
         filter,
@@ -206,6 +207,7 @@ async fn two_replicas_deliver_each_event_once() {
     }
     let mut events = first.events(&user_token("alice")).await;
     let expected = feed(
+        &first,
         &mut events,
         &org.name,
         pb::EventFilter::default(),
@@ -372,6 +374,7 @@ async fn a_failing_endpoint_is_disabled_then_enabled_again() {
     assert!(enabled.disabled_reason.is_empty());
     let mut events = app.events(&user_token("alice")).await;
     let expected = feed(
+        &app,
         &mut events,
         &org.name,
         pb::EventFilter::default(),
@@ -427,8 +430,15 @@ async fn an_event_is_redelivered_on_request() {
     // Another organization's event, an event of a type it does not
     // receive, and no event id at all.
     let mut events = app.events(&user_token("alice")).await;
-    let foreign = feed(&mut events, &other.name, pb::EventFilter::default(), "").await;
-    let unsubscribed = feed(&mut events, &org.name, pb::EventFilter::default(), "").await;
+    let foreign = feed(
+        &app,
+        &mut events,
+        &other.name,
+        pb::EventFilter::default(),
+        "",
+    )
+    .await;
+    let unsubscribed = feed(&app, &mut events, &org.name, pb::EventFilter::default(), "").await;
     for (event_id, code) in [
         (foreign[0].clone(), Code::NotFound),
         (unsubscribed[0].clone(), Code::FailedPrecondition),
@@ -581,7 +591,7 @@ async fn an_endpoint_disabled_past_retention_resumes_at_the_oldest_kept_event() 
 
     // What is left of its feed: the third change and the endpoint's update.
     let mut events = app.events(&user_token("alice")).await;
-    let kept = feed(&mut events, &org.name, pb::EventFilter::default(), "").await;
+    let kept = feed(&app, &mut events, &org.name, pb::EventFilter::default(), "").await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert_delivered_in_order(&receiver, &kept, &secret).await;
 }

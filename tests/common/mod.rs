@@ -502,6 +502,42 @@ impl TestApp {
         me.user.unwrap().uid
     }
 
+    /// Waits until the change feed shows every transaction committed so far.
+    /// Its horizon is the cluster's oldest open transaction, which other tests'
+    /// work in the shared cluster can hold back for a moment.
+    pub async fn feed_caught_up(&self) {
+        let txid = |row: tokio_postgres::Row| -> i64 { row.get(0) };
+        let committed = txid(
+            self.db
+                .query_one(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                    &[],
+                )
+                .await
+                .unwrap(),
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let horizon = txid(
+                self.db
+                    .query_one(
+                        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                        &[],
+                    )
+                    .await
+                    .unwrap(),
+            );
+            if horizon >= committed {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a transaction older than {committed} stayed open: the feed stops at {horizon}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Counts rows of a query's result.
     pub async fn count(
         &self,

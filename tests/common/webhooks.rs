@@ -92,13 +92,16 @@ pub async fn touch(orgs: &mut OrgClient, org: &pb::Organization, n: usize) {
 }
 
 /// The ids of the events after `cursor` that `filter` admits, in feed order,
-/// read with `events` (ListEvents).
+/// read with `events` (ListEvents) once `app`'s feed shows every change made
+/// so far.
 pub async fn feed(
+    app: &TestApp,
     events: &mut EventClient,
     organization: &str,
     filter: pb::EventFilter,
     cursor: &str,
 ) -> Vec<String> {
+    app.feed_caught_up().await;
     let page = events
         .list_events(pb::ListEventsRequest {
             organization: organization.into(),
