@@ -40,10 +40,11 @@ impl PaymentAttempt {
 }
 
 /// An attempt recorded before, found by its reference.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = invoice_payments, check_for_backend(diesel::pg::Pg))]
+#[derive(Queryable)]
 struct Recorded {
+    /// `invoices/…` it was recorded on, in whichever organization.
     invoice_id: Uuid,
+    org_id: Uuid,
     outcome: String,
     recorded_at: DateTime<Utc>,
 }
@@ -78,7 +79,7 @@ fn replay(invoice: &InvoiceRow, earlier: &Recorded, attempt: &PaymentAttempt) ->
                 "processor reference {} was recorded at {} for another invoice, {}: each attempt has its own reference",
                 quoted(reference),
                 earlier.recorded_at,
-                ChildName::name_of(invoice.org_id, INVOICES, earlier.invoice_id)
+                ChildName::name_of(earlier.org_id, INVOICES, earlier.invoice_id)
             ),
         ));
     }
@@ -157,8 +158,14 @@ impl Store {
                 let invoice = lock_invoice(conn, org_id, id).await?;
                 let reference = attempt.reference.as_str();
                 let earlier: Option<Recorded> = invoice_payments::table
-                    .find(reference)
-                    .select(Recorded::as_select())
+                    .inner_join(invoices::table)
+                    .filter(invoice_payments::processor_reference.eq(reference))
+                    .select((
+                        invoice_payments::invoice_id,
+                        invoices::org_id,
+                        invoice_payments::outcome,
+                        invoice_payments::recorded_at,
+                    ))
                     .first(conn)
                     .await
                     .optional()?;
