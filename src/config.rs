@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// How often billing periods that have ended are closed and invoiced.
     #[arg(long, env = "ORGD_BILLING_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     pub billing_interval: Duration,
+    /// How long after it is issued an invoice is due; an organization with an
+    /// invoice open past it shows its subscription PAST_DUE.
+    #[arg(long, env = "ORGD_INVOICE_DUE", default_value = "14days", value_parser = positive_duration)]
+    pub invoice_due: Duration,
     /// How long an invitation link stays valid.
     #[arg(long, env = "ORGD_INVITATION_TTL", default_value = "7days", value_parser = positive_duration)]
     pub invitation_ttl: Duration,
@@ -303,6 +307,7 @@ mod tests {
             ["--outbox-lease", "0s"],
             ["--smtp-timeout", "0s"],
             ["--smtp-port", "0"],
+            ["--invoice-due", "0s"],
         ] {
             let argv = ["orgd", "serve", bad[0], bad[1]];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");

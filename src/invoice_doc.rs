@@ -29,6 +29,15 @@ pub struct DocLine<'a> {
     pub amount: Money,
 }
 
+/// Where the invoice's payment stood when the document was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payment {
+    /// Paid at this time.
+    Paid(DateTime<Utc>),
+    /// Open, due at this time.
+    Due(DateTime<Utc>),
+}
+
 /// Everything printed on an invoice. The renderer does no arithmetic: the
 /// caller computed the amounts, and the document shows exactly those.
 pub struct InvoiceDocument<'a> {
@@ -48,6 +57,7 @@ pub struct InvoiceDocument<'a> {
     /// credit == total`. A zero credit is left out of the document.
     pub credit: Money,
     pub total: Money,
+    pub payment: Payment,
 }
 
 /// Renders the invoice as a complete UTF-8 HTML document.
@@ -105,9 +115,14 @@ fn write_html(out: &mut String, doc: &InvoiceDocument) -> fmt::Result {
         doc.period_start.date_naive(),
         last_day(doc.period_start, doc.period_end)
     );
+    let status = match doc.payment {
+        Payment::Paid(at) => format!("Paid on {}", at.date_naive()),
+        Payment::Due(at) => format!("Due {}", at.date_naive()),
+    };
     for (label, value) in [
         ("Invoice number", doc.number.to_owned()),
         ("Issued", doc.issued.date_naive().to_string()),
+        ("Status", status),
         ("Period", period),
         ("Organization", doc.organization.to_owned()),
     ] {
@@ -156,7 +171,11 @@ fn write_html(out: &mut String, doc: &InvoiceDocument) -> fmt::Result {
     if doc.credit.minor != 0 {
         totals.push(("", "Credit applied", doc.credit));
     }
-    totals.push((" class=\"total\"", "Total due", doc.total));
+    let total = match doc.payment {
+        Payment::Paid(_) => "Total paid",
+        Payment::Due(_) => "Total due",
+    };
+    totals.push((" class=\"total\"", total, doc.total));
     for (class, label, amount) in totals {
         writeln!(
             out,
@@ -213,7 +232,16 @@ mod tests {
     }
 
     fn render(name: &str, lines: &[String], description: &str, credit: i64) -> String {
-        render_html(&InvoiceDocument {
+        render_html(&document(name, lines, description, credit))
+    }
+
+    fn document<'a>(
+        name: &'a str,
+        lines: &'a [String],
+        description: &'a str,
+        credit: i64,
+    ) -> InvoiceDocument<'a> {
+        InvoiceDocument {
             number: "INV-2025-0042",
             issued: at(2025, 2, 1),
             period_start: at(2025, 1, 1),
@@ -242,7 +270,28 @@ mod tests {
             subtotal: usd(13_234),
             credit: usd(credit),
             total: usd(13_234 + credit),
-        })
+            payment: Payment::Due(at(2025, 2, 15)),
+        }
+    }
+
+    #[test]
+    fn says_when_it_is_due_or_was_paid() {
+        let lines = ["Street 1".to_owned()];
+        let open = render("A", &lines, "Plan", 0);
+        assert!(
+            open.contains("<td>Status</td><td>Due 2025-02-15</td>"),
+            "{open}"
+        );
+        assert!(open.contains("<td>Total due</td>"), "{open}");
+        let mut paid = document("A", &lines, "Plan", 0);
+        paid.payment = Payment::Paid(Utc.with_ymd_and_hms(2025, 2, 9, 23, 59, 0).unwrap());
+        let paid = render_html(&paid);
+        assert!(
+            paid.contains("<td>Status</td><td>Paid on 2025-02-09</td>"),
+            "{paid}"
+        );
+        assert!(paid.contains("<td>Total paid</td>"), "{paid}");
+        assert!(!paid.contains("Due "), "{paid}");
     }
 
     #[test]
@@ -269,6 +318,7 @@ mod tests {
             "billing@acme.example",
             "2025-01-01 – 2025-01-31",
             "<td>Issued</td><td>2025-02-01</td>",
+            "<td>Status</td><td>Due 2025-02-15</td>",
             "Team plan, 10 seats",
         ] {
             assert!(html.contains(expected), "{expected:?} missing in\n{html}");

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::periods::let_a_month_pass;
 use common::*;
 use orgd::auth::PolicyTable;
 use orgd::pb::{
@@ -361,13 +362,38 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
             }),
         )
         .await;
-    audit
+    // A month on Startup, so that the invoice has something to pay.
+    let_a_month_pass(&app, &org).await;
+    let invoice = audit
         .once(
             "CloseBillingPeriod",
             operator.close_billing_period(pb::CloseBillingPeriodRequest {
                 organization: org.name.clone(),
                 period_start: None,
             }),
+        )
+        .await
+        .invoice
+        .unwrap();
+    let payment = |outcome: pb::record_invoice_payment_request::Outcome, why: &str| {
+        pb::RecordInvoicePaymentRequest {
+            name: invoice.name.clone(),
+            outcome: outcome.into(),
+            processor_reference: "ch_audit1".into(),
+            failure_message: why.into(),
+        }
+    };
+    use pb::record_invoice_payment_request::Outcome;
+    audit
+        .once(
+            "RecordInvoicePayment",
+            operator.record_invoice_payment(payment(Outcome::Failed, "Declined.")),
+        )
+        .await;
+    audit
+        .refused(
+            "RecordInvoicePayment",
+            operator.record_invoice_payment(payment(Outcome::Succeeded, "")),
         )
         .await;
 

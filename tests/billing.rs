@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::periods::let_a_month_pass;
 use common::*;
 use orgd::auth::{Policy, PolicyTable};
 use orgd::pb;
@@ -82,25 +83,6 @@ fn precondition_type(status: &tonic::Status) -> String {
 
 fn amount(money: &Option<pb::Money>) -> i64 {
     money.as_ref().expect("an amount").amount_minor
-}
-
-/// Moves the organization's current period (and its plan segments) one month
-/// into the past, as if that month had gone by: the period has now ended.
-async fn let_a_month_pass(app: &TestApp, org: &pb::Organization) {
-    let id: uuid::Uuid = org.uid.parse().unwrap();
-    // One statement, so a billing job running meanwhile never sees the period
-    // moved without its segments (it would close a period of zero days).
-    app.db
-        .execute(
-            "WITH moved AS (
-                 UPDATE subscriptions SET period_start = period_start - interval '1 month',
-                        period_end = period_end - interval '1 month' WHERE org_id = $1)
-             UPDATE subscription_segments SET starts_at = starts_at - interval '1 month'
-             WHERE org_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

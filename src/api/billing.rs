@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, datetime, declared_permission, emailed_token, org_access};
 use crate::auth::OrgAccess;
-use crate::domain::{Currency, Etag, OrgRef, PageRequest, Permission, quoted};
+use crate::domain::{ChildName, Currency, Etag, OrgRef, PageRequest, Permission, quoted};
 use crate::error::{Error, Result};
 use crate::pb::{self, billing_service_server::BillingService};
 use crate::store::Store;
@@ -18,7 +18,9 @@ use crate::store::verification::ContactVerification;
 mod input;
 mod views;
 
-use input::{ensure_singleton, new_payment_method, plan_id, profile_changes, voucher_code};
+use input::{
+    ensure_singleton, new_payment_method, payment_attempt, plan_id, profile_changes, voucher_code,
+};
 use views::{invoice, money, payment_method, plan, profile, render, subscription, voucher};
 
 /// The largest voucher (the database checks it too): no sum of credits overflows.
@@ -368,5 +370,34 @@ impl BillingService for BillingApi {
         Ok(Response::new(pb::CloseBillingPeriodResponse {
             invoice: Some(invoice(&closed)),
         }))
+    }
+
+    async fn record_invoice_payment(
+        &self,
+        request: Request<pb::RecordInvoicePaymentRequest>,
+    ) -> Result<Response<pb::Invoice>, Status> {
+        let ctx = call_context(&request)?;
+        let body = request.get_ref();
+        let name = ChildName::parse("name", &body.name, INVOICES)?;
+        let attempt = payment_attempt(body)?;
+        // By id, the invoice is found even once its organization is purged
+        // (invoices outlive it, and so may a charge of the final one).
+        let org_id = match &name.org {
+            OrgRef::Id(id) => *id,
+            by_slug => {
+                self.store
+                    .find_org(by_slug)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("invoice {} not found", quoted(&body.name)))
+                    })?
+                    .id
+            }
+        };
+        let view = self
+            .store
+            .record_invoice_payment(&ctx.actor(), org_id, name.id, &attempt)
+            .await?;
+        Ok(Response::new(invoice(&view)))
     }
 }

@@ -111,6 +111,8 @@ mod tests {
         "plan",
         "request_id",
         "correlation_id",
+        // A payment processor's id of a charge, sent by a backend service.
+        "processor_reference",
         "external_id",
         // Handles, codes and kinds, each of its own shape.
         "slug",

@@ -61,6 +61,8 @@ actions! {
     SubscriptionCancel => "subscription.cancel", "orgd.subscription.canceled.v1",
     SubscriptionResume => "subscription.resume", "orgd.subscription.resumed.v1",
     InvoiceCreate => "invoice.create", "orgd.invoice.created.v1",
+    InvoicePay => "invoice.pay", "orgd.invoice.paid.v1",
+    InvoicePaymentFail => "invoice.payment_fail", "orgd.invoice.payment_failed.v1",
     VoucherCreate => "voucher.create", "orgd.voucher.created.v1",
     VoucherRedeem => "voucher.redeem", "orgd.voucher.redeemed.v1",
     ResourceRegister => "resource.register", "orgd.resource.registered.v1",

@@ -69,7 +69,9 @@ impl App {
             lock_timeout: args.db.db_lock_timeout,
         };
         store::run_migrations(database_url).await?;
-        let store = Store::connect(&db, args.db.pool_size, args.db.db_acquire_timeout).await?;
+        let store = Store::connect(&db, args.db.pool_size, args.db.db_acquire_timeout)
+            .await?
+            .with_invoice_due(args.invoice_due);
         let locale = store.messages_locale().await?;
         let english = ["", "C", "POSIX"].contains(&locale.as_str())
             || locale.starts_with("C.")

@@ -36,6 +36,7 @@ impl Store {
         retention: Duration,
     ) -> Result<()> {
         let user_id = access.user_id();
+        let invoice_due = self.invoice_due;
         self.write(|conn| {
             async move {
                 let locked = lock_orgs_of(conn, user_id).await?;
@@ -63,7 +64,7 @@ impl Store {
                 let mut standing = access_in(conn, user_id, &org_ids).await?;
                 detach(conn, user_id).await?;
                 // After `detach`: a personal organization closes only with its account.
-                let closed = closing::close(conn, actor, personal, retention).await?;
+                let closed = closing::close(conn, actor, personal, retention, invoice_due).await?;
                 diesel::delete(memberships::table.filter(memberships::user_id.eq(user_id)))
                     .execute(conn)
                     .await?;

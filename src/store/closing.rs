@@ -32,13 +32,14 @@ impl ClosedOrg {
 
 /// Soft-deletes the locked `org`, to be purged after `retention`: refused
 /// while resources remain registered in it (they would outlive it, unbilled);
-/// billing stops with it, its period closing with a final invoice. The caller
-/// audits it.
+/// billing stops with it, its period closing with a final invoice (due
+/// `invoice_due` later). The caller audits it.
 pub(super) async fn close(
     conn: &mut Conn,
     actor: &Actor,
     org: &OrgRow,
     retention: Duration,
+    invoice_due: Duration,
 ) -> Result<ClosedOrg> {
     let org_id = org.id;
     let remaining: Vec<(String, String)> = org_resources::table
@@ -85,6 +86,7 @@ pub(super) async fn close(
         org_id,
         period_start,
         CloseReason::OrganizationDeleted,
+        invoice_due,
     )
     .await?
     {

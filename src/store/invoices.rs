@@ -8,7 +8,9 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::proof::OrgAccess;
-use super::schema::{credit_entries, invoice_lines, invoices, voucher_redemptions, vouchers};
+use super::schema::{
+    credit_entries, invoice_lines, invoice_payments, invoices, voucher_redemptions, vouchers,
+};
 use super::subscription_row::{credit_balance, find_plan, lock_subscription};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{Action, ChildName, PageRequest, PageToken};
@@ -31,19 +33,49 @@ pub struct InvoiceRow {
     pub total_minor: i64,
     pub bill_to: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// `open` or `paid` (`invoice_payments` holds the attempts to charge it).
+    pub state: String,
+    pub due_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
 }
+
+/// The stored states of an invoice.
+pub const OPEN: &str = "open";
+pub const PAID: &str = "paid";
 
 impl InvoiceRow {
     pub fn name(&self) -> String {
         ChildName::name_of(self.org_id, INVOICES, self.id)
     }
+
+    /// When it was paid, if it is.
+    pub fn paid(&self) -> Option<DateTime<Utc>> {
+        self.paid_at.filter(|_| self.state == PAID)
+    }
+
+    /// How it is described to people: its number and resource name.
+    pub fn described(&self) -> String {
+        format!("invoice {} ({})", self.number, self.name())
+    }
 }
 
-/// An invoice with its lines (description, amount in minor units).
+/// An invoice with its lines (description, amount in minor units) and the
+/// attempts to charge it that it shows.
 #[derive(Debug, Clone)]
 pub struct InvoiceView {
     pub row: InvoiceRow,
     pub lines: Vec<(String, i64)>,
+    /// The processor's reference of the payment that paid it.
+    pub paid_reference: Option<String>,
+    pub last_failure: Option<PaymentFailure>,
+}
+
+/// A failed attempt to charge an invoice.
+#[derive(Debug, Clone)]
+pub struct PaymentFailure {
+    pub message: String,
+    pub at: DateTime<Utc>,
+    pub reference: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -72,7 +104,54 @@ pub(super) async fn load_view(conn: &mut Conn, row: InvoiceRow) -> Result<Invoic
         .select((invoice_lines::description, invoice_lines::amount_minor))
         .load(conn)
         .await?;
-    Ok(InvoiceView { row, lines })
+    // The attempts, newest first: at most one succeeded (a unique index), and
+    // processors give up after a handful of failures.
+    let attempts: Vec<(String, Option<String>, DateTime<Utc>)> = invoice_payments::table
+        .filter(invoice_payments::invoice_id.eq(row.id))
+        .order((
+            invoice_payments::recorded_at.desc(),
+            invoice_payments::processor_reference.desc(),
+        ))
+        .select((
+            invoice_payments::processor_reference,
+            invoice_payments::failure_message,
+            invoice_payments::recorded_at,
+        ))
+        .load(conn)
+        .await?;
+    let mut view = InvoiceView {
+        row,
+        lines,
+        paid_reference: None,
+        last_failure: None,
+    };
+    for (reference, failure, at) in attempts {
+        match failure {
+            None => view.paid_reference = Some(reference),
+            Some(message) if view.last_failure.is_none() => {
+                view.last_failure = Some(PaymentFailure {
+                    message,
+                    at,
+                    reference,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(view)
+}
+
+/// Whether `org_id` has an invoice open past its due time, by the database's
+/// clock. Read when asked (no job flips a flag), so paying the invoice or the
+/// due time passing shows in the very next answer.
+pub(super) async fn past_due(conn: &mut Conn, org_id: Uuid) -> Result<bool> {
+    let overdue = invoices::table
+        .filter(invoices::org_id.eq(org_id))
+        .filter(invoices::state.eq(OPEN))
+        .filter(invoices::due_at.le(diesel::dsl::now));
+    Ok(diesel::select(diesel::dsl::exists(overdue))
+        .get_result(conn)
+        .await?)
 }
 
 impl Store {

@@ -16,6 +16,7 @@ pub mod events;
 mod expiries;
 mod invitation_answers;
 pub mod invitations;
+pub mod invoice_payments;
 pub mod invoices;
 mod lease;
 mod limits;
@@ -121,7 +122,13 @@ pub struct Store {
     /// served (its waiters queue on a fair semaphore).
     pool: Pool<AsyncPgConnection>,
     acquire_timeout: Duration,
+    /// How long after it is issued an invoice is due: every way a billing
+    /// period closes issues one, so the store carries the term.
+    invoice_due: Duration,
 }
+
+/// `--invoice-due`'s default: 14 days, as Stripe's `days_until_due` often is.
+pub const DEFAULT_INVOICE_DUE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 impl Store {
     /// A pool of up to `pool_size` connections made as `db` says; the first is
@@ -154,7 +161,16 @@ impl Store {
         Ok(Store {
             pool,
             acquire_timeout,
+            invoice_due: DEFAULT_INVOICE_DUE,
         })
+    }
+
+    /// This store, issuing invoices due `invoice_due` after they are issued.
+    pub fn with_invoice_due(self, invoice_due: Duration) -> Self {
+        Store {
+            invoice_due,
+            ..self
+        }
     }
 
     async fn conn(&self) -> Result<Checkout> {

@@ -31,6 +31,7 @@ impl Store {
         retention: Duration,
     ) -> Result<OrgRow> {
         let org_id = access.org().id;
+        let invoice_due = self.invoice_due;
         self.change(access, actor, |conn, Change { org, .. }| {
             async move {
                 if org.personal_owner_id.is_some() {
@@ -50,7 +51,7 @@ impl Store {
                     ));
                 }
                 org.check_etag(etag)?;
-                let closed = closing::close(conn, actor, &org, retention).await?;
+                let closed = closing::close(conn, actor, &org, retention, invoice_due).await?;
                 audit::record(
                     conn,
                     actor,

@@ -4,13 +4,15 @@
 //! start), so a second closer — a retry, another replica's job, an operator —
 //! finds the period closed and gets the same invoice back.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::invoices::{InvoiceRow, InvoiceView, load_view};
+use super::invoices::{InvoiceRow, InvoiceView, OPEN, PAID, load_view};
 use super::org_row::lock_org;
 use super::schema::{
     billing_profiles, credit_entries, invoice_lines, invoices, subscription_segments, subscriptions,
@@ -94,13 +96,15 @@ pub enum Closed {
     Nothing,
 }
 
-/// Closes the period of `org_id` that starts at `period_start` and invoices it.
+/// Closes the period of `org_id` that starts at `period_start` and invoices it,
+/// due `invoice_due` after it is issued.
 pub(super) async fn close_period(
     conn: &mut Conn,
     actor: &Actor,
     org_id: Uuid,
     period_start: DateTime<Utc>,
     reason: CloseReason,
+    invoice_due: Duration,
 ) -> Result<Closed> {
     // The organization first, then its subscription: the order of every change.
     let org = lock_org(conn, org_id).await?;
@@ -172,6 +176,16 @@ pub(super) async fn close_period(
     .get_result(conn)
     .await?;
     let number = format!("INV-{}-{number:06}", end.format("%Y"));
+    // Nothing to pay is paid when issued. Issue, due and payment times all
+    // come from one reading of the database's clock, so they agree exactly.
+    let total = subtotal - credit;
+    let settled = total == 0;
+    let due_at = now
+        + chrono::Duration::from_std(invoice_due).map_err(|_| {
+            Error::Internal(anyhow::anyhow!(
+                "--invoice-due {invoice_due:?} is out of range"
+            ))
+        })?;
     let invoice: InvoiceRow = diesel::insert_into(invoices::table)
         .values((
             invoices::id.eq(Uuid::now_v7()),
@@ -183,8 +197,12 @@ pub(super) async fn close_period(
             invoices::currency.eq(&currency),
             invoices::subtotal_minor.eq(subtotal),
             invoices::credit_minor.eq(credit),
-            invoices::total_minor.eq(subtotal - credit),
+            invoices::total_minor.eq(total),
             invoices::bill_to.eq(bill_to(conn, org_id).await?),
+            invoices::created_at.eq(now),
+            invoices::due_at.eq(due_at),
+            invoices::state.eq(if settled { PAID } else { OPEN }),
+            invoices::paid_at.eq(settled.then_some(now)),
         ))
         .returning(InvoiceRow::as_returning())
         .get_result(conn)
@@ -311,7 +329,16 @@ impl Store {
                             .await?
                     }
                 };
-                match close_period(conn, actor, org_id, start, CloseReason::Operator).await? {
+                match close_period(
+                    conn,
+                    actor,
+                    org_id,
+                    start,
+                    CloseReason::Operator,
+                    self.invoice_due,
+                )
+                .await?
+                {
                     Closed::Issued(invoice) | Closed::Before(invoice) => Ok(invoice),
                     Closed::Nothing if period_start.is_some() => Err(Error::NotFound(format!(
                         "no billing period of {} starts at {start}",
@@ -352,7 +379,15 @@ impl Store {
             // One organization's failure must not hold up the others.
             let closed = self
                 .write(|conn| {
-                    close_period(conn, actor, org_id, start, CloseReason::PeriodEnded).scope_boxed()
+                    close_period(
+                        conn,
+                        actor,
+                        org_id,
+                        start,
+                        CloseReason::PeriodEnded,
+                        self.invoice_due,
+                    )
+                    .scope_boxed()
                 })
                 .await;
             match closed {

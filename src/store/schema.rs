@@ -290,6 +290,20 @@ diesel::table! {
         total_minor -> Int8,
         bill_to -> Jsonb,
         created_at -> Timestamptz,
+        state -> Text,
+        due_at -> Timestamptz,
+        paid_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    invoice_payments (processor_reference) {
+        processor_reference -> Text,
+        invoice_id -> Uuid,
+        outcome -> Text,
+        failure_message -> Nullable<Text>,
+        recorded_by -> Text,
+        recorded_at -> Timestamptz,
     }
 }
 
@@ -322,6 +336,7 @@ diesel::table! {
 
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
+diesel::joinable!(invoice_payments -> invoices (invoice_id));
 
 diesel::joinable!(invitations -> organizations (org_id));
 diesel::joinable!(memberships -> organizations (org_id));
@@ -355,5 +370,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     credit_entries,
     invoices,
     invoice_lines,
+    invoice_payments,
     api_tokens,
 );

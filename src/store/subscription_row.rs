@@ -68,6 +68,8 @@ pub struct SubscriptionView {
     pub row: SubscriptionRow,
     pub plan: PlanRow,
     pub credit_balance: i64,
+    /// Whether an invoice of the organization is open past its due time.
+    pub past_due: bool,
 }
 
 /// The database's clock, read now (not at transaction start): every replica

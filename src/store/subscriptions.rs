@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::invoices::past_due;
 use super::limits::Limited;
 use super::org_row::OrgRow;
 use super::proof::OrgAccess;
@@ -66,6 +67,7 @@ async fn view(conn: &mut Conn, org_id: Uuid) -> Result<SubscriptionView> {
         row,
         plan,
         credit_balance,
+        past_due: past_due(conn, org_id).await?,
     })
 }
 
@@ -140,6 +142,7 @@ impl Store {
     ) -> Result<SubscriptionView> {
         let change = &change;
         let org_id = access.org().id;
+        let invoice_due = self.invoice_due;
         self.change(access, actor, |conn, locked| {
             async move {
                 let org = &locked.org;
@@ -147,7 +150,7 @@ impl Store {
                 // in a period that is over.
                 let sub = lock_subscription(conn, org_id).await?;
                 let sub = if sub.period_end <= db_now(conn).await? {
-                    super::period_close::close_period(conn, actor, org_id, sub.period_start, super::period_close::CloseReason::PeriodEnded).await?;
+                    super::period_close::close_period(conn, actor, org_id, sub.period_start, super::period_close::CloseReason::PeriodEnded, invoice_due).await?;
                     lock_subscription(conn, org_id).await?
                 } else {
                     sub

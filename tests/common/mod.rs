@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod logged;
+pub mod periods;
 pub mod raw;
 pub mod receiver;
 pub mod smtp;

@@ -3,10 +3,13 @@
 
 use crate::api::{mask_paths, not_updatable};
 use crate::auth::OrgAccess;
-use crate::domain::{Email, LegalName, OrgRef, PostalAddress, TaxId, quoted};
+use crate::domain::{
+    Email, FailureMessage, LegalName, OrgRef, PostalAddress, ProcessorReference, TaxId, quoted,
+};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::store::billing_profiles::{AddressFields, NewPaymentMethod, ProfileChanges};
+use crate::store::invoice_payments::PaymentAttempt;
 
 /// Fields UpdateBillingProfile can change.
 const UPDATABLE_FIELDS: &str = "legal_name, billing_email, tax_id, address";
@@ -127,6 +130,33 @@ pub(super) fn new_payment_method(given: &pb::PaymentMethod) -> Result<NewPayment
         exp_month: given.exp_month,
         exp_year: given.exp_year,
     })
+}
+
+/// The attempt RecordInvoicePayment reports: a failure says why, a success
+/// says nothing more.
+pub(super) fn payment_attempt(body: &pb::RecordInvoicePaymentRequest) -> Result<PaymentAttempt> {
+    use pb::record_invoice_payment_request::Outcome;
+    let reference = ProcessorReference::parse("processor_reference", &body.processor_reference)?;
+    let failure = match Outcome::try_from(body.outcome) {
+        Ok(Outcome::Succeeded) if body.failure_message.is_empty() => None,
+        Ok(Outcome::Succeeded) => {
+            return Err(Error::invalid(
+                "failure_message",
+                "a payment that succeeded has no failure message: leave it empty",
+            ));
+        }
+        Ok(Outcome::Failed) => Some(FailureMessage::parse(
+            "failure_message",
+            &body.failure_message,
+        )?),
+        Ok(Outcome::Unspecified) | Err(_) => {
+            return Err(Error::invalid(
+                "outcome",
+                "say whether the charge succeeded (OUTCOME_SUCCEEDED) or failed (OUTCOME_FAILED)",
+            ));
+        }
+    };
+    Ok(PaymentAttempt { reference, failure })
 }
 
 /// Reads the fields named in an update mask out of `given`.

@@ -5,7 +5,7 @@ use crate::api::{optional, timestamp};
 use crate::auth::OrgAccess;
 use crate::domain::{Currency, Money, OrgRef, Permission};
 use crate::error::Result;
-use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument};
+use crate::invoice_doc::{self, BillTo, DocLine, InvoiceDocument, Payment};
 use crate::pb;
 use crate::store::billing_profiles::{PaymentMethodRow, ProfileRow};
 use crate::store::invoices::{InvoiceView, VoucherRow};
@@ -36,8 +36,12 @@ pub(super) fn subscription(
     reads_billing: &Permission,
 ) -> pb::Subscription {
     use pb::subscription::Status;
+    // Past due outranks a cancellation, which `cancel_at_period_end` still
+    // shows; a deleted organization's subscription has ended, paid or not.
     let status = if view.row.is_ended() {
         Status::Ended
+    } else if view.past_due {
+        Status::PastDue
     } else if view.row.cancel_at_period_end {
         Status::Canceling
     } else {
@@ -110,6 +114,21 @@ pub(super) fn invoice(view: &InvoiceView) -> pb::Invoice {
         credit: money(row.credit_minor, &row.currency),
         total: money(row.total_minor, &row.currency),
         create_time: Some(timestamp(row.created_at)),
+        state: match row.paid() {
+            Some(_) => pb::invoice::State::Paid,
+            None => pb::invoice::State::Open,
+        }
+        .into(),
+        due_time: Some(timestamp(row.due_at)),
+        paid_time: row.paid().map(timestamp),
+        paid_processor_reference: view.paid_reference.clone().unwrap_or_default(),
+        last_payment_failure: view.last_failure.as_ref().map(|failure| {
+            pb::invoice::PaymentFailure {
+                message: failure.message.clone(),
+                time: Some(timestamp(failure.at)),
+                processor_reference: failure.reference.clone(),
+            }
+        }),
     }
 }
 
@@ -123,8 +142,6 @@ pub(super) fn voucher(row: &VoucherRow) -> pb::Voucher {
     }
 }
 
-/// Checks that `raw` is `organizations/{org}/{singleton}` for the organization the
-/// call was authorized for.
 /// The invoice as a self-contained HTML document.
 pub(super) fn render(view: &InvoiceView) -> Result<String> {
     let row = &view.row;
@@ -184,6 +201,10 @@ pub(super) fn render(view: &InvoiceView) -> Result<String> {
         // The document shows credit as a deduction: subtotal + credit = total.
         credit: Money::new(-row.credit_minor, currency),
         total: Money::new(row.total_minor, currency),
+        payment: match row.paid() {
+            Some(paid_at) => Payment::Paid(paid_at),
+            None => Payment::Due(row.due_at),
+        },
     };
     Ok(invoice_doc::render_html(&doc))
 }

@@ -1,0 +1,546 @@
+//! Paying invoices: the payment processor's side (a backend service) records
+//! each attempt to charge an invoice by its reference, once; the invoice shows
+//! OPEN or PAID, its due time, the payment and the last failure; the
+//! subscription is PAST_DUE while an invoice is open past its due time; the
+//! downloaded document says when it is due or was paid.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::periods::let_a_month_pass;
+use common::*;
+use orgd::pb::{self, invoice::State, record_invoice_payment_request::Outcome};
+use tokio::sync::Barrier;
+use tonic::Code;
+
+/// An orgd whose new team organizations are on Starter (USD 19 a month),
+/// whatever the default plan, with `extra` flags.
+async fn spawn(extra: &[&str]) -> TestApp {
+    let flags = [&["--default-plan", "starter"], extra].concat();
+    TestApp::spawn_with(&flags).await
+}
+
+/// `display_name`'s organization, owned by alice, with a month billed: its
+/// invoice, as the operator's CloseBillingPeriod returned it.
+async fn invoiced_org(app: &TestApp, display_name: &str) -> (pb::Organization, pb::Invoice) {
+    let org = create_org(&mut app.orgs_as("alice").await, display_name).await;
+    let_a_month_pass(app, &org).await;
+    let id: uuid::Uuid = org.uid.parse().unwrap();
+    let start: std::time::SystemTime = app
+        .db
+        .query_one(
+            "SELECT period_start FROM subscriptions WHERE org_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // By its start, so that the billing worker closing it first changes nothing.
+    let invoice = app
+        .billing_as_service()
+        .await
+        .close_billing_period(pb::CloseBillingPeriodRequest {
+            organization: org.name.clone(),
+            period_start: Some(start.into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    (org, invoice)
+}
+
+fn succeeded(invoice: &pb::Invoice, reference: &str) -> pb::RecordInvoicePaymentRequest {
+    pb::RecordInvoicePaymentRequest {
+        name: invoice.name.clone(),
+        outcome: Outcome::Succeeded.into(),
+        processor_reference: reference.into(),
+        failure_message: String::new(),
+    }
+}
+
+fn failed(invoice: &pb::Invoice, reference: &str, why: &str) -> pb::RecordInvoicePaymentRequest {
+    pb::RecordInvoicePaymentRequest {
+        outcome: Outcome::Failed.into(),
+        failure_message: why.into(),
+        ..succeeded(invoice, reference)
+    }
+}
+
+async fn get_invoice(app: &TestApp, name: &str) -> pb::Invoice {
+    app.billing_as("alice")
+        .await
+        .get_invoice(pb::GetInvoiceRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn subscription(app: &TestApp, org: &pb::Organization) -> pb::Subscription {
+    app.billing_as("alice")
+        .await
+        .get_subscription(pb::GetSubscriptionRequest {
+            name: format!("{}/subscription", org.name),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The downloaded invoice document.
+async fn download(app: &TestApp, invoice: &pb::Invoice) -> String {
+    let file = app
+        .billing_as("alice")
+        .await
+        .download_invoice(pb::DownloadInvoiceRequest {
+            name: invoice.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8(file.content).unwrap()
+}
+
+fn date(time: &Option<prost_types::Timestamp>) -> String {
+    let time = time.as_ref().expect("a time");
+    chrono::DateTime::from_timestamp(time.seconds, time.nanos as u32)
+        .unwrap()
+        .date_naive()
+        .to_string()
+}
+
+fn seconds(time: &Option<prost_types::Timestamp>) -> i64 {
+    time.as_ref().expect("a time").seconds
+}
+
+/// The `ErrorInfo` reason of a refusal.
+fn reason(status: &tonic::Status) -> String {
+    tonic_types::StatusExt::get_details_error_info(status)
+        .expect("an ErrorInfo detail")
+        .reason
+}
+
+/// The activity rows of `action` on `target`, each with its change-feed
+/// event's type and data: (actor, details, event type, event data).
+async fn trail(
+    app: &TestApp,
+    action: &str,
+    target: &str,
+) -> Vec<(String, serde_json::Value, String, serde_json::Value)> {
+    app.db
+        .query(
+            "SELECT a.actor, a.details::text, e.type, e.data::text FROM activity a
+             JOIN events e ON e.id = a.id AND e.subject = a.target AND e.org_id = a.org_id
+             WHERE a.action = $1 AND a.target = $2 ORDER BY a.created_at",
+            &[&action, &target],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let json = |i| serde_json::from_str(row.get(i)).unwrap();
+            (row.get(0), json(1), row.get(2), json(3))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_charge_pays_the_invoice() {
+    let app = spawn(&[]).await;
+    let (_, issued) = invoiced_org(&app, "Acme").await;
+    assert_eq!(issued.state(), State::Open);
+    assert!(
+        issued.total.as_ref().unwrap().amount_minor > 0,
+        "{issued:?}"
+    );
+    assert!(issued.paid_time.is_none() && issued.last_payment_failure.is_none());
+    // Due 14 days (--invoice-due's default) after it was issued.
+    assert_eq!(
+        seconds(&issued.due_time) - seconds(&issued.create_time),
+        14 * 86_400
+    );
+    assert!(download(&app, &issued).await.contains(&format!(
+        "<td>Status</td><td>Due {}</td>",
+        date(&issued.due_time)
+    )));
+
+    let paid = app
+        .billing_as_service()
+        .await
+        .record_invoice_payment(succeeded(&issued, "pi_3NvPaid0001"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.state(), State::Paid);
+    assert_eq!(paid.paid_processor_reference, "pi_3NvPaid0001");
+    assert!(paid.paid_time.is_some());
+    assert_eq!(
+        (paid.due_time, paid.total.clone()),
+        (issued.due_time, issued.total.clone())
+    );
+    assert_eq!(
+        get_invoice(&app, &issued.name).await,
+        paid,
+        "GetInvoice agrees"
+    );
+
+    // Its audit record and change-feed event, by the service.
+    let recorded = trail(&app, "invoice.pay", &issued.name).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (actor, details, event_type, data) = &recorded[0];
+    assert_eq!(actor, &format!("services/{SERVICE_SUBJECT}"));
+    assert_eq!(event_type, "orgd.invoice.paid.v1");
+    assert_eq!(details, data);
+    assert_eq!(details["processor_reference"], "pi_3NvPaid0001");
+    assert_eq!(details["number"], issued.number.as_str());
+    assert_eq!(
+        details["total_minor"],
+        issued.total.as_ref().unwrap().amount_minor
+    );
+
+    let document = download(&app, &paid).await;
+    assert!(
+        document.contains(&format!(
+            "<td>Status</td><td>Paid on {}</td>",
+            date(&paid.paid_time)
+        )),
+        "{document}"
+    );
+    assert!(document.contains("Total paid") && !document.contains("Total due"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_charge_leaves_it_open_and_emails_billing_then_a_retry_pays_it() {
+    let app = spawn(&[]).await;
+    let (_, issued) = invoiced_org(&app, "Acme").await;
+    let mut processor = app.billing_as_service().await;
+
+    let open = processor
+        .record_invoice_payment(failed(
+            &issued,
+            "ch_3NvFail0001",
+            "  Your card was declined.  ",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.state(), State::Open);
+    let failure = open.last_payment_failure.clone().expect("the failure");
+    assert_eq!(failure.message, "Your card was declined.");
+    assert_eq!(failure.processor_reference, "ch_3NvFail0001");
+    assert!(failure.time.is_some());
+    assert_eq!(open.paid_processor_reference, "");
+    let recorded = trail(&app, "invoice.payment_fail", &issued.name).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].2, "orgd.invoice.payment_failed.v1");
+    assert_eq!(recorded[0].1["failure_message"], "Your card was declined.");
+
+    // The notice goes to the organization's contact (no billing email is set),
+    // queued in the same transaction.
+    let mail = app
+        .db
+        .query_one(
+            "SELECT recipient, subject, body FROM outbox_messages
+             WHERE subject LIKE 'Payment failed%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (recipient, subject, body): (String, String, String) =
+        (mail.get(0), mail.get(1), mail.get(2));
+    assert_eq!(recipient, "alice@example.com");
+    assert_eq!(
+        subject,
+        format!("Payment failed for invoice {}", issued.number)
+    );
+    for expected in [
+        "Your card was declined.",
+        "\"Acme\"",
+        &format!("due on {}", date(&issued.due_time)),
+    ] {
+        assert!(body.contains(expected), "{expected:?} missing in {body:?}");
+    }
+
+    // A second failure replaces the last one shown; then the retry succeeds.
+    processor
+        .record_invoice_payment(failed(&issued, "ch_3NvFail0002", "Insufficient funds."))
+        .await
+        .unwrap();
+    let paid = processor
+        .record_invoice_payment(succeeded(&issued, "ch_3NvPaid0003"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.state(), State::Paid);
+    assert_eq!(paid.paid_processor_reference, "ch_3NvPaid0003");
+    let last = paid.last_payment_failure.expect("kept once paid");
+    assert_eq!(
+        (last.message.as_str(), last.processor_reference.as_str()),
+        ("Insufficient funds.", "ch_3NvFail0002")
+    );
+    assert_eq!(
+        trail(&app, "invoice.payment_fail", &issued.name)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(trail(&app, "invoice.pay", &issued.name).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_is_recorded_once_with_one_outcome() {
+    let app = spawn(&[]).await;
+    // A second replica on the same database, for webhooks delivered to both.
+    let replica = TestApp::spawn_on(&app.db_url, &[]).await;
+    let (_, issued) = invoiced_org(&app, "Acme").await;
+    let (_, other) = invoiced_org(&app, "Globex").await;
+
+    // The same webhook at once on both replicas: one payment, one record.
+    let barrier = Arc::new(Barrier::new(2));
+    let mut calls = Vec::new();
+    for replica_app in [&app, &replica] {
+        let mut processor = replica_app.billing_as_service().await;
+        let (barrier, request) = (barrier.clone(), succeeded(&issued, "pi_3NvTwice01"));
+        calls.push(tokio::spawn(async move {
+            barrier.wait().await;
+            processor.record_invoice_payment(request).await
+        }));
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap().unwrap().into_inner());
+    }
+    assert_eq!(results[0], results[1], "both got the paid invoice");
+    assert_eq!(results[0].state(), State::Paid);
+    assert_eq!(trail(&app, "invoice.pay", &issued.name).await.len(), 1);
+
+    // A later replay too, and it changes nothing.
+    let mut processor = app.billing_as_service().await;
+    let replayed = processor
+        .record_invoice_payment(succeeded(&issued, "pi_3NvTwice01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed, results[0]);
+    assert_eq!(trail(&app, "invoice.pay", &issued.name).await.len(), 1);
+
+    // The same reference with another outcome, or on another invoice.
+    let refused = expect_code(
+        processor
+            .record_invoice_payment(failed(&issued, "pi_3NvTwice01", "Declined."))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&refused), "PAYMENT_REFERENCE_USED");
+    for expected in ["'pi_3NvTwice01'", "recorded as succeeded", &issued.number] {
+        assert!(refused.message().contains(expected), "{refused:?}");
+    }
+    let refused = expect_code(
+        processor
+            .record_invoice_payment(succeeded(&other, "pi_3NvTwice01"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&refused), "PAYMENT_REFERENCE_USED");
+    assert!(
+        refused.message().contains(&issued.name),
+        "names the invoice it was recorded for: {refused:?}"
+    );
+    assert_eq!(get_invoice(&app, &other.name).await.state(), State::Open);
+
+    // A new attempt on the paid invoice, either way.
+    for request in [
+        succeeded(&issued, "pi_3NvLate0001"),
+        failed(&issued, "ch_3NvLate0002", "Declined."),
+    ] {
+        let refused = expect_code(
+            processor.record_invoice_payment(request).await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(reason(&refused), "INVOICE_PAID");
+        for expected in [
+            issued.number.as_str(),
+            issued.name.as_str(),
+            "was paid at",
+            "'pi_3NvTwice01'",
+        ] {
+            assert!(refused.message().contains(expected), "{refused:?}");
+        }
+    }
+    assert_eq!(
+        app.count("SELECT 1 FROM invoice_payments", &[]).await,
+        1,
+        "nothing refused was recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_backend_services_record_payments_and_requests_are_checked() {
+    let app = spawn(&[]).await;
+    let (org, issued) = invoiced_org(&app, "Acme").await;
+
+    // The owner holds billing.manage, and is still no payment processor.
+    let refused = expect_code(
+        app.billing_as("alice")
+            .await
+            .record_invoice_payment(succeeded(&issued, "pi_3NvOwner01"))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(!refused.message().is_empty());
+
+    let mut processor = app.billing_as_service().await;
+    let by_slug = issued.name.replace(&org.uid, &org.slug);
+    let bad_requests = [
+        (succeeded(&issued, ""), "processor_reference"),
+        (succeeded(&issued, "pi 3Nv"), "processor_reference"),
+        (
+            pb::RecordInvoicePaymentRequest {
+                outcome: Outcome::Unspecified.into(),
+                ..succeeded(&issued, "pi_3NvBad0001")
+            },
+            "outcome",
+        ),
+        (
+            pb::RecordInvoicePaymentRequest {
+                failure_message: "Declined.".into(),
+                ..succeeded(&issued, "pi_3NvBad0002")
+            },
+            "failure_message",
+        ),
+        (failed(&issued, "ch_3NvBad0003", "   "), "failure_message"),
+        // Free text: a card number is refused before the handler.
+        (
+            failed(
+                &issued,
+                "ch_3NvBad0004",
+                "card 4111 1111 1111 1111 declined",
+            ),
+            "failure_message",
+        ),
+        (
+            succeeded(
+                &pb::Invoice {
+                    name: format!("{}/paymentMethods/{}", org.name, uuid::Uuid::now_v7()),
+                    ..Default::default()
+                },
+                "pi_3NvBad0005",
+            ),
+            "name",
+        ),
+    ];
+    for (request, field) in bad_requests {
+        let refused = expect_code(
+            processor.record_invoice_payment(request).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(violated_field(&refused), field, "{refused:?}");
+    }
+    let missing = format!("{}/invoices/{}", org.name, uuid::Uuid::now_v7());
+    expect_code(
+        processor
+            .record_invoice_payment(succeeded(
+                &pb::Invoice {
+                    name: missing,
+                    ..Default::default()
+                },
+                "pi_3NvMissing1",
+            ))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(app.count("SELECT 1 FROM invoice_payments", &[]).await, 0);
+
+    // The invoice may be named by the organization's slug too.
+    let paid = processor
+        .record_invoice_payment(pb::RecordInvoicePaymentRequest {
+            name: by_slug,
+            ..succeeded(&issued, "pi_3NvSlug0001")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((paid.state(), paid.name), (State::Paid, issued.name));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invoice_with_nothing_to_pay_is_paid_when_issued() {
+    let app = spawn(&["--default-plan", "hobby"]).await;
+    let (_, invoice) = invoiced_org(&app, "Free Riders").await;
+    assert_eq!(invoice.total.as_ref().unwrap().amount_minor, 0);
+    assert_eq!(invoice.state(), State::Paid);
+    assert_eq!(invoice.paid_time, invoice.create_time);
+    assert_eq!(invoice.paid_processor_reference, "");
+    let refused = expect_code(
+        app.billing_as_service()
+            .await
+            .record_invoice_payment(succeeded(&invoice, "pi_3NvZero0001"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&refused), "INVOICE_PAID");
+    assert!(
+        refused.message().contains("its total is zero"),
+        "{refused:?}"
+    );
+    assert!(
+        download(&app, &invoice)
+            .await
+            .contains(&format!("Paid on {}", date(&invoice.create_time)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_subscription_is_past_due_while_an_invoice_is_open_after_its_due_time() {
+    let app = spawn(&["--invoice-due", "3days"]).await;
+    let (org, issued) = invoiced_org(&app, "Acme").await;
+    assert_eq!(
+        seconds(&issued.due_time) - seconds(&issued.create_time),
+        3 * 86_400,
+        "due as --invoice-due says"
+    );
+    assert_eq!(
+        subscription(&app, &org).await.status(),
+        pb::subscription::Status::Active,
+        "open, not yet due"
+    );
+
+    // Three days go by (the due time moves back, as if they had).
+    let id: uuid::Uuid = issued.name.rsplit('/').next().unwrap().parse().unwrap();
+    app.db
+        .execute(
+            "UPDATE invoices SET due_at = due_at - interval '3 days' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let past_due = subscription(&app, &org).await;
+    assert_eq!(past_due.status(), pb::subscription::Status::PastDue);
+    assert_eq!(past_due.plan, "plans/starter", "nothing else changes");
+
+    // A cancellation still shows, beside the state.
+    let canceling = app
+        .billing_as("alice")
+        .await
+        .cancel_subscription(pb::CancelSubscriptionRequest {
+            name: format!("{}/subscription", org.name),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(canceling.status(), pb::subscription::Status::PastDue);
+    assert!(canceling.cancel_at_period_end);
+
+    app.billing_as_service()
+        .await
+        .record_invoice_payment(succeeded(&issued, "pi_3NvLate0001"))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscription(&app, &org).await.status(),
+        pb::subscription::Status::Canceling,
+        "paid: back to what it was"
+    );
+}
