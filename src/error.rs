@@ -294,15 +294,18 @@ impl From<Error> for Status {
         };
         details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
         let message = match err {
-            Error::InvalidArgument { field, message } => format!("{field}: {message}"),
+            Error::InvalidArgument { field, message } => masked(&format!("{field}: {message}")),
             Error::Internal(err) => {
                 // The cause stays in the logs; callers get a stable message.
                 tracing::error!(error = ?err, "internal error");
                 "internal error; the server log has the details".to_owned()
             }
-            other => other.to_string(),
+            // Its maker masked the caller's cursor; orgd's own oldest cursor is
+            // shown whole, even when its hex digits look like a card number.
+            Error::CursorExpired { message, .. } => message,
+            other => masked(&other.to_string()),
         };
-        Status::with_error_details(code, bounded(masked(&message)), details)
+        Status::with_error_details(code, bounded(message), details)
     }
 }
 
@@ -318,6 +321,22 @@ impl From<Error> for tonic_types::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_cursor_is_shown_whole_even_when_it_looks_like_a_card_number() {
+        // Hex cursors are sometimes all decimal digits, and some of those
+        // contain a Luhn-valid run in an issuer's range.
+        let oldest = "00000000000000004111111111111111";
+        assert!(crate::domain::contains_card_number(oldest));
+        let status = Status::from(Error::CursorExpired {
+            oldest: oldest.to_owned(),
+            message: format!("cursor 1 is older …; the oldest cursor to read from is {oldest}"),
+        });
+        assert!(status.message().ends_with(oldest), "{}", status.message());
+        // Other messages are still masked.
+        let status = Status::from(Error::NotFound(format!("resource {oldest} not found")));
+        assert!(!status.message().contains(oldest), "{}", status.message());
+    }
 
     #[test]
     fn only_an_outage_counts_as_a_lost_connection() {

@@ -363,7 +363,7 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
         )
         .await;
     // A month on Startup, so that the invoice has something to pay.
-    let_a_month_pass(&app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     let invoice = audit
         .once(
             "CloseBillingPeriod",

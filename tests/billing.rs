@@ -198,7 +198,7 @@ async fn a_starter_team_grows_upgrades_cancels_and_is_invoiced_once() {
     assert_eq!(canceling.status(), pb::subscription::Status::Canceling);
 
     // The month passes; two operators close the period at once, on two replicas.
-    let_a_month_pass(&app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     let period_start = subscription(&mut billing, &org).await.current_period_start;
     let barrier = Arc::new(Barrier::new(2));
     let mut closers = Vec::new();
@@ -305,7 +305,7 @@ async fn the_billing_job_closes_due_periods_once_across_replicas() {
     let app = TestApp::spawn_with(&flags).await;
     let _replica = TestApp::spawn_on(&app.db_url, &flags).await;
     let org = create_org(&mut app.orgs_as("alice").await, "Acme").await;
-    let_a_month_pass(&app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     let org_id: uuid::Uuid = org.uid.parse().unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while app
@@ -335,7 +335,7 @@ async fn deleting_an_organization_bills_up_to_the_deletion() {
     let app = TestApp::spawn().await;
     let mut orgs = app.orgs_as("alice").await;
     let org = create_org(&mut orgs, "Short Lived").await;
-    let_a_month_pass(&app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     // Half a month into the next... simulated by moving it back by half its length.
     let org_id: uuid::Uuid = org.uid.parse().unwrap();
     app.db
@@ -956,7 +956,7 @@ async fn a_cancelled_plan_keeps_its_limits_until_the_period_ends() {
     let frank_token = latest_token(&app, "frank@example.com").await;
 
     // The period ends; before any closer runs, the free plan's limits apply.
-    let_a_month_pass(&app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     let refused = expect_code(
         app.members_as("alice")
             .await

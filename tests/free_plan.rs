@@ -100,17 +100,7 @@ async fn a_team_starts_free_and_grows_once_its_owner_picks_a_paid_plan() {
     // nothing to pay.
     let idle = create_org(&mut orgs, "Idle").await;
     let db = sql_client(&db_url).await;
-    let idle_id: uuid::Uuid = idle.uid.parse().unwrap();
-    db.execute(
-        "WITH moved AS (
-             UPDATE subscriptions SET period_start = period_start - interval '1 month',
-                    period_end = period_end - interval '1 month' WHERE org_id = $1)
-         UPDATE subscription_segments SET starts_at = starts_at - interval '1 month'
-         WHERE org_id = $1",
-        &[&idle_id],
-    )
-    .await
-    .unwrap();
+    periods::let_a_month_pass(&db, &idle).await;
     let first_invoice = async {
         loop {
             let listed = billing

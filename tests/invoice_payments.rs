@@ -25,7 +25,7 @@ async fn spawn(extra: &[&str]) -> TestApp {
 /// invoice, as the operator's CloseBillingPeriod returned it.
 async fn invoiced_org(app: &TestApp, display_name: &str) -> (pb::Organization, pb::Invoice) {
     let org = create_org(&mut app.orgs_as("alice").await, display_name).await;
-    let_a_month_pass(app, &org).await;
+    let_a_month_pass(&app.db, &org).await;
     let id: uuid::Uuid = org.uid.parse().unwrap();
     let start: std::time::SystemTime = app
         .db

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{DbConfig, Prepared, Store};
-use crate::domain::Action;
+use crate::domain::{Action, mask_card_numbers};
 use crate::error::{Error, Result};
 
 /// The CloudEvents `source` of orgd's events.
@@ -290,7 +290,8 @@ impl Store {
             return Err(Error::CursorExpired {
                 oldest: purged.to_string(),
                 message: format!(
-                    "cursor {after} is older than the events orgd keeps (--event-retention); the oldest cursor to read from is {purged}"
+                    "cursor {} is older than the events orgd keeps (--event-retention); the oldest cursor to read from is {purged}",
+                    mask_card_numbers(&after.to_string())
                 ),
             });
         }
