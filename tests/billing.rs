@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::billing::*;
 use common::periods::let_a_month_pass;
 use common::*;
 use orgd::auth::{Policy, PolicyTable};
@@ -14,43 +15,6 @@ use prost_reflect::DescriptorPool;
 use prost_types::FieldMask;
 use tokio::sync::Barrier;
 use tonic::Code;
-
-fn subscription_name(org: &pb::Organization) -> String {
-    format!("{}/subscription", org.name)
-}
-
-/// The organization's subscription, read by `billing`'s caller.
-async fn subscription(billing: &mut BillingClient, org: &pb::Organization) -> pb::Subscription {
-    billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: subscription_name(org),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn change_plan(org: &pb::Organization, plan: &str) -> pb::ChangePlanRequest {
-    pb::ChangePlanRequest {
-        name: subscription_name(org),
-        plan: format!("plans/{plan}"),
-        etag: String::new(),
-    }
-}
-
-fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
-    pb::AddPaymentMethodRequest {
-        parent: org.name.clone(),
-        payment_method: Some(pb::PaymentMethod {
-            processor_token: token.into(),
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2031,
-            ..Default::default()
-        }),
-    }
-}
 
 fn voucher(code: &str, amount_minor: i64, max_redemptions: i32) -> pb::CreateVoucherRequest {
     pb::CreateVoucherRequest {

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::billing::*;
 use common::logged::LoggedOrgd;
 use common::*;
 use orgd::pb;
@@ -14,28 +15,6 @@ use orgd::pb::billing_service_client::BillingServiceClient;
 use orgd::pb::member_service_client::MemberServiceClient;
 use orgd::pb::org_service_client::OrgServiceClient;
 use tonic::Code;
-
-fn card(org: &pb::Organization) -> pb::AddPaymentMethodRequest {
-    pb::AddPaymentMethodRequest {
-        parent: org.name.clone(),
-        payment_method: Some(pb::PaymentMethod {
-            processor_token: "pm_card_visa".into(),
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2031,
-            ..Default::default()
-        }),
-    }
-}
-
-fn to_starter(org: &pb::Organization) -> pb::ChangePlanRequest {
-    pb::ChangePlanRequest {
-        name: format!("{}/subscription", org.name),
-        plan: "plans/starter".into(),
-        etag: String::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_team_starts_free_and_grows_once_its_owner_picks_a_paid_plan() {
@@ -48,14 +27,7 @@ async fn a_team_starts_free_and_grows_once_its_owner_picks_a_paid_plan() {
     let mut billing = BillingServiceClient::with_interceptor(channel, alice);
     let acme = create_org(&mut orgs, "Acme").await;
 
-    let subscription = billing
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: format!("{}/subscription", acme.name),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(subscription.plan, "plans/hobby");
+    assert_eq!(subscription(&mut billing, &acme).await.plan, "plans/hobby");
 
     // The owner is the free plan's one member: the refusal says how to make
     // room, and not "remove 1 member", which would leave nobody.
@@ -75,7 +47,7 @@ async fn a_team_starts_free_and_grows_once_its_owner_picks_a_paid_plan() {
         refused.message()
     );
     let refused = expect_code(
-        billing.change_plan(to_starter(&acme)).await,
+        billing.change_plan(change_plan(&acme, "starter")).await,
         Code::FailedPrecondition,
     );
     assert!(
@@ -84,9 +56,12 @@ async fn a_team_starts_free_and_grows_once_its_owner_picks_a_paid_plan() {
         refused.message()
     );
 
-    billing.add_payment_method(card(&acme)).await.unwrap();
+    billing
+        .add_payment_method(card(&acme, "pm_card_visa"))
+        .await
+        .unwrap();
     let upgraded = billing
-        .change_plan(to_starter(&acme))
+        .change_plan(change_plan(&acme, "starter"))
         .await
         .unwrap()
         .into_inner();
@@ -147,14 +122,11 @@ async fn a_paid_default_plan_is_an_operators_choice_and_is_warned_about() {
         "Acme",
     )
     .await;
-    let subscription = BillingServiceClient::with_interceptor(channel, alice)
-        .get_subscription(pb::GetSubscriptionRequest {
-            name: format!("{}/subscription", acme.name),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(subscription.plan, "plans/starter");
+    let mut billing = BillingServiceClient::with_interceptor(channel, alice);
+    assert_eq!(
+        subscription(&mut billing, &acme).await.plan,
+        "plans/starter"
+    );
     let log = orgd.stop();
     let warning = log
         .lines()

@@ -11,7 +11,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
-use super::invoices::{INVOICES, InvoiceRow, InvoiceView, PAID, load_view};
+use super::invoices::{INVOICES, InvoiceRow, InvoiceView, PAID, invoice_not_found, load_view};
 use super::schema::{billing_profiles, invoice_payments, invoices, organizations};
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{
@@ -58,12 +58,7 @@ async fn lock_invoice(conn: &mut Conn, org_id: Uuid, id: Uuid) -> Result<Invoice
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "invoice {} not found",
-                ChildName::name_of(org_id, INVOICES, id)
-            ))
-        })
+        .ok_or_else(|| invoice_not_found(org_id, id))
 }
 
 /// A reference seen again: the same attempt replayed gets the invoice as it

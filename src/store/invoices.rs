@@ -97,6 +97,14 @@ pub struct NewVoucher {
     pub max_redemptions: i32,
 }
 
+/// The refusal of an invoice `org_id` does not have.
+pub(super) fn invoice_not_found(org_id: Uuid, id: Uuid) -> Error {
+    Error::NotFound(format!(
+        "invoice {} not found",
+        ChildName::name_of(org_id, INVOICES, id)
+    ))
+}
+
 pub(super) async fn load_view(conn: &mut Conn, row: InvoiceRow) -> Result<InvoiceView> {
     let lines = invoice_lines::table
         .filter(invoice_lines::invoice_id.eq(row.id))
@@ -203,12 +211,7 @@ impl Store {
                     .first(conn)
                     .await
                     .optional()?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "invoice {} not found",
-                            ChildName::name_of(org_id, INVOICES, id)
-                        ))
-                    })?;
+                    .ok_or_else(|| invoice_not_found(org_id, id))?;
                 load_view(conn, row).await
             }
             .scope_boxed()

@@ -3,6 +3,7 @@
 //! serving real gRPC on an ephemeral port.
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
+pub mod billing;
 pub mod logged;
 pub mod periods;
 pub mod raw;
