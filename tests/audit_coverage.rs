@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::billing::card;
 use common::periods::let_a_month_pass;
 use common::*;
 use orgd::auth::PolicyTable;
@@ -94,20 +95,6 @@ impl Audit<'_> {
 
 fn invite(org: &pb::Organization, who: &str) -> pb::CreateInvitationRequest {
     invitation(org, &format!("{who}@example.com"), &["developer"])
-}
-
-fn card(org: &pb::Organization, token: &str) -> pb::AddPaymentMethodRequest {
-    pb::AddPaymentMethodRequest {
-        parent: org.name.clone(),
-        payment_method: Some(pb::PaymentMethod {
-            processor_token: token.into(),
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2031,
-            ..Default::default()
-        }),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -568,6 +555,26 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
                 .await
                 .delete_user(pb::DeleteUserRequest {
                     name: format!("users/{dave}"),
+                }),
+        )
+        .await;
+
+    // Support raises a user's organization limit: one row, of no organization.
+    let erin = app.user_id("erin").await;
+    audit
+        .once(
+            "UpdateUser",
+            app.orgs_as_service()
+                .await
+                .update_user(pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: format!("users/{erin}"),
+                        organization_limit: 10,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["organization_limit".into()],
+                    }),
                 }),
         )
         .await;

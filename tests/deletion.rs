@@ -190,7 +190,7 @@ async fn undelete_respects_the_organization_limit() {
     assert!(
         status
             .message()
-            .starts_with("you already belong to 2 organizations, the most a user may"),
+            .starts_with("you already belong to 2 organizations, the most you may"),
         "{status:?}"
     );
 }

@@ -1,5 +1,5 @@
-//! OrgService: organizations, plus who-am-i, permission checks and account
-//! deletion.
+//! OrgService: organizations, plus who-am-i, permission checks, and users'
+//! accounts (reading, support's organization limit, deletion).
 
 use std::time::Duration;
 
@@ -23,6 +23,38 @@ use crate::store::users::User;
 
 /// Fields UpdateOrganization can change.
 const UPDATABLE_FIELDS: &str = "display_name, description, slug, contact_email";
+
+/// Fields UpdateUser can change.
+const UPDATABLE_USER_FIELDS: &str = "organization_limit";
+
+/// The most organizations support may let one user belong to (the column's
+/// check says the same).
+const MAX_ORGANIZATION_LIMIT: i32 = 1000;
+
+/// The organization limit an UpdateUser request asks for: `None` to return to
+/// the service's.
+fn organization_limit(
+    user: &pb::User,
+    mask: Option<&prost_types::FieldMask>,
+    service_limit: i64,
+) -> Result<Option<i32>> {
+    for path in mask_paths("update_mask", mask, UPDATABLE_USER_FIELDS)? {
+        if path != "organization_limit" {
+            return Err(not_updatable("update_mask", path, UPDATABLE_USER_FIELDS));
+        }
+    }
+    match user.organization_limit {
+        0 => Ok(None),
+        n @ 1..=MAX_ORGANIZATION_LIMIT => Ok(Some(n)),
+        n => Err(Error::invalid(
+            "user.organization_limit",
+            format!(
+                "{n} is not a limit: use 1 to {MAX_ORGANIZATION_LIMIT}, \
+                 or 0 for the service's limit of {service_limit}"
+            ),
+        )),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OrgSettings {
@@ -91,7 +123,8 @@ fn membership(view: MembershipView) -> pb::Membership {
     }
 }
 
-fn user(user: &User) -> pb::User {
+/// `user` as the API shows it; `service_limit` is `--max-orgs-per-user`.
+fn user(user: &User, service_limit: i64) -> pb::User {
     pb::User {
         name: UserRef::name_of(user.row.id),
         uid: user.row.id.to_string(),
@@ -101,6 +134,10 @@ fn user(user: &User) -> pb::User {
         display_name: user.row.display_name.clone(),
         personal_organization: OrgRef::name_of(user.personal_org_id),
         create_time: Some(timestamp(user.row.created_at)),
+        organization_limit: user
+            .row
+            .organization_limit
+            .unwrap_or(i32::try_from(service_limit).unwrap_or(i32::MAX)),
     }
 }
 
@@ -342,7 +379,7 @@ impl OrgService for OrgApi {
             page = PageRequest::parse(0, &next)?;
         }
         Ok(Response::new(pb::WhoAmIResponse {
-            user: Some(user(caller)),
+            user: Some(user(caller, self.settings.limits.max_orgs_per_user)),
             token_organization: token
                 .map(|token| OrgRef::name_of(token.org_id))
                 .unwrap_or_default(),
@@ -397,5 +434,48 @@ impl OrgService for OrgApi {
             .delete_user(&ctx.actor(), &access, self.settings.deleted_retention)
             .await?;
         Ok(Response::new(()))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let id = account_access(&request)?.user_id();
+        let found =
+            self.store.user_by_id(id).await?.ok_or_else(|| {
+                Error::NotFound(format!("user {} not found", UserRef::name_of(id)))
+            })?;
+        Ok(Response::new(user(
+            &found,
+            self.settings.limits.max_orgs_per_user,
+        )))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let ctx = call_context(&request)?;
+        ctx.service()?.ensure_sees_everything("UpdateUser")?;
+        let body = request.get_ref();
+        let service_limit = self.settings.limits.max_orgs_per_user;
+        let wanted = body
+            .user
+            .as_ref()
+            .ok_or_else(|| Error::invalid("user", "the user to update is required"))?;
+        let limit = organization_limit(wanted, body.update_mask.as_ref(), service_limit)?;
+        let target = named_user(&self.store, "user.name", &wanted.name)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "orgd has not seen {} yet: set their limit once they have signed in",
+                    quoted(&wanted.name)
+                ))
+            })?;
+        let updated = self
+            .store
+            .set_organization_limit(&ctx.actor(), target.row.id, limit)
+            .await?;
+        Ok(Response::new(user(&updated, service_limit)))
     }
 }

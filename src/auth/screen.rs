@@ -104,6 +104,9 @@ mod tests {
         "new_owner",
         "user",
         "uid",
+        "personal_organization",
+        // An identity provider's subject.
+        "subject",
         "inviter",
         "member",
         "creator",

@@ -41,7 +41,7 @@ impl Store {
             async move {
                 let locked = lock_orgs_of(conn, user_id).await?;
                 lock_account(conn, user_id).await?;
-                // Joining takes the user's lock (`lock_and_count_memberships`), so
+                // Joining takes the user's lock (`lock_org_room`), so
                 // the memberships are settled now; one that came before it, in an
                 // organization not locked above, means starting again.
                 let org_ids = org_ids_of(conn, user_id).await?;

@@ -16,7 +16,7 @@ use super::invitations::{
 use super::limits::{Joining, ensure_member_room};
 use super::members::{self, MemberView, insert_member};
 use super::org_row::{OrgRow, lock_org};
-use super::orgs::{OrgLimits, Whose, lock_and_count_memberships, too_many_orgs};
+use super::orgs::{OrgLimits, Whose, lock_org_room, too_many_orgs};
 use super::schema::{invitations, users};
 use super::standing::access_in;
 use super::users::User;
@@ -147,8 +147,9 @@ impl Store {
                     )));
                 }
                 ensure_member_room(conn, &org, Joining::Accepting).await?;
-                if lock_and_count_memberships(conn, user_id).await? >= limits.max_orgs_per_user {
-                    return Err(too_many_orgs(Whose::Yours, user_id, limits));
+                let room = lock_org_room(conn, user_id, limits).await?;
+                if room.is_full() {
+                    return Err(too_many_orgs(Whose::Yours, user_id, room));
                 }
                 let (roles, permissions) = invitation.grant();
                 ensure_inviter_still_grants(

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::change::{Change, owner_count};
 use super::closing;
 use super::org_row::{OrgRow, touch};
-use super::orgs::{OrgLimits, Whose, lock_and_count_memberships, too_many_orgs};
+use super::orgs::{OrgLimits, Whose, lock_org_room, too_many_orgs};
 use super::proof::OrgAccess;
 use super::schema::{memberships, org_resources, organizations, users};
 use super::{Actor, KeepPrepared, Store, audit, subscription_row};
@@ -117,13 +117,14 @@ impl Store {
                     .load(conn)
                     .await?;
                 for member in members {
-                    if lock_and_count_memberships(conn, member).await? >= limits.max_orgs_per_user {
+                    let room = lock_org_room(conn, member, limits).await?;
+                    if room.is_full() {
                         let whose = if member == actor_id {
                             Whose::Yours
                         } else {
                             Whose::Members
                         };
-                        return Err(too_many_orgs(whose, member, limits));
+                        return Err(too_many_orgs(whose, member, room));
                     }
                 }
                 diesel::update(organizations::table.find(org_id))

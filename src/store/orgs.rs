@@ -150,19 +150,37 @@ fn slug_taken(slug: &Slug) -> Error {
     ))
 }
 
+/// How many live organizations a user belongs to, and the most they may.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OrgRoom {
+    pub held: i64,
+    pub most: i64,
+}
+
+impl OrgRoom {
+    pub fn is_full(self) -> bool {
+        self.held >= self.most
+    }
+}
+
 /// Locks a user's row so concurrent membership changes of that user serialize,
-/// then counts the live organizations they belong to. `NO KEY UPDATE` does not
-/// conflict with the `KEY SHARE` locks that foreign keys to the user take (e.g.
+/// then counts the live organizations they belong to, against their own limit
+/// if support set one, else the service's. `NO KEY UPDATE` does not conflict
+/// with the `KEY SHARE` locks that foreign keys to the user take (e.g.
 /// `memberships.invited_by`), which would otherwise order user locks by whoever
 /// invited whom and deadlock.
-pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
+pub(super) async fn lock_org_room(
+    conn: &mut Conn,
+    user_id: Uuid,
+    limits: OrgLimits,
+) -> Result<OrgRoom> {
     // A deleted account joins nothing, even if it was deleted while this waited.
-    users::table
+    let own_limit: Option<i32> = users::table
         .find(user_id)
         .filter(users::deleted_at.is_null())
-        .select(users::id)
+        .select(users::organization_limit)
         .for_no_key_update()
-        .first::<Uuid>(conn)
+        .first(conn)
         .await
         .optional()?
         .ok_or_else(|| {
@@ -171,13 +189,17 @@ pub(super) async fn lock_and_count_memberships(conn: &mut Conn, user_id: Uuid) -
                 UserRef::name_of(user_id)
             ))
         })?;
-    Ok(memberships::table
+    let held = memberships::table
         .inner_join(organizations::table)
         .filter(memberships::user_id.eq(user_id))
         .filter(organizations::deleted_at.is_null())
         .count()
         .get_result(conn)
-        .await?)
+        .await?;
+    Ok(OrgRoom {
+        held,
+        most: own_limit.map_or(limits.max_orgs_per_user, i64::from),
+    })
 }
 
 /// Whose organization limit `too_many_orgs` refuses to exceed.
@@ -189,15 +211,16 @@ pub(super) enum Whose {
     Members,
 }
 
-pub(super) fn too_many_orgs(whose: Whose, user_id: Uuid, limits: OrgLimits) -> Error {
-    let most = count(limits.max_orgs_per_user, "organization");
+pub(super) fn too_many_orgs(whose: Whose, user_id: Uuid, room: OrgRoom) -> Error {
+    let most = count(room.most, "organization");
     let message = match whose {
-        Whose::Yours => {
-            format!("you already belong to {most}, the most a user may; leave or delete one first")
-        }
+        Whose::Yours => format!(
+            "you already belong to {most}, the most you may; leave or delete one first, \
+             or ask support to raise your limit"
+        ),
         Whose::Members => format!(
             "restoring it would bring back users/{user_id}, who already belongs to {most}, \
-             the most a user may; they must leave or delete one first"
+             the most they may; they must leave or delete one first"
         ),
     };
     Error::precondition(
@@ -243,7 +266,7 @@ impl Store {
         let input = &input;
         self.write(|conn| {
             async move {
-                let memberships = lock_and_count_memberships(conn, owner_id).await?;
+                let room = lock_org_room(conn, owner_id, limits).await?;
                 if let Some(request_id) = input.request_id {
                     // A replay answers with the organization as it is now, so
                     // only to a caller who may still see it.
@@ -274,8 +297,8 @@ impl Store {
                         None => {}
                     }
                 }
-                if memberships >= limits.max_orgs_per_user {
-                    return Err(too_many_orgs(Whose::Yours, owner_id, limits));
+                if room.is_full() {
+                    return Err(too_many_orgs(Whose::Yours, owner_id, room));
                 }
                 let org = insert_with_owner(
                     conn,

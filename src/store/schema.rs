@@ -10,6 +10,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        organization_limit -> Nullable<Int4>,
     }
 }
 

@@ -11,7 +11,7 @@ use super::orgs::{self, NewOrg};
 use super::schema::{organizations, users};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{Action, DisplayName, Email, Slug, UserRef};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What the identity provider says about a subject.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct UserRow {
     pub email_verified: bool,
     pub display_name: String,
     pub created_at: DateTime<Utc>,
+    /// How many organizations support lets this user belong to, if not the
+    /// service's `--max-orgs-per-user`.
+    pub organization_limit: Option<i32>,
 }
 
 /// A user and their personal organization.
@@ -75,7 +78,8 @@ macro_rules! prefixed_user_columns {
     () => {
         "u.id AS user_id, u.subject AS user_subject, u.email AS user_email,
          u.email_verified AS user_email_verified, u.display_name AS user_display_name,
-         u.created_at AS user_created_at, p.id AS personal_org_id"
+         u.created_at AS user_created_at, u.organization_limit AS user_organization_limit,
+         p.id AS personal_org_id"
     };
 }
 pub(super) use prefixed_user_columns;
@@ -95,6 +99,8 @@ pub(super) struct PrefixedUser {
     user_display_name: String,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     user_created_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    user_organization_limit: Option<i32>,
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     personal_org_id: Uuid,
 }
@@ -109,6 +115,7 @@ impl From<PrefixedUser> for User {
                 email_verified: user.user_email_verified,
                 display_name: user.user_display_name,
                 created_at: user.user_created_at,
+                organization_limit: user.user_organization_limit,
             },
             personal_org_id: user.personal_org_id,
         }
@@ -171,6 +178,56 @@ impl Store {
     pub async fn user_by_subject(&self, subject: &str) -> Result<Option<User>> {
         self.read(|conn| find_user(conn, UserKey::Subject(subject)).scope_boxed())
             .await
+    }
+
+    /// Sets how many organizations `user_id` may belong to (`None`: the
+    /// service's limit), audited. Memberships beyond a lowered limit are kept;
+    /// the user joins or creates no more until under it. Takes the user's row
+    /// lock, as joining does, so no join slips past a limit being lowered.
+    pub async fn set_organization_limit(
+        &self,
+        actor: &Actor,
+        user_id: Uuid,
+        limit: Option<i32>,
+    ) -> Result<User> {
+        self.write(|conn| {
+            async move {
+                let updated = diesel::update(
+                    users::table
+                        .find(user_id)
+                        .filter(users::deleted_at.is_null()),
+                )
+                .set((
+                    users::organization_limit.eq(limit),
+                    users::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+                if updated == 0 {
+                    return Err(Error::NotFound(format!(
+                        "user {} not found",
+                        UserRef::name_of(user_id)
+                    )));
+                }
+                audit::record(
+                    conn,
+                    actor,
+                    None,
+                    Action::UserUpdate,
+                    &UserRef::name_of(user_id),
+                    serde_json::json!({
+                        "fields": ["organization_limit"],
+                        "organization_limit": limit,
+                    }),
+                )
+                .await?;
+                Ok(find_user(conn, UserKey::Id(user_id))
+                    .await?
+                    .expect("the user row was just updated"))
+            }
+            .scope_boxed()
+        })
+        .await
     }
 }
 
