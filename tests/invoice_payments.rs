@@ -377,6 +377,41 @@ async fn a_reference_is_recorded_once_with_one_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reference_recorded_meanwhile_on_another_invoice_is_refused() {
+    let app = spawn(&[]).await;
+    let (_, issued) = invoiced_org(&app, "Acme").await;
+    let (_, other) = invoiced_org(&app, "Globex").await;
+    // Another replica is recording `pi_3NvRace0001` on Acme's invoice and has
+    // not committed yet: the call on Globex's cannot see it.
+    let replica = sql_client(&app.db_url).await;
+    let id: uuid::Uuid = issued.name.rsplit('/').next().unwrap().parse().unwrap();
+    replica
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO invoice_payments (processor_reference, invoice_id, outcome, recorded_by)
+             VALUES ('pi_3NvRace0001', '{id}', 'succeeded', 'services/other');
+             UPDATE invoices SET state = 'paid', paid_at = now() WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let mut processor = app.billing_as_service().await;
+    let request = succeeded(&other, "pi_3NvRace0001");
+    let call = tokio::spawn(async move { processor.record_invoice_payment(request).await });
+    // It waits on the other replica's row, which then commits.
+    let waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    while app.count(waiting, &[]).await == 0 {
+        assert!(!call.is_finished(), "{:?}", call.await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    replica.batch_execute("COMMIT").await.unwrap();
+    let refused = expect_code(call.await.unwrap(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "PAYMENT_REFERENCE_USED");
+    assert!(refused.message().contains(&issued.name), "{refused:?}");
+    let others = "SELECT 1 FROM invoices WHERE number = $1 AND state = 'open'";
+    assert_eq!(app.count(others, &[&other.number]).await, 1);
+    assert_eq!(app.count("SELECT 1 FROM invoice_payments", &[]).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn only_backend_services_record_payments_and_requests_are_checked() {
     let app = spawn(&[]).await;
     let (org, issued) = invoiced_org(&app, "Acme").await;

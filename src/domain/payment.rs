@@ -28,7 +28,7 @@ impl ProcessorReference {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "{} is not a payment processor's reference: expected 4 to 128 letters, digits, '_' and '-', e.g. pi_3NvXyz…",
+                    "{} is not a payment processor's reference: expected 4 to 128 ASCII letters, digits, '_' and '-', starting with a letter or digit, e.g. pi_3NvXyz…",
                     quoted(raw)
                 ),
             ));
@@ -108,6 +108,14 @@ mod tests {
         ] {
             assert!(ProcessorReference::parse("r", bad).is_err(), "{bad:?}");
         }
+        // The refusal states every rule, the first character's included.
+        let refused = ProcessorReference::parse("r", "_abc")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("starting with a letter or digit"),
+            "{refused}"
+        );
     }
 
     #[test]

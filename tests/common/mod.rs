@@ -366,7 +366,7 @@ impl TestApp {
         // Most scenarios build a team: these servers start team organizations on
         // Starter (3 members), as a deployment billing by agreement may, which
         // saves each test the upgrade. The free default is tested on the real
-        // binary (tests/billing.rs, the README walkthrough).
+        // binary (tests/free_plan.rs, the README walkthrough).
         if !extra.contains(&"--default-plan") {
             argv.extend(["--default-plan", "starter"]);
         }
