@@ -73,7 +73,7 @@ pub struct ServeArgs {
     pub billing_interval: Duration,
     /// How long after it is issued an invoice is due; an organization with an
     /// invoice open past it shows its subscription PAST_DUE.
-    #[arg(long, env = "ORGD_INVOICE_DUE", default_value = "14days", value_parser = positive_duration)]
+    #[arg(long, env = "ORGD_INVOICE_DUE", default_value = "14days", value_parser = invoice_term)]
     pub invoice_due: Duration,
     /// How long an invitation link stays valid.
     #[arg(long, env = "ORGD_INVITATION_TTL", default_value = "7days", value_parser = positive_duration)]
@@ -286,6 +286,16 @@ fn positive_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// An invoice's payment term: positive, and at most a year, so that every due
+/// time is a date (and no term that long is a payment term).
+fn invoice_term(raw: &str) -> Result<Duration, String> {
+    let term = positive_duration(raw)?;
+    if term > Duration::from_secs(366 * 24 * 60 * 60) {
+        return Err("must be at most 366 days".into());
+    }
+    Ok(term)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -308,6 +318,7 @@ mod tests {
             ["--smtp-timeout", "0s"],
             ["--smtp-port", "0"],
             ["--invoice-due", "0s"],
+            ["--invoice-due", "1000000years"],
         ] {
             let argv = ["orgd", "serve", bad[0], bad[1]];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");

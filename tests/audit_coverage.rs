@@ -368,6 +368,7 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
             outcome: outcome.into(),
             processor_reference: "ch_audit1".into(),
             failure_message: why.into(),
+            amount: invoice.total.clone(),
         }
     };
     use pb::record_invoice_payment_request::Outcome;

@@ -208,7 +208,7 @@ async fn hostile_values_in_every_field_never_fault_and_replies_stay_small() {
                 (user_token(&owner), user_field.clone(), user)
             }
             Policy::Authenticated { .. } => (user_token(&owner), Vec::new(), String::new()),
-            Policy::Service => (service.clone(), Vec::new(), String::new()),
+            Policy::Service { .. } => (service.clone(), Vec::new(), String::new()),
         };
         let mut found = Vec::new();
         leaves(&method.input(), &[], &mut found);

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::periods::let_a_month_pass;
+use common::billing::{failed, invoiced_org, succeeded};
 use common::*;
 use orgd::pb::{self, invoice::State, record_invoice_payment_request::Outcome};
 use tokio::sync::Barrier;
@@ -19,54 +19,6 @@ use tonic::Code;
 async fn spawn(extra: &[&str]) -> TestApp {
     let flags = [&["--default-plan", "starter"], extra].concat();
     TestApp::spawn_with(&flags).await
-}
-
-/// `display_name`'s organization, owned by alice, with a month billed: its
-/// invoice, as the operator's CloseBillingPeriod returned it.
-async fn invoiced_org(app: &TestApp, display_name: &str) -> (pb::Organization, pb::Invoice) {
-    let org = create_org(&mut app.orgs_as("alice").await, display_name).await;
-    let_a_month_pass(&app.db, &org).await;
-    let id: uuid::Uuid = org.uid.parse().unwrap();
-    let start: std::time::SystemTime = app
-        .db
-        .query_one(
-            "SELECT period_start FROM subscriptions WHERE org_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // By its start, so that the billing worker closing it first changes nothing.
-    let invoice = app
-        .billing_as_service()
-        .await
-        .close_billing_period(pb::CloseBillingPeriodRequest {
-            organization: org.name.clone(),
-            period_start: Some(start.into()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .invoice
-        .unwrap();
-    (org, invoice)
-}
-
-fn succeeded(invoice: &pb::Invoice, reference: &str) -> pb::RecordInvoicePaymentRequest {
-    pb::RecordInvoicePaymentRequest {
-        name: invoice.name.clone(),
-        outcome: Outcome::Succeeded.into(),
-        processor_reference: reference.into(),
-        failure_message: String::new(),
-    }
-}
-
-fn failed(invoice: &pb::Invoice, reference: &str, why: &str) -> pb::RecordInvoicePaymentRequest {
-    pb::RecordInvoicePaymentRequest {
-        outcome: Outcome::Failed.into(),
-        failure_message: why.into(),
-        ..succeeded(invoice, reference)
-    }
 }
 
 async fn get_invoice(app: &TestApp, name: &str) -> pb::Invoice {
@@ -165,6 +117,21 @@ async fn a_successful_charge_pays_the_invoice() {
         "<td>Status</td><td>Due {}</td>",
         date(&issued.due_time)
     )));
+    // The feed's invoice.created says what a processor's side needs to charge it.
+    let created = trail(&app, "invoice.create", &issued.name).await;
+    let (_, _, event_type, data) = &created[0];
+    assert_eq!(event_type, "orgd.invoice.created.v1");
+    assert_eq!(
+        (&data["total_minor"], &data["currency"], &data["state"]),
+        (
+            &serde_json::json!(issued.total.as_ref().unwrap().amount_minor),
+            &serde_json::json!("USD"),
+            &serde_json::json!("open")
+        )
+    );
+    let due: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(data["due_time"].clone()).unwrap();
+    assert_eq!(due.timestamp(), seconds(&issued.due_time));
 
     let paid = app
         .billing_as_service()
@@ -465,6 +432,33 @@ async fn only_backend_services_record_payments_and_requests_are_checked() {
             ),
             "name",
         ),
+        (
+            pb::RecordInvoicePaymentRequest {
+                amount: None,
+                ..succeeded(&issued, "pi_3NvBad0006")
+            },
+            "amount",
+        ),
+        (
+            pb::RecordInvoicePaymentRequest {
+                amount: Some(pb::Money {
+                    currency_code: "XXX".into(),
+                    amount_minor: 1900,
+                }),
+                ..succeeded(&issued, "pi_3NvBad0007")
+            },
+            "amount.currency_code",
+        ),
+        (
+            pb::RecordInvoicePaymentRequest {
+                amount: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    amount_minor: 0,
+                }),
+                ..succeeded(&issued, "pi_3NvBad0008")
+            },
+            "amount.amount_minor",
+        ),
     ];
     for (request, field) in bad_requests {
         let refused = expect_code(
@@ -479,7 +473,7 @@ async fn only_backend_services_record_payments_and_requests_are_checked() {
             .record_invoice_payment(succeeded(
                 &pb::Invoice {
                     name: missing,
-                    ..Default::default()
+                    ..issued.clone()
                 },
                 "pi_3NvMissing1",
             ))
@@ -511,7 +505,13 @@ async fn an_invoice_with_nothing_to_pay_is_paid_when_issued() {
     let refused = expect_code(
         app.billing_as_service()
             .await
-            .record_invoice_payment(succeeded(&invoice, "pi_3NvZero0001"))
+            .record_invoice_payment(pb::RecordInvoicePaymentRequest {
+                amount: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    amount_minor: 100,
+                }),
+                ..succeeded(&invoice, "pi_3NvZero0001")
+            })
             .await,
         Code::FailedPrecondition,
     );
@@ -578,4 +578,62 @@ async fn the_subscription_is_past_due_while_an_invoice_is_open_after_its_due_tim
         pb::subscription::Status::Canceling,
         "paid: back to what it was"
     );
+}
+
+/// A charge of another amount, or in another currency, pays nothing: a
+/// capture in part, or a webhook mapped to the wrong invoice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_charge_of_another_amount_pays_nothing() {
+    let app = spawn(&[]).await;
+    let (_, issued) = invoiced_org(&app, "Acme").await;
+    let total = issued.total.clone().unwrap();
+    assert!(total.amount_minor > 1, "{total:?}");
+    let mut processor = app.billing_as_service().await;
+    for (reference, amount) in [
+        (
+            "pi_3NvPart0001",
+            pb::Money {
+                amount_minor: total.amount_minor - 1,
+                ..total.clone()
+            },
+        ),
+        (
+            "pi_3NvEuro0001",
+            pb::Money {
+                currency_code: "EUR".into(),
+                ..total.clone()
+            },
+        ),
+    ] {
+        let refused = expect_code(
+            processor
+                .record_invoice_payment(pb::RecordInvoicePaymentRequest {
+                    amount: Some(amount),
+                    ..succeeded(&issued, reference)
+                })
+                .await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(reason(&refused), "AMOUNT_MISMATCH");
+        assert!(
+            refused.message().contains(&format!(
+                "is for USD {}.{:02}",
+                total.amount_minor / 100,
+                total.amount_minor % 100
+            )) && refused.message().contains(reference),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(get_invoice(&app, &issued.name).await.state(), State::Open);
+    assert_eq!(
+        app.count("SELECT 1 FROM invoice_payments", &[]).await,
+        0,
+        "nothing recorded"
+    );
+    let paid = processor
+        .record_invoice_payment(succeeded(&issued, "pi_3NvWhole001"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.state(), State::Paid);
 }

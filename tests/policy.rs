@@ -105,7 +105,14 @@ async fn granting(app: &TestApp, permissions: &[String]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_declares_and_enforces_its_policy() {
-    let app = TestApp::spawn().await;
+    // A second service, limited to asking about one permission.
+    let app = TestApp::spawn_with(&[
+        "--service-subjects",
+        "narrow",
+        "--service-permissions",
+        "narrow=org.read",
+    ])
+    .await;
     let org = create_org(&mut app.orgs_as("owner").await, "Guarded").await;
     let member_id = app.user_id("member").await;
     app.user_id("outsider").await;
@@ -123,6 +130,12 @@ async fn every_rpc_declares_and_enforces_its_policy() {
         common::ISSUER,
         common::AUDIENCE,
         common::SERVICE_SUBJECT,
+        std::time::Duration::from_secs(600),
+    ));
+    let limited_token = common::token_for(&orgd::auth::Claims::new(
+        common::ISSUER,
+        common::AUDIENCE,
+        "narrow",
         std::time::Duration::from_secs(600),
     ));
     let (owner_token, member_token, outsider_token) = (
@@ -325,7 +338,19 @@ async fn every_rpc_declares_and_enforces_its_policy() {
                         "{path} for a service: {as_service:?}"
                     );
                 }
-                Policy::Service => {
+                Policy::Service { limited_services } => {
+                    // The layer's refusal of a limited service names the flag;
+                    // a method open to it decides in its handler.
+                    let as_limited =
+                        raw::call(&channel, &path, body.clone(), Some(&limited_token)).await;
+                    let refused_by_layer = as_limited.as_ref().is_err_and(|status| {
+                        status.code() == Code::PermissionDenied
+                            && status.message().contains("may ask about every permission")
+                    });
+                    assert_eq!(
+                        refused_by_layer, !limited_services,
+                        "{path} for a service limited to org.read: {as_limited:?}"
+                    );
                     let as_owner =
                         raw::call(&channel, &path, body.clone(), Some(&owner_token)).await;
                     assert_eq!(code(&as_owner), Code::PermissionDenied, "{path} for a user");

@@ -18,9 +18,12 @@ WHERE total_minor = 0;
 UPDATE invoices SET due_at = GREATEST(created_at, now()) + interval '14 days'
 WHERE total_minor <> 0;
 
+-- The defaults stay: a replica still running the previous binary, during a
+-- rolling upgrade, issues invoices without these columns, as open and due
+-- after the default term.
 ALTER TABLE invoices
+    ALTER COLUMN due_at SET DEFAULT now() + interval '14 days',
     ALTER COLUMN due_at SET NOT NULL,
-    ALTER COLUMN state DROP DEFAULT,
     ADD CONSTRAINT invoices_paid_has_time CHECK ((state = 'paid') = (paid_at IS NOT NULL));
 
 -- Past due: an organization's open invoices, by due time (GetSubscription).

@@ -248,10 +248,15 @@ async fn admit<'p>(
     request_id: &str,
 ) -> Result<Admitted<'p>> {
     Ok(match (policy, caller) {
-        (
-            Policy::Service | Policy::Authenticated { services: true, .. },
-            Caller::Service(service),
-        ) => Admitted::Caller(Principal::Service(service)),
+        (Policy::Service { limited_services }, Caller::Service(service)) => {
+            if !limited_services {
+                service.ensure_unlimited(path)?;
+            }
+            Admitted::Caller(Principal::Service(service))
+        }
+        (Policy::Authenticated { services: true, .. }, Caller::Service(service)) => {
+            Admitted::Caller(Principal::Service(service))
+        }
         (Policy::Account { user_field }, Caller::Service(service)) => {
             service.ensure_may_act_on_accounts(path)?;
             Admitted::ForAccount(user_field, Principal::Service(service))
@@ -260,7 +265,7 @@ async fn admit<'p>(
         (Policy::Org(scope), Caller::Service(service)) if scope.services => {
             Admitted::Caller(Principal::Service(service))
         }
-        (Policy::Service, _) => {
+        (Policy::Service { .. }, _) => {
             return Err(Error::PermissionDenied(format!(
                 "{path} is for backend services only"
             )));

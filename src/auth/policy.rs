@@ -18,8 +18,9 @@ pub enum Policy {
     /// Any signed-in user; with `api_tokens`, API tokens too; with `services`,
     /// backend services too.
     Authenticated { api_tokens: bool, services: bool },
-    /// Backend services only.
-    Service,
+    /// Backend services only; with `limited_services`, those limited to some
+    /// permissions (`--service-permissions`) too.
+    Service { limited_services: bool },
     /// A method on the account of the user named at `user_field` (a path of
     /// field names): that user themself, or a backend service for any user.
     Account { user_field: Vec<String> },
@@ -61,6 +62,7 @@ struct Declared {
     own_permission: String,
     user_field: String,
     services: bool,
+    limited_services: bool,
 }
 
 /// A method as the table knows it.
@@ -119,6 +121,7 @@ impl PolicyTable {
                         own_permission: text("own_permission"),
                         user_field: text("user_field"),
                         services: flag("services"),
+                        limited_services: flag("limited_services"),
                     };
                     Some(
                         parse_policy(&method.input(), declared)
@@ -192,7 +195,11 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
         own_permission,
         user_field,
         services,
+        limited_services,
     } = declared;
+    if limited_services && !service {
+        bail!("limited_services applies to service policies only");
+    }
     let org_scoped = !permission.is_empty() || member;
     if api_tokens && !authenticated {
         bail!(
@@ -239,7 +246,7 @@ fn parse_policy(input: &MessageDescriptor, declared: Declared) -> anyhow::Result
             api_tokens,
             services,
         }),
-        (false, false, false, true, false) => Ok(Policy::Service),
+        (false, false, false, true, false) => Ok(Policy::Service { limited_services }),
         (false, false, false, false, true) => {
             let path: Vec<String> = user_field.split('.').map(str::to_owned).collect();
             check_string_field(input, &path)?;

@@ -62,6 +62,21 @@ impl ServiceCaller {
         }
     }
 
+    /// Refuses a service method (`path`) not open to services limited to some
+    /// permissions: such a service is there to ask about those.
+    pub fn ensure_unlimited(&self, path: &str) -> Result<()> {
+        match &*self.checkable {
+            Checkable::Only(permissions) => Err(Error::PermissionDenied(format!(
+                "{path} is for services that may ask about every permission, and {} may ask \
+                 about {} only (--service-permissions); it asks PermissionService \
+                 (CheckPermission, LookupOrganizations, …) about those",
+                self.name(),
+                listed(permissions)
+            ))),
+            Checkable::Every => Ok(()),
+        }
+    }
+
     /// Refuses a method on any user's account (`path`) to a service limited to
     /// some permissions: such a service is there to ask about those.
     pub fn ensure_may_act_on_accounts(&self, path: &str) -> Result<()> {

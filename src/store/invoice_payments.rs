@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::invoices::{INVOICES, InvoiceRow, InvoiceView, PAID, invoice_not_found, load_view};
 use super::schema::{billing_profiles, invoice_payments, invoices, organizations};
+use super::subscription_row::db_now;
 use super::{Actor, Conn, KeepPrepared, Store, audit, outbox};
 use crate::domain::{
     Action, ChildName, Currency, FailureMessage, Money, ProcessorReference, quoted,
@@ -28,6 +29,8 @@ pub struct PaymentAttempt {
     pub reference: ProcessorReference,
     /// `None`: the charge succeeded; else why it failed.
     pub failure: Option<FailureMessage>,
+    /// What was charged, or tried.
+    pub amount: Money,
 }
 
 impl PaymentAttempt {
@@ -186,8 +189,25 @@ impl Store {
                         ),
                     ));
                 }
+                let total = invoice.total()?;
+                if attempt.amount != total {
+                    return Err(Error::precondition(
+                        "AMOUNT_MISMATCH",
+                        invoice.name(),
+                        format!(
+                            "{} is for {}, and the attempt {} was for {}: only a charge of the whole total is recorded on it",
+                            invoice.described(),
+                            total.format(),
+                            quoted(reference),
+                            attempt.amount.format()
+                        ),
+                    ));
+                }
+                // After the wait for the row lock, not at transaction start.
+                let at = db_now(conn).await?;
                 let inserted = diesel::insert_into(invoice_payments::table)
                     .values((
+                        invoice_payments::recorded_at.eq(at),
                         invoice_payments::processor_reference.eq(reference),
                         invoice_payments::invoice_id.eq(invoice.id),
                         invoice_payments::outcome.eq(attempt.outcome()),
@@ -209,7 +229,7 @@ impl Store {
                         diesel::update(invoices::table.find(invoice.id))
                             .set((
                                 invoices::state.eq(PAID),
-                                invoices::paid_at.eq(diesel::dsl::now),
+                                invoices::paid_at.eq(at),
                             ))
                             .returning(InvoiceRow::as_returning())
                             .prepared()

@@ -13,7 +13,7 @@ use super::schema::{
 };
 use super::subscription_row::{credit_balance, find_plan, lock_subscription};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
-use crate::domain::{Action, ChildName, PageRequest, PageToken};
+use crate::domain::{Action, ChildName, Currency, Money, PageRequest, PageToken};
 use crate::error::{Error, Result};
 
 pub const INVOICES: &str = "invoices";
@@ -56,6 +56,18 @@ impl InvoiceRow {
     /// How it is described to people: its number and resource name.
     pub fn described(&self) -> String {
         format!("invoice {} ({})", self.number, self.name())
+    }
+
+    /// The amount due.
+    pub fn total(&self) -> Result<Money> {
+        let currency = Currency::parse("currency", &self.currency).map_err(|_| {
+            Error::Internal(anyhow::anyhow!(
+                "{} is in {}, which orgd does not bill in",
+                self.name(),
+                self.currency
+            ))
+        })?;
+        Ok(Money::new(self.total_minor, currency))
     }
 }
 
@@ -156,6 +168,9 @@ pub(super) async fn past_due(conn: &mut Conn, org_id: Uuid) -> Result<bool> {
     let overdue = invoices::table
         .filter(invoices::org_id.eq(org_id))
         .filter(invoices::state.eq(OPEN))
+        // Nothing to pay is never overdue (an invoice a replica of the
+        // previous version issued for nothing is left open).
+        .filter(invoices::total_minor.gt(0))
         .filter(invoices::due_at.le(diesel::dsl::now));
     Ok(diesel::select(diesel::dsl::exists(overdue))
         .get_result(conn)

@@ -291,9 +291,11 @@ pub(super) async fn close_period(
             &invoice.name(),
             // The plan of the period that starts now: a cancelled plan ends
             // here, and the change feed's readers adjust their quotas by it.
+            // What a payment processor's side needs to charge it, too.
             serde_json::json!({
                 "number": number, "reason": format!("{reason:?}"),
-                "subtotal_minor": subtotal, "credit_minor": credit, "currency": currency,
+                "subtotal_minor": subtotal, "credit_minor": credit, "total_minor": total,
+                "currency": currency, "state": invoice.state, "due_time": invoice.due_at,
                 "next_plan": next_plan,
             }),
         )

@@ -4,7 +4,8 @@
 use crate::api::{mask_paths, not_updatable};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    Email, FailureMessage, LegalName, OrgRef, PostalAddress, ProcessorReference, TaxId, quoted,
+    Currency, Email, FailureMessage, LegalName, Money, OrgRef, PostalAddress, ProcessorReference,
+    TaxId, quoted,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -156,7 +157,22 @@ pub(super) fn payment_attempt(body: &pb::RecordInvoicePaymentRequest) -> Result<
             ));
         }
     };
-    Ok(PaymentAttempt { reference, failure })
+    let amount = body
+        .amount
+        .as_ref()
+        .ok_or_else(|| Error::invalid("amount", "the amount charged is required"))?;
+    let currency = Currency::parse("amount.currency_code", &amount.currency_code)?;
+    if amount.amount_minor <= 0 {
+        return Err(Error::invalid(
+            "amount.amount_minor",
+            "a charge is of more than nothing: send the amount in minor units (cents for USD)",
+        ));
+    }
+    Ok(PaymentAttempt {
+        reference,
+        failure,
+        amount: Money::new(amount.amount_minor, currency),
+    })
 }
 
 /// Reads the fields named in an update mask out of `given`.
