@@ -108,6 +108,9 @@ mod tests {
         "member",
         "creator",
         "actor",
+        // A usage charge's resource, and the invoice that billed it.
+        "resource",
+        "invoice",
         "plan",
         "request_id",
         "correlation_id",
