@@ -424,10 +424,7 @@ impl BillingService for BillingApi {
         let access = org_access(&request)?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let (rows, next_page_token) = self
-            .store
-            .list_usage_charges(access.org().id, page)
-            .await?;
+        let (rows, next_page_token) = self.store.list_usage_charges(access.org().id, page).await?;
         Ok(Response::new(pb::ListUsageChargesResponse {
             usage_charges: rows.iter().map(usage_charge).collect(),
             next_page_token,

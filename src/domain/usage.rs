@@ -1,7 +1,7 @@
 //! What a backend service reports of an organization's usage: a charge's
 //! description, as its invoice line shows it, and the metered interval.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::{is_hidden, shows_nothing};
 use crate::error::{Error, Result};
@@ -47,7 +47,9 @@ impl ChargeDescription {
 
 /// The interval a usage charge metered: it ends no earlier than it starts.
 /// (That it has ended, not in the future, is checked against the database's
-/// clock when the charge is stored, the clock billing periods run by.)
+/// clock when the charge is stored, the clock billing periods run by.) Its
+/// times are kept to the microsecond, as PostgreSQL stores them, so that a
+/// retried report sent with nanoseconds matches the charge it made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageInterval {
     pub start: DateTime<Utc>,
@@ -57,6 +59,7 @@ pub struct UsageInterval {
 impl UsageInterval {
     /// `end_field` names the end, which a refusal blames.
     pub fn new(start: DateTime<Utc>, end: DateTime<Utc>, end_field: &str) -> Result<Self> {
+        let (start, end) = (start.trunc_subsecs(6), end.trunc_subsecs(6));
         if end < start {
             return Err(Error::invalid(
                 end_field,
@@ -97,6 +100,9 @@ mod tests {
         let later = DateTime::from_timestamp(2_000, 0).unwrap();
         assert!(UsageInterval::new(start, start, "end").is_ok());
         assert!(UsageInterval::new(start, later, "end").is_ok());
+        let nanos = DateTime::from_timestamp(1_000, 1_234_567).unwrap();
+        let kept = UsageInterval::new(nanos, nanos, "end").unwrap();
+        assert_eq!(kept.start.timestamp_subsec_nanos(), 1_234_000);
         let refused = UsageInterval::new(later, start, "end").unwrap_err();
         assert!(matches!(refused, Error::InvalidArgument { field, .. } if field == "end"));
     }

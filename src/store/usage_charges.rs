@@ -317,7 +317,9 @@ impl Store {
                     // The same report, sent twice at once: the other attempt
                     // committed it while this one waited on its key.
                     return reported_before(conn, actor, new).await?.ok_or_else(|| {
-                        Error::Aborted("a concurrent report of this request_id was rolled back; retry".into())
+                        Error::Aborted(
+                            "a concurrent report of this request_id was rolled back; retry".into(),
+                        )
                     });
                 };
                 audit::record(
@@ -358,9 +360,11 @@ impl Store {
                         .into_boxed();
                     if let Some(after) = page.after {
                         query = query.filter(
-                            usage_charges::created_at.lt(after.time).or(usage_charges::created_at
-                                .eq(after.time)
-                                .and(usage_charges::id.lt(after.id))),
+                            usage_charges::created_at
+                                .lt(after.time)
+                                .or(usage_charges::created_at
+                                    .eq(after.time)
+                                    .and(usage_charges::id.lt(after.id))),
                         );
                     }
                     Ok(query.load(conn).await?)

@@ -645,6 +645,17 @@ pub fn violated_field(status: &Status) -> String {
     details.field_violations[0].field.clone()
 }
 
+/// The kind of precondition a FAILED_PRECONDITION names (its
+/// `google.rpc.PreconditionFailure`'s type), e.g. `LAST_OWNER`.
+#[track_caller]
+pub fn precondition_type(status: &Status) -> String {
+    tonic_types::StatusExt::get_details_precondition_failure(status)
+        .expect("a PreconditionFailure detail")
+        .violations[0]
+        .r#type
+        .clone()
+}
+
 /// The secret of a new API token of `org`, created by `owner`, holding
 /// `permissions.check` and nothing else: how a backend service asks
 /// OrgService.CheckPermission about one organization.

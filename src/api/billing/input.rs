@@ -247,7 +247,10 @@ pub(super) fn required_request_id(raw: &str) -> Result<uuid::Uuid> {
     uuid::Uuid::try_parse(raw).map_err(|_| {
         Error::invalid(
             "request_id",
-            format!("{} is not a UUID; use a fresh UUID per request", quoted(raw)),
+            format!(
+                "{} is not a UUID; use a fresh UUID per request",
+                quoted(raw)
+            ),
         )
     })
 }
@@ -288,7 +291,10 @@ pub(super) fn new_usage_charge(
         datetime(field, t)
     };
     let interval = UsageInterval::new(
-        time("usage_charge.usage_start_time", given.usage_start_time.as_ref())?,
+        time(
+            "usage_charge.usage_start_time",
+            given.usage_start_time.as_ref(),
+        )?,
         time("usage_charge.usage_end_time", given.usage_end_time.as_ref())?,
         "usage_charge.usage_end_time",
     )?;
