@@ -56,7 +56,7 @@ fn altered(
 }
 
 fn time(t: &Option<Timestamp>) -> SystemTime {
-    SystemTime::try_from(t.clone().expect("a time")).unwrap()
+    SystemTime::try_from(t.expect("a time")).unwrap()
 }
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -1,7 +1,7 @@
 //! BillingService's requests read and checked: names, codes, a payment
 //! method's display data, a billing profile's update mask.
 
-use crate::api::{datetime, mask_paths, not_updatable};
+use crate::api::{datetime, mask_paths, not_updatable, request_id};
 use crate::auth::OrgAccess;
 use crate::domain::{
     ChargeDescription, ChildName, Currency, Email, FailureMessage, LegalName, MAX_AMOUNT_MINOR,
@@ -235,22 +235,13 @@ pub(super) fn positive_amount(
     Ok((currency, amount.amount_minor))
 }
 
-/// A request id that makes a create safe to retry: a UUID, required where a
+/// A request id that makes a create safe to retry, required where a
 /// duplicate would bill twice.
 pub(super) fn required_request_id(raw: &str) -> Result<uuid::Uuid> {
-    if raw.is_empty() {
-        return Err(Error::invalid(
-            "request_id",
-            "a request_id is required, a fresh UUID per report, so that a retry never bills twice",
-        ));
-    }
-    uuid::Uuid::try_parse(raw).map_err(|_| {
+    request_id(raw)?.ok_or_else(|| {
         Error::invalid(
             "request_id",
-            format!(
-                "{} is not a UUID; use a fresh UUID per request",
-                quoted(raw)
-            ),
+            "a request_id is required, a fresh UUID per report, so that a retry never bills twice",
         )
     })
 }
