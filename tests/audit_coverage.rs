@@ -363,22 +363,10 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
         )
         .await;
     // Usage a backend service reports, and one it withdraws.
-    let usage = |request_id: &str| {
-        let used = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
-        pb::CreateUsageChargeRequest {
-            parent: org.name.clone(),
-            usage_charge: Some(pb::UsageCharge {
-                description: "App web: 1 hour".into(),
-                amount: Some(pb::Money {
-                    currency_code: "USD".into(),
-                    amount_minor: 25,
-                }),
-                usage_start_time: Some(used.into()),
-                usage_end_time: Some(used.into()),
-                ..Default::default()
-            }),
-            request_id: request_id.into(),
-        }
+    let used = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let usage = |request_id: &str| pb::CreateUsageChargeRequest {
+        request_id: request_id.into(),
+        ..common::usage::report(&org, "App web: 1 hour", 25, used, used)
     };
     audit
         .once(

@@ -8,6 +8,7 @@ pub mod periods;
 pub mod raw;
 pub mod receiver;
 pub mod smtp;
+pub mod usage;
 pub mod webhooks;
 
 use std::net::SocketAddr;
