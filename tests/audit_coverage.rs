@@ -349,6 +349,40 @@ async fn every_mutating_rpc_leaves_exactly_one_activity_row() {
             }),
         )
         .await;
+    // Usage a backend service reports, and one it withdraws.
+    let used = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let usage = |request_id: &str| pb::CreateUsageChargeRequest {
+        request_id: request_id.into(),
+        ..common::usage::report(&org, "App web: 1 hour", 25, used, used)
+    };
+    audit
+        .once(
+            "CreateUsageCharge",
+            operator.create_usage_charge(usage("0193a8f0-0000-7000-8000-000000000001")),
+        )
+        .await;
+    let mistaken = audit
+        .once(
+            "CreateUsageCharge",
+            operator.create_usage_charge(usage("0193a8f0-0000-7000-8000-000000000002")),
+        )
+        .await;
+    audit
+        .once(
+            "DeleteUsageCharge",
+            operator.delete_usage_charge(pb::DeleteUsageChargeRequest {
+                name: mistaken.name.clone(),
+            }),
+        )
+        .await;
+    audit
+        .refused(
+            "DeleteUsageCharge",
+            operator.delete_usage_charge(pb::DeleteUsageChargeRequest {
+                name: mistaken.name,
+            }),
+        )
+        .await;
     // A month on Startup, so that the invoice has something to pay.
     let_a_month_pass(&app.db, &org).await;
     let invoice = audit

@@ -37,14 +37,6 @@ fn redeem(org: &pb::Organization, code: &str) -> pb::RedeemVoucherRequest {
     }
 }
 
-fn precondition_type(status: &tonic::Status) -> String {
-    tonic_types::StatusExt::get_details_precondition_failure(status)
-        .expect("a PreconditionFailure detail")
-        .violations[0]
-        .r#type
-        .clone()
-}
-
 fn amount(money: &Option<pb::Money>) -> i64 {
     money.as_ref().expect("an amount").amount_minor
 }

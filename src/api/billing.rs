@@ -6,25 +6,27 @@ use tonic::{Request, Response, Status};
 
 use super::{call_context, child_id, datetime, declared_permission, emailed_token, org_access};
 use crate::auth::OrgAccess;
-use crate::domain::{ChildName, Currency, Etag, OrgRef, PageRequest, Permission, quoted};
+use crate::domain::{ChildName, Etag, OrgRef, PageRequest, Permission, quoted};
 use crate::error::{Error, Result};
 use crate::pb::{self, billing_service_server::BillingService};
 use crate::store::Store;
 use crate::store::billing_profiles::PAYMENT_METHODS;
 use crate::store::invoices::{INVOICES, NewVoucher};
+use crate::store::org_row::OrgRow;
 use crate::store::subscription_row::SubscriptionView;
+use crate::store::usage_charges::USAGE_CHARGES;
 use crate::store::verification::ContactVerification;
 
 mod input;
 mod views;
 
 use input::{
-    ensure_singleton, new_payment_method, payment_attempt, plan_id, profile_changes, voucher_code,
+    ensure_singleton, new_payment_method, new_usage_charge, payment_attempt, plan_id,
+    positive_amount, profile_changes, voucher_code,
 };
-use views::{invoice, money, payment_method, plan, profile, render, subscription, voucher};
-
-/// The largest voucher (the database checks it too): no sum of credits overflows.
-const MAX_VOUCHER_MINOR: i64 = 1_000_000_000_000;
+use views::{
+    invoice, money, payment_method, plan, profile, render, subscription, usage_charge, voucher,
+};
 
 pub struct BillingApi {
     store: Store,
@@ -44,6 +46,31 @@ impl BillingApi {
                 pb::billing_service_server::SERVICE_NAME,
                 "GetBillingProfile",
             ),
+        }
+    }
+
+    /// The organization a backend service's call names (a service acts in
+    /// any, deleted ones included); `raw` is how the request named it.
+    async fn named_org(&self, org_ref: &OrgRef, raw: &str) -> Result<OrgRow> {
+        self.store
+            .find_org(org_ref)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("organization {} not found", quoted(raw))))
+    }
+
+    /// The organization of `name`, a `what` a backend service's call names
+    /// (`raw`): by id as it stands, so that what outlives a purged
+    /// organization (its invoices) is still found; by slug, the organization
+    /// holding it now.
+    async fn org_id_of(&self, name: &ChildName, what: &str, raw: &str) -> Result<uuid::Uuid> {
+        match &name.org {
+            OrgRef::Id(id) => Ok(*id),
+            by_slug => Ok(self
+                .store
+                .find_org(by_slug)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("{what} {} not found", quoted(raw))))?
+                .id),
         }
     }
 
@@ -308,18 +335,8 @@ impl BillingService for BillingApi {
             .as_ref()
             .ok_or_else(|| Error::invalid("voucher", "the voucher is required"))?;
         let code = voucher_code("voucher.code", &given.code)?;
-        let amount = given
-            .amount
-            .as_ref()
-            .ok_or_else(|| Error::invalid("voucher.amount", "the credit amount is required"))?;
-        let currency = Currency::parse("voucher.amount.currency_code", &amount.currency_code)?;
-        if !(1..=MAX_VOUCHER_MINOR).contains(&amount.amount_minor) {
-            return Err(Error::invalid(
-                "voucher.amount.amount_minor",
-                format!("the credit must be between 1 and {MAX_VOUCHER_MINOR} minor units"),
-            )
-            .into());
-        }
+        let (currency, amount_minor) =
+            positive_amount("voucher.amount", given.amount.as_ref(), "credit")?;
         if given.max_redemptions <= 0 {
             return Err(
                 Error::invalid("voucher.max_redemptions", "allow at least one redemption").into(),
@@ -336,7 +353,7 @@ impl BillingService for BillingApi {
                 &ctx.actor(),
                 NewVoucher {
                     code,
-                    amount_minor: amount.amount_minor,
+                    amount_minor,
                     currency: currency.as_str().to_owned(),
                     expires_at,
                     max_redemptions: given.max_redemptions,
@@ -359,10 +376,7 @@ impl BillingService for BillingApi {
             .as_ref()
             .map(|t| datetime("period_start", t))
             .transpose()?;
-        let org =
-            self.store.find_org(&org_ref).await?.ok_or_else(|| {
-                Error::NotFound(format!("organization {} not found", quoted(raw)))
-            })?;
+        let org = self.named_org(&org_ref, raw).await?;
         let closed = self
             .store
             .close_period_now(&ctx.actor(), org.id, period_start)
@@ -382,22 +396,53 @@ impl BillingService for BillingApi {
         let attempt = payment_attempt(body)?;
         // By id, the invoice is found even once its organization is purged
         // (invoices outlive it, and so may a charge of the final one).
-        let org_id = match &name.org {
-            OrgRef::Id(id) => *id,
-            by_slug => {
-                self.store
-                    .find_org(by_slug)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("invoice {} not found", quoted(&body.name)))
-                    })?
-                    .id
-            }
-        };
+        let org_id = self.org_id_of(&name, "invoice", &body.name).await?;
         let view = self
             .store
             .record_invoice_payment(&ctx.actor(), org_id, name.id, &attempt)
             .await?;
         Ok(Response::new(invoice(&view)))
+    }
+
+    async fn create_usage_charge(
+        &self,
+        request: Request<pb::CreateUsageChargeRequest>,
+    ) -> Result<Response<pb::UsageCharge>, Status> {
+        let ctx = call_context(&request)?;
+        let body = request.get_ref();
+        let org_ref = OrgRef::parse("parent", &body.parent)?;
+        let org = self.named_org(&org_ref, &body.parent).await?;
+        let new = new_usage_charge(body, &org)?;
+        let created = self.store.create_usage_charge(&ctx.actor(), new).await?;
+        Ok(Response::new(usage_charge(&created)))
+    }
+
+    async fn list_usage_charges(
+        &self,
+        request: Request<pb::ListUsageChargesRequest>,
+    ) -> Result<Response<pb::ListUsageChargesResponse>, Status> {
+        let access = org_access(&request)?;
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let (rows, next_page_token) = self.store.list_usage_charges(access.org().id, page).await?;
+        Ok(Response::new(pb::ListUsageChargesResponse {
+            usage_charges: rows.iter().map(usage_charge).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn delete_usage_charge(
+        &self,
+        request: Request<pb::DeleteUsageChargeRequest>,
+    ) -> Result<Response<pb::UsageCharge>, Status> {
+        let ctx = call_context(&request)?;
+        let raw = &request.get_ref().name;
+        let name = ChildName::parse("name", raw, USAGE_CHARGES)?;
+        let org_id = self.org_id_of(&name, "usage charge", raw).await?;
+        let deleted = self
+            .store
+            .delete_usage_charge(&ctx.actor(), org_id, name.id)
+            .await?;
+        Ok(Response::new(usage_charge(&deleted)))
     }
 }

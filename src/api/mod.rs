@@ -158,6 +158,24 @@ fn not_updatable(field: &str, path: &str, updatable: &str) -> Error {
     )
 }
 
+/// A create's `request_id` (AIP-155), a UUID, if given: a retry with it
+/// returns what its first attempt made.
+fn request_id(raw: &str) -> Result<Option<uuid::Uuid>> {
+    optional(raw)
+        .map(|raw| {
+            uuid::Uuid::try_parse(raw).map_err(|_| {
+                Error::invalid(
+                    "request_id",
+                    format!(
+                        "{} is not a UUID; use a fresh UUID per request",
+                        quoted(raw)
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// An optional string field: empty means "not given".
 fn optional(raw: &str) -> Option<&str> {
     (!raw.is_empty()).then_some(raw)

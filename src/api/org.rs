@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     account_access, call_context, declared_permission, emailed_token, mask_paths, named_user,
-    not_updatable, optional, org_access, permission, timestamp,
+    not_updatable, optional, org_access, permission, request_id, timestamp,
 };
 use crate::auth::{Checkable, Principal, ServiceCaller};
 use crate::domain::{
@@ -199,19 +199,7 @@ impl OrgService for OrgApi {
         let org = request.get_ref().organization.as_ref().ok_or_else(|| {
             Error::invalid("organization", "the organization to create is required")
         })?;
-        let request_id = optional(&request.get_ref().request_id)
-            .map(|raw| {
-                uuid::Uuid::try_parse(raw).map_err(|_| {
-                    Error::invalid(
-                        "request_id",
-                        format!(
-                            "{} is not a UUID; use a fresh UUID per request",
-                            quoted(raw)
-                        ),
-                    )
-                })
-            })
-            .transpose()?;
+        let request_id = request_id(&request.get_ref().request_id)?;
         let input = CreateOrg {
             request_id,
             plan: self.settings.default_plan.clone(),

@@ -111,6 +111,9 @@ mod tests {
         "member",
         "creator",
         "actor",
+        // A usage charge's resource, and the invoice that billed it.
+        "resource",
+        "invoice",
         "plan",
         "request_id",
         "correlation_id",

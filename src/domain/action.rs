@@ -63,6 +63,8 @@ actions! {
     InvoiceCreate => "invoice.create", "orgd.invoice.created.v1",
     InvoicePay => "invoice.pay", "orgd.invoice.paid.v1",
     InvoicePaymentFail => "invoice.payment_fail", "orgd.invoice.payment_failed.v1",
+    UsageChargeCreate => "usage_charge.create", "orgd.usage_charge.created.v1",
+    UsageChargeDelete => "usage_charge.delete", "orgd.usage_charge.deleted.v1",
     VoucherCreate => "voucher.create", "orgd.voucher.created.v1",
     VoucherRedeem => "voucher.redeem", "orgd.voucher.redeemed.v1",
     ResourceRegister => "resource.register", "orgd.resource.registered.v1",

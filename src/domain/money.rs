@@ -66,6 +66,10 @@ const CURRENCIES: &[(&str, u32)] = &[
     ("ZAR", 2),
 ];
 
+/// The largest amount of a voucher or a usage charge (the database checks it
+/// too), so that no sum of credits or of an invoice's charges overflows.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
+
 /// An ISO 4217 alphabetic currency code orgd supports, stored uppercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency(&'static str);

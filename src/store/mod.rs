@@ -35,6 +35,7 @@ pub mod subscription_row;
 pub mod subscriptions;
 mod tls;
 pub mod tokens;
+pub mod usage_charges;
 pub mod users;
 pub mod verification;
 pub mod webhook_delivery;

@@ -1,5 +1,6 @@
 //! Closing a billing period: its invoice, prorated over the period's plan
-//! segments and less the organization's credit, issued exactly once. The closer
+//! segments, with the usage charges reported for the period, and less the
+//! organization's credit, issued exactly once. The closer
 //! locks the subscription row, and an invoice is keyed by (organization, period
 //! start), so a second closer — a retry, another replica's job, an operator —
 //! finds the period closed and gets the same invoice back.
@@ -21,6 +22,7 @@ use super::subscription_row::{
     ENDED, credit_balance, db_now, find_plan, free_plan, lock_subscription, period_end_after,
     start_segment,
 };
+use super::usage_charges::{self, UsageChargeRow};
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{Action, prorate};
 use crate::error::{Error, Result};
@@ -166,7 +168,25 @@ pub(super) async fn close_period(
         ));
     }
     let currency = current_plan.currency.clone();
-    let subtotal: i64 = lines.iter().map(|(_, amount)| amount).sum();
+    // Then the usage the backend services reported: the charges whose usage
+    // ended by the period's end. A deleted organization's final invoice takes
+    // every pending one, since billing stops with it: all ended by now (usage
+    // in the future is refused), even when the period ended before.
+    let until = match reason {
+        CloseReason::OrganizationDeleted => now,
+        CloseReason::PeriodEnded | CloseReason::Operator => end,
+    };
+    let charges = usage_charges::take_pending(conn, org_id, &currency, until).await?;
+    lines.extend(charges.iter().map(UsageChargeRow::line));
+    let subtotal = lines
+        .iter()
+        .try_fold(0i64, |sum, (_, amount)| sum.checked_add(*amount))
+        .ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "the invoice of {org_id}'s period from {} overflows",
+                sub.period_start
+            ))
+        })?;
     let credit = credit_balance(conn, org_id, &currency)
         .await?
         .clamp(0, subtotal);
@@ -223,6 +243,7 @@ pub(super) async fn close_period(
         .values(rows)
         .execute(conn)
         .await?;
+    usage_charges::mark_billed(conn, &charges, invoice.id).await?;
     if credit > 0 {
         diesel::insert_into(credit_entries::table)
             .values((
@@ -296,7 +317,7 @@ pub(super) async fn close_period(
                 "number": number, "reason": format!("{reason:?}"),
                 "subtotal_minor": subtotal, "credit_minor": credit, "total_minor": total,
                 "currency": currency, "state": invoice.state, "due_time": invoice.due_at,
-                "next_plan": next_plan,
+                "next_plan": next_plan, "usage_charges": charges.len(),
             }),
         )
         .await?;

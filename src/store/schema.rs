@@ -318,6 +318,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_charges (id) {
+        id -> Uuid,
+        org_id -> Uuid,
+        description -> Text,
+        amount_minor -> Int8,
+        currency -> Text,
+        resource_id -> Nullable<Uuid>,
+        usage_start -> Timestamptz,
+        usage_end -> Timestamptz,
+        reported_by -> Text,
+        request_id -> Uuid,
+        created_at -> Timestamptz,
+        invoice_id -> Nullable<Uuid>,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     api_tokens (id) {
         id -> Uuid,
         org_id -> Uuid,
@@ -372,5 +390,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     invoices,
     invoice_lines,
     invoice_payments,
+    usage_charges,
     api_tokens,
 );

@@ -9,6 +9,7 @@ pub mod periods;
 pub mod raw;
 pub mod receiver;
 pub mod smtp;
+pub mod usage;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -644,6 +645,17 @@ pub fn violated_field(status: &Status) -> String {
     let details = tonic_types::StatusExt::get_details_bad_request(status)
         .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
     details.field_violations[0].field.clone()
+}
+
+/// The kind of precondition a FAILED_PRECONDITION names (its
+/// `google.rpc.PreconditionFailure`'s type), e.g. `LAST_OWNER`.
+#[track_caller]
+pub fn precondition_type(status: &Status) -> String {
+    tonic_types::StatusExt::get_details_precondition_failure(status)
+        .expect("a PreconditionFailure detail")
+        .violations[0]
+        .r#type
+        .clone()
 }
 
 /// The secret of a new API token of `org`, created by `owner`, holding

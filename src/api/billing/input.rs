@@ -1,16 +1,19 @@
 //! BillingService's requests read and checked: names, codes, a payment
 //! method's display data, a billing profile's update mask.
 
-use crate::api::{mask_paths, not_updatable};
+use crate::api::{datetime, mask_paths, not_updatable, request_id};
 use crate::auth::OrgAccess;
 use crate::domain::{
-    Currency, Email, FailureMessage, LegalName, Money, OrgRef, PostalAddress, ProcessorReference,
-    TaxId, quoted,
+    ChargeDescription, ChildName, Currency, Email, FailureMessage, LegalName, MAX_AMOUNT_MINOR,
+    Money, OrgRef, PostalAddress, ProcessorReference, TaxId, UsageInterval, quoted,
 };
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::store::billing_profiles::{AddressFields, NewPaymentMethod, ProfileChanges};
 use crate::store::invoice_payments::PaymentAttempt;
+use crate::store::org_row::OrgRow;
+use crate::store::resources::RESOURCES;
+use crate::store::usage_charges::NewUsageCharge;
 
 /// Fields UpdateBillingProfile can change.
 const UPDATABLE_FIELDS: &str = "legal_name, billing_email, tax_id, address";
@@ -225,4 +228,89 @@ pub(super) fn profile_changes(
         }
     }
     Ok(changes)
+}
+
+/// An amount of money in `field` (`{field}.currency_code`,
+/// `{field}.amount_minor`): `what` it is, from one minor unit up to
+/// `MAX_AMOUNT_MINOR`.
+pub(super) fn positive_amount(
+    field: &str,
+    given: Option<&pb::Money>,
+    what: &str,
+) -> Result<(Currency, i64)> {
+    let amount =
+        given.ok_or_else(|| Error::invalid(field, format!("the {what} amount is required")))?;
+    let currency = Currency::parse(&format!("{field}.currency_code"), &amount.currency_code)?;
+    if !(1..=MAX_AMOUNT_MINOR).contains(&amount.amount_minor) {
+        return Err(Error::invalid(
+            format!("{field}.amount_minor"),
+            format!("the {what} must be between 1 and {MAX_AMOUNT_MINOR} minor units"),
+        ));
+    }
+    Ok((currency, amount.amount_minor))
+}
+
+/// A request id that makes a create safe to retry, required where a
+/// duplicate would bill twice.
+pub(super) fn required_request_id(raw: &str) -> Result<uuid::Uuid> {
+    request_id(raw)?.ok_or_else(|| {
+        Error::invalid(
+            "request_id",
+            "a request_id is required, a fresh UUID per report, so that a retry never bills twice",
+        )
+    })
+}
+
+/// The usage charge CreateUsageCharge reports in `org` (its `parent`).
+pub(super) fn new_usage_charge(
+    body: &pb::CreateUsageChargeRequest,
+    org: &OrgRow,
+) -> Result<NewUsageCharge> {
+    let given = body
+        .usage_charge
+        .as_ref()
+        .ok_or_else(|| Error::invalid("usage_charge", "the usage charge is required"))?;
+    let description = ChargeDescription::parse("usage_charge.description", &given.description)?;
+    let (currency, amount_minor) =
+        positive_amount("usage_charge.amount", given.amount.as_ref(), "charge")?;
+    let resource_id = match given.resource.as_str() {
+        "" => None,
+        raw => {
+            let name = ChildName::parse("usage_charge.resource", raw, RESOURCES)?;
+            if !name.org.names(org.id, &org.slug) {
+                return Err(Error::invalid(
+                    "usage_charge.resource",
+                    format!(
+                        "{} is not in the charge's organization, {}",
+                        quoted(raw),
+                        quoted(&body.parent)
+                    ),
+                ));
+            }
+            Some(name.id)
+        }
+    };
+    let time = |field: &str, t: Option<&prost_types::Timestamp>| {
+        let t = t.ok_or_else(|| {
+            Error::invalid(field, "the metered interval's start and end are required")
+        })?;
+        datetime(field, t)
+    };
+    let interval = UsageInterval::new(
+        time(
+            "usage_charge.usage_start_time",
+            given.usage_start_time.as_ref(),
+        )?,
+        time("usage_charge.usage_end_time", given.usage_end_time.as_ref())?,
+        "usage_charge.usage_end_time",
+    )?;
+    Ok(NewUsageCharge {
+        org_id: org.id,
+        description,
+        amount_minor,
+        currency,
+        resource_id,
+        interval,
+        request_id: required_request_id(&body.request_id)?,
+    })
 }

@@ -10,6 +10,7 @@ use crate::pb;
 use crate::store::billing_profiles::{PaymentMethodRow, ProfileRow};
 use crate::store::invoices::{InvoiceView, VoucherRow};
 use crate::store::subscription_row::{PlanRow, SubscriptionView};
+use crate::store::usage_charges::UsageChargeRow;
 
 pub(super) fn money(amount_minor: i64, currency: &str) -> Option<pb::Money> {
     Some(pb::Money {
@@ -139,6 +140,27 @@ pub(super) fn voucher(row: &VoucherRow) -> pb::Voucher {
         expire_time: row.expires_at.map(timestamp),
         max_redemptions: row.max_redemptions,
         redemptions: row.redemptions,
+    }
+}
+
+pub(super) fn usage_charge(row: &UsageChargeRow) -> pb::UsageCharge {
+    use pb::usage_charge::State;
+    let state = match (row.deleted_at, row.invoice_id) {
+        (Some(_), _) => State::Deleted,
+        (None, Some(_)) => State::Billed,
+        (None, None) => State::Pending,
+    };
+    pb::UsageCharge {
+        name: row.name(),
+        description: row.description.clone(),
+        amount: money(row.amount_minor, &row.currency),
+        resource: row.resource().unwrap_or_default(),
+        usage_start_time: Some(timestamp(row.usage_start)),
+        usage_end_time: Some(timestamp(row.usage_end)),
+        state: state.into(),
+        invoice: row.invoice().unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+        delete_time: row.deleted_at.map(timestamp),
     }
 }
 
