@@ -15,6 +15,7 @@ use super::catalog::Catalog;
 use super::limits::{Joining, ensure_member_room};
 use super::members::is_member_by_email;
 use super::org_row::OrgRow;
+use super::paging::newest_first_after;
 use super::proof::OrgAccess;
 use super::schema::{invitations, organizations};
 use super::users::User;
@@ -524,13 +525,11 @@ impl Store {
                         }
                     }
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            invitations::created_at
-                                .lt(after.time)
-                                .or(invitations::created_at
-                                    .eq(after.time)
-                                    .and(invitations::id.lt(after.id))),
-                        );
+                        query = query.filter(newest_first_after!(
+                            invitations::created_at,
+                            invitations::id,
+                            after
+                        ));
                     }
                     Ok(query.load(conn).await?)
                 }

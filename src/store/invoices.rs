@@ -7,6 +7,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
+use super::paging::newest_first_after;
 use super::proof::OrgAccess;
 use super::schema::{
     credit_entries, invoice_lines, invoice_payments, invoices, voucher_redemptions, vouchers,
@@ -193,13 +194,11 @@ impl Store {
                         .select(InvoiceRow::as_select())
                         .into_boxed();
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            invoices::period_start
-                                .lt(after.time)
-                                .or(invoices::period_start
-                                    .eq(after.time)
-                                    .and(invoices::id.lt(after.id))),
-                        );
+                        query = query.filter(newest_first_after!(
+                            invoices::period_start,
+                            invoices::id,
+                            after
+                        ));
                     }
                     let mut views = Vec::new();
                     for row in query.load(conn).await? {

@@ -26,6 +26,7 @@ mod org_deletion;
 pub mod org_row;
 pub mod orgs;
 pub mod outbox;
+mod paging;
 mod period_close;
 pub mod proof;
 pub mod resources;

@@ -13,6 +13,7 @@ use super::access::find_org;
 use super::change::{Demand, actor_id, recheck, token_still_works};
 use super::limits::ensure_resource_room;
 use super::org_row::lock_org;
+use super::paging::oldest_first_after;
 use super::proof::OrgAccess;
 use super::schema::org_resources;
 use super::standing::access_in;
@@ -160,13 +161,11 @@ impl Store {
                         .select(ResourceRow::as_select())
                         .into_boxed();
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            org_resources::created_at
-                                .gt(after.time)
-                                .or(org_resources::created_at
-                                    .eq(after.time)
-                                    .and(org_resources::id.gt(after.id))),
-                        );
+                        query = query.filter(oldest_first_after!(
+                            org_resources::created_at,
+                            org_resources::id,
+                            after
+                        ));
                     }
                     Ok(query.load(conn).await?)
                 }

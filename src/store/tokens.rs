@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::catalog::Catalog;
 use super::change::actor_id;
 use super::org_row::OrgRow;
+use super::paging::newest_first_after;
 use super::proof::{OrgAccess, Reach};
 use super::schema::{api_tokens, memberships};
 use super::standing::MemberAccess;
@@ -292,13 +293,11 @@ impl Store {
                         query = query.filter(api_tokens::creator_id.eq(creator));
                     }
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            api_tokens::created_at
-                                .lt(after.time)
-                                .or(api_tokens::created_at
-                                    .eq(after.time)
-                                    .and(api_tokens::id.lt(after.id))),
-                        );
+                        query = query.filter(newest_first_after!(
+                            api_tokens::created_at,
+                            api_tokens::id,
+                            after
+                        ));
                     }
                     Ok(query.load(conn).await?)
                 }

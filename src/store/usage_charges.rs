@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::invoices::INVOICES;
 use super::org_row::OrgRow;
+use super::paging::newest_first_after;
 use super::resources::RESOURCES;
 use super::schema::{org_resources, organizations, plans, subscriptions, usage_charges};
 use super::subscription_row::db_now;
@@ -359,13 +360,11 @@ impl Store {
                         .select(UsageChargeRow::as_select())
                         .into_boxed();
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            usage_charges::created_at
-                                .lt(after.time)
-                                .or(usage_charges::created_at
-                                    .eq(after.time)
-                                    .and(usage_charges::id.lt(after.id))),
-                        );
+                        query = query.filter(newest_first_after!(
+                            usage_charges::created_at,
+                            usage_charges::id,
+                            after
+                        ));
                     }
                     Ok(query.load(conn).await?)
                 }
