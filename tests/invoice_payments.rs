@@ -317,30 +317,45 @@ async fn a_reference_is_recorded_once_with_one_outcome() {
     );
     assert_eq!(get_invoice(&app, &other.name).await.state(), State::Open);
 
-    // A new attempt on the paid invoice, either way.
-    for request in [
-        succeeded(&issued, "pi_3NvLate0001"),
-        failed(&issued, "ch_3NvLate0002", "Declined."),
+    // Another success on the paid invoice is a second charge: refused.
+    let refused = expect_code(
+        processor
+            .record_invoice_payment(succeeded(&issued, "pi_3NvLate0001"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&refused), "INVOICE_PAID");
+    for expected in [
+        issued.number.as_str(),
+        issued.name.as_str(),
+        "was paid at",
+        "'pi_3NvTwice01'",
+        "refund",
     ] {
-        let refused = expect_code(
-            processor.record_invoice_payment(request).await,
-            Code::FailedPrecondition,
-        );
-        assert_eq!(reason(&refused), "INVOICE_PAID");
-        for expected in [
-            issued.number.as_str(),
-            issued.name.as_str(),
-            "was paid at",
-            "'pi_3NvTwice01'",
-        ] {
-            assert!(refused.message().contains(expected), "{refused:?}");
-        }
+        assert!(refused.message().contains(expected), "{refused:?}");
     }
     assert_eq!(
         app.count("SELECT 1 FROM invoice_payments", &[]).await,
         1,
         "nothing refused was recorded"
     );
+    // An earlier attempt's failure whose webhook arrives after the success is
+    // recorded and changes nothing: the invoice stays paid, nobody is emailed.
+    let notices = app.count("SELECT 1 FROM outbox_messages", &[]).await;
+    let late = processor
+        .record_invoice_payment(failed(&issued, "ch_3NvLate0002", "Declined."))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(late.state(), State::Paid);
+    assert_eq!(late.paid_processor_reference, "pi_3NvTwice01");
+    assert_eq!(
+        app.count("SELECT 1 FROM outbox_messages", &[]).await,
+        notices
+    );
+    let recorded = trail(&app, "invoice.payment_fail", &issued.name).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].1["after_payment"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]

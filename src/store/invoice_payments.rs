@@ -171,7 +171,14 @@ impl Store {
                     replay(&invoice, &earlier, attempt)?;
                     return load_view(conn, invoice).await;
                 }
-                if let Some(paid_at) = invoice.paid() {
+                // A failure reported once the invoice is paid is an earlier
+                // attempt's, its webhook overtaken by the success's: it is
+                // recorded, changes nothing and sends no notice. A second
+                // success would be a second charge, to refund.
+                let paid_at = invoice.paid();
+                let late_failure =
+                    paid_at.is_some() && attempt.failure.is_some() && invoice.total_minor > 0;
+                if let (Some(paid_at), false) = (paid_at, late_failure) {
                     let paid = load_view(conn, invoice.clone()).await?;
                     let how = paid
                         .paid_reference
@@ -183,7 +190,7 @@ impl Store {
                         "INVOICE_PAID",
                         invoice.name(),
                         format!(
-                            "{} was paid at {paid_at} ({how}): nothing is due, so {} cannot be recorded on it",
+                            "{} was paid at {paid_at} ({how}): nothing is due, so the success of {} cannot be recorded on it; refund that charge",
                             invoice.described(),
                             quoted(reference)
                         ),
@@ -251,10 +258,11 @@ impl Store {
                         "total_minor": updated.total_minor,
                         "currency": updated.currency,
                         "failure_message": attempt.failure.as_ref().map(FailureMessage::as_str),
+                        "after_payment": late_failure,
                     }),
                 )
                 .await?;
-                if let Some(why) = &attempt.failure {
+                if let (Some(why), false) = (&attempt.failure, late_failure) {
                     notify_failure(conn, &updated, why.as_str()).await?;
                 }
                 load_view(conn, updated).await
