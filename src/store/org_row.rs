@@ -97,7 +97,24 @@ pub(super) async fn lock_org(conn: &Conn, id: Uuid) -> Result<OrgRow> {
         .first(&mut &*conn)
         .await
         .optional()?
-        .ok_or_else(|| Error::NotFound(format!("organization {} not found", OrgRef::name_of(id))))
+        .ok_or_else(|| org_not_found(id))
+}
+
+/// Locks organization `id`'s row for share: holders run side by side, and a
+/// change that locks it for update waits for them (and they for it).
+pub(super) async fn share_org(conn: &mut Conn, id: Uuid) -> Result<OrgRow> {
+    organizations::table
+        .find(id)
+        .select(OrgRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| org_not_found(id))
+}
+
+fn org_not_found(id: Uuid) -> Error {
+    Error::NotFound(format!("organization {} not found", OrgRef::name_of(id)))
 }
 
 /// Bumps the revision (and so the etag) of a changed organization and returns it.

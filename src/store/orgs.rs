@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::contact_email::{set_pending_contact_email, start_contact_email_change};
 use super::org_row::{OrgRow, lock_org};
+use super::paging::oldest_first_after;
 use super::proof::OrgAccess;
 use super::schema::{create_requests, membership_roles, memberships, organizations, users};
 use super::verification::Requester;
@@ -367,13 +368,11 @@ impl Store {
                         query = query.filter(organizations::deleted_at.is_null());
                     }
                     if let Some(after) = page.after {
-                        query = query.filter(
-                            memberships::created_at
-                                .gt(after.time)
-                                .or(memberships::created_at
-                                    .eq(after.time)
-                                    .and(memberships::org_id.gt(after.id))),
-                        );
+                        query = query.filter(oldest_first_after!(
+                            memberships::created_at,
+                            memberships::org_id,
+                            after
+                        ));
                     }
                     Ok(query.load(conn).await?)
                 }

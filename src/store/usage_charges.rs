@@ -18,15 +18,14 @@ use scoped_futures::ScopedFutureExt;
 use uuid::Uuid;
 
 use super::invoices::INVOICES;
-use super::org_row::OrgRow;
+use super::org_row::{OrgRow, share_org};
 use super::paging::newest_first_after;
 use super::resources::RESOURCES;
-use super::schema::{org_resources, organizations, plans, subscriptions, usage_charges};
+use super::schema::{org_resources, plans, subscriptions, usage_charges};
 use super::subscription_row::db_now;
 use super::{Actor, Conn, KeepPrepared, Store, audit};
 use crate::domain::{
-    Action, ChargeDescription, ChildName, Currency, OrgRef, PageRequest, PageToken, UsageInterval,
-    quoted,
+    Action, ChargeDescription, ChildName, Currency, PageRequest, PageToken, UsageInterval, quoted,
 };
 use crate::error::{Error, Result};
 
@@ -163,24 +162,6 @@ async fn reported_before(
         ));
     }
     Ok(Some(earlier))
-}
-
-/// Locks `org_id`'s row for share: reports run side by side, a deletion waits
-/// for them (and they for it).
-async fn share_org(conn: &mut Conn, org_id: Uuid) -> Result<OrgRow> {
-    organizations::table
-        .find(org_id)
-        .select(OrgRow::as_select())
-        .for_share()
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "organization {} not found",
-                OrgRef::name_of(org_id)
-            ))
-        })
 }
 
 /// Checks a new report against the organization as it stands: billing goes
